@@ -1,0 +1,50 @@
+"""What ecmpd learns from the kernel before planning: interfaces and foreign objects.
+
+Read by `kernel.observe`, consumed by the pure config checks and `desired_state()`,
+so neither of those ever touches the kernel themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv6Interface
+
+from ecmpd.model import Family, IPAddress
+
+
+@dataclass(frozen=True)
+class InterfaceFacts:
+    """One network interface as the kernel shows it."""
+
+    name: str
+    index: int
+    up: bool = True
+    carrier: bool = True
+    pointopoint: bool = False
+    addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
+    # The gateway of this interface's default route in the main table, if any
+    # (what a DHCP client installed); used for `gateway: dhcp`.
+    dhcp_gateway: IPAddress | None = None
+    dhcp_gateway6: IPAddress | None = None
+
+    def primary(self, family: Family) -> IPv4Interface | IPv6Interface | None:
+        """The first address of a family (link-local IPv6 skipped), as `ip` lists it."""
+        for addr in self.addresses:
+            if addr.version == (4 if family is Family.INET else 6) and not (
+                addr.version == 6 and addr.ip.is_link_local
+            ):
+                return addr
+        return None
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """Everything the planner needs to know about the kernel, ecmpd's objects aside."""
+
+    interfaces: dict[str, InterfaceFacts] = field(default_factory=dict)
+    # (family, priority) of ip rules that ecmpd does not own.
+    foreign_rule_priorities: frozenset[tuple[Family, int]] = frozenset()
+    # Table ids holding routes that ecmpd did not create.
+    foreign_tables: frozenset[int] = frozenset()
+    # Nexthop ids of nexthop objects that ecmpd did not create.
+    foreign_nexthop_ids: frozenset[int] = frozenset()

@@ -1,0 +1,172 @@
+"""Typed, frozen values for the kernel objects ecmpd owns.
+
+These are what `desired_state()` produces, what the kernel observer reads back and
+what the diff compares: two objects are the same kernel object when their `key`
+matches, and need changing when they are not equal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+# Routing protocol id stamped on every route, rule and nexthop ecmpd creates, so
+# `ip` shows it as ecmpd's and foreign objects are never mistaken for ours.
+# 0xEC: unassigned in iproute2's rt_protos (bird=12, babel=42, bgp=186..).
+RTPROT_ECMPD = 236
+
+# Nexthop object ids are global per network namespace. ecmpd takes ids in its own
+# block: uplink nexthops are NH_ID_BASE + the uplink's table id, the balancer group
+# is NH_ID_BASE + the balancer table id (tables are unique, so ids are too).
+NH_ID_BASE = 0x0ECD0000
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+
+class Family(enum.IntEnum):
+    """Address family, with the kernel's AF_* values."""
+
+    INET = 2
+    INET6 = 10
+
+
+class RuleAction(enum.Enum):
+    """What an ip rule does when it matches (FR_ACT_*)."""
+
+    LOOKUP = 1  # FR_ACT_TO_TBL
+    UNREACHABLE = 7  # FR_ACT_UNREACHABLE
+
+
+class RouteType(enum.Enum):
+    """rtm_type of a route."""
+
+    UNICAST = 1
+    UNREACHABLE = 7
+
+
+class GroupType(enum.Enum):
+    """Nexthop group type: hash-threshold (mpath) rehashes on change, resilient keeps buckets."""
+
+    HASH_THRESHOLD = "hash-threshold"
+    RESILIENT = "resilient"
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive L4 port range, as FRA_SPORT_RANGE/FRA_DPORT_RANGE hold it."""
+
+    start: int
+    end: int
+
+    def __str__(self) -> str:
+        return str(self.start) if self.start == self.end else f"{self.start}-{self.end}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ip rule ecmpd owns; identified by (family, priority)."""
+
+    family: Family
+    priority: int
+    action: RuleAction
+    table: int | None = None
+    src: IPNetwork | None = None
+    dst: IPNetwork | None = None
+    iif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None
+    ip_proto: int | None = None
+    sport: PortRange | None = None
+    dport: PortRange | None = None
+    suppress_prefixlength: int | None = None
+
+    @property
+    def key(self) -> tuple[Family, int]:
+        return (self.family, self.priority)
+
+
+@dataclass(frozen=True)
+class Nexthop:
+    """A nexthop object: a gateway (or none, for point-to-point) on a device."""
+
+    id: int
+    family: Family
+    ifname: str
+    gateway: IPAddress | None = None
+    onlink: bool = False
+
+    @property
+    def key(self) -> int:
+        return self.id
+
+
+@dataclass(frozen=True)
+class NexthopGroup:
+    """A nexthop group: members as (nexthop id, weight), in ascending id order."""
+
+    id: int
+    type: GroupType
+    members: tuple[tuple[int, int], ...]
+    buckets: int = 0  # resilient only
+    idle_timer: int = 0  # resilient only, seconds
+    unbalanced_timer: int = 0  # resilient only, seconds
+
+    @property
+    def key(self) -> int:
+        return self.id
+
+    def immutable(self) -> tuple[GroupType, int]:
+        """What the kernel cannot change in place (a change needs a new group)."""
+        return (self.type, self.buckets)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route in a table ecmpd owns; identified by (family, table, dst, metric)."""
+
+    family: Family
+    table: int
+    dst: IPNetwork
+    type: RouteType = RouteType.UNICAST
+    ifname: str | None = None
+    gateway: IPAddress | None = None
+    nhid: int | None = None
+    prefsrc: IPAddress | None = None
+    scope: int = 0  # RT_SCOPE_UNIVERSE; 253 = link
+    metric: int = 0
+    onlink: bool = False
+
+    @property
+    def key(self) -> tuple[Family, int, IPNetwork, int]:
+        return (self.family, self.table, self.dst, self.metric)
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    """A sysctl ecmpd sets, by its dotted name (net.ipv4.fib_multipath_hash_policy)."""
+
+    name: str
+    value: str
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything ecmpd wants in the kernel; what `desired_state()` returns."""
+
+    rules: frozenset[Rule] = frozenset()
+    routes: frozenset[Route] = frozenset()
+    nexthops: frozenset[Nexthop] = frozenset()
+    groups: frozenset[NexthopGroup] = frozenset()
+    sysctls: frozenset[Sysctl] = frozenset()
+    # Human names for rule priorities, so `explain` and `plan` can say which rule.
+    rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+
+
+# The observed state has the same shape: what ecmpd owns, as read from the kernel.
+ObservedState = DesiredState
