@@ -1,0 +1,1 @@
+"""Render the desired state for other systems (ip, netplan, networkd, RouterOS)."""

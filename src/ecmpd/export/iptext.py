@@ -1,0 +1,140 @@
+"""Render kernel objects and operations as the `ip` (and `sysctl`) commands they equal.
+
+`ecmpd plan` prints these; `ecmpd export --format ip` builds on them. Pure text.
+"""
+
+from __future__ import annotations
+
+from ecmpd.model import (
+    RTPROT_ECMPD,
+    DesiredState,
+    Family,
+    GroupType,
+    IPNetwork,
+    Nexthop,
+    NexthopGroup,
+    Route,
+    RouteType,
+    Rule,
+    RuleAction,
+    Sysctl,
+)
+from ecmpd.plan import KernelObject, Op, OpKind, diff
+
+TABLE_NAMES = {254: "main", 255: "local", 253: "default"}
+PROTO = f"proto {RTPROT_ECMPD}"
+
+
+def _ip(family: Family) -> str:
+    return "ip -6" if family is Family.INET6 else "ip"
+
+
+def _table(table: int) -> str:
+    return TABLE_NAMES.get(table, str(table))
+
+
+def _prefix(net: IPNetwork) -> str:
+    """A host prefix as its bare address (as `ip rule` prints it), else CIDR."""
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def rule_args(rule: Rule) -> str:
+    """The selector and action of an ip rule, as `ip rule` takes them."""
+    parts = [f"priority {rule.priority}"]
+    if rule.src is not None:
+        parts.append(f"from {_prefix(rule.src)}")
+    if rule.dst is not None:
+        parts.append(f"to {_prefix(rule.dst)}")
+    if rule.iif is not None:
+        parts.append(f"iif {rule.iif}")
+    if rule.fwmark is not None:
+        mark = f"fwmark {rule.fwmark:#x}"
+        if rule.fwmask is not None:
+            mark += f"/{rule.fwmask:#x}"
+        parts.append(mark)
+    if rule.ip_proto is not None:
+        parts.append(f"ipproto {rule.ip_proto}")
+    if rule.sport is not None:
+        parts.append(f"sport {rule.sport}")
+    if rule.dport is not None:
+        parts.append(f"dport {rule.dport}")
+    if rule.action is RuleAction.UNREACHABLE:
+        parts.append("unreachable")
+    else:
+        parts.append(f"lookup {_table(rule.table or 0)}")
+    if rule.suppress_prefixlength is not None:
+        parts.append(f"suppress_prefixlength {rule.suppress_prefixlength}")
+    parts.append(PROTO)
+    return " ".join(parts)
+
+
+def nexthop_args(nh: Nexthop) -> str:
+    """`id N via GW dev IF` for a plain nexthop object."""
+    via = f" via {nh.gateway}" if nh.gateway is not None else ""
+    onlink = " onlink" if nh.onlink else ""
+    return f"id {nh.id}{via} dev {nh.ifname}{onlink} {PROTO}"
+
+
+def group_args(group: NexthopGroup) -> str:
+    """`id N group A,W/B,W [type resilient ...]` for a nexthop group."""
+    members = "/".join(f"{nhid},{weight}" for nhid, weight in group.members)
+    text = f"id {group.id} group {members}"
+    if group.type is GroupType.RESILIENT:
+        text += (
+            f" type resilient buckets {group.buckets} idle_timer {group.idle_timer}"
+            f" unbalanced_timer {group.unbalanced_timer}"
+        )
+    return f"{text} {PROTO}"
+
+
+def route_args(route: Route) -> str:
+    """A route as `ip route` takes it (type, destination, nexthop, table)."""
+    dst = "default" if route.dst.prefixlen == 0 else str(route.dst)
+    parts = [f"unreachable {dst}" if route.type is RouteType.UNREACHABLE else dst]
+    if route.nhid is not None:
+        parts.append(f"nhid {route.nhid}")
+    if route.gateway is not None:
+        parts.append(f"via {route.gateway}")
+    if route.ifname is not None:
+        parts.append(f"dev {route.ifname}")
+    if route.onlink:
+        parts.append("onlink")
+    if route.scope == 253:
+        parts.append("scope link")
+    if route.prefsrc is not None:
+        parts.append(f"src {route.prefsrc}")
+    if route.metric:
+        parts.append(f"metric {route.metric}")
+    parts.append(f"table {_table(route.table)}")
+    parts.append(PROTO)
+    return " ".join(parts)
+
+
+def command(verb: str, obj: KernelObject) -> str:
+    """One full command line for `verb` (add/replace/del) applied to `obj`."""
+    if isinstance(obj, Sysctl):
+        return f"sysctl -w {obj.name}={obj.value}"
+    if isinstance(obj, Rule):
+        return f"{_ip(obj.family)} rule {'add' if verb == 'replace' else verb} {rule_args(obj)}"
+    if isinstance(obj, Nexthop):
+        if verb == "del":
+            return f"ip nexthop del id {obj.id}"
+        return f"{_ip(obj.family)} nexthop {verb} {nexthop_args(obj)}"
+    if isinstance(obj, NexthopGroup):
+        if verb == "del":
+            return f"ip nexthop del id {obj.id}"
+        return f"ip nexthop {verb} {group_args(obj)}"
+    return f"{_ip(obj.family)} route {verb} {route_args(obj)}"
+
+
+def op_command(op: Op) -> str:
+    """The command an operation amounts to (sysctl deletes restore the recorded value)."""
+    if op.kind is OpKind.DELETE and isinstance(op.obj, Sysctl):
+        return f"sysctl -w {op.obj.name}=<value before ecmpd>"
+    verb = {OpKind.ADD: "add", OpKind.REPLACE: "replace", OpKind.DELETE: "del"}[op.kind]
+    return command(verb, op.obj)
+
+
+def state_commands(state: DesiredState) -> list[str]:
+    """The commands that build `state` from nothing, in a safe order."""
+    return [op_command(op) for op in diff(state, DesiredState())]

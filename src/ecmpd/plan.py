@@ -1,0 +1,117 @@
+"""Pure: diff(desired, observed) -> the ordered operations that turn one into the other.
+
+The order is what keeps traffic flowing: everything is added or replaced before
+anything is deleted, and dependencies are respected (nexthops before the groups that
+use them, groups before routes, routes before the rules that point at their tables;
+deletions in the reverse order).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from ecmpd.model import DesiredState, Nexthop, NexthopGroup, Route, Rule, Sysctl
+
+KernelObject = Rule | Route | Nexthop | NexthopGroup | Sysctl
+
+# A group whose type or bucket count must change cannot be changed in place: the
+# route moves to a group at this offset while the real one is re-created.
+SWAP_ID_OFFSET = 0x8000
+
+
+class OpKind(enum.Enum):
+    """What an operation does to its object."""
+
+    ADD = "add"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel operation: the unit `plan` prints, `apply` executes, tests compare."""
+
+    kind: OpKind
+    obj: KernelObject
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {type(self.obj).__name__} {self.obj}"
+
+
+_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl)
+
+
+def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
+    return {o.key: o for o in objs}
+
+
+def _changes(
+    want: Iterable[_T], have: Iterable[_T]
+) -> tuple[list[_T], list[_T], list[_T]]:
+    """(to add, to replace, to delete), each sorted for a stable plan."""
+    w, h = _by_key(want), _by_key(have)
+    add = [o for k, o in w.items() if k not in h]
+    rep = [o for k, o in w.items() if k in h and h[k] != o]
+    dele = [o for k, o in h.items() if k not in w]
+    return _sorted(add), _sorted(rep), _sorted(dele)
+
+
+def _sorted(objs: list[_T]) -> list[_T]:
+    return sorted(objs, key=lambda o: repr(o.key))
+
+
+def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
+    """The minimal ordered operations from `observed` to `desired` (empty when equal)."""
+    ops: list[Op] = []
+    add, rep, dele = _changes(desired.sysctls, observed.sysctls)
+    ops += [Op(OpKind.REPLACE, s) for s in add + rep]
+
+    nh_add, nh_rep, nh_del = _changes(desired.nexthops, observed.nexthops)
+    ops += [Op(OpKind.ADD, n) for n in nh_add] + [Op(OpKind.REPLACE, n) for n in nh_rep]
+
+    g_add, g_rep, g_del = _changes(desired.groups, observed.groups)
+    have_groups: Mapping[object, NexthopGroup] = _by_key(observed.groups)
+    swaps = [g for g in g_rep if g.immutable() != have_groups[g.key].immutable()]
+    ops += [Op(OpKind.ADD, g) for g in g_add]
+    ops += [Op(OpKind.REPLACE, g) for g in g_rep if g not in swaps]
+
+    r_add, r_rep, r_del = _changes(desired.routes, observed.routes)
+    for group in swaps:
+        ops += _swap_group(have_groups[group.key], group, observed.routes)
+    ops += [Op(OpKind.ADD, r) for r in r_add] + [Op(OpKind.REPLACE, r) for r in r_rep]
+
+    # Rules have no in-place replace: a changed rule is added beside the old one at
+    # the same priority (the kernel keeps both, old first) and the old one deleted.
+    ru_add, ru_rep, ru_del = _changes(desired.rules, observed.rules)
+    have_rules = _by_key(observed.rules)
+    ops += [Op(OpKind.ADD, r) for r in ru_add + ru_rep]
+    ops += [Op(OpKind.DELETE, have_rules[r.key]) for r in ru_rep]
+    ops += [Op(OpKind.DELETE, r) for r in ru_del]
+
+    ops += [Op(OpKind.DELETE, r) for r in r_del]
+    ops += [Op(OpKind.DELETE, g) for g in g_del]
+    ops += [Op(OpKind.DELETE, n) for n in nh_del]
+    ops += [Op(OpKind.DELETE, s) for s in dele]
+    return ops
+
+
+def _swap_group(old: NexthopGroup, group: NexthopGroup, have_routes: Iterable[Route]) -> list[Op]:
+    """Re-create a group whose immutable attributes change, with no moment unrouted.
+
+    The routes that use it move to a temporary twin, the group is re-created with the
+    new attributes and the routes move back as they were; the ordinary route pass then
+    makes any change they need. (Deleting a nexthop deletes the routes still using it,
+    so none may be left on the twin, and moving a route straight to its final form
+    could point it at another group still waiting for its own swap.)
+    """
+    twin = replace(group, id=group.id + SWAP_ID_OFFSET)
+    users = [r for r in have_routes if r.nhid == old.id]
+    ops = [Op(OpKind.ADD, twin)]
+    ops += [Op(OpKind.REPLACE, replace(r, nhid=twin.id)) for r in users]
+    ops += [Op(OpKind.DELETE, old), Op(OpKind.ADD, group)]
+    ops += [Op(OpKind.REPLACE, r) for r in users]
+    ops += [Op(OpKind.DELETE, twin)]
+    return ops
