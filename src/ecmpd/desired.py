@@ -61,9 +61,7 @@ def nexthop_id(table: int) -> int:
     return NH_ID_BASE + table
 
 
-def resolve_uplink(
-    uplink: UplinkConfig, facts: KernelFacts, healthy: bool
-) -> UplinkPlan:
+def resolve_uplink(uplink: UplinkConfig, facts: KernelFacts, healthy: bool) -> UplinkPlan:
     """Resolve `dhcp`, the default source address and usability for one uplink."""
     iface = facts.interfaces.get(uplink.interface)
     gateway: IPAddress | None
@@ -106,9 +104,7 @@ def _source_interface(
     return IPv4Interface(uplink.source)
 
 
-def desired_state(
-    config: Config, health: Mapping[str, bool], facts: KernelFacts
-) -> DesiredState:
+def desired_state(config: Config, health: Mapping[str, bool], facts: KernelFacts) -> DesiredState:
     """Everything ecmpd wants in the kernel for this config and this uplink health.
 
     `health` maps uplink names to whether probing says they are healthy; a missing
@@ -288,7 +284,8 @@ def _user_rule(
         dst=rule.to,
         iif=rule.iif,
         fwmark=rule.fwmark,
-        fwmask=rule.fwmask,
+        # The kernel reports a bare fwmark with an all-ones mask; say so up front.
+        fwmask=rule.fwmask if rule.fwmask is not None or rule.fwmark is None else 0xFFFFFFFF,
         ip_proto=rule.proto,
         sport=rule.sport,
         dport=rule.dport,
@@ -308,5 +305,6 @@ def _sysctls(config: Config) -> set[Sysctl]:
     sysctls = {Sysctl("net.ipv4.fib_multipath_hash_policy", str(config.hash.policy))}
     if config.hash.policy == 3:
         mask = config.hash.fields_mask()
-        sysctls.add(Sysctl("net.ipv4.fib_multipath_hash_fields", f"0x{mask:04x}"))
+        # Decimal: how the kernel reads the value back.
+        sysctls.add(Sysctl("net.ipv4.fib_multipath_hash_fields", str(mask)))
     return sysctls

@@ -48,9 +48,7 @@ def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
     return {o.key: o for o in objs}
 
 
-def _changes(
-    want: Iterable[_T], have: Iterable[_T]
-) -> tuple[list[_T], list[_T], list[_T]]:
+def _changes(want: Iterable[_T], have: Iterable[_T]) -> tuple[list[_T], list[_T], list[_T]]:
     """(to add, to replace, to delete), each sorted for a stable plan."""
     w, h = _by_key(want), _by_key(have)
     add = [o for k, o in w.items() if k not in h]

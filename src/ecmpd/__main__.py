@@ -1,0 +1,7 @@
+"""`python -m ecmpd`."""
+
+import sys
+
+from ecmpd.cli.main import main
+
+sys.exit(main())

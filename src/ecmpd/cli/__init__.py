@@ -1,0 +1,1 @@
+"""The `ecmpd` command line: one module per command."""

@@ -1,0 +1,33 @@
+"""`ecmpd apply`: make the kernel match the config; roll back on any failure."""
+
+from __future__ import annotations
+
+import argparse
+
+from ecmpd.cli.common import EXIT_KERNEL, EXIT_OK, CommandError, print_json, run_lock, session
+from ecmpd.cli.plan import op_json
+from ecmpd.export.iptext import op_command
+from ecmpd.kernel.apply import ApplyError, reconcile
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("apply", help="make the kernel match the config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with run_lock(args.run_dir), session(args) as s:
+        try:
+            result = reconcile(s.writer, s.desired())
+        except ApplyError as err:
+            raise CommandError(f"apply failed: {err}", EXIT_KERNEL) from err
+    if args.json:
+        print_json({"changes": len(result.ops), "ops": [op_json(op) for op in result.ops]})
+    elif not result.ops:
+        print("# already in step: no changes")
+    else:
+        for op in result.ops:
+            print(op_command(op))
+        print(f"# {len(result.ops)} changes applied")
+    return EXIT_OK

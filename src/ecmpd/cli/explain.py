@@ -1,0 +1,111 @@
+"""`ecmpd explain DST`: which rule and uplink a flow leaves by, as the kernel decides."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from ipaddress import ip_address
+from typing import Any
+
+from ecmpd.cli.common import EXIT_OK, print_json, session
+from ecmpd.explain import Flow, deciding_rule
+from ecmpd.kernel import nexthop as nl
+
+PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("explain", help="which rule and uplink a flow leaves by")
+    p.add_argument("dst", type=ip_address)
+    p.add_argument("--from", dest="src", type=ip_address, help="source address")
+    p.add_argument("--iif", help="incoming interface (forwarded traffic)")
+    p.add_argument("--proto", choices=sorted(PROTOS))
+    p.add_argument("--sport", type=int)
+    p.add_argument("--dport", type=int)
+    p.add_argument("--fwmark", type=lambda v: int(v, 0), default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    flow = Flow(
+        dst=args.dst,
+        src=args.src,
+        iif=args.iif,
+        fwmark=args.fwmark,
+        ip_proto=PROTOS[args.proto] if args.proto else None,
+        sport=args.sport,
+        dport=args.dport,
+    )
+    with session(args, check=False) as s:
+        result = explain_flow(s.writer.ipr, s, flow)
+    if args.json:
+        print_json(result)
+    else:
+        print(describe(flow, result))
+    return EXIT_OK
+
+
+def explain_flow(ipr: Any, s: Any, flow: Flow) -> dict[str, Any]:
+    """Ask the kernel (RTM_GETROUTE with the L4 keys), then name the rule and uplink."""
+    desired = s.desired()
+    names = dict(desired.rule_names)
+    index = {f.name: f.index for f in s.facts.interfaces.values()}
+    byindex = {f.index: f.name for f in s.facts.interfaces.values()}
+    error = None
+    try:
+        answer = nl.route_get(
+            ipr,
+            flow.dst,
+            src=flow.src,
+            iif=index[flow.iif] if flow.iif else None,
+            ip_proto=flow.ip_proto,
+            sport=flow.sport,
+            dport=flow.dport,
+            mark=flow.fwmark or None,
+        )
+    except nl.RouteLookupError as err:
+        answer, error = None, str(err)
+    table = answer.table if answer else None
+    matched = _main_prefixlen(ipr, flow) if table == 254 else None
+    rule = deciding_rule(s.observed.rules, flow, table, matched)
+    ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
+    uplink = next((u.name for u in s.config.uplinks if u.interface == ifname), None)
+    return {
+        "uplink": uplink,
+        "rule": names.get(rule.priority) if rule else None,
+        "priority": rule.priority if rule else None,
+        "table": table,
+        "interface": ifname,
+        "gateway": str(answer.gateway) if answer and answer.gateway else None,
+        "source": str(answer.prefsrc) if answer and answer.prefsrc else None,
+        "nhid": answer.nhid if answer else None,
+        "error": error,
+    }
+
+
+def _main_prefixlen(ipr: Any, flow: Flow) -> int | None:
+    """The prefix length of the main table's longest match (to judge suppress_prefixlength)."""
+    family = socket.AF_INET if flow.dst.version == 4 else socket.AF_INET6
+    lengths = [r.dst.prefixlen for r in nl.dump_routes(ipr, family, 254) if flow.dst in r.dst]
+    return max(lengths, default=None)
+
+
+def describe(flow: Flow, r: dict[str, Any]) -> str:
+    """One human line: the flow, then where it goes and why."""
+    proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(flow.ip_proto or 0, "")
+    src = f"{flow.src or '*'}{':' + str(flow.sport) if flow.sport else ''}"
+    dst = f"{flow.dst}{':' + str(flow.dport) if flow.dport else ''}"
+    head = f"{proto} {src} -> {dst}".strip()
+    if r["error"]:
+        where = f"no route ({r['error']})"
+    elif r["uplink"]:
+        where = f"leaves by {r['uplink']} ({r['interface']} via {r['gateway'] or 'direct'})"
+    else:
+        where = f"does not leave by an uplink (dev {r['interface']})"
+    why = (
+        f"rule {r['rule']} (priority {r['priority']}, table {r['table']})"
+        if r["rule"]
+        else f"no ecmpd rule decided it (table {r['table']})"
+    )
+    return f"{head}: {where}; {why}"
