@@ -150,44 +150,65 @@ TABLES = [101, 200]
 @st.composite
 def states(draw: st.DrawFn) -> DesiredState:
     nexthops = [
-        Nexthop(id=i, family=Family.INET, ifname=draw(st.sampled_from(IFNAMES)),
-                gateway=draw(st.sampled_from(GATEWAYS)))
+        Nexthop(
+            id=i,
+            family=Family.INET,
+            ifname=draw(st.sampled_from(IFNAMES)),
+            gateway=draw(st.sampled_from(GATEWAYS)),
+        )
         for i in draw(st.lists(st.sampled_from(NH_IDS), unique=True))
     ]
     groups = []
     if nexthops:
         for gid in draw(st.lists(st.sampled_from(GROUP_IDS), unique=True)):
-            members = draw(st.lists(st.sampled_from([n.id for n in nexthops]),
-                                    min_size=1, unique=True))
+            members = draw(
+                st.lists(st.sampled_from([n.id for n in nexthops]), min_size=1, unique=True)
+            )
             gtype = draw(st.sampled_from(list(GroupType)))
             resilient = gtype is GroupType.RESILIENT
-            groups.append(NexthopGroup(
-                id=gid, type=gtype,
-                members=tuple(sorted((m, draw(st.integers(1, 256))) for m in members)),
-                buckets=draw(st.sampled_from([64, 512])) if resilient else 0,
-                idle_timer=draw(st.sampled_from([0, 60])) if resilient else 0,
-            ))
+            groups.append(
+                NexthopGroup(
+                    id=gid,
+                    type=gtype,
+                    members=tuple(sorted((m, draw(st.integers(1, 256))) for m in members)),
+                    buckets=draw(st.sampled_from([64, 512])) if resilient else 0,
+                    idle_timer=draw(st.sampled_from([0, 60])) if resilient else 0,
+                )
+            )
     targets = [n.id for n in nexthops] + [g.id for g in groups]
     routes = []
     for table in TABLES:
         for dst in DSTS:
             how = draw(st.sampled_from(["none", "gw", "unreachable", "nhid"]))
             if how == "gw":
-                routes.append(Route(Family.INET, table, dst, ifname="wan-a",
-                                    gateway=IPv4Address("10.1.0.1")))
+                routes.append(
+                    Route(Family.INET, table, dst, ifname="wan-a", gateway=IPv4Address("10.1.0.1"))
+                )
             elif how == "unreachable":
                 routes.append(Route(Family.INET, table, dst, type=RouteType.UNREACHABLE))
             elif how == "nhid" and targets:
                 routes.append(Route(Family.INET, table, dst, nhid=draw(st.sampled_from(targets))))
     rules = [
-        Rule(Family.INET, prio, RuleAction.LOOKUP, table=draw(st.sampled_from(TABLES)),
-             suppress_prefixlength=draw(st.sampled_from([None, 0])))
+        Rule(
+            Family.INET,
+            prio,
+            RuleAction.LOOKUP,
+            table=draw(st.sampled_from(TABLES)),
+            suppress_prefixlength=draw(st.sampled_from([None, 0])),
+        )
         for prio in draw(st.lists(st.integers(10000, 10004), unique=True))
     ]
-    sysctls = [Sysctl("net.ipv4.fib_multipath_hash_policy", str(p))
-               for p in draw(st.lists(st.integers(0, 3), max_size=1))]
-    return DesiredState(frozenset(rules), frozenset(routes), frozenset(nexthops),
-                        frozenset(groups), frozenset(sysctls))
+    sysctls = [
+        Sysctl("net.ipv4.fib_multipath_hash_policy", str(p))
+        for p in draw(st.lists(st.integers(0, 3), max_size=1))
+    ]
+    return DesiredState(
+        frozenset(rules),
+        frozenset(routes),
+        frozenset(nexthops),
+        frozenset(groups),
+        frozenset(sysctls),
+    )
 
 
 @settings(max_examples=400, deadline=None)
@@ -228,14 +249,19 @@ def test_failover_is_one_group_replace() -> None:
 
 def test_group_type_change_swaps_through_a_twin_without_a_gap() -> None:
     before = _two_uplinks(((1, 1), (2, 2)))
-    group = replace(next(iter(before.groups)), type=GroupType.HASH_THRESHOLD, buckets=0,
-                    idle_timer=0)
+    group = replace(
+        next(iter(before.groups)), type=GroupType.HASH_THRESHOLD, buckets=0, idle_timer=0
+    )
     after = replace(before, groups=frozenset({group}))
     ops = diff(after, before)
     kinds = [(op.kind, type(op.obj).__name__) for op in ops]
     assert kinds == [
-        (OpKind.ADD, "NexthopGroup"), (OpKind.REPLACE, "Route"), (OpKind.DELETE, "NexthopGroup"),
-        (OpKind.ADD, "NexthopGroup"), (OpKind.REPLACE, "Route"), (OpKind.DELETE, "NexthopGroup"),
+        (OpKind.ADD, "NexthopGroup"),
+        (OpKind.REPLACE, "Route"),
+        (OpKind.DELETE, "NexthopGroup"),
+        (OpKind.ADD, "NexthopGroup"),
+        (OpKind.REPLACE, "Route"),
+        (OpKind.DELETE, "NexthopGroup"),
     ]
     kernel = FakeKernel.holding(before)
     for op in ops:

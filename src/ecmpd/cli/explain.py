@@ -8,8 +8,12 @@ from ipaddress import ip_address
 from typing import Any
 
 from ecmpd.cli.common import EXIT_OK, print_json, session
+from ecmpd.config import Config
+from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
+from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
+from ecmpd.model import DesiredState
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         dport=args.dport,
     )
     with session(args, check=False) as s:
-        result = explain_flow(s.writer.ipr, s, flow)
+        result = explain_flow(s.writer.ipr, s.config, s.observed, s.facts, flow)
     if args.json:
         print_json(result)
     else:
@@ -46,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def explain_flow(ipr: Any, s: Any, flow: Flow) -> dict[str, Any]:
+def explain_flow(
+    ipr: Any, config: Config, observed: DesiredState, facts: KernelFacts, flow: Flow
+) -> dict[str, Any]:
     """Ask the kernel (RTM_GETROUTE with the L4 keys), then name the rule and uplink."""
-    desired = s.desired()
-    names = dict(desired.rule_names)
-    index = {f.name: f.index for f in s.facts.interfaces.values()}
-    byindex = {f.index: f.name for f in s.facts.interfaces.values()}
+    names = dict(desired_state(config, {}, facts).rule_names)
+    index = {f.name: f.index for f in facts.interfaces.values()}
+    byindex = {f.index: f.name for f in facts.interfaces.values()}
     error = None
     try:
         answer = nl.route_get(
@@ -68,9 +73,9 @@ def explain_flow(ipr: Any, s: Any, flow: Flow) -> dict[str, Any]:
         answer, error = None, str(err)
     table = answer.table if answer else None
     matched = _main_prefixlen(ipr, flow) if table == 254 else None
-    rule = deciding_rule(s.observed.rules, flow, table, matched)
+    rule = deciding_rule(observed.rules, flow, table, matched)
     ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
-    uplink = next((u.name for u in s.config.uplinks if u.interface == ifname), None)
+    uplink = next((u.name for u in config.uplinks if u.interface == ifname), None)
     return {
         "uplink": uplink,
         "rule": names.get(rule.priority) if rule else None,

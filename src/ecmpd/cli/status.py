@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def kernel_status(s: Session) -> dict[str, Any]:
     """The status document built from the kernel alone."""
-    group = next((g for g in s.observed.groups if g.id == nexthop_id(s.config.balancer.table)), None)
+    group = next(
+        (g for g in s.observed.groups if g.id == nexthop_id(s.config.balancer.table)), None
+    )
     members = dict(group.members) if group else {}
     nexthops = {n.id for n in s.observed.nexthops}
     uplinks = []
@@ -69,8 +71,13 @@ def run(args: argparse.Namespace) -> int:
     for u in doc["uplinks"]:
         state = f"[{colors[u['state']]}]{u['state']}[/]"
         table.add_row(
-            u["name"], u["interface"], state, str(u["weight"]),
-            "yes" if u["in_balancer"] else "no", str(u["table"]), u["gateway"] or "-",
+            u["name"],
+            u["interface"],
+            state,
+            str(u["weight"]),
+            "yes" if u["in_balancer"] else "no",
+            str(u["table"]),
+            u["gateway"] or "-",
         )
     console.print(table)
     rules = Table(title="rules (in order)")

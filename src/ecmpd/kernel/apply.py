@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_DELRULE, RTM_NEWRULE
@@ -65,14 +65,17 @@ class KernelWriter:
             if self._fault_after <= 0:
                 raise OSError(f"injected fault ({FAULT_ENV})")
             self._fault_after -= 1
-        handler: Callable[[OpKind, Any], None] = {
-            Sysctl: self._sysctl,
-            Rule: self._rule,
-            Nexthop: self._nexthop,
-            NexthopGroup: self._group,
-            Route: self._route,
-        }[type(op.obj)]
-        handler(op.kind, op.obj)
+        obj = op.obj
+        if isinstance(obj, Sysctl):
+            self._sysctl(op.kind, obj)
+        elif isinstance(obj, Rule):
+            self._rule(op.kind, obj)
+        elif isinstance(obj, Nexthop):
+            self._nexthop(op.kind, obj)
+        elif isinstance(obj, NexthopGroup):
+            self._group(op.kind, obj)
+        else:
+            self._route(op.kind, obj)
 
     def _sysctl(self, kind: OpKind, s: Sysctl) -> None:
         if kind is OpKind.DELETE:
@@ -115,7 +118,9 @@ class KernelWriter:
             nl.set_group(self.ipr, group, replace=kind is OpKind.REPLACE)
 
     def _route(self, kind: OpKind, route: Route) -> None:
-        cmd = {OpKind.ADD: "add", OpKind.REPLACE: "replace", OpKind.DELETE: "del"}[kind]
+        cmd: Literal["add", "replace", "del"] = (
+            "add" if kind is OpKind.ADD else "replace" if kind is OpKind.REPLACE else "del"
+        )
         ifindex = self.ifindex[route.ifname] if route.ifname is not None else None
         nl.set_route(self.ipr, cmd, route, ifindex)
 

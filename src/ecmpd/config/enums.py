@@ -1,0 +1,29 @@
+"""The config's named choices."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Mode(enum.StrEnum):
+    """host: this machine's own traffic only; router: it also forwards (and NATs) a LAN's."""
+
+    HOST = "host"
+    ROUTER = "router"
+
+
+class WhenAllDown(enum.StrEnum):
+    """What the balanced route becomes when every uplink is down."""
+
+    KEEP = "keep"  # leave the last members in place: maybe the checks are what failed
+    MAIN = "main"  # withdraw it, so balanced traffic falls through to the main table
+    UNREACHABLE = "unreachable"  # fail fast rather than leak out by another path
+
+
+class RuleActionName(enum.StrEnum):
+    """What a user rule does with matching traffic."""
+
+    BYPASS = "bypass"  # main table, ignoring its default route
+    PIN = "pin"  # one uplink's table
+    MAIN = "main"  # main table as it is
+    BALANCE = "balance"  # the balancer table

@@ -1,0 +1,108 @@
+"""Checks of a config against the kernel it will run on (pure: the facts are read elsewhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address
+
+from ecmpd.config.issues import ConfigIssue, did_you_mean, sort_issues
+from ecmpd.config.schema import PRIORITY_SPAN, Config
+from ecmpd.config.uplink import UplinkConfig
+from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.model import NH_ID_BASE, Family
+
+Finding = tuple[str, str]
+
+
+def _missing_interface(name: str, facts: KernelFacts) -> str:
+    return f"no interface '{name}'" + did_you_mean(name, facts.interfaces)
+
+
+def _gateway_on_link(gateway: IPv4Address | IPv6Address, iface: InterfaceFacts) -> str | None:
+    """Why the gateway is not reachable on the interface's own prefixes, or None if it is."""
+    # Point-to-point links have no broadcast domain: the peer is reachable whatever its address.
+    if iface.pointopoint or gateway.is_link_local:
+        return None
+    prefixes = [a for a in iface.addresses if a.version == gateway.version]
+    if any(gateway in a.network for a in prefixes):
+        return None
+    have = ", ".join(str(a) for a in prefixes) or f"no IPv{gateway.version} address"
+    return f"{gateway} is not in any prefix of {iface.name} ({have})"
+
+
+def _source_on_interface(source: IPv4Address | IPv6Address, iface: InterfaceFacts) -> str | None:
+    """Why the source address is not one of the interface's, or None if it is."""
+    own = [a.ip for a in iface.addresses if a.version == source.version]
+    if source in own:
+        return None
+    have = ", ".join(str(ip) for ip in own) or f"no IPv{source.version} address"
+    return f"{source} is not an address of {iface.name} (it has {have})"
+
+
+def _uplink(at: str, uplink: UplinkConfig, facts: KernelFacts) -> Iterator[Finding]:
+    """The interface exists and the gateways and sources fit its addresses."""
+    iface = facts.interfaces.get(uplink.interface)
+    if iface is None:
+        yield f"{at}.interface", _missing_interface(uplink.interface, facts)
+        return
+    if uplink.gateway == "dhcp":
+        if iface.dhcp_gateway is None:
+            yield f"{at}.gateway", f"{iface.name} has no DHCP default route to follow"
+    elif uplink.gateway is not None and (why := _gateway_on_link(uplink.gateway, iface)):
+        yield f"{at}.gateway", why
+    if uplink.gateway6 is not None and (why := _gateway_on_link(uplink.gateway6, iface)):
+        yield f"{at}.gateway6", why
+    for key, source in (("source", uplink.source), ("source6", uplink.source6)):
+        if source is not None and (why := _source_on_interface(source, iface)):
+            yield f"{at}.{key}", why
+
+
+def _family_name(family: Family) -> str:
+    return "IPv4" if family is Family.INET else "IPv6"
+
+
+def _priorities(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """No foreign rule inside ecmpd's priority block."""
+    first, last = config.rule_priority, config.rule_priority + PRIORITY_SPAN - 1
+    taken: dict[int, list[str]] = {}
+    for family, priority in sorted(facts.foreign_rule_priorities):
+        if first <= priority <= last:
+            taken.setdefault(priority, []).append(_family_name(family))
+    if taken:
+        used = ", ".join(f"{p} ({' and '.join(fams)})" for p, fams in sorted(taken.items()))
+        message = f"ecmpd needs priorities {first}-{last}, but rules it does not own use {used}"
+        yield "rule_priority", message
+
+
+def _tables(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """ecmpd's tables and nexthop ids are not already someone else's."""
+    owned = [(f"uplinks[{i}].table", u.table) for i, u in enumerate(config.uplinks)]
+    owned.append(("balancer.table", config.balancer.table))
+    for path, table in owned:
+        if table in facts.foreign_tables:
+            yield path, f"table {table} already holds routes ecmpd did not create"
+        if NH_ID_BASE + table in facts.foreign_nexthop_ids:
+            nhid = NH_ID_BASE + table
+            message = f"nexthop id {nhid} (ecmpd's for table {table}) is taken by a foreign nexthop"
+            yield path, message
+
+
+def _rule_interfaces(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """A rule's iif names an existing interface."""
+    for i, rule in enumerate(config.rules):
+        if rule.iif is not None and rule.iif not in facts.interfaces:
+            yield f"rules[{i}].iif", _missing_interface(rule.iif, facts)
+
+
+def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
+    """Every way the config does not fit this kernel, at the line of the field concerned."""
+    findings = [
+        *(f for i, u in enumerate(config.uplinks) for f in _uplink(f"uplinks[{i}]", u, facts)),
+        *_priorities(config, facts),
+        *_tables(config, facts),
+        *_rule_interfaces(config, facts),
+    ]
+    return sort_issues(
+        ConfigIssue(config.filename, config.line_of(path), path, message)
+        for path, message in findings
+    )

@@ -1,0 +1,114 @@
+"""Schema of the whole config file: the top-level settings, the balancer and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, PrivateAttr
+
+from ecmpd.config.enums import Mode, RuleActionName, WhenAllDown
+from ecmpd.config.fields import Listen, Table, Timer, integer_in
+from ecmpd.config.hashspec import HashSpec, parse_hash
+from ecmpd.config.rule import RuleConfig
+from ecmpd.config.section import Section, none_as_empty
+from ecmpd.config.uplink import UplinkConfig
+from ecmpd.config.yamlsource import line_for
+from ecmpd.model import GroupType
+
+# ecmpd owns priorities [rule_priority, rule_priority + 999]; the main table's rule sits
+# at 32766, so the block must end below it, and 0 is the kernel's local rule.
+PRIORITY_SPAN = 1000
+MAX_RULE_PRIORITY = 32765 - (PRIORITY_SPAN - 1)
+
+
+class BalancerConfig(Section):
+    """The balanced routing table and the nexthop group behind its default route."""
+
+    table: Table = 200
+    group: GroupType = GroupType.RESILIENT
+    when_all_down: WhenAllDown = WhenAllDown.KEEP
+    buckets: Annotated[int, BeforeValidator(integer_in(2, 32768))] = 512  # resilient only
+    idle_timer: Timer = 60.0  # resilient only, seconds
+    unbalanced_timer: Timer = 0.0  # resilient only, seconds; 0: never force a rebalance
+
+
+class MetricsConfig(Section):
+    """Where the Prometheus exposition listens."""
+
+    listen: Listen
+
+    @property
+    def host(self) -> str:
+        """The listen address, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The listen port."""
+        return int(self.listen.rpartition(":")[2])
+
+
+def default_rules() -> list[RuleConfig]:
+    """What `rules` means when omitted: bypass for local destinations, balance the rest."""
+    return [
+        RuleConfig(name="local", action=RuleActionName.BYPASS),
+        RuleConfig(name="everything-else", action=RuleActionName.BALANCE),
+    ]
+
+
+def _rules_or_default(value: object) -> object:
+    """An empty `rules:` key means the default rules, like an omitted one."""
+    return default_rules() if value is None else value
+
+
+class Config(Section):
+    """A whole, validated ecmpd config, with the file and lines it came from."""
+
+    mode: Mode = Mode.HOST
+    hash: Annotated[HashSpec, BeforeValidator(parse_hash)] = HashSpec.L4
+    balancer: Annotated[BalancerConfig, BeforeValidator(none_as_empty)] = Field(
+        default_factory=BalancerConfig
+    )
+    rule_priority: Annotated[int, BeforeValidator(integer_in(1, MAX_RULE_PRIORITY))] = 10000
+    hooks: Path | None = None
+    metrics: MetricsConfig | None = None
+    uplinks: Annotated[list[UplinkConfig], Field(min_length=1)]
+    rules: Annotated[list[RuleConfig], BeforeValidator(_rules_or_default)] = Field(
+        default_factory=default_rules
+    )
+
+    _filename: str = PrivateAttr(default="<string>")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        # Two loads of the same settings are equal even if comments or layout moved lines.
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # lists inside: unhashable, say so plainly
+
+    @property
+    def filename(self) -> str:
+        """The file this config was read from ("<string>" when parsed from text)."""
+        return self._filename
+
+    def line_of(self, field_path: str) -> int | None:
+        """The YAML line of a field path like `uplinks[1].gateway`, else of its nearest parent."""
+        return line_for(self._lines, field_path)
+
+    def uplink(self, name: str) -> UplinkConfig:
+        """The uplink with this name; KeyError if there is none."""
+        for uplink in self.uplinks:
+            if uplink.name == name:
+                return uplink
+        raise KeyError(name)
+
+    def with_source(self, filename: str, lines: Mapping[str, int]) -> Config:
+        """A copy that knows which file and lines it came from (for `line_of`)."""
+        located = self.model_copy()
+        located._filename = filename
+        located._lines = dict(lines)
+        return located

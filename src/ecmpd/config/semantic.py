@@ -1,0 +1,115 @@
+"""Checks across fields and sections, on a config whose every field is already valid.
+
+Pure: no kernel, no files. Each check yields (field path, message) findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ecmpd.config.enums import RuleActionName
+from ecmpd.config.issues import did_you_mean
+from ecmpd.config.schema import PRIORITY_SPAN, Config
+from ecmpd.config.units import PORT_PROTOCOLS
+
+Finding = tuple[str, str]
+
+
+def _unique_uplinks(config: Config) -> Iterator[Finding]:
+    """Names, interfaces and tables are one per uplink; the balancer table is nobody's."""
+    names: dict[str, str] = {}
+    interfaces: dict[str, str] = {}
+    tables: dict[int, str] = {config.balancer.table: "the balancer table"}
+    for i, uplink in enumerate(config.uplinks):
+        at = f"uplinks[{i}]"
+        if uplink.name in names:
+            yield f"{at}.name", f"duplicate uplink name '{uplink.name}' (also {names[uplink.name]})"
+        names.setdefault(uplink.name, at)
+        if uplink.interface in interfaces:
+            owner = interfaces[uplink.interface]
+            yield f"{at}.interface", f"interface '{uplink.interface}' is already used by {owner}"
+        interfaces.setdefault(uplink.interface, f"uplink '{uplink.name}'")
+        if uplink.table:  # 0: not given, allocated later from the free ids
+            if uplink.table in tables:
+                yield f"{at}.table", f"table {uplink.table} is already {tables[uplink.table]}"
+            tables.setdefault(uplink.table, f"used by uplink '{uplink.name}'")
+
+
+def _weights(config: Config) -> Iterator[Finding]:
+    """Weights come either from every uplink's bandwidth or from none."""
+    with_bandwidth = [u.name for u in config.uplinks if u.bandwidth is not None]
+    for i, uplink in enumerate(config.uplinks):
+        weighted = "weight" in uplink.model_fields_set
+        if uplink.bandwidth is not None and weighted:
+            yield f"uplinks[{i}].weight", "give weight or bandwidth, not both"
+        elif with_bandwidth and uplink.bandwidth is None:
+            field = "weight" if weighted else "bandwidth"
+            message = f"'{with_bandwidth[0]}' has a bandwidth, so every uplink needs one"
+            yield f"uplinks[{i}].{field}", message + " (weights are then derived from them)"
+
+
+def _health_checks(config: Config) -> Iterator[Finding]:
+    """Enough distinct targets for min_up."""
+    for i, uplink in enumerate(config.uplinks):
+        check = uplink.check
+        at = f"uplinks[{i}].check"
+        seen = set()
+        for j, target in enumerate(check.targets):
+            if target in seen:
+                yield f"{at}.targets[{j}]", f"{target} is listed twice"
+            seen.add(target)
+        # No targets means "probe the gateway": one target.
+        count = len(seen) or 1
+        if check.min_up > count:
+            yield f"{at}.min_up", f"{check.min_up} is more than the number of targets ({count})"
+
+
+def _rule_actions(config: Config) -> Iterator[Finding]:
+    """pin names a known uplink; uplink and strict belong to pin alone."""
+    uplinks = [u.name for u in config.uplinks]
+    for i, rule in enumerate(config.rules):
+        at = f"rules[{i}]"
+        if rule.action is RuleActionName.PIN:
+            if rule.uplink is None:
+                yield f"{at}.uplink", "required for action pin"
+            elif rule.uplink not in uplinks:
+                hint = did_you_mean(rule.uplink, uplinks)
+                yield f"{at}.uplink", f"no uplink named '{rule.uplink}'{hint}"
+            continue
+        if rule.uplink is not None:
+            yield f"{at}.uplink", f"only allowed with action pin, not {rule.action}"
+        if rule.strict:
+            yield f"{at}.strict", f"only allowed with action pin, not {rule.action}"
+
+
+def _rule_matches(config: Config) -> Iterator[Finding]:
+    """Unique names, and match keys that make sense together."""
+    names: dict[str, str] = {}
+    for i, rule in enumerate(config.rules):
+        at = f"rules[{i}]"
+        if rule.name in names:
+            yield f"{at}.name", f"duplicate rule name '{rule.name}' (also {names[rule.name]})"
+        names.setdefault(rule.name, at)
+        for key, ports in (("sport", rule.sport), ("dport", rule.dport)):
+            if ports is not None and rule.proto not in PORT_PROTOCOLS:
+                yield f"{at}.{key}", "ports need proto tcp, udp or sctp"
+        if rule.fwmask is not None and rule.fwmark is None:
+            yield f"{at}.fwmask", "needs fwmark"
+        if rule.from_ is not None and rule.to is not None and rule.from_.version != rule.to.version:
+            yield f"{at}.to", f"is IPv{rule.to.version} but from is IPv{rule.from_.version}"
+
+
+def _capacity(config: Config) -> Iterator[Finding]:
+    """One reply rule per uplink plus the user's rules must fit ecmpd's priority block."""
+    needed = len(config.uplinks) + len(config.rules)
+    if needed > PRIORITY_SPAN:
+        counts = f"{len(config.uplinks)} uplinks and {len(config.rules)} rules"
+        yield "rules", f"{counts} need {needed} priorities; ecmpd owns only {PRIORITY_SPAN}"
+
+
+CHECKS = (_unique_uplinks, _weights, _health_checks, _rule_actions, _rule_matches, _capacity)
+
+
+def semantic_findings(config: Config) -> list[Finding]:
+    """Every cross-field problem of a schema-valid config."""
+    return [finding for check in CHECKS for finding in check(config)]

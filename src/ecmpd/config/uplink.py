@@ -1,0 +1,70 @@
+"""Schema of one uplink and its health check."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from ecmpd.config.enums import Mode
+from ecmpd.config.fields import (
+    Address,
+    Bandwidth,
+    Duration,
+    IfName,
+    Method,
+    Percent,
+    Table,
+    UplinkName,
+    integer_in,
+    ipv4_parser,
+    ipv6_parser,
+    parse_gateway,
+)
+from ecmpd.config.section import Section, none_as_empty
+
+Rounds = Annotated[int, BeforeValidator(integer_in(1, 100))]
+
+
+class CheckConfig(Section):
+    """How an uplink's health is probed, and when it counts as down or up."""
+
+    targets: tuple[Address, ...] = ()  # empty: the gateway
+    method: Method = "icmp"
+    interval: Duration = 0.2
+    timeout: Duration = 0.3
+    down_after: Rounds = 3
+    up_after: Rounds = 5
+    min_up: Annotated[int, BeforeValidator(integer_in(1, 1000))] = 1
+    max_loss: Percent | None = None  # a fraction 0..1
+    max_rtt: Duration | None = None
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The port of a `tcp:PORT` method, None for icmp."""
+        return int(self.method[4:]) if self.method.startswith("tcp:") else None
+
+
+class UplinkConfig(Section):
+    """One way out: an interface, its gateway(s), its weight and its routing table."""
+
+    name: UplinkName
+    interface: IfName
+    gateway: Annotated[IPv4Address | Literal["dhcp"] | None, BeforeValidator(parse_gateway)] = None
+    source: Annotated[IPv4Address | None, BeforeValidator(ipv4_parser("source6"))] = None
+    gateway6: Annotated[IPv6Address | None, BeforeValidator(ipv6_parser("gateway"))] = None
+    source6: Annotated[IPv6Address | None, BeforeValidator(ipv6_parser("source"))] = None
+    # Always set after loading: derived from `bandwidth` when that was given instead.
+    weight: Annotated[int, BeforeValidator(integer_in(1, 256))] = 1
+    bandwidth: Bandwidth | None = None  # bits/s
+    # Always set after loading; 0 only on a model built by hand, before allocation.
+    table: Table = 0
+    nat: bool | None = None  # resolved at load: None means "true in router mode"
+    check: Annotated[CheckConfig, BeforeValidator(none_as_empty)] = Field(
+        default_factory=CheckConfig
+    )
+
+    def nat_enabled(self, mode: Mode) -> bool:
+        """Whether traffic leaving by this uplink is masqueraded in this mode."""
+        return self.nat if self.nat is not None else mode is Mode.ROUTER

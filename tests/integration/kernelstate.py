@@ -1,0 +1,85 @@
+"""Test helpers: run ecmpd inside a lab namespace and snapshot kernel state with `ip`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ecmpd.lab import netns
+from ecmpd.model import RTPROT_ECMPD
+
+SYSCTLS = ("net.ipv4.fib_multipath_hash_policy", "net.ipv4.fib_multipath_hash_fields")
+
+
+def ecmpd(
+    ns: str, config: Path, run_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI inside a namespace, as a user would."""
+    argv = [sys.executable, "-m", "ecmpd", "-c", str(config), "--run-dir", str(run_dir), *args]
+    if env:
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
+    return netns.run_in(ns, argv, capture_output=True, text=True, timeout=120)
+
+
+def ip_json(ns: str, *args: str) -> Any:
+    out = netns.run_in(ns, ["ip", "-j", *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout or "[]")
+
+
+def snapshot(ns: str) -> dict[str, Any]:
+    """Every rule, route (all tables), nexthop and the hash sysctls, comparable with ==."""
+    routes = ip_json(ns, "route", "show", "table", "all") + ip_json(
+        ns, "-6", "route", "show", "table", "all"
+    )
+    for r in routes:  # link state flags change with carrier, not with ecmpd
+        r.pop("flags", None)
+    return {
+        "rules": ip_json(ns, "rule", "show"),
+        "routes": sorted(routes, key=json.dumps),
+        "nexthops": sorted(ip_json(ns, "-d", "nexthop", "show"), key=json.dumps),
+        "sysctls": {k: netns.read_sysctl(ns, k) for k in SYSCTLS},
+    }
+
+
+def owned(snap: dict[str, Any]) -> dict[str, Any]:
+    """Only the objects carrying ecmpd's protocol id."""
+    mine = {str(RTPROT_ECMPD), "236"}
+    return {
+        kind: [o for o in snap[kind] if str(o.get("protocol")) in mine]
+        for kind in ("rules", "routes", "nexthops")
+    }
+
+
+def foreign(snap: dict[str, Any]) -> dict[str, Any]:
+    """Everything not carrying ecmpd's protocol id."""
+    mine = {str(RTPROT_ECMPD), "236"}
+    return {
+        kind: [o for o in snap[kind] if str(o.get("protocol")) not in mine]
+        for kind in ("rules", "routes", "nexthops")
+    }
+
+
+@contextmanager
+def netlink_monitor(ns: str) -> Iterator[list[str]]:
+    """Collects every rtnetlink change notification in the namespace while active."""
+    proc = netns.popen_in(
+        ns,
+        ["ip", "-o", "monitor", "route", "rule", "nexthop", "link", "address"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    time.sleep(0.3)  # let it subscribe before the change under test
+    try:
+        yield lines
+    finally:
+        time.sleep(0.3)  # let late notifications arrive
+        proc.terminate()
+        out, _ = proc.communicate(timeout=5)
+        lines.extend(line for line in out.splitlines() if line.strip())
