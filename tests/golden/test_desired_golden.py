@@ -41,8 +41,9 @@ TWO_UPLINKS = """
 """
 
 
-def commands(yaml_text: str, health: dict[str, bool] | None = None,
-             facts: KernelFacts = FACTS) -> list[str]:
+def commands(
+    yaml_text: str, health: dict[str, bool] | None = None, facts: KernelFacts = FACTS
+) -> list[str]:
     config = parse_config(textwrap.dedent(yaml_text), "ecmpd.yaml")
     return state_commands(desired_state(config, health or {}, facts))
 
@@ -70,19 +71,26 @@ def test_a_down_uplink_leaves_the_group_and_only_the_group() -> None:
     up = commands(TWO_UPLINKS)
     down = commands(TWO_UPLINKS, {"isp-a": False})
     changed = [(a, b) for a, b in zip(up, down, strict=True) if a != b]
-    assert changed == [(
-        "ip nexthop add id 248316104 group 248316005,1/248316006,2 type resilient buckets 512"
-        " idle_timer 60 unbalanced_timer 0 proto 236",
-        "ip nexthop add id 248316104 group 248316006,2 type resilient buckets 512"
-        " idle_timer 60 unbalanced_timer 0 proto 236",
-    )]
+    assert changed == [
+        (
+            "ip nexthop add id 248316104 group 248316005,1/248316006,2 type resilient buckets 512"
+            " idle_timer 60 unbalanced_timer 0 proto 236",
+            "ip nexthop add id 248316104 group 248316006,2 type resilient buckets 512"
+            " idle_timer 60 unbalanced_timer 0 proto 236",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        ("keep", ["ip nexthop add id 248316104 group 248316005,1/248316006,2",
-                  "ip route add default nhid 248316104 table 200"]),
+        (
+            "keep",
+            [
+                "ip nexthop add id 248316104 group 248316005,1/248316006,2",
+                "ip route add default nhid 248316104 table 200",
+            ],
+        ),
         ("main", []),
         ("unreachable", ["ip route add unreachable default table 200"]),
     ],
@@ -115,7 +123,9 @@ def test_bandwidths_become_weights() -> None:
 
 
 def test_pinned_source_main_rule_and_matches() -> None:
-    yaml_text = TWO_UPLINKS + """
+    yaml_text = (
+        TWO_UPLINKS
+        + """
     rules:
       - {name: local, action: bypass}
       - {name: vpn, from: 192.0.2.50, action: pin, uplink: isp-b}
@@ -124,6 +134,7 @@ def test_pinned_source_main_rule_and_matches() -> None:
       - {name: web, proto: tcp, dport: 443, iif: lan0, fwmark: 0x10, action: balance}
       - {name: rest, action: balance}
     """
+    )
     rules = [c for c in commands(yaml_text) if " rule " in c]
     assert rules[2:] == [
         "ip rule add priority 10100 lookup main suppress_prefixlength 0 proto 236",
@@ -153,16 +164,22 @@ def test_point_to_point_and_dhcp_uplinks() -> None:
 
 
 def test_dhcp_without_a_lease_and_a_link_without_carrier_stay_out() -> None:
-    facts = KernelFacts(interfaces={
-        "wan-a": InterfaceFacts("wan-a", 2, carrier=False,
-                                addresses=(ip_interface("10.1.0.2/24"),)),
-        "dhcp0": InterfaceFacts("dhcp0", 5),
-    })
-    cmds = commands("""
+    facts = KernelFacts(
+        interfaces={
+            "wan-a": InterfaceFacts(
+                "wan-a", 2, carrier=False, addresses=(ip_interface("10.1.0.2/24"),)
+            ),
+            "dhcp0": InterfaceFacts("dhcp0", 5),
+        }
+    )
+    cmds = commands(
+        """
         uplinks:
           - {name: isp-a, interface: wan-a, gateway: 10.1.0.1}
           - {name: cable, interface: dhcp0, gateway: dhcp}
-    """, facts=facts)
+    """,
+        facts=facts,
+    )
     # No nexthop can exist on a link without carrier; keep mode has nothing to keep.
     assert not any("nexthop" in c for c in cmds)
     assert "ip route add default via 10.1.0.1 dev wan-a src 10.1.0.2 table 101 proto 236" in cmds
@@ -171,10 +188,12 @@ def test_dhcp_without_a_lease_and_a_link_without_carrier_stay_out() -> None:
 
 def test_the_reference_example_renders() -> None:
     example = (Path(__file__).parents[2] / "src/ecmpd/examples/ecmpd.example.yaml").read_text()
-    facts = KernelFacts(interfaces={
-        "eth0": InterfaceFacts("eth0", 2, addresses=(ip_interface("192.168.1.100/24"),)),
-        "eth1": InterfaceFacts("eth1", 3, addresses=(ip_interface("192.168.2.100/24"),)),
-    })
+    facts = KernelFacts(
+        interfaces={
+            "eth0": InterfaceFacts("eth0", 2, addresses=(ip_interface("192.168.1.100/24"),)),
+            "eth1": InterfaceFacts("eth1", 3, addresses=(ip_interface("192.168.2.100/24"),)),
+        }
+    )
     config = parse_config(example, "ecmpd.yaml")
     cmds = state_commands(desired_state(config, {}, facts))
     assert [c for c in cmds if " rule " in c] == [

@@ -37,6 +37,12 @@ def snapshot(ns: str) -> dict[str, Any]:
     routes = ip_json(ns, "route", "show", "table", "all") + ip_json(
         ns, "-6", "route", "show", "table", "all"
     )
+    # IPv6 link-local routes appear whenever the kernel finishes autoconfiguring a
+    # fresh veth (DAD), independent of ecmpd; they would make snapshots racy.
+    routes = [
+        r for r in routes
+        if not (r.get("protocol") == "kernel" and str(r.get("dst", "")).startswith("fe80:"))
+    ]
     for r in routes:  # link state flags change with carrier, not with ecmpd
         r.pop("flags", None)
     return {
@@ -67,10 +73,14 @@ def foreign(snap: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def netlink_monitor(ns: str) -> Iterator[list[str]]:
-    """Collects every rtnetlink change notification in the namespace while active."""
+    """Collects route, rule and nexthop change notifications in the namespace while active.
+
+    Routes the kernel makes itself (`proto kernel`: IPv6 link-local autoconfiguration
+    finishing on fresh veths) are left out; ecmpd never creates one.
+    """
     proc = netns.popen_in(
         ns,
-        ["ip", "-o", "monitor", "route", "rule", "nexthop", "link", "address"],
+        ["ip", "-o", "monitor", "route", "rule", "nexthop"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -82,4 +92,6 @@ def netlink_monitor(ns: str) -> Iterator[list[str]]:
         time.sleep(0.3)  # let late notifications arrive
         proc.terminate()
         out, _ = proc.communicate(timeout=5)
-        lines.extend(line for line in out.splitlines() if line.strip())
+        lines.extend(
+            line for line in out.splitlines() if line.strip() and "proto kernel" not in line
+        )

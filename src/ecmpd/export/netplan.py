@@ -1,0 +1,176 @@
+"""`export --format netplan`: per-uplink tables and policy rules as netplan YAML.
+
+netplan (0.106, Debian bookworm) has routes with `table:` and `routing-policy:` with
+from/to/table/priority/mark, and nothing else ecmpd needs: no nexthop objects, groups
+or multipath routes, no suppress_prefixlength, iif, ipproto or port matches, no mark
+masks, no sysctls. What it cannot hold is listed in a comment as the exact commands
+`ecmpd apply` would run, to be run once netplan has brought the links up.
+"""
+
+from __future__ import annotations
+
+from ecmpd.config import Config
+from ecmpd.desired import DEFAULT4, DEFAULT6, SCOPE_LINK, desired_state
+from ecmpd.export.iptext import state_commands
+from ecmpd.export.networkd import FULL_MASK, home_interfaces, prefix, route_home, rule_home
+from ecmpd.facts import KernelFacts
+from ecmpd.model import DesiredState, Family, Route, RouteType, Rule, RuleAction
+
+FILENAME = "90-ecmpd.yaml"
+Entry = list[tuple[str, str]]
+
+
+def files(config: Config, facts: KernelFacts) -> dict[str, str]:
+    """The YAML, under the name netplan would read it by (after the base config)."""
+    return {FILENAME: render(config, facts)}
+
+
+def render(config: Config, facts: KernelFacts) -> str:
+    """netplan YAML for what netplan can express; the rest as commands in a comment."""
+    state = desired_state(config, {}, facts)
+    names = dict(state.rule_names)
+    rules = sorted(state.rules, key=lambda r: r.priority)
+    kept_rules = [r for r in rules if not rule_limits(r)]
+    kept_routes = [r for r in state.routes if r.nhid is None]
+    lines = _header(config, any(r.src is None and r.dst is None for r in kept_rules))
+    lines += _leftovers(config, state, kept_rules, kept_routes, names)
+    lines += ["network:", "  version: 2", "  ethernets:"]
+    for ifname in home_interfaces(config):
+        uplinks = ", ".join(u.name for u in config.uplinks if u.interface == ifname)
+        lines.append(f"    {ifname}:  # uplink {uplinks}")
+        routes = [_route(r) for r in _sorted_routes(kept_routes) if route_home(r, config) == ifname]
+        lines += _sequence("routes", routes)
+        policy = [
+            _rule(r, names.get(r.priority, ""))
+            for r in kept_rules
+            if rule_home(r, config) == ifname
+        ]
+        lines += _sequence("routing-policy", policy)
+    return "\n".join(lines) + "\n"
+
+
+def rule_limits(rule: Rule) -> list[str]:
+    """What netplan cannot express about a rule (empty: it can express all of it)."""
+    limits = []
+    if rule.action is not RuleAction.LOOKUP:
+        limits.append(rule.action.name.lower())
+    if rule.suppress_prefixlength is not None:
+        limits.append(f"suppress_prefixlength {rule.suppress_prefixlength}")
+    if rule.iif is not None:
+        limits.append("iif")
+    if rule.ip_proto is not None:
+        limits.append("ipproto")
+    if rule.sport is not None or rule.dport is not None:
+        limits.append("port matches")
+    if rule.fwmark is not None and (rule.fwmark == 0 or rule.fwmask not in (None, FULL_MASK)):
+        limits.append("a mark mask or mark 0")
+    return limits
+
+
+def _header(config: Config, catch_all: bool) -> list[str]:
+    last = config.rule_priority + 999
+    lines = [
+        f"# ecmpd export --format netplan: the policy of {config.filename} for netplan",
+        f"# (checked against netplan 0.106, Debian bookworm). Save as /etc/netplan/{FILENAME}:",
+        "# netplan merges it with the files that already configure these interfaces (move",
+        "# an interface under vlans:/bonds:/bridges: if it is one). Static: no health checks",
+        "# and no failover; for those run `ecmpd run` instead (it owns rule priorities",
+        f"# {config.rule_priority}-{last}: do not use both).",
+    ]
+    if catch_all:
+        lines.append("# netplan wants from or to in a rule: `from: 0.0.0.0/0` is `from all`.")
+    return lines
+
+
+def _leftovers(
+    config: Config,
+    state: DesiredState,
+    kept_rules: list[Rule],
+    kept_routes: list[Route],
+    names: dict[int, str],
+) -> list[str]:
+    """The comment block: what netplan cannot hold, and the commands that add it."""
+    rest = DesiredState(
+        rules=state.rules - frozenset(kept_rules),
+        routes=state.routes - frozenset(kept_routes),
+        nexthops=state.nexthops,
+        groups=state.groups,
+        sysctls=state.sysctls,
+    )
+    reasons = []
+    if rest.groups or rest.routes:
+        reasons.append(
+            f"the balanced route of table {config.balancer.table} (netplan has no nexthop"
+            " groups or multipath routes)"
+        )
+    if rest.sysctls:
+        reasons.append("sysctls (or put them in /etc/sysctl.d/90-ecmpd.conf)")
+    for rule in sorted(rest.rules, key=lambda r: r.priority):
+        name = names.get(rule.priority, str(rule.priority))
+        reasons.append(f"rule {name} ({rule.priority}): {', '.join(rule_limits(rule))}")
+    if not reasons:
+        return []
+    lines = ["#", "# netplan cannot express:"]
+    lines += [f"#   - {reason}" for reason in reasons]
+    lines += [
+        "# Run these once netplan has brought the links up, e.g. from a networkd-dispatcher",
+        "# hook (/etc/networkd-dispatcher/routable.d/50-ecmpd) or a oneshot unit ordered",
+        "# After=systemd-networkd-wait-online.service:",
+    ]
+    lines += [f"#   {command}" for command in state_commands(rest)]
+    return lines
+
+
+def _sorted_routes(routes: list[Route]) -> list[Route]:
+    """Table by table, the default route first."""
+    return sorted(routes, key=lambda r: (r.table, r.dst.prefixlen, str(r.dst), r.metric))
+
+
+def _route(route: Route) -> Entry:
+    """One `routes:` entry."""
+    entry: Entry = []
+    if route.type is RouteType.UNREACHABLE:
+        entry.append(("type", "unreachable"))
+    entry.append(("to", "default" if route.dst in (DEFAULT4, DEFAULT6) else str(route.dst)))
+    if route.gateway is not None:
+        entry.append(("via", str(route.gateway)))
+    if route.onlink:
+        entry.append(("on-link", "true"))
+    if route.prefsrc is not None:
+        entry.append(("from", str(route.prefsrc)))
+    if route.scope == SCOPE_LINK:
+        entry.append(("scope", "link"))
+    if route.metric:
+        entry.append(("metric", str(route.metric)))
+    entry.append(("table", str(route.table)))
+    return entry
+
+
+def _rule(rule: Rule, name: str) -> Entry:
+    """One `routing-policy:` entry (the rule is one netplan can express)."""
+    entry: Entry = []
+    if rule.src is not None:
+        entry.append(("from", prefix(rule.src)))
+    if rule.dst is not None:
+        entry.append(("to", prefix(rule.dst)))
+    if rule.src is None and rule.dst is None:
+        entry.append(("from", str(DEFAULT6 if rule.family is Family.INET6 else DEFAULT4)))
+    if rule.fwmark is not None:
+        entry.append(("mark", str(rule.fwmark)))
+    entry.append(("table", str(rule.table)))
+    entry.append(("priority", str(rule.priority)))
+    if name:
+        key, value = entry[0]
+        entry[0] = (key, f"{value}  # {name}")
+    return entry
+
+
+def _sequence(key: str, entries: list[Entry]) -> list[str]:
+    """A YAML sequence of flat mappings, six spaces in (under an interface)."""
+    if not entries:
+        return []
+    lines = [f"      {key}:"]
+    for entry in entries:
+        for index, (k, v) in enumerate(entry):
+            lines.append(f"        {'- ' if index == 0 else '  '}{k}: {v}")
+    return lines

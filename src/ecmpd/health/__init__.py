@@ -1,0 +1,1 @@
+"""Uplink health: the pure state machine, probe windows, and the probing around them."""

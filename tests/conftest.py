@@ -1,0 +1,134 @@
+"""Shared fixtures: network-namespace labs, always destroyed, even on Ctrl-C."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import signal
+import threading
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecmpd.lab import netns
+from ecmpd.lab.topology import Lab, build_lab, destroy_lab, lab_session
+
+# Every namespace this pytest process creates starts with RUN_PREFIX, so the
+# session-end safety net can remove leftovers without touching anyone else's
+# (parallel runs and xdist workers each draw their own).
+RUN_PREFIX = f"ecmpd-{secrets.token_hex(4)}-"
+_lab_numbers = itertools.count()
+_main_pid = -1
+LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory"})
+
+LabFactory = Callable[..., Lab]
+
+
+def next_lab_prefix() -> str:
+    """Returns a fresh namespace prefix for one lab of this run."""
+    return f"{RUN_PREFIX}{next(_lab_numbers)}-"
+
+
+def require_netns() -> None:
+    """Skips the calling test when network namespaces cannot be used here."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"network-namespace lab unavailable: {reason}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Turns SIGTERM into KeyboardInterrupt so a cancelled run still tears labs down."""
+    global _main_pid
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        _main_pid = os.getpid()
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def _sigterm(signum: int, frame: types.FrameType | None) -> None:
+    """Raises KeyboardInterrupt, which pytest answers with a full teardown."""
+    if os.getpid() != _main_pid:
+        # A forked helper (pyroute2 forks one per namespace socket and stops
+        # it with SIGTERM) inherits this handler; raising there would run a
+        # clone of the test session. Die as the default action would.
+        os._exit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that uses a lab fixture with `netns`."""
+    for item in items:
+        if LAB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.netns)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Safety net: removes any namespace of this run that is still present."""
+    leftovers = netns.remove_prefix(RUN_PREFIX)
+    if leftovers:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"ecmpd lab: removed leftover namespaces {leftovers}", red=True)
+
+
+def _lab_kwargs(request: pytest.FixtureRequest, workdir: Path) -> dict[str, Any]:
+    """Returns lab_session keywords: the indirect parameter over run-safe defaults."""
+    kwargs: dict[str, Any] = {"workdir": workdir, "prefix": next_lab_prefix()}
+    kwargs.update(getattr(request, "param", None) or {})
+    return kwargs
+
+
+@pytest.fixture
+def lab_prefix() -> str:
+    """A fresh namespace prefix covered by this run's safety net."""
+    return next_lab_prefix()
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    """A lab for one test (build_lab keywords via indirect parametrize)."""
+    require_netns()
+    with lab_session(**_lab_kwargs(request, tmp_path / "lab")) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def lab_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    """A lab shared by a module's tests (build_lab keywords via indirect parametrize)."""
+    require_netns()
+    with lab_session(**_lab_kwargs(request, tmp_path_factory.mktemp("lab"))) as built:
+        yield built
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path) -> Iterator[LabFactory]:
+    """Builds labs with any build_lab keywords; destroys all of them after the test."""
+    require_netns()
+    built: list[Lab] = []
+
+    def factory(**kwargs: Any) -> Lab:
+        n = len(built)
+        kwargs.setdefault("workdir", tmp_path / f"lab{n}")
+        kwargs.setdefault("prefix", next_lab_prefix())
+        new = build_lab(**kwargs)
+        built.append(new)
+        return new
+
+    try:
+        yield factory
+    finally:
+        errors: list[BaseException] = []
+        for each in reversed(built):
+            try:
+                destroy_lab(each)
+            except BaseException as exc:  # destroy the others first
+                errors.append(exc)
+        if errors:
+            raise errors[0]

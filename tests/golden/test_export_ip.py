@@ -1,0 +1,130 @@
+"""Golden: YAML config + kernel facts in -> the exact `ip -batch` script of `export --format ip`."""
+
+from __future__ import annotations
+
+import textwrap
+from ipaddress import ip_interface
+
+from ecmpd.config import parse_config
+from ecmpd.desired import desired_state
+from ecmpd.export import ipbatch
+from ecmpd.export.iptext import state_commands
+from ecmpd.facts import InterfaceFacts, KernelFacts
+
+FACTS = KernelFacts(
+    interfaces={
+        "wan-a": InterfaceFacts("wan-a", 101, addresses=(ip_interface("10.1.0.2/24"),)),
+        "wan-b": InterfaceFacts("wan-b", 102, addresses=(ip_interface("10.2.0.2/24"),)),
+    }
+)
+
+# What `ecmpd lab` writes for two ISPs (weights from 100 and 200 Mbit).
+LAB = """
+    uplinks:
+      - name: isp-a
+        interface: wan-a
+        gateway: 10.1.0.1
+        source: 10.1.0.2
+        weight: 1
+        table: 101
+        check: {targets: [10.1.0.1, 198.51.100.1]}
+      - name: isp-b
+        interface: wan-b
+        gateway: 10.2.0.1
+        source: 10.2.0.2
+        weight: 2
+        table: 102
+        check: {targets: [10.2.0.1, 198.51.100.1]}
+    rules:
+      - {name: local, action: bypass}
+      - {name: everything-else, action: balance}
+"""
+# The resilient group's parameters, too long to repeat on one line.
+RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
+
+
+def script(yaml_text: str, facts: KernelFacts = FACTS) -> str:
+    config = parse_config(textwrap.dedent(yaml_text), "lab.yaml")
+    return ipbatch.render(config, facts)
+
+
+def test_the_lab_config() -> None:
+    assert script(LAB) == textwrap.dedent("""\
+        # ecmpd export --format ip: the kernel state `ecmpd apply` builds for lab.yaml
+        # (every uplink assumed healthy), as a script for `ip -batch`. Save it as
+        # ecmpd.batch and run, as root:
+        #   sysctl -w net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch
+        # Every object carries ecmpd's protocol id (236), so `ecmpd apply` later finds them
+        # in place and takes them for its own.
+
+        # sysctls (run these first; `ip -batch` cannot set them):
+        # sysctl -w net.ipv4.fib_multipath_hash_policy=1
+
+        nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236
+        nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236
+        nexthop add id 248316104 group 248316005,1/248316006,2 {RESILIENT} proto 236
+        route add default via 10.1.0.1 dev wan-a src 10.1.0.2 table 101 proto 236
+        route add 10.1.0.0/24 dev wan-a scope link src 10.1.0.2 table 101 proto 236
+        route add default via 10.2.0.1 dev wan-b src 10.2.0.2 table 102 proto 236
+        route add 10.2.0.0/24 dev wan-b scope link src 10.2.0.2 table 102 proto 236
+        route add default nhid 248316104 table 200 proto 236
+        rule add priority 10000 from 10.1.0.2 lookup 101 proto 236
+        rule add priority 10001 from 10.2.0.2 lookup 102 proto 236
+        rule add priority 10100 lookup main suppress_prefixlength 0 proto 236
+        rule add priority 10110 lookup 200 proto 236
+    """).replace("{RESILIENT}", RESILIENT)
+
+
+def test_ipv6_rules_ride_in_marked_lines_and_the_header_runs_them() -> None:
+    text = script(
+        LAB
+        + """
+      - {name: v6-main, to: "2001:db8::/32", action: main}
+      - {name: v6-pin, from: "2001:db8:1::/48", action: pin, uplink: isp-b}
+    """
+    )
+    assert (
+        "#   sysctl -w net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch"
+        " && sed -n 's/^#6 //p' ecmpd.batch | ip -6 -batch -\n"
+    ) in text
+    assert text.endswith(
+        textwrap.dedent("""\
+        rule add priority 10110 lookup 200 proto 236
+
+        # IPv6 (for `ip -6 -batch`, see above):
+        #6 rule add priority 10120 to 2001:db8::/32 lookup main proto 236
+        #6 rule add priority 10130 from 2001:db8:1::/48 lookup 102 proto 236
+    """)
+    )
+
+
+def test_custom_hash_sets_both_sysctls_in_one_command() -> None:
+    text = script(LAB + "    hash: [src-ip, dst-ip, dst-port]\n")
+    assert (
+        "#   sysctl -w net.ipv4.fib_multipath_hash_fields=35 net.ipv4.fib_multipath_hash_policy=3"
+        " && ip -batch ecmpd.batch\n"
+    ) in text
+
+
+def test_router_mode_says_nat_is_not_included() -> None:
+    assert "nftables NAT table is not part of this script" in script(LAB + "    mode: router\n")
+
+
+def test_the_batch_lines_are_the_desired_state_commands() -> None:
+    # Same facts, same order as `plan` would print them against an empty kernel; a
+    # link without carrier stays out exactly as `apply` would leave it out.
+    facts = KernelFacts(
+        interfaces={
+            **FACTS.interfaces,
+            "wan-b": InterfaceFacts(
+                "wan-b", 102, carrier=False, addresses=(ip_interface("10.2.0.2/24"),)
+            ),
+        }
+    )
+    config = parse_config(textwrap.dedent(LAB), "lab.yaml")
+    expected = state_commands(desired_state(config, {}, facts))
+    lines = [line for line in ipbatch.render(config, facts).splitlines() if line[:1] not in "#"]
+    assert [f"ip {line}" for line in lines if line] == [
+        c for c in expected if not c.startswith("sysctl")
+    ]
+    assert not any("248316006" in line for line in lines)

@@ -1,0 +1,264 @@
+"""Golden: YAML config in -> systemd-networkd `.network` files out, parsed back."""
+
+from __future__ import annotations
+
+import textwrap
+from ipaddress import IPv4Address, ip_interface
+
+from ecmpd.config import parse_config
+from ecmpd.export import networkd
+from ecmpd.export.render import config_facts, join
+from ecmpd.facts import InterfaceFacts, KernelFacts
+
+FACTS = KernelFacts(
+    interfaces={
+        "wan-a": InterfaceFacts(
+            "wan-a",
+            101,
+            addresses=(ip_interface("10.1.0.2/24"), ip_interface("fe80::1/64")),
+        ),
+        "wan-b": InterfaceFacts("wan-b", 102, addresses=(ip_interface("10.2.0.2/24"),)),
+        "ppp0": InterfaceFacts(
+            "ppp0", 4, pointopoint=True, addresses=(ip_interface("100.64.9.9/32"),)
+        ),
+        "dhcp0": InterfaceFacts(
+            "dhcp0",
+            5,
+            addresses=(ip_interface("10.5.0.77/24"),),
+            dhcp_gateway=IPv4Address("10.5.0.1"),
+        ),
+    }
+)
+
+LAB = """
+    uplinks:
+      - name: isp-a
+        interface: wan-a
+        gateway: 10.1.0.1
+        source: 10.1.0.2
+        weight: 1
+        table: 101
+        check: {targets: [10.1.0.1, 198.51.100.1]}
+      - name: isp-b
+        interface: wan-b
+        gateway: 10.2.0.1
+        source: 10.2.0.2
+        weight: 2
+        table: 102
+        check: {targets: [10.2.0.1, 198.51.100.1]}
+    rules:
+      - {name: local, action: bypass}
+      - {name: everything-else, action: balance}
+"""
+
+EVERY_KIND = """
+    balancer: {group: hash-threshold}
+    uplinks:
+      - {name: isp-a, interface: wan-a, gateway: 10.1.0.1, weight: 3}
+      - {name: lte, interface: ppp0}
+      - {name: cable, interface: dhcp0, gateway: dhcp}
+    rules:
+      - {name: local, action: bypass}
+      - {name: vpn, from: 192.0.2.50, action: pin, uplink: lte}
+      - {name: bank, to: 203.0.113.0/24, action: main}
+      - {name: web, proto: tcp, dport: 443, sport: 1024-65535, iif: lan0, action: balance}
+      - {name: masked, fwmark: 0x20/0xf0, action: main}
+      - {name: rest, action: balance}
+"""
+
+Section = tuple[str, list[tuple[str, str]]]
+
+NETWORK_NOTE = """\
+    [Network]
+    # networkd applies only the first .network file (in lexical order) matching a
+    # link; this one sorts early and takes the link over, so it carries its addresses.
+    # To keep your own file instead, copy the sections below [Network] into a drop-in
+    # of it (/etc/systemd/network/<your file>.network.d/ecmpd.conf).
+"""
+
+
+def files(yaml_text: str, facts: KernelFacts = FACTS) -> dict[str, str]:
+    return networkd.files(parse_config(textwrap.dedent(yaml_text), "lab.yaml"), facts)
+
+
+def parse(text: str) -> list[Section]:
+    """A .network file as (section, [(key, value)]), duplicates and order kept."""
+    parsed: list[Section] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            parsed.append((line[1:-1], []))
+        else:
+            key, _, value = line.partition("=")
+            parsed[-1][1].append((key, value))
+    return parsed
+
+
+def test_the_lab_config() -> None:
+    out = files(LAB)
+    note = textwrap.indent(textwrap.dedent(NETWORK_NOTE), "    ")
+    assert join(out) == textwrap.dedent(
+        """\
+        # --- FILE: 10-ecmpd-wan-a.network ---
+        # ecmpd export --format networkd: uplink isp-a (wan-a) of lab.yaml,
+        # for /etc/systemd/network/. Static: no health checks and no failover; for those
+        # run `ecmpd run` instead (it owns rule priorities 10000-10999: do not use both).
+        # This first file also holds what belongs to no single link (the balanced
+        # route, and the rules that do not look up an uplink's table).
+        # networkd cannot set sysctls: put these in /etc/sysctl.d/90-ecmpd.conf:
+        #   net.ipv4.fib_multipath_hash_policy = 1
+
+        [Match]
+        Name=wan-a
+
+        {NETWORK}Address=10.1.0.2/24
+
+        [Route]
+        # uplink table 101: default route
+        Destination=0.0.0.0/0
+        Gateway=10.1.0.1
+        PreferredSource=10.1.0.2
+        Table=101
+
+        [Route]
+        # uplink table 101: connected prefix
+        Destination=10.1.0.0/24
+        PreferredSource=10.1.0.2
+        Scope=link
+        Table=101
+
+        [Route]
+        # balancer (table 200): the weighted default route
+        Destination=0.0.0.0/0
+        # ecmpd uses a resilient nexthop group (512 buckets); networkd has
+        # none, so a member change here rehashes flows (hash-threshold multipath).
+        MultiPathRoute=10.1.0.1@wan-a 1
+        MultiPathRoute=10.2.0.1@wan-b 2
+        Table=200
+
+        [RoutingPolicyRule]
+        # reply:isp-a
+        From=10.1.0.2
+        Table=101
+        Priority=10000
+
+        [RoutingPolicyRule]
+        # local
+        Table=main
+        Priority=10100
+        SuppressPrefixLength=0
+
+        [RoutingPolicyRule]
+        # everything-else
+        Table=200
+        Priority=10110
+
+        # --- FILE: 10-ecmpd-wan-b.network ---
+        # ecmpd export --format networkd: uplink isp-b (wan-b) of lab.yaml,
+        # for /etc/systemd/network/. Static: no health checks and no failover; for those
+        # run `ecmpd run` instead (it owns rule priorities 10000-10999: do not use both).
+
+        [Match]
+        Name=wan-b
+
+        {NETWORK}Address=10.2.0.2/24
+
+        [Route]
+        # uplink table 102: default route
+        Destination=0.0.0.0/0
+        Gateway=10.2.0.1
+        PreferredSource=10.2.0.2
+        Table=102
+
+        [Route]
+        # uplink table 102: connected prefix
+        Destination=10.2.0.0/24
+        PreferredSource=10.2.0.2
+        Scope=link
+        Table=102
+
+        [RoutingPolicyRule]
+        # reply:isp-b
+        From=10.2.0.2
+        Table=102
+        Priority=10001
+        """
+    ).replace("{NETWORK}", textwrap.dedent(note))
+
+
+def test_every_rule_kind_parses_back() -> None:
+    out = files(EVERY_KIND)
+    assert list(out) == [
+        "10-ecmpd-wan-a.network",
+        "10-ecmpd-ppp0.network",
+        "10-ecmpd-dhcp0.network",
+    ]
+    wan_a = parse(out["10-ecmpd-wan-a.network"])
+    assert [name for name, _ in wan_a] == [
+        "Match", "Network", "Route", "Route", "Route",
+        "RoutingPolicyRule", "RoutingPolicyRule", "RoutingPolicyRule", "RoutingPolicyRule",
+        "RoutingPolicyRule", "RoutingPolicyRule",
+    ]  # fmt: skip
+    assert wan_a[1] == ("Network", [("Address", "10.1.0.2/24")])  # link-local left out
+    # A point-to-point member has no gateway for MultiPathRoute=: said, and left out.
+    assert wan_a[4] == (
+        "Route",
+        [
+            ("Destination", "0.0.0.0/0"),
+            ("MultiPathRoute", "10.1.0.1@wan-a 3"),
+            ("MultiPathRoute", "10.5.0.1@dhcp0 1"),
+            ("Table", "200"),
+        ],
+    )
+    assert (
+        "# ppp0 (weight 1) left out, MultiPathRoute= needs a gateway"
+        in out["10-ecmpd-wan-a.network"]
+    )
+    assert "resilient" not in out["10-ecmpd-wan-a.network"]  # hash-threshold: no caveat
+    rules = [dict(keys) for name, keys in wan_a if name == "RoutingPolicyRule"]
+    assert rules == [
+        {"From": "10.1.0.2", "Table": "101", "Priority": "10000"},
+        {"Table": "main", "Priority": "10100", "SuppressPrefixLength": "0"},
+        {"To": "203.0.113.0/24", "Table": "main", "Priority": "10120"},
+        {
+            "IncomingInterface": "lan0",
+            "IPProtocol": "tcp",
+            "SourcePort": "1024-65535",
+            "DestinationPort": "443",
+            "Table": "200",
+            "Priority": "10130",
+        },
+        {"FirewallMark": "32/240", "Table": "main", "Priority": "10140"},
+        {"Table": "200", "Priority": "10150"},
+    ]
+    ppp0 = parse(out["10-ecmpd-ppp0.network"])
+    assert ppp0[2:] == [
+        (
+            "Route",
+            [
+                ("Destination", "0.0.0.0/0"),
+                ("PreferredSource", "100.64.9.9"),
+                ("Scope", "link"),
+                ("Table", "102"),
+            ],
+        ),
+        ("RoutingPolicyRule", [("From", "100.64.9.9"), ("Table", "102"), ("Priority", "10001")]),
+        ("RoutingPolicyRule", [("From", "192.0.2.50"), ("Table", "102"), ("Priority", "10110")]),
+    ]
+    dhcp0 = parse(out["10-ecmpd-dhcp0.network"])
+    # The lease's address is networkd's DHCP client's business, not a static Address=.
+    assert dhcp0[1] == ("Network", [("DHCP", "ipv4")])
+    assert ("Gateway", "10.5.0.1") in dhcp0[2][1]
+
+
+def test_without_the_kernel_the_address_is_left_to_the_reader() -> None:
+    config = parse_config(textwrap.dedent(LAB), "lab.yaml")
+    out = networkd.files(config, config_facts(config))
+    wan_a = out["10-ecmpd-wan-a.network"]
+    assert "# Address= unknown (exported without reading the kernel): add wan-a's.\n" in wan_a
+    assert "Address=10.1.0.2/32" not in wan_a
+    # No prefix known: no connected route, but the default route and reply rule stay.
+    assert [name for name, _ in parse(wan_a)].count("Route") == 2
+    assert ("From", "10.1.0.2") in parse(wan_a)[4][1]
