@@ -23,7 +23,7 @@ from ecmpd.lab.topology import Lab, build_lab, destroy_lab, lab_session
 RUN_PREFIX = f"ecmpd-{secrets.token_hex(4)}-"
 _lab_numbers = itertools.count()
 _main_pid = -1
-LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory"})
+LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory", "lab_prefix"})
 
 LabFactory = Callable[..., Lab]
 
@@ -52,11 +52,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def _sigterm(signum: int, frame: types.FrameType | None) -> None:
     """Raises KeyboardInterrupt, which pytest answers with a full teardown."""
     if os.getpid() != _main_pid:
-        # A forked helper (pyroute2 forks one per namespace socket and stops
-        # it with SIGTERM) inherits this handler; raising there would run a
-        # clone of the test session. Die as the default action would.
+        # A forked child (multiprocessing, a library's helper stopped with
+        # SIGTERM) inherits this handler; raising there would run a clone of
+        # the test session and its teardown. Die as the default action would.
         os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Shows this run's namespace prefix, to tell its labs from other runs'."""
+    return f"ecmpd lab namespaces: {RUN_PREFIX}*"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,13 +71,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.netns)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Safety net: removes any namespace of this run that is still present."""
-    leftovers = netns.remove_prefix(RUN_PREFIX)
-    if leftovers:
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    """Safety net: after all teardown, removes any namespace of this run still present."""
+    # A wrapper's finally runs even when fixture teardown raised (pytest's own
+    # tmp_path teardown does after a Ctrl-C), which a plain hook would not.
+    try:
+        return (yield)
+    finally:
+        leftovers = netns.remove_prefix(RUN_PREFIX)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
+        if leftovers and reporter is not None:
             reporter.write_line(f"ecmpd lab: removed leftover namespaces {leftovers}", red=True)
 
 
@@ -85,7 +94,8 @@ def _lab_kwargs(request: pytest.FixtureRequest, workdir: Path) -> dict[str, Any]
 
 @pytest.fixture
 def lab_prefix() -> str:
-    """A fresh namespace prefix covered by this run's safety net."""
+    """A fresh prefix for a lab the test builds itself (skips when namespaces can't be used)."""
+    require_netns()
     return next_lab_prefix()
 
 

@@ -135,7 +135,7 @@ def desired_state(config: Config, health: Mapping[str, bool], facts: KernelFacts
         routes=frozenset(routes),
         nexthops=frozenset(nexthops),
         groups=frozenset(groups),
-        sysctls=frozenset(_sysctls(config)),
+        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(uplinks)),
         rule_names=tuple(sorted(names.items())),
     )
 
@@ -298,6 +298,17 @@ def _rule_family(rule: RuleConfig) -> Family:
     if nets and nets[0].version == 6:
         return Family.INET6
     return Family.INET
+
+
+def _uplink_sysctls(uplinks: list[UplinkPlan]) -> set[Sysctl]:
+    """Loose reverse-path filtering on every uplink that exists.
+
+    Probes and replies leave by one uplink and may come back by another path's
+    idea of "best"; strict rp_filter (1) would drop them. The kernel uses the
+    maximum of conf.all and conf.<if>, so 2 on the interface is loose whatever
+    `all` says, and nothing outside ecmpd's uplinks is touched.
+    """
+    return {Sysctl(f"net.ipv4.conf.{u.ifname}.rp_filter", "2") for u in uplinks if u.admin_up}
 
 
 def _sysctls(config: Config) -> set[Sysctl]:

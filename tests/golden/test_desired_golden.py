@@ -50,6 +50,8 @@ def commands(
 
 def test_two_weighted_uplinks_with_default_rules() -> None:
     assert commands(TWO_UPLINKS) == [
+        "sysctl -w net.ipv4.conf.wan-a.rp_filter=2",
+        "sysctl -w net.ipv4.conf.wan-b.rp_filter=2",
         "sysctl -w net.ipv4.fib_multipath_hash_policy=1",
         "ip nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236",
         "ip nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236",
@@ -107,7 +109,7 @@ def test_hash_threshold_l3_and_custom_fields() -> None:
     assert "sysctl -w net.ipv4.fib_multipath_hash_policy=0" in cmds
     assert ("ip nexthop add id 248316104 group 248316005,1/248316006,2 proto 236") in cmds
     custom = commands(TWO_UPLINKS + "    hash: [src-ip, dst-ip, dst-port]\n")
-    assert custom[:2] == [
+    assert custom[2:4] == [
         "sysctl -w net.ipv4.fib_multipath_hash_fields=35",
         "sysctl -w net.ipv4.fib_multipath_hash_policy=3",
     ]

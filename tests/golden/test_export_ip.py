@@ -41,6 +41,8 @@ LAB = """
 """
 # The resilient group's parameters, too long to repeat on one line.
 RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
+# Loose reverse-path filtering on each uplink, part of every desired state.
+RP = "net.ipv4.conf.wan-a.rp_filter=2 net.ipv4.conf.wan-b.rp_filter=2"
 
 
 def script(yaml_text: str, facts: KernelFacts = FACTS) -> str:
@@ -53,11 +55,13 @@ def test_the_lab_config() -> None:
         # ecmpd export --format ip: the kernel state `ecmpd apply` builds for lab.yaml
         # (every uplink assumed healthy), as a script for `ip -batch`. Save it as
         # ecmpd.batch and run, as root:
-        #   sysctl -w net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch
+        #   sysctl -w {RP} net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch
         # Every object carries ecmpd's protocol id (236), so `ecmpd apply` later finds them
         # in place and takes them for its own.
 
         # sysctls (run these first; `ip -batch` cannot set them):
+        # sysctl -w net.ipv4.conf.wan-a.rp_filter=2
+        # sysctl -w net.ipv4.conf.wan-b.rp_filter=2
         # sysctl -w net.ipv4.fib_multipath_hash_policy=1
 
         nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236
@@ -72,7 +76,7 @@ def test_the_lab_config() -> None:
         rule add priority 10001 from 10.2.0.2 lookup 102 proto 236
         rule add priority 10100 lookup main suppress_prefixlength 0 proto 236
         rule add priority 10110 lookup 200 proto 236
-    """).replace("{RESILIENT}", RESILIENT)
+    """).replace("{RESILIENT}", RESILIENT).replace("{RP}", RP)
 
 
 def test_ipv6_rules_ride_in_marked_lines_and_the_header_runs_them() -> None:
@@ -84,7 +88,7 @@ def test_ipv6_rules_ride_in_marked_lines_and_the_header_runs_them() -> None:
     """
     )
     assert (
-        "#   sysctl -w net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch"
+        f"#   sysctl -w {RP} net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch"
         " && sed -n 's/^#6 //p' ecmpd.batch | ip -6 -batch -\n"
     ) in text
     assert text.endswith(
@@ -101,7 +105,8 @@ def test_ipv6_rules_ride_in_marked_lines_and_the_header_runs_them() -> None:
 def test_custom_hash_sets_both_sysctls_in_one_command() -> None:
     text = script(LAB + "    hash: [src-ip, dst-ip, dst-port]\n")
     assert (
-        "#   sysctl -w net.ipv4.fib_multipath_hash_fields=35 net.ipv4.fib_multipath_hash_policy=3"
+        f"#   sysctl -w {RP} net.ipv4.fib_multipath_hash_fields=35"
+        " net.ipv4.fib_multipath_hash_policy=3"
         " && ip -batch ecmpd.batch\n"
     ) in text
 

@@ -93,6 +93,8 @@ def test_the_lab_config() -> None:
         # Run these once netplan has brought the links up, e.g. from a networkd-dispatcher
         # hook (/etc/networkd-dispatcher/routable.d/50-ecmpd) or a oneshot unit ordered
         # After=systemd-networkd-wait-online.service:
+        #   sysctl -w net.ipv4.conf.wan-a.rp_filter=2
+        #   sysctl -w net.ipv4.conf.wan-b.rp_filter=2
         #   sysctl -w net.ipv4.fib_multipath_hash_policy=1
         #   ip nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236
         #   ip nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236

@@ -108,6 +108,8 @@ def test_the_lab_config() -> None:
         # This first file also holds what belongs to no single link (the balanced
         # route, and the rules that do not look up an uplink's table).
         # networkd cannot set sysctls: put these in /etc/sysctl.d/90-ecmpd.conf:
+        #   net.ipv4.conf.wan-a.rp_filter = 2
+        #   net.ipv4.conf.wan-b.rp_filter = 2
         #   net.ipv4.fib_multipath_hash_policy = 1
 
         [Match]

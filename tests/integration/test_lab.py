@@ -274,13 +274,10 @@ def test_destroy_removes_everything_and_may_be_called_twice(lab_factory: LabFact
             sleeper.wait()
 
 
-@pytest.mark.netns
 @pytest.mark.parametrize("exc", [RuntimeError("injected"), KeyboardInterrupt()])
 def test_a_build_failing_half_way_leaves_no_namespace(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_prefix: str, exc: BaseException
 ) -> None:
-    if netns.unavailable_reason():
-        pytest.skip(netns.unavailable_reason() or "")
     real = netns.create_netns
     calls: list[str] = []
 
@@ -297,12 +294,9 @@ def test_a_build_failing_half_way_leaves_no_namespace(
     assert _our_namespaces(lab_prefix) == []
 
 
-@pytest.mark.netns
 def test_a_build_failing_late_leaves_no_namespace(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lab_prefix: str
 ) -> None:
-    if netns.unavailable_reason():
-        pytest.skip(netns.unavailable_reason() or "")
 
     def broken(*args: object) -> None:
         raise RuntimeError("tc exploded")
@@ -351,3 +345,9 @@ def test_two_labs_at_once_do_not_collide(lab_factory: LabFactory) -> None:
     destroy_lab(one)
     assert sorted(_our_namespaces(two.prefix)) == sorted(two.namespaces())
     assert ping(two.router, two.isps[0].gateway) == 3
+
+
+def test_the_module_lab_is_shared_and_live(lab_module: Lab, lab: Lab) -> None:
+    assert lab_module.prefix != lab.prefix
+    assert sorted(_our_namespaces(lab_module.prefix)) == sorted(lab_module.namespaces())
+    assert ping(lab_module.router, lab_module.isps[0].gateway) == 3

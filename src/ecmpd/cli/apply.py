@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ecmpd.cli.common import EXIT_KERNEL, EXIT_OK, CommandError, print_json, run_lock, session
+from ecmpd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_KERNEL,
+    EXIT_OK,
+    CommandError,
+    print_json,
+    run_lock,
+    session,
+)
 from ecmpd.cli.plan import op_json
+from ecmpd.control import DaemonNotRunning, request
 from ecmpd.export.iptext import op_command
 from ecmpd.kernel.apply import ApplyError, reconcile
 
@@ -17,6 +26,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # With a daemon running, it knows uplink health better than "all up": let it apply.
+    try:
+        answer = request(args.run_dir, {"cmd": "reload"})
+    except DaemonNotRunning:
+        pass
+    else:
+        if not answer.get("ok"):
+            raise CommandError(str(answer.get("error")), EXIT_CONFIG)
+        if args.json:
+            print_json({"changes": answer.get("ops", 0), "via": "daemon"})
+        else:
+            print(f"# applied by the running daemon: {answer.get('ops', 0)} changes")
+        return EXIT_OK
     with run_lock(args.run_dir), session(args) as s:
         try:
             result = reconcile(s.writer, s.desired())

@@ -7,7 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from ecmpd import __version__
-from ecmpd.cli import apply, completion, down, explain, export, lab, plan, status, validate
+from ecmpd.cli import (
+    apply,
+    completion,
+    down,
+    drain,
+    explain,
+    export,
+    lab,
+    plan,
+    run,
+    status,
+    validate,
+)
 from ecmpd.cli.common import CommandError, add_global_options, setup_logging
 
 
@@ -20,7 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (validate, plan, apply, status, explain, down, export, lab, completion):
+    for module in (
+        validate,
+        plan,
+        apply,
+        run,
+        status,
+        explain,
+        drain,
+        down,
+        export,
+        lab,
+        completion,
+    ):
         module.register(sub)
     return parser
 

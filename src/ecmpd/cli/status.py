@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecmpd.cli.common import EXIT_OK, Session, print_json, session
+from ecmpd.control import DaemonNotRunning, request
 from ecmpd.desired import nexthop_id
 from ecmpd.export.iptext import rule_args
 
@@ -58,33 +59,56 @@ def kernel_status(s: Session) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    with session(args, check=False) as s:
-        doc = kernel_status(s)
+    try:
+        doc = request(args.run_dir, {"cmd": "status"})["status"]
+    except DaemonNotRunning:
+        with session(args, check=False) as s:
+            doc = kernel_status(s)
     if args.json:
         print_json(doc)
         return EXIT_OK
-    console = Console()
-    table = Table(title="uplinks (kernel view)")
-    for col in ("name", "interface", "state", "weight", "in balancer", "table", "gateway"):
+    render(doc, Console())
+    return EXIT_OK
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    """Uplinks (with health figures when a daemon answers) and, from the kernel, rules."""
+    daemon = doc["source"] == "daemon"
+    table = Table(title="uplinks" + ("" if daemon else " (kernel view: no daemon running)"))
+    cols = ["name", "interface", "state", "weight", "in balancer", "table"]
+    cols += ["since", "reason", "targets (rtt, loss)", "detects in"] if daemon else ["gateway"]
+    for col in cols:
         table.add_column(col)
-    colors = {"up": "green", "down": "red", "unknown": "yellow"}
+    colors = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
     for u in doc["uplinks"]:
-        state = f"[{colors[u['state']]}]{u['state']}[/]"
-        table.add_row(
+        row = [
             u["name"],
             u["interface"],
-            state,
+            f"[{colors[u['state']]}]{u['state']}[/]",
             str(u["weight"]),
             "yes" if u["in_balancer"] else "no",
             str(u["table"]),
-            u["gateway"] or "-",
-        )
+        ]
+        if daemon:
+            targets = ", ".join(
+                f"{t['target']} {t['rtt_ms'] if t['rtt_ms'] is not None else '-'} ms "
+                f"{t['loss']:.0%}"
+                for t in u["targets"]
+            )
+            row += [
+                f"{u['for_s']:.0f}s ago",
+                u["reason"],
+                targets or "-",
+                f"{u['detection_time_s']:.2f}s",
+            ]
+        else:
+            row.append(u["gateway"] or "-")
+        table.add_row(*row)
     console.print(table)
-    rules = Table(title="rules (in order)")
-    rules.add_column("priority")
-    rules.add_column("name")
-    rules.add_column("ip rule")
-    for r in doc["rules"]:
-        rules.add_row(str(r["priority"]), r["name"] or "-", r["rule"])
-    console.print(rules)
-    return EXIT_OK
+    if "rules" in doc:
+        rules = Table(title="rules (in order)")
+        for col in ("priority", "name", "ip rule"):
+            rules.add_column(col)
+        for r in doc["rules"]:
+            rules.add_row(str(r["priority"]), r["name"] or "-", r["rule"])
+        console.print(rules)

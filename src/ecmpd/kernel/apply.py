@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.observe import observe
 from ecmpd.kernel.record import Record
+from ecmpd.kernel.routemsg import nl_request
 from ecmpd.kernel.rules import rule_message
 from ecmpd.kernel.sysctl import read_sysctl, write_sysctl
 from ecmpd.model import DesiredState, Nexthop, NexthopGroup, Route, Rule, Sysctl
@@ -65,6 +67,16 @@ class KernelWriter:
             if self._fault_after <= 0:
                 raise OSError(f"injected fault ({FAULT_ENV})")
             self._fault_after -= 1
+        try:
+            self._execute(op)
+        except OSError as exc:
+            # A delete means "make sure it is gone": the kernel may have beaten us to
+            # it (it deletes the nexthops of a link that lost carrier).
+            if op.kind is OpKind.DELETE and exc.errno in (errno.ENOENT, errno.ESRCH):
+                return
+            raise
+
+    def _execute(self, op: Op) -> None:
         obj = op.obj
         if isinstance(obj, Sysctl):
             self._sysctl(op.kind, obj)
@@ -97,13 +109,9 @@ class KernelWriter:
     def _rule(self, kind: OpKind, rule: Rule) -> None:
         flags = NLM_F_REQUEST | NLM_F_ACK
         if kind is OpKind.DELETE:
-            self.ipr.nlm_request(rule_message(rule), msg_type=RTM_DELRULE, msg_flags=flags)
+            nl_request(self.ipr, rule_message(rule), RTM_DELRULE, flags)
         else:
-            self.ipr.nlm_request(
-                rule_message(rule),
-                msg_type=RTM_NEWRULE,
-                msg_flags=flags | NLM_F_CREATE | NLM_F_EXCL,
-            )
+            nl_request(self.ipr, rule_message(rule), RTM_NEWRULE, flags | NLM_F_CREATE | NLM_F_EXCL)
 
     def _nexthop(self, kind: OpKind, nh: Nexthop) -> None:
         if kind is OpKind.DELETE:

@@ -1,0 +1,82 @@
+"""The daemon's control socket: one JSON request per line, one JSON answer per line.
+
+A unix socket in the run dir, mode 0600 (root only): `status`, `reload`, `drain`,
+`undrain`. The CLI's `status`, `drain` and `undrain` talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+SOCKET_NAME = "ecmpd.sock"
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def socket_path(run_dir: Path) -> Path:
+    """Where the daemon of this run dir listens."""
+    return run_dir / SOCKET_NAME
+
+
+async def serve(run_dir: Path, handler: Handler) -> asyncio.Server:
+    """Listen on the control socket (replacing a stale one) with owner-only access."""
+    path = socket_path(run_dir)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("a request is a JSON object")
+                    answer = await handler(request)
+                except (ValueError, KeyError) as exc:
+                    answer = {"ok": False, "error": str(exc)}
+                writer.write(json.dumps(answer, default=str).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    # umask so the socket is never briefly world-accessible.
+    old = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(client, path=str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return server
+
+
+class DaemonNotRunning(Exception):
+    """No daemon answers on this run dir's control socket."""
+
+
+def request(run_dir: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Send one request to the daemon and return its answer (blocking; for the CLI)."""
+    path = socket_path(run_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise DaemonNotRunning(f"no ecmpd daemon answers on {path}") from exc
+    with sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps(message).encode() + b"\n")
+        stream.flush()
+        line = stream.readline()
+    if not line:
+        raise DaemonNotRunning(f"the daemon on {path} closed the connection")
+    answer: dict[str, Any] = json.loads(line)
+    return answer

@@ -1,0 +1,508 @@
+"""`ecmpd run`: apply, then keep the kernel in step with uplink health.
+
+Wiring only: health trackers and probe schedulers per uplink, kernel events first
+(carrier loss acts at once), one reconcile path for every change, the control socket,
+signals (SIGHUP reload, SIGTERM exit leaving forwarding in place), hooks and
+sd_notify. What to put in the kernel is decided by `desired_state()`, what to change
+by `diff()`; a health change normally costs one netlink operation (a group replace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ecmpd.config import Config, ConfigError, UplinkConfig, check_against_kernel, load_config
+from ecmpd.control import serve
+from ecmpd.desired import desired_state, nexthop_id, resolve_uplink
+from ecmpd.facts import KernelFacts
+from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition, detection_time
+from ecmpd.health.probes import Prober, open_prober
+from ecmpd.health.scheduler import ProbeScheduler
+from ecmpd.hooks import run_hooks
+from ecmpd.kernel.apply import KernelWriter, execute_all
+from ecmpd.kernel.monitor import KernelMonitor, LinkEvent, NexthopEvent, Resync, RouteEvent
+from ecmpd.kernel.netlink import open_iproute
+from ecmpd.kernel.record import Record
+from ecmpd.model import RTPROT_ECMPD, DesiredState, Family
+from ecmpd.plan import diff
+from ecmpd.sdnotify import notify, watchdog_interval
+
+log = logging.getLogger("ecmpd.daemon")
+T = TypeVar("T")
+
+# A tracker needs at least one target; an uplink that cannot be probed (point-to-point
+# without targets) gets a placeholder that is never probed, so carrier alone decides.
+NO_TARGET: Target = IPv4Address("0.0.0.0")
+RESYNC_PERIOD = 30.0  # full re-read against drift nobody told us about
+EVENT_DEBOUNCE = 0.01  # coalesce a burst of kernel events into one re-read
+MAIN_TABLE = 254
+
+
+class StartupError(Exception):
+    """The daemon cannot start (bad config, conflicting kernel state)."""
+
+
+@dataclass
+class UplinkRuntime:
+    """One uplink's live health: its tracker, prober and probing task."""
+
+    config: UplinkConfig
+    tracker: HealthTracker
+    targets: list[Target]
+    prober: Prober | None = None
+    task: asyncio.Task[None] | None = None
+    scheduler: ProbeScheduler | None = None
+    transitions: int = 0
+
+
+@dataclass
+class Counters:
+    """What the daemon did, for status and tests."""
+
+    reconciles: int = 0
+    ops: int = 0
+    failures: int = 0
+    resyncs: int = 0
+    last_ops: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    """The running daemon for one config and run dir (one per network namespace)."""
+
+    def __init__(self, config_path: Path, run_dir: Path) -> None:
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.ipr: Any = None
+        self.writer: KernelWriter | None = None
+        self.config: Config | None = None
+        self.observed = DesiredState()
+        self._facts = KernelFacts()
+        self.uplinks: dict[str, UplinkRuntime] = {}
+        self.drained: set[str] = set()
+        self.counters = Counters()
+        self.started = time.time()
+        # pyroute2's sync IPRoute runs an event loop of its own, which cannot run on a
+        # thread that already runs ours: every netlink call happens on this one thread
+        # (one thread also keeps kernel operations in order).
+        self._kernel = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecmpd-kernel")
+        self._lock = asyncio.Lock()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._resync_handle: asyncio.TimerHandle | None = None
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then leave the forwarding state in place."""
+        config = self._load()
+        self.ipr = await self._k(open_iproute)
+        self.writer = KernelWriter(self.ipr, Record(self.run_dir))
+        try:
+            await self._observe()
+            issues = check_against_kernel(config, self._facts)
+            if issues:
+                raise StartupError("\n".join(str(i) for i in issues))
+            self.config = config
+            server = await serve(self.run_dir, self._control)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            async with server, asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for uplink in config.uplinks:
+                    self.uplinks[uplink.name] = self._adopt(uplink)
+                await self._reconcile("start")
+                for runtime in self.uplinks.values():
+                    await self._start_probing(runtime)
+                tg.create_task(self._watch_kernel())
+                tg.create_task(self._periodic_resync())
+                tg.create_task(self._watchdog())
+                notify("READY=1\nSTATUS=probing uplinks")
+                log.info("daemon.ready", extra={"uplinks": list(self.uplinks)})
+                await self._stop.wait()
+                log.info("daemon.stop", extra={"note": "forwarding state left in place"})
+                notify("STOPPING=1")
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+        finally:
+            for runtime in self.uplinks.values():
+                if runtime.prober is not None:
+                    await runtime.prober.aclose()
+            await self._k(self.ipr.close)
+            self._kernel.shutdown()
+
+    def _load(self) -> Config:
+        try:
+            return load_config(self.config_path)
+        except ConfigError as err:
+            raise StartupError(str(err)) from err
+
+    async def _k(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a netlink call on the kernel thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._kernel, fn, *args)
+
+    async def _observe(self) -> None:
+        assert self.writer is not None
+        self.observed, self._facts = await self._k(self.writer.observe)
+
+    def _adopt(self, uplink: UplinkConfig, keep: UplinkRuntime | None = None) -> UplinkRuntime:
+        """A runtime for an uplink, starting from what the kernel shows.
+
+        A restart must change nothing while uplinks stay healthy: an uplink whose
+        nexthop exists but is out of the balancer starts down, every other one starts
+        unknown (which counts as in service) until probing says otherwise.
+        """
+        if keep is not None and keep.config == uplink:
+            return keep
+        targets = self._targets(uplink)
+        tracker = HealthTracker(uplink.name, uplink.check, targets or [NO_TARGET], time.monotonic())
+        assert self.config is not None
+        group = next(
+            (g for g in self.observed.groups if g.id == nexthop_id(self.config.balancer.table)),
+            None,
+        )
+        nh = nexthop_id(uplink.table)
+        if (
+            group is not None
+            and any(n.id == nh for n in self.observed.nexthops)
+            and nh not in dict(group.members)
+        ):
+            tracker.force(time.monotonic(), HealthState.DOWN, "adopted: out of the balancer")
+        iface = self._facts.interfaces.get(uplink.interface)
+        if iface is not None and not iface.carrier:
+            tracker.on_carrier(time.monotonic(), False)
+        return UplinkRuntime(config=uplink, tracker=tracker, targets=targets)
+
+    def _targets(self, uplink: UplinkConfig) -> list[Target]:
+        """The check targets (IPv4 for now), defaulting to the resolved gateway."""
+        targets: list[Target] = [t for t in uplink.check.targets if t.version == 4]
+        if not targets:
+            resolved = resolve_uplink(uplink, self._facts, True)
+            if resolved.gateway is not None and resolved.gateway.version == 4:
+                targets = [resolved.gateway]
+        return targets
+
+    async def _start_probing(self, runtime: UplinkRuntime) -> None:
+        if not runtime.targets or self._tg is None:
+            return  # point-to-point without targets: carrier is all we know
+        up = resolve_uplink(runtime.config, self._facts, True)
+        source = up.source.ip if up.source is not None else None
+        runtime.prober = await open_prober(
+            runtime.config.check.method, runtime.config.interface, source, Family.INET
+        )
+        runtime.scheduler = ProbeScheduler(
+            runtime.tracker,
+            runtime.prober,
+            runtime.targets,
+            runtime.config.check.interval,
+            runtime.config.check.timeout,
+            self._on_transition,
+        )
+        runtime.task = self._tg.create_task(runtime.scheduler.run())
+
+    async def _stop_probing(self, runtime: UplinkRuntime) -> None:
+        if runtime.task is not None:
+            runtime.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime.task
+        if runtime.prober is not None:
+            await runtime.prober.aclose()
+            runtime.prober = None
+
+    # --- the one reconcile path ---------------------------------------------------
+
+    def health(self) -> dict[str, bool]:
+        """Which uplinks may carry traffic: healthy (or not yet known) and not drained."""
+        return {
+            name: rt.tracker.in_service and name not in self.drained
+            for name, rt in self.uplinks.items()
+        }
+
+    async def _reconcile(self, reason: str) -> int:
+        """Make the kernel match config + health; returns the operations executed.
+
+        Serialised: each run computes the desired state from the health at that
+        moment, so a burst of changes converges on the latest one.
+        """
+        async with self._lock:
+            return await self._reconcile_locked(reason)
+
+    async def _reconcile_locked(self, reason: str) -> int:
+        assert self.writer is not None and self.config is not None
+        desired = desired_state(self.config, self.health(), self._facts)
+        ops = diff(desired, self.observed)
+        if not ops:
+            return 0
+        started = time.perf_counter()
+        try:
+            await self._k(execute_all, self.writer, ops)
+        except Exception as exc:  # the kernel moved under us: re-read and retry once
+            self.counters.failures += 1
+            log.warning("reconcile.retry", extra={"reason": reason, "error": str(exc)})
+            await self._observe()
+            desired = desired_state(self.config, self.health(), self._facts)
+            ops = diff(desired, self.observed)
+            try:
+                await self._k(execute_all, self.writer, ops)
+            except Exception as exc2:
+                log.error("reconcile.failed", extra={"reason": reason, "error": str(exc2)})
+                await self._observe()
+                self._schedule_resync(1.0)
+                return 0
+        self.observed = desired
+        self.counters.reconciles += 1
+        self.counters.ops += len(ops)
+        self.counters.last_ops = [str(op) for op in ops]
+        log.info(
+            "kernel.updated",
+            extra={
+                "reason": reason,
+                "ops": len(ops),
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        return len(ops)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a coroutine in the daemon's task group (never fire-and-forget)."""
+        assert self._tg is not None
+        self._tg.create_task(coro)
+
+    def _on_transition(self, t: Transition) -> None:
+        runtime = self.uplinks.get(t.uplink)
+        if runtime is None:
+            return
+        runtime.transitions += 1
+        changed = t.old.in_service != t.new.in_service
+        event = ("uplink.up" if t.new.in_service else "uplink.down") if changed else "uplink.state"
+        log.info(
+            event,
+            extra={"uplink": t.uplink, "old": t.old.value, "new": t.new.value, "reason": t.reason},
+        )
+        if changed:
+            self._spawn(self._reconcile(f"{t.uplink} {t.old.value}->{t.new.value}"))
+        self._run_hooks(t)
+
+    def _run_hooks(self, t: Transition) -> None:
+        if self.config is not None and self.config.hooks is not None:
+            in_service = t.new.in_service and t.uplink not in self.drained
+            self._spawn(run_hooks(self.config.hooks, t, in_service))
+
+    # --- kernel events --------------------------------------------------------------
+
+    async def _watch_kernel(self) -> None:
+        async with KernelMonitor() as monitor:
+            async for event in monitor.events():
+                await self._on_kernel_event(event)
+
+    async def _on_kernel_event(self, event: object) -> None:
+        uplink_ifs = {rt.config.interface: rt for rt in self.uplinks.values()}
+        if isinstance(event, LinkEvent) and event.ifname in uplink_ifs:
+            runtime = uplink_ifs[event.ifname]
+            carrier = event.carrier and event.up and not event.deleted
+            if carrier != runtime.tracker.carrier:
+                # Carrier first: no probe round needed to know a dead link is dead. The
+                # kernel has already dropped the link's nexthops (silently): re-read.
+                t = runtime.tracker.on_carrier(time.monotonic(), carrier)
+                if t is not None:
+                    runtime.transitions += 1
+                    log.info(
+                        "uplink.down" if not carrier else "uplink.state",
+                        extra={
+                            "uplink": t.uplink,
+                            "old": t.old.value,
+                            "new": t.new.value,
+                            "reason": t.reason,
+                        },
+                    )
+                async with self._lock:
+                    await self._observe()
+                    await self._reconcile_locked(
+                        f"{event.ifname} carrier {'up' if carrier else 'lost'}"
+                    )
+                if t is not None:
+                    self._run_hooks(t)
+            else:
+                self._schedule_resync(EVENT_DEBOUNCE)
+        elif isinstance(event, NexthopEvent):
+            if event.deleted and event.protocol == RTPROT_ECMPD:
+                # The kernel deletes nexthops of a device that lost carrier and never
+                # re-creates them; a re-read notices and reconcile puts them back.
+                self._schedule_resync(EVENT_DEBOUNCE)
+        elif isinstance(event, RouteEvent):
+            if event.table == MAIN_TABLE and event.dst.prefixlen == 0:
+                self._schedule_resync(EVENT_DEBOUNCE)  # a DHCP client moved the gateway
+        elif isinstance(event, Resync):
+            self._schedule_resync(0)
+        else:  # addresses on uplinks change sources and connected routes
+            self._schedule_resync(EVENT_DEBOUNCE)
+
+    def _schedule_resync(self, delay: float) -> None:
+        if self._resync_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._resync_handle = loop.call_later(delay, self._resync)
+
+    def _resync(self) -> None:
+        self._resync_handle = None
+        self._spawn(self._resync_now())
+
+    async def _resync_now(self) -> None:
+        self.counters.resyncs += 1
+        async with self._lock:
+            await self._observe()
+            await self._reconcile_locked("resync")
+
+    async def _periodic_resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_PERIOD)
+            await self._resync_now()
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # --- reload, drain, status ---------------------------------------------------------
+
+    def _on_sighup(self) -> None:
+        if self._tg is not None:
+            self._spawn(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config; a bad one is reported and the old one kept."""
+        try:
+            config = load_config(self.config_path)
+            issues = check_against_kernel(config, self._facts)
+            if issues:
+                raise ConfigError(issues)
+        except ConfigError as err:
+            log.error("config.reload_failed", extra={"errors": str(err).splitlines()})
+            return {"ok": False, "error": str(err)}
+        old = self.uplinks
+        self.config = config
+        self.uplinks = {}
+        for uplink in config.uplinks:
+            keep = old.get(uplink.name)
+            runtime = self._adopt(uplink, keep)
+            self.uplinks[uplink.name] = runtime
+            if runtime is not keep:
+                if keep is not None:
+                    await self._stop_probing(keep)
+                await self._start_probing(runtime)
+        for name, runtime in old.items():
+            if name not in self.uplinks:
+                await self._stop_probing(runtime)
+        self.drained &= set(self.uplinks)
+        async with self._lock:
+            await self._observe()
+            ops = await self._reconcile_locked("reload")
+        log.info("config.reload", extra={"uplinks": list(self.uplinks), "ops": ops})
+        return {"ok": True, "ops": ops}
+
+    async def drain(self, name: str, drained: bool) -> dict[str, Any]:
+        """Take an uplink out of service by hand (or put it back)."""
+        if name not in self.uplinks:
+            return {"ok": False, "error": f"no uplink {name!r}; uplinks: {', '.join(self.uplinks)}"}
+        if drained:
+            self.drained.add(name)
+        else:
+            self.drained.discard(name)
+        log.info("uplink.drain" if drained else "uplink.undrain", extra={"uplink": name})
+        ops = await self._reconcile(f"{'drain' if drained else 'undrain'} {name}")
+        return {"ok": True, "ops": ops}
+
+    def status(self) -> dict[str, Any]:
+        """The status document: the kernel view plus health figures."""
+        assert self.config is not None
+        group = next(
+            (g for g in self.observed.groups if g.id == nexthop_id(self.config.balancer.table)),
+            None,
+        )
+        members = dict(group.members) if group else {}
+        now = time.monotonic()
+        uplinks = []
+        for name, rt in self.uplinks.items():
+            state = rt.tracker.state
+            if name in self.drained:
+                shown = "drained"
+            elif state in (HealthState.UP, HealthState.FALLING):
+                shown = "up"
+            elif state is HealthState.UNKNOWN:
+                shown = "unknown"
+            else:
+                shown = "down"
+            uplinks.append(
+                {
+                    "name": name,
+                    "interface": rt.config.interface,
+                    "state": shown,
+                    "health": state.value,
+                    "since": round(time.time() - (now - rt.tracker.since), 3),
+                    "for_s": round(now - rt.tracker.since, 3),
+                    "reason": rt.tracker.reason,
+                    "weight": rt.config.weight,
+                    "in_balancer": nexthop_id(rt.config.table) in members,
+                    "table": rt.config.table,
+                    "carrier": rt.tracker.carrier,
+                    "transitions": rt.transitions,
+                    "detection_time_s": round(detection_time(rt.config.check), 3),
+                    "targets": [
+                        {
+                            "target": str(s.target),
+                            "rtt_ms": _ms(s.rtt_last),
+                            "rtt_avg_ms": _ms(s.rtt_avg),
+                            "loss": round(s.loss, 4),
+                            "sent": s.sent,
+                            "received": s.received,
+                        }
+                        for s in rt.tracker.stats()
+                    ]
+                    if rt.targets
+                    else [],
+                }
+            )
+        return {
+            "source": "daemon",
+            "uplinks": uplinks,
+            "daemon": {
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started, 1),
+                "reconciles": self.counters.reconciles,
+                "ops": self.counters.ops,
+                "failures": self.counters.failures,
+                "resyncs": self.counters.resyncs,
+            },
+        }
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            return await self.reload()
+        if cmd in ("drain", "undrain"):
+            return await self.drain(str(request.get("uplink")), cmd == "drain")
+        if cmd == "health":
+            return {"ok": True, "health": self.health()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)

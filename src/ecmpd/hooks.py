@@ -1,0 +1,70 @@
+"""User hooks: executables run on every uplink state change, never blocking probing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from ecmpd.health.fsm import Transition
+
+log = logging.getLogger("ecmpd.hooks")
+HOOK_TIMEOUT = 30.0
+
+
+def hook_programs(directory: Path) -> list[Path]:
+    """Executable regular files in the hooks dir, in name order (run-parts style)."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")
+    )
+
+
+def hook_env(t: Transition, in_service: bool) -> dict[str, str]:
+    """What a hook learns about the change, in its environment."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ")}
+    env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(
+        ECMPD_UPLINK=t.uplink,
+        ECMPD_OLD_STATE=t.old.value,
+        ECMPD_NEW_STATE=t.new.value,
+        ECMPD_REASON=t.reason,
+        ECMPD_IN_SERVICE="1" if in_service else "0",
+    )
+    return env
+
+
+async def run_hooks(directory: Path, t: Transition, in_service: bool) -> None:
+    """Run every hook with the change in its environment (argv only, no shell)."""
+    for program in hook_programs(directory):
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(program),
+                env=hook_env(t, in_service),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            log.warning("hook.failed", extra={"hook": str(program), "error": str(exc)})
+            continue
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), HOOK_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            log.warning("hook.timeout", extra={"hook": str(program), "timeout": HOOK_TIMEOUT})
+            continue
+        if proc.returncode != 0:
+            log.warning(
+                "hook.failed",
+                extra={
+                    "hook": str(program),
+                    "status": proc.returncode,
+                    "stderr": err.decode(errors="replace")[-500:],
+                },
+            )

@@ -1,0 +1,56 @@
+"""Smoke test of bench/apply_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ecmpd.lab import netns
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "apply_bench.py"
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_quick_apply_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
+    # The conftest's prefix: should the script leave anything, the session-end
+    # safety net removes it too.
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--prefix", lab_prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+
+    assert doc["benchmark"] == "apply"
+    assert doc["netns_prefix"] == lab_prefix
+    assert _positive(doc["cpus"]) and doc["kernel"]
+    results = doc["results"]
+    assert [r["uplinks"] for r in results] == [2, 8]
+    for r in results:
+        assert r["reapply_ops"] == 0
+        assert r["failover_ops"] == 1
+        assert r["apply_ops"] > r["uplinks"]  # at least a nexthop per uplink, and more
+        for key in ("apply_ms", "reapply_ms", "failover_ms", "failback_ms"):
+            assert _positive(r[key]["median"]) and r[key]["max"] >= r[key]["median"], key
+        assert r["failover_ms"]["n"] >= 20
+        assert _positive(r["anchor_ip_batch_ms"])
+        assert _positive(r["anchor_multipath_replace"]["raw_ms"]["median"])
+        assert _positive(r["ratio_apply_vs_ip_batch"])
+    assert results[1]["apply_ops"] > results[0]["apply_ops"]
+    assert doc["targets"] == {"apply_64_ms": 100, "failover_ms": 2}
+    assert doc["met"]["apply_64_ms"] is None  # --quick stops at 8 uplinks
+    assert isinstance(doc["met"]["failover_ms"], bool)
+
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert lab_prefix not in listed.stdout
+    assert netns.list_netns(lab_prefix) == []
