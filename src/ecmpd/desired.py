@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network, ip_network
 
-from ecmpd.config import Config, RuleActionName, RuleConfig, UplinkConfig, WhenAllDown
+from ecmpd.config import Config, Mode, RuleActionName, RuleConfig, UplinkConfig, WhenAllDown
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
     NH_ID_BASE,
@@ -19,6 +19,7 @@ from ecmpd.model import (
     GroupType,
     IPAddress,
     IPNetwork,
+    NatTable,
     Nexthop,
     NexthopGroup,
     Route,
@@ -136,6 +137,7 @@ def desired_state(config: Config, health: Mapping[str, bool], facts: KernelFacts
         nexthops=frozenset(nexthops),
         groups=frozenset(groups),
         sysctls=frozenset(_sysctls(config) | _uplink_sysctls(uplinks)),
+        nat=frozenset(_nat(config)),
         rule_names=tuple(sorted(names.items())),
     )
 
@@ -300,6 +302,14 @@ def _rule_family(rule: RuleConfig) -> Family:
     return Family.INET
 
 
+def _nat(config: Config) -> set[NatTable]:
+    """Router mode: masquerade on every uplink with `nat` (the default there)."""
+    if config.mode is not Mode.ROUTER:
+        return set()
+    ifaces = sorted(u.interface for u in config.uplinks if u.nat_enabled(config.mode))
+    return {NatTable(masquerade=tuple(ifaces))} if ifaces else set()
+
+
 def _uplink_sysctls(uplinks: list[UplinkPlan]) -> set[Sysctl]:
     """Loose reverse-path filtering on every uplink that exists.
 
@@ -314,6 +324,8 @@ def _uplink_sysctls(uplinks: list[UplinkPlan]) -> set[Sysctl]:
 def _sysctls(config: Config) -> set[Sysctl]:
     """The multipath hash policy (and custom field set) ecmpd sets."""
     sysctls = {Sysctl("net.ipv4.fib_multipath_hash_policy", str(config.hash.policy))}
+    if config.mode is Mode.ROUTER:
+        sysctls.add(Sysctl("net.ipv4.ip_forward", "1"))
     if config.hash.policy == 3:
         mask = config.hash.fields_mask()
         # Decimal: how the kernel reads the value back.

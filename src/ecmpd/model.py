@@ -156,6 +156,17 @@ class Sysctl:
 
 
 @dataclass(frozen=True)
+class NatTable:
+    """ecmpd's nftables table (router mode): masquerade on the uplinks that NAT."""
+
+    masquerade: tuple[str, ...] = ()  # outgoing interface names, sorted
+
+    @property
+    def key(self) -> str:
+        return "ecmpd"
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """Everything ecmpd wants in the kernel; what `desired_state()` returns."""
 
@@ -164,6 +175,7 @@ class DesiredState:
     nexthops: frozenset[Nexthop] = frozenset()
     groups: frozenset[NexthopGroup] = frozenset()
     sysctls: frozenset[Sysctl] = frozenset()
+    nat: frozenset[NatTable] = frozenset()  # at most one: the `ecmpd` nftables table
     # Human names for rule priorities, so `explain` and `plan` can say which rule.
     rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
 

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from ecmpd.model import DesiredState, Nexthop, NexthopGroup, Route, Rule, Sysctl
+from ecmpd.model import DesiredState, NatTable, Nexthop, NexthopGroup, Route, Rule, Sysctl
 
-KernelObject = Rule | Route | Nexthop | NexthopGroup | Sysctl
+KernelObject = Rule | Route | Nexthop | NexthopGroup | Sysctl | NatTable
 
 # A group whose type or bucket count must change cannot be changed in place: the
 # route moves to a group at this offset while the real one is re-created.
@@ -41,7 +41,7 @@ class Op:
         return f"{self.kind.value} {type(self.obj).__name__} {self.obj}"
 
 
-_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl)
+_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NatTable)
 
 
 def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
@@ -66,6 +66,9 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops: list[Op] = []
     add, rep, dele = _changes(desired.sysctls, observed.sysctls)
     ops += [Op(OpKind.REPLACE, s) for s in add + rep]
+    # NAT before any route can send LAN traffic out of an uplink; replaced atomically.
+    n_add, n_rep, n_del = _changes(desired.nat, observed.nat)
+    ops += [Op(OpKind.REPLACE, n) for n in n_add + n_rep]
 
     nh_add, nh_rep, nh_del = _changes(desired.nexthops, observed.nexthops)
     ops += [Op(OpKind.ADD, n) for n in nh_add] + [Op(OpKind.REPLACE, n) for n in nh_rep]
@@ -92,6 +95,7 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += [Op(OpKind.DELETE, r) for r in r_del]
     ops += [Op(OpKind.DELETE, g) for g in g_del]
     ops += [Op(OpKind.DELETE, n) for n in nh_del]
+    ops += [Op(OpKind.DELETE, n) for n in n_del]
     ops += [Op(OpKind.DELETE, s) for s in dele]
     return ops
 

@@ -37,10 +37,8 @@ V4, V6 = Family.INET, Family.INET6
 TIMEOUT = 0.5
 # A lost probe must be reported this soon after its timeout: the daemon's round ends then.
 SLACK = 0.05
-# As ecmpd sets it on uplinks: loose, so an answer to one uplink's source address is not
-# dropped for arriving on an interface the main table would not use to reach the sender.
-ROUTER_SYSCTLS = {"net.ipv4.conf.all.rp_filter": "2"}
-BALANCER_GROUP = NH_ID_BASE + 200
+BALANCER_TABLE = 200  # the config's default
+BALANCER_GROUP = NH_ID_BASE + BALANCER_TABLE
 TCP_PORT = 8443
 
 # The ISP drops all it should forward (and, with LOCAL, all addressed to it) while its
@@ -61,10 +59,12 @@ table inet probes {
 
 
 def prepare(lab: Lab, run_dir: Path) -> None:
-    """ecmpd's state in the router: the reply rules bring each uplink's answers back."""
-    netns.write_sysctls(lab.router, ROUTER_SYSCTLS)
+    """ecmpd's state in the router: the per-uplink rules and tables, loose rp_filter."""
     done = ecmpd(lab.router, lab.config_path, run_dir, "apply")
     assert done.returncode == 0, done.stderr
+    assert {
+        netns.read_sysctl(lab.router, f"net.ipv4.conf.{i.uplink_if}.rp_filter") for i in lab.isps
+    } == {"2"}
 
 
 def in_router(lab: Lab, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -211,6 +211,36 @@ def test_each_probe_leaves_by_its_own_uplink_whatever_the_balanced_route_says(
             went = {i.name: forwarded_echoes(i) - before[i.name] for i in lab.isps}
             assert plausible(rtt), (isp.name, bind_source)
             assert went == {i.name: int(i is isp) for i in lab.isps}, (isp.name, bind_source)
+
+
+def test_an_uplink_out_of_the_balanced_route_is_probed_by_its_reply_rule(
+    lab: Lab, tmp_path: Path
+) -> None:
+    prepare(lab, tmp_path / "run")
+    out, stays, server = lab.isps[0], lab.isps[1], lab.servers[0]
+    # As when ecmpd takes an uplink down: the balanced route stops using it, and probing
+    # must still reach the internet through it to see it recover.
+    netns.run_in(
+        lab.router,
+        ["ip", "route", "replace", "default", "via", str(stays.gateway),
+         "dev", stays.uplink_if, "table", str(BALANCER_TABLE)],
+        check=True,
+    )  # fmt: skip
+
+    async def main() -> list[float | None]:
+        rtts = []
+        for source in (out.address.ip, None):
+            prober = await open_prober("icmp", out.uplink_if, source, V4)
+            async with contextlib.aclosing(prober):
+                rtts.append(await prober.probe(server, TIMEOUT))
+        return rtts
+
+    with_source, device_only = in_router(lab, main)
+    assert plausible(with_source)
+    # The device alone selects no route: no rule matches a lookup without a source, no
+    # table left has a route by this device, so the kernel takes the server for on-link
+    # and asks ARP for it. Probers need the uplink's source address.
+    assert device_only is None
 
 
 def test_an_isp_losing_its_internet_link_fails_only_its_uplink(lab: Lab, tmp_path: Path) -> None:

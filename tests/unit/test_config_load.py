@@ -114,8 +114,8 @@ def test_minimal_defaults() -> None:
     assert (wan.weight, wan.table, wan.nat, wan.bandwidth) == (1, 101, False, None)
     assert (wan.source, wan.gateway6, wan.source6) == (None, None, None)
     assert wan.check.targets == () and wan.check.tcp_port is None
-    assert (wan.check.interval, wan.check.timeout) == (0.2, 0.3)
-    assert (wan.check.down_after, wan.check.up_after, wan.check.min_up) == (3, 5, 1)
+    assert (wan.check.interval, wan.check.timeout) == (0.15, 0.25)
+    assert (wan.check.down_after, wan.check.up_after, wan.check.min_up) == (5, 5, 1)
     assert (wan.check.max_loss, wan.check.max_rtt) == (None, None)
     assert config.rules == [
         RuleConfig(name="local", action=RuleActionName.BYPASS),

@@ -11,6 +11,7 @@ from ecmpd.model import (
     Family,
     GroupType,
     IPNetwork,
+    NatTable,
     Nexthop,
     NexthopGroup,
     Route,
@@ -114,6 +115,15 @@ def command(verb: str, obj: KernelObject) -> str:
     """One full command line for `verb` (add/replace/del) applied to `obj`."""
     if isinstance(obj, Sysctl):
         return f"sysctl -w {obj.name}={obj.value}"
+    if isinstance(obj, NatTable):
+        if verb == "del":
+            return "nft delete table ip ecmpd"
+        rules = " ".join(f'oifname "{i}" masquerade;' for i in obj.masquerade)
+        # nft takes a whole ruleset as its argument; re-creating the table replaces it.
+        return (
+            "nft 'table ip ecmpd { chain postrouting { type nat hook postrouting"
+            f" priority srcnat; {rules} }} }}'"
+        )
     if isinstance(obj, Rule):
         return f"{_ip(obj.family)} rule {'add' if verb == 'replace' else verb} {rule_args(obj)}"
     if isinstance(obj, Nexthop):

@@ -56,11 +56,9 @@ def build_echo(
 
 
 def parse_echo_reply(family: Family, data: bytes) -> Echo | None:
-    """The echo reply in a raw socket's datagram, or None for anything else or anything broken.
-
-    IPv4 raw sockets deliver the IP header too; IPv6 raw sockets deliver the ICMPv6
-    message alone, its checksum already verified by the kernel.
-    """
+    """The echo reply in a raw socket's datagram; None for anything else or anything broken."""
+    # IPv4 raw sockets deliver the IP header too; IPv6 raw sockets deliver the ICMPv6
+    # message alone, its checksum already verified by the kernel.
     if family is Family.INET:
         message = _ipv4_payload(data)
         if message is None or checksum(message) != 0:

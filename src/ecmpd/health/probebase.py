@@ -56,10 +56,7 @@ def bound_socket(
     prepare: Callable[[socket.socket], None] | None = None,
     defer_port: bool = False,
 ) -> socket.socket:
-    """A non-blocking socket that sends by ifname only, from source if one is given.
-
-    prepare runs first, before the socket is bound to anything.
-    """
+    """A non-blocking socket sending by ifname only, from source if given; prepare runs first."""
     if source is not None:
         check_family(family, source)
     sock = socket.socket(family, kind, proto)
@@ -67,15 +64,19 @@ def bound_socket(
         sock.setblocking(False)
         if prepare is not None:
             prepare(sock)
-        # The device pins egress whatever the routing tables say (the lookup is made
-        # with oif = ifname and skips routes by other devices) and, for raw sockets,
-        # also filters what is received to packets that came in on ifname.
+        # The device pins egress: the route lookup runs with oif = ifname and skips
+        # routes by other devices (of a nexthop group it keeps the member on ifname,
+        # never rehashed). For raw sockets it also filters receives to ifname. With no
+        # route by ifname at all, the kernel takes the target for on-link and asks ARP
+        # for it (lost): the source below is what still finds the gateway then.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         if source is not None:
             if defer_port:
                 sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            # The source makes ecmpd's reply rule (from <source> lookup <table>) bring
-            # the answers back by this uplink, and filters raw receives to it.
+            # The source makes ecmpd's rule `from <source> lookup <uplink table>` route
+            # the probe, gateway included, even while the balanced route leaves this
+            # uplink out, and pass the answers' rp_filter check; for raw sockets it
+            # also filters receives to this address.
             sock.bind(sockaddr(source, 0, ifname))
     except BaseException:
         sock.close()

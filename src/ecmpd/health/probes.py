@@ -37,11 +37,11 @@ class Prober(Protocol):
 
 
 async def open_prober(method: str, ifname: str, source: IPAddress | None, family: Family) -> Prober:
-    """A prober for method (`icmp` or `tcp:PORT`) through ifname, from source if given.
-
-    Sockets are made in the calling thread's network namespace; an ICMP prober reads
-    its socket on the running loop. Raises OSError when ifname or source do not exist.
-    """
+    """A prober for `icmp` or `tcp:PORT` through ifname; OSError if ifname or source is missing."""
+    # Pass the uplink's source address: without it no `from <source>` rule steers the
+    # probes, which then find no way out while the balanced route leaves the uplink
+    # out (see bound_socket). Sockets live in the calling thread's network namespace;
+    # an ICMP prober reads its socket on the running loop.
     method = parse_method(method)
     if method == "icmp":
         return IcmpProber.open(ifname, source, family)
