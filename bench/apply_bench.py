@@ -97,12 +97,16 @@ class Host:
         return netns.call_in(self.ns, func)
 
     def close(self) -> None:
-        """Closes the socket."""
+        """Closes the writer's raw socket and the IPRoute (either keeps the namespace alive)."""
+        self.writer.close()
         self.writer.ipr.close()
 
 
 def open_host(ns: str, run: Path) -> Host:
-    """A Host whose socket was opened inside ns (a socket stays in its namespace)."""
+    """A Host whose socket was opened inside ns (a socket stays in its namespace).
+
+    The writer opens its raw netlink socket in the IPRoute's namespace itself.
+    """
     ipr = netns.call_in(ns, open_iproute)
     return Host(ns, KernelWriter(ipr, Record(run)))
 

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import pyroute2
 import yaml
 
+from ecmpd.control import DaemonNotRunning, request
 from ecmpd.lab import netns
 
 T = TypeVar("T")
@@ -255,3 +257,211 @@ def run_dir() -> Iterator[Path]:
     """A private temporary run dir (ecmpd's sysctl record goes there)."""
     with tempfile.TemporaryDirectory(prefix="ecmpd-bench-run-") as d:
         yield Path(d)
+
+
+# --- The daemon in a namespace, faults, and what a process costs (failover_bench.py) ---
+
+DAEMON_START_TIMEOUT = 15.0
+# `inet` tables see both the ISP's own traffic (input: its answers to gateway probes)
+# and what it forwards (the customer's traffic and probes to servers).
+GRAY_FAILURE_NFT = """
+table inet gray {
+    chain input_drop { type filter hook input priority 0; policy drop; }
+    chain forward_drop { type filter hook forward priority 0; policy drop; }
+}
+"""
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.005) -> float:
+    """Polls check() until it holds; returns time.monotonic() just after it did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        expired = time.monotonic() > deadline
+        if check():
+            return time.monotonic()
+        if expired:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Daemon:
+    """One `ecmpd run` process in a namespace, answering on its control socket."""
+
+    def __init__(self, ns: str, config: Path, run_dir: Path, log: Path) -> None:
+        self.ns, self.config, self.run_dir, self.log_path = ns, config, run_dir, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid: `ip netns exec` execs the command, so Popen's pid is the daemon's."""
+        if self.proc is None:
+            raise RuntimeError("the daemon was not started")
+        return self.proc.pid
+
+    def start(self, timeout: float = DAEMON_START_TIMEOUT) -> None:
+        """Starts `python -m ecmpd run` and waits until it answers `status`."""
+        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
+                str(self.run_dir), "run"]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = netns.popen_in(self.ns, argv, stdout=log, stderr=log)
+        wait_until(self._answers, timeout, f"the daemon in {self.ns} to answer", step=0.02)
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_tail()}")
+        try:
+            request(self.run_dir, {"cmd": "status"}, timeout=1)
+        except (DaemonNotRunning, OSError):
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status document."""
+        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"})["status"]
+        return status
+
+    def uplinks(self) -> dict[str, dict[str, Any]]:
+        """Each uplink's status entry, by name."""
+        return {u["name"]: u for u in self.status()["uplinks"]}
+
+    def all_in_service(self) -> bool:
+        """Whether every uplink is up (not merely unknown) and in the balancer."""
+        return all(u["health"] == "up" and u["in_balancer"] for u in self.uplinks().values())
+
+    def count_events(self, event: str) -> int:
+        """How many log lines (JSON, one per event) carry this event name."""
+        if not self.log_path.exists():
+            return 0
+        count = 0
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                if json.loads(line).get("event") == event:
+                    count += 1
+        return count
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self) -> str:
+        """The end of the daemon's log, for error messages."""
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@contextlib.contextmanager
+def running_daemon(ns: str, config: Path, workdir: Path) -> Iterator[Daemon]:
+    """Starts `ecmpd run` in ns (run dir and log under workdir) and always stops it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(ns, config, workdir / "run", workdir / "daemon.log")
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def nft(ns: str, script: str) -> float:
+    """Loads an nftables script (atomically) inside ns; returns the wall seconds it took.
+
+    `nft` runs as a child of a thread that entered ns, not under `ip netns exec`, so
+    the time between deciding on a fault and its taking effect stays short.
+    """
+
+    def load() -> float:
+        start = time.monotonic()
+        done = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"nft failed in {ns}: {done.stderr.strip()}")
+        return time.monotonic() - start
+
+    return netns.call_in(ns, load)
+
+
+def gray_failure(ns: str) -> float:
+    """The namespace (an ISP) drops everything, its own answers too; link and ARP stay up."""
+    return nft(ns, GRAY_FAILURE_NFT)
+
+
+def random_loss(ns: str, percent: int) -> float:
+    """The namespace drops a random share of what it receives and forwards (nft numgen)."""
+    return nft(
+        ns,
+        f"""
+        table inet lossy {{
+            chain input_loss {{
+                type filter hook input priority 0;
+                numgen random mod 100 < {percent} drop
+            }}
+            chain forward_loss {{
+                type filter hook forward priority 0;
+                numgen random mod 100 < {percent} drop
+            }}
+        }}
+        """,
+    )
+
+
+def heal(ns: str) -> float:
+    """Undoes gray_failure or random_loss."""
+    return nft(ns, "flush ruleset\n")
+
+
+def thread_in(ns: str, target: Callable[[], None], name: str) -> threading.Thread:
+    """Starts a daemon thread running target inside ns (its own sockets and children are there)."""
+    thread = threading.Thread(target=lambda: netns.call_in(ns, target), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 (utime, stime) are 11 and 12 after the name and state.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per live thread of a process, keyed "TID name" (exited threads are gone)."""
+    per_thread: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+                raw = f.read()
+            name = raw[raw.index("(") + 1 : raw.rindex(")")]
+            fields = raw.rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            per_thread[f"{tid} {name}"] = seconds
+    return per_thread
+
+
+def proc_runtime_seconds(pid: int) -> float:
+    """Time on CPU of a process's live threads in nanosecond resolution (/proc/.../schedstat)."""
+    # /proc/PID/stat counts in clock ticks (10 ms): too coarse for a ~1% load over seconds.
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+def proc_memory_mb(pid: int) -> dict[str, float]:
+    """Resident set size now and at its peak (VmRSS, VmHWM) in MB, from /proc/PID/status."""
+    values: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024  # kB
+    return {"rss_mb": round(values["VmRSS"], 2), "hwm_mb": round(values["VmHWM"], 2)}

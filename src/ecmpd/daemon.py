@@ -22,7 +22,14 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ecmpd.config import Config, ConfigError, UplinkConfig, check_against_kernel, load_config
+from ecmpd.config import (
+    Config,
+    ConfigError,
+    Mode,
+    UplinkConfig,
+    check_against_kernel,
+    load_config,
+)
 from ecmpd.control import serve
 from ecmpd.desired import desired_state, nexthop_id, resolve_uplink
 from ecmpd.facts import KernelFacts
@@ -31,9 +38,11 @@ from ecmpd.health.probes import Prober, open_prober
 from ecmpd.health.scheduler import ProbeScheduler
 from ecmpd.hooks import run_hooks
 from ecmpd.kernel.apply import KernelWriter, execute_all
+from ecmpd.kernel.conntrack import delete_uplink_flows
 from ecmpd.kernel.monitor import KernelMonitor, LinkEvent, NexthopEvent, Resync, RouteEvent
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.record import Record
+from ecmpd.metrics import Metrics
 from ecmpd.model import RTPROT_ECMPD, DesiredState, Family
 from ecmpd.plan import diff
 from ecmpd.sdnotify import notify, watchdog_interval
@@ -100,6 +109,7 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._resync_handle: asyncio.TimerHandle | None = None
+        self._in_service: dict[str, bool] = {}
 
     # --- life cycle -------------------------------------------------------------
 
@@ -108,6 +118,7 @@ class Daemon:
         config = self._load()
         self.ipr = await self._k(open_iproute)
         self.writer = KernelWriter(self.ipr, Record(self.run_dir))
+        self.writer.want_nat = config.mode is Mode.ROUTER
         try:
             await self._observe()
             issues = check_against_kernel(config, self._facts)
@@ -129,6 +140,8 @@ class Daemon:
                 tg.create_task(self._watch_kernel())
                 tg.create_task(self._periodic_resync())
                 tg.create_task(self._watchdog())
+                if config.metrics is not None:
+                    tg.create_task(Metrics(config.metrics).run(self.status))
                 notify("READY=1\nSTATUS=probing uplinks")
                 log.info("daemon.ready", extra={"uplinks": list(self.uplinks)})
                 await self._stop.wait()
@@ -263,6 +276,7 @@ class Daemon:
                 self._schedule_resync(1.0)
                 return 0
         self.observed = desired
+        await self._forget_flows_of_departed()
         self.counters.reconciles += 1
         self.counters.ops += len(ops)
         self.counters.last_ops = [str(op) for op in ops]
@@ -275,6 +289,33 @@ class Daemon:
             },
         )
         return len(ops)
+
+    async def _forget_flows_of_departed(self) -> None:
+        """Router mode: delete the conntrack entries of uplinks that just left service.
+
+        Their flows now hash to other uplinks, where the old NAT binding is useless:
+        without its entry a connection is reset at once and reconnects, instead of
+        hanging until it times out. Only these uplinks' entries go, never the table.
+        """
+        health = self.health()
+        departed = [n for n, ok in health.items() if not ok and self._in_service.get(n, True)]
+        self._in_service = health
+        assert self.config is not None
+        if self.config.mode is not Mode.ROUTER:
+            return
+        for name in departed:
+            runtime = self.uplinks[name]
+            if not runtime.config.nat_enabled(self.config.mode):
+                continue
+            up = resolve_uplink(runtime.config, self._facts, False)
+            if up.source is None:
+                continue
+            try:
+                count = await self._k(delete_uplink_flows, up.source.ip, up.source.ip)
+            except OSError as exc:
+                log.warning("conntrack.failed", extra={"uplink": name, "error": str(exc)})
+                continue
+            log.info("conntrack.flushed", extra={"uplink": name, "entries": count})
 
     def _spawn(self, coro: Any) -> None:
         """Run a coroutine in the daemon's task group (never fire-and-forget)."""
@@ -397,6 +438,8 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         old = self.uplinks
         self.config = config
+        assert self.writer is not None
+        self.writer.want_nat = config.mode is Mode.ROUTER
         self.uplinks = {}
         for uplink in config.uplinks:
             keep = old.get(uplink.name)

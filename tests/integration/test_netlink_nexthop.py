@@ -33,6 +33,7 @@ from ecmpd.kernel.nexthop import (
     set_nexthop,
     set_route,
 )
+from ecmpd.kernel.transport import release
 from ecmpd.model import (
     NH_ID_BASE,
     RTPROT_ECMPD,
@@ -156,6 +157,7 @@ def lab() -> Iterator[Lab]:
             index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
             yield Lab(ns, peer, ipr, index)
         finally:
+            release(ipr)  # the raw socket beside it would keep the namespace alive
             ipr.close()
     finally:
         for name in (ns, peer):

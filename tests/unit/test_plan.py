@@ -12,6 +12,7 @@ from ecmpd.model import (
     DesiredState,
     Family,
     GroupType,
+    NatTable,
     Nexthop,
     NexthopGroup,
     Route,
@@ -36,6 +37,7 @@ class FakeKernel:
     routes: dict[object, Route] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
+    nat: set[NatTable] = field(default_factory=set)
 
     @classmethod
     def holding(cls, state: DesiredState) -> FakeKernel:
@@ -52,6 +54,7 @@ class FakeKernel:
             nexthops=frozenset(self.nexthops.values()),
             groups=frozenset(self.groups.values()),
             sysctls=frozenset(Sysctl(k, v) for k, v in self.sysctls.items()),
+            nat=frozenset(self.nat),
         )
 
     def apply(self, op: Op) -> None:
@@ -67,6 +70,9 @@ class FakeKernel:
             self._group(op.kind, obj)
         elif isinstance(obj, Route):
             self._route(op.kind, obj)
+        elif isinstance(obj, NatTable):
+            # One table, replaced atomically (add table; delete table; add table ...).
+            self.nat = set() if op.kind is OpKind.DELETE else {obj}
         else:
             self._rule(op.kind, obj)
 

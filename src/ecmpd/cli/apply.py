@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     with run_lock(args.run_dir), session(args) as s:
         try:
-            result = reconcile(s.writer, s.desired())
+            # The session observed under the run lock already: no second observe.
+            result = reconcile(s.writer, s.desired(), before=s.observed)
         except ApplyError as err:
             raise CommandError(f"apply failed: {err}", EXIT_KERNEL) from err
     if args.json:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecmpd.config import Config, ConfigError, ConfigIssue, check_against_kernel, load_config
+from ecmpd.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    Mode,
+    check_against_kernel,
+    load_config,
+)
 from ecmpd.desired import desired_state
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel.apply import KernelWriter
@@ -88,12 +95,16 @@ def session(args: argparse.Namespace, *, check: bool = True) -> Iterator[Session
     ipr = open_iproute()
     try:
         writer = KernelWriter(ipr, Record(args.run_dir))
-        observed, facts = writer.observe()
-        if check:
-            issues = kernel_issues(config, facts)
-            if issues:
-                raise CommandError("\n".join(str(i) for i in issues), EXIT_CONFIG)
-        yield Session(config, writer, observed, facts)
+        writer.want_nat = config.mode is Mode.ROUTER
+        try:
+            observed, facts = writer.observe()
+            if check:
+                issues = kernel_issues(config, facts)
+                if issues:
+                    raise CommandError("\n".join(str(i) for i in issues), EXIT_CONFIG)
+            yield Session(config, writer, observed, facts)
+        finally:
+            writer.close()
     finally:
         ipr.close()
 

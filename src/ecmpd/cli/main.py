@@ -14,6 +14,7 @@ from ecmpd.cli import (
     drain,
     explain,
     export,
+    install_unit,
     lab,
     plan,
     run,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         drain,
         down,
         export,
+        install_unit,
         lab,
         completion,
     ):

@@ -5,21 +5,30 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
-
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_DELRULE, RTM_NEWRULE
 
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
+from ecmpd.kernel import nftables
+from ecmpd.kernel.nftables import NatPlan
 from ecmpd.kernel.observe import observe
 from ecmpd.kernel.record import Record
-from ecmpd.kernel.routemsg import nl_request
-from ecmpd.kernel.rules import rule_message
+from ecmpd.kernel.routemsg import route_message
+from ecmpd.kernel.rules import RTM_DELRULE, RTM_NEWRULE, rule_message
 from ecmpd.kernel.sysctl import read_sysctl, write_sysctl
-from ecmpd.model import DesiredState, Nexthop, NexthopGroup, Route, Rule, Sysctl
+from ecmpd.kernel.transport import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NetlinkSocket,
+    SocketsBeside,
+)
+from ecmpd.model import DesiredState, NatTable, Nexthop, NexthopGroup, Route, Rule, Sysctl
 from ecmpd.plan import Op, OpKind, diff
 
 log = logging.getLogger("ecmpd.kernel")
@@ -27,6 +36,8 @@ log = logging.getLogger("ecmpd.kernel")
 # Test hook: fail the operation after N successful ones, to prove rollback against
 # the real kernel. Never set in production.
 FAULT_ENV = "ECMPD_FAULT_AFTER_OPS"
+
+Message = tuple[int, int, bytes]
 
 
 class ApplyError(Exception):
@@ -46,20 +57,78 @@ class ApplyResult:
 
 
 class KernelWriter:
-    """Executes operations over netlink and keeps the sysctl record up to date."""
+    """Executes operations over netlink and keeps the sysctl record up to date.
+
+    `ipr` says which network namespace: an IPRoute (the writer opens its own raw socket
+    where that IPRoute's socket for the calling thread is, and closes it in close() or
+    when collected) or a `transport.NetlinkSocket` (used as is, never closed here).
+    Each operation is one request and one ACK, so a failure names its operation.
+    """
 
     def __init__(self, ipr: Any, record: Record) -> None:
         self.ipr = ipr
         self.record = record
         self.ifindex: dict[str, int] = {}
+        self._sockets = SocketsBeside()
+        self._finalizer = weakref.finalize(self, self._sockets.close)
+        self._batch = False
+        self._unsaved = False
+        # Set by callers whose config is in router mode: observe the nftables table.
+        self.want_nat = False
         fault = os.environ.get(FAULT_ENV)
         self._fault_after = int(fault) if fault else None
 
+    @property
+    def nl(self) -> NetlinkSocket:
+        """The raw socket for the calling thread: in the namespace `ipr` uses there."""
+        if isinstance(self.ipr, NetlinkSocket):
+            return self.ipr
+        # Asked on every use, never at construction: pyroute2 makes a thread's socket
+        # (in that thread's namespace) on first use, and the daemon builds the writer
+        # on its event-loop thread but uses it from its kernel thread.
+        return self._sockets.get(self.ipr.fileno())
+
+    def close(self) -> None:
+        """Close the raw sockets this writer opened (the caller closes `ipr`)."""
+        self._finalizer()
+
     def observe(self) -> tuple[DesiredState, KernelFacts]:
         """The owned state and facts, refreshing the interface index map."""
-        observed, facts = observe(self.ipr, self.record.sysctls)
+        observed, facts = observe(self.nl, self.record.sysctls)
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
+        if self.want_nat or self.record.nat:
+            observed = replace(observed, nat=observe_nat())
         return observed, facts
+
+    @contextmanager
+    def batch(self, ops: Sequence[Op]) -> Iterator[None]:
+        """Around executing `ops`: one record save before the first change, one at the end.
+
+        Write-ahead still holds: the originals of every sysctl the ops set are saved
+        before any of them is written. Restores (deletes) drop their entries and save at
+        the end; a crash in between leaves entries whose value is already back in place.
+        """
+        originals: dict[str, str] = {}
+        for op in ops:
+            obj = op.obj
+            if (
+                isinstance(obj, Sysctl)
+                and op.kind is not OpKind.DELETE
+                and obj.name not in self.record.sysctls
+            ):
+                current = read_sysctl(obj.name)
+                # A missing sysctl fails at its own operation, for rollback to name it.
+                if current is not None:
+                    originals.setdefault(obj.name, current)
+        self.record.remember(originals)
+        outer, self._batch = self._batch, True
+        try:
+            yield
+        finally:
+            self._batch = outer
+            if not outer and self._unsaved:
+                self._unsaved = False
+                self.record.save()
 
     def execute(self, op: Op) -> None:
         """One operation; raises whatever the kernel refuses."""
@@ -68,7 +137,12 @@ class KernelWriter:
                 raise OSError(f"injected fault ({FAULT_ENV})")
             self._fault_after -= 1
         try:
-            self._execute(op)
+            if isinstance(op.obj, Sysctl):
+                self._sysctl(op.kind, op.obj)
+            elif isinstance(op.obj, NatTable):
+                self._nat(op.kind, op.obj)
+            else:
+                self.nl.request(*self._message(op))
         except OSError as exc:
             # A delete means "make sure it is gone": the kernel may have beaten us to
             # it (it deletes the nexthops of a link that lost carrier).
@@ -76,18 +150,39 @@ class KernelWriter:
                 return
             raise
 
-    def _execute(self, op: Op) -> None:
-        obj = op.obj
-        if isinstance(obj, Sysctl):
-            self._sysctl(op.kind, obj)
-        elif isinstance(obj, Rule):
-            self._rule(op.kind, obj)
-        elif isinstance(obj, Nexthop):
-            self._nexthop(op.kind, obj)
-        elif isinstance(obj, NexthopGroup):
-            self._group(op.kind, obj)
-        else:
-            self._route(op.kind, obj)
+    def _message(self, op: Op) -> Message:
+        obj, kind = op.obj, op.kind
+        if isinstance(obj, Rule):
+            if kind is OpKind.DELETE:
+                return RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK, rule_message(obj)
+            flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+            return RTM_NEWRULE, flags, rule_message(obj)
+        if isinstance(obj, Nexthop | NexthopGroup) and kind is OpKind.DELETE:
+            return nl.delete_message(obj.id)
+        if isinstance(obj, Nexthop):
+            return nl.nexthop_message(obj, self.ifindex[obj.ifname], replace=kind is OpKind.REPLACE)
+        if isinstance(obj, NexthopGroup):
+            return nl.group_message(obj, replace=kind is OpKind.REPLACE)
+        if isinstance(obj, Route):
+            cmd: Literal["add", "replace", "del"] = (
+                "add" if kind is OpKind.ADD else "replace" if kind is OpKind.REPLACE else "del"
+            )
+            ifindex = self.ifindex[obj.ifname] if obj.ifname is not None else None
+            return route_message(cmd, obj, ifindex)
+        raise TypeError(f"no netlink operation for {type(obj).__name__}")
+
+    def _nat(self, kind: OpKind, table: NatTable) -> None:
+        """Replace (atomically) or delete ecmpd's nftables table."""
+        if kind is OpKind.DELETE:
+            nftables.delete_table()
+            self.record.nat = False
+            self.record.save()
+            return
+        # Recorded first: a crash after `nft` ran must still let `down` find the table.
+        if not self.record.nat:
+            self.record.nat = True
+            self.record.save()
+        nftables.apply_table(NatPlan(masquerade=table.masquerade))
 
     def _sysctl(self, kind: OpKind, s: Sysctl) -> None:
         if kind is OpKind.DELETE:
@@ -95,59 +190,52 @@ class KernelWriter:
             if original is not None:
                 write_sysctl(s.name, original)
             self.record.sysctls.pop(s.name, None)
-            self.record.save()
+            if self._batch:
+                self._unsaved = True
+            else:
+                self.record.save()
             return
         if s.name not in self.record.sysctls:
             current = read_sysctl(s.name)
             if current is None:
                 raise OSError(f"sysctl {s.name} does not exist in this kernel")
             # Written down before the change, so a crash cannot lose the original.
-            self.record.sysctls[s.name] = current
-            self.record.save()
+            self.record.remember({s.name: current})
         write_sysctl(s.name, s.value)
 
-    def _rule(self, kind: OpKind, rule: Rule) -> None:
-        flags = NLM_F_REQUEST | NLM_F_ACK
-        if kind is OpKind.DELETE:
-            nl_request(self.ipr, rule_message(rule), RTM_DELRULE, flags)
-        else:
-            nl_request(self.ipr, rule_message(rule), RTM_NEWRULE, flags | NLM_F_CREATE | NLM_F_EXCL)
 
-    def _nexthop(self, kind: OpKind, nh: Nexthop) -> None:
-        if kind is OpKind.DELETE:
-            nl.delete_nexthop(self.ipr, nh.id)
-        else:
-            nl.set_nexthop(self.ipr, nh, self.ifindex[nh.ifname], replace=kind is OpKind.REPLACE)
-
-    def _group(self, kind: OpKind, group: NexthopGroup) -> None:
-        if kind is OpKind.DELETE:
-            nl.delete_nexthop(self.ipr, group.id)
-        else:
-            nl.set_group(self.ipr, group, replace=kind is OpKind.REPLACE)
-
-    def _route(self, kind: OpKind, route: Route) -> None:
-        cmd: Literal["add", "replace", "del"] = (
-            "add" if kind is OpKind.ADD else "replace" if kind is OpKind.REPLACE else "del"
-        )
-        ifindex = self.ifindex[route.ifname] if route.ifname is not None else None
-        nl.set_route(self.ipr, cmd, route, ifindex)
+def observe_nat() -> frozenset[NatTable]:
+    """ecmpd's nftables table as a NatTable (a table changed by hand reads as changed)."""
+    doc = nftables.read_table()
+    if doc is None:
+        return frozenset()
+    plan = nftables.parse_table(doc)
+    if plan is None:  # someone added to it: a marker that never equals the desired table
+        return frozenset({NatTable(masquerade=("<modified outside ecmpd>",))})
+    return frozenset({NatTable(masquerade=plan.masquerade)})
 
 
-def reconcile(writer: KernelWriter, desired: DesiredState) -> ApplyResult:
+def reconcile(
+    writer: KernelWriter, desired: DesiredState, before: DesiredState | None = None
+) -> ApplyResult:
     """Make the kernel hold `desired`; on any failure restore what was there before.
 
-    A second call with the same desired state executes nothing.
+    `before` is what `writer.observe()` returned just now, if the caller has it (saves
+    observing again); without it the kernel is observed first. A second call with the
+    same desired state executes nothing.
     """
-    before, _ = writer.observe()
+    if before is None:
+        before, _ = writer.observe()
     ops = diff(desired, before)
     done: list[Op] = []
-    for op in ops:
-        try:
-            writer.execute(op)
-        except Exception as exc:
-            log.error("apply.failed", extra={"op": str(op), "error": str(exc)})
-            raise ApplyError(op, exc, rolled_back=rollback(writer, before)) from exc
-        done.append(op)
+    with writer.batch(ops):
+        for op in ops:
+            try:
+                writer.execute(op)
+            except Exception as exc:
+                log.error("apply.failed", extra={"op": str(op), "error": str(exc)})
+                raise ApplyError(op, exc, rolled_back=rollback(writer, before)) from exc
+            done.append(op)
     return ApplyResult(ops=done)
 
 
@@ -167,5 +255,6 @@ def rollback(writer: KernelWriter, target: DesiredState) -> bool:
 
 def execute_all(writer: KernelWriter, ops: Sequence[Op]) -> None:
     """Execute operations in order with no rollback (for `down`, which only removes)."""
-    for op in ops:
-        writer.execute(op)
+    with writer.batch(ops):
+        for op in ops:
+            writer.execute(op)

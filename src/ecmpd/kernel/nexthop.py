@@ -1,7 +1,9 @@
 """Nexthop objects and groups over netlink (RTM_*NEXTHOP), which pyroute2 0.9.7 lacks.
 
-The route side (RTA_NH_ID, L4 route lookups) lives in `routemsg` and is re-exported
-here, so callers import the whole kernel API from this module.
+Messages are packed and parsed here and sent on the raw socket (`transport`); `NhMsg`
+stays for the monitor, which decodes notifications with pyroute2. The route side
+(RTA_NH_ID, L4 route lookups) lives in `routemsg` and is re-exported here, so callers
+import the whole kernel API from this module.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
+from pyroute2.netlink import nla, nlmsg
 
 from ecmpd.kernel.routemsg import (
     RTNH_F_ONLINK,
@@ -22,12 +23,22 @@ from ecmpd.kernel.routemsg import (
     RouteLookup,
     RouteLookupError,
     dump_routes,
-    nl_request,
-    redecode,
     route_get,
     set_route,
     to_addr,
     write_flags,
+)
+from ecmpd.kernel.transport import (
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    U16,
+    attr,
+    attr_nested,
+    attr_u16,
+    attr_u32,
+    get_u32,
+    netlink_for,
+    parse_attrs,
 )
 from ecmpd.model import RTPROT_ECMPD, GroupType, IPAddress, Nexthop, NexthopGroup
 
@@ -54,11 +65,15 @@ NEXTHOP_GRP_TYPE_MPATH = 0
 NEXTHOP_GRP_TYPE_RES = 1
 CLOCK_T_HZ = 100  # USER_HZ: the unit of the resilient group timers on the wire
 MAX_WEIGHT = 256
+NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_BLACKHOLE, NHA_OIF, NHA_GATEWAY = 1, 2, 3, 4, 5, 6
+NHA_RES_GROUP = 12
+NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3
+_NHMSG = struct.Struct("=BBBBI")  # struct nhmsg {family, scope, protocol, resvd, flags}
 _GRP_ENTRY = struct.Struct("=IBBH")  # struct nexthop_grp {id, weight, weight_high, resvd2}
 
 
 class NhMsg(nlmsg):  # type: ignore[misc]
-    """struct nhmsg and the NHA_* attributes ecmpd uses (numbers from uapi nexthop.h)."""
+    """struct nhmsg for pyroute2 decoding (the monitor); ecmpd's own requests are packed."""
 
     # pyroute2 caches the compiled attribute table on the class (inherited by
     # subclasses); a fresh flag makes sure this table is the one used.
@@ -125,38 +140,42 @@ def _seconds(clock_t: int | None) -> int:
 
 def _members(raw: bytes) -> tuple[tuple[int, int], ...]:
     """(id, weight) pairs from NHA_GROUP; the wire holds weight-1, high byte apart."""
-    entries = _GRP_ENTRY.iter_unpack(bytes(raw))
+    entries = _GRP_ENTRY.iter_unpack(raw)
     return tuple(sorted((nid, (high << 8 | low) + 1) for nid, low, high, _ in entries))
 
 
-def _resilient(res: Any) -> tuple[int, int, int]:
+def _resilient(raw: bytes | None) -> tuple[int, int, int]:
     """(buckets, idle timer s, unbalanced timer s) from NHA_RES_GROUP, zeros without it."""
-    if res is None:
+    if raw is None:
         return (0, 0, 0)
+    res = parse_attrs(raw)
+    buckets = res.get(NHA_RES_GROUP_BUCKETS)
     return (
-        res.get_attr("NHA_RES_GROUP_BUCKETS") or 0,
-        _seconds(res.get_attr("NHA_RES_GROUP_IDLE_TIMER")),
-        _seconds(res.get_attr("NHA_RES_GROUP_UNBALANCED_TIMER")),
+        0 if buckets is None else int(U16.unpack_from(buckets)[0]),
+        _seconds(get_u32(res, NHA_RES_GROUP_IDLE_TIMER)),
+        _seconds(get_u32(res, NHA_RES_GROUP_UNBALANCED_TIMER)),
     )
 
 
-def _kernel_nexthop(msg: Any) -> KernelNexthop:
-    """A KernelNexthop from a decoded RTM_NEWNEXTHOP."""
-    raw_group = msg.get_attr("NHA_GROUP")
+def parse_nexthop(payload: bytes) -> KernelNexthop:
+    """A KernelNexthop from an RTM_NEWNEXTHOP payload."""
+    family, _, protocol, _, flags = _NHMSG.unpack_from(payload)
+    attrs = parse_attrs(payload, _NHMSG.size)
+    raw_group = attrs.get(NHA_GROUP)
     group_type = None
     if raw_group is not None:
-        kind = msg.get_attr("NHA_GROUP_TYPE") or NEXTHOP_GRP_TYPE_MPATH
-        resilient = kind == NEXTHOP_GRP_TYPE_RES
+        kind = attrs.get(NHA_GROUP_TYPE)
+        resilient = kind is not None and U16.unpack_from(kind)[0] == NEXTHOP_GRP_TYPE_RES
         group_type = GroupType.RESILIENT if resilient else GroupType.HASH_THRESHOLD
-    buckets, idle, unbalanced = _resilient(msg.get_attr("NHA_RES_GROUP"))
+    buckets, idle, unbalanced = _resilient(attrs.get(NHA_RES_GROUP))
     return KernelNexthop(
-        id=msg.get_attr("NHA_ID"),
-        protocol=msg["protocol"],
-        family=msg["family"],
-        ifindex=msg.get_attr("NHA_OIF"),
-        gateway=to_addr(msg.get_attr("NHA_GATEWAY")),
-        onlink=bool(msg["flags"] & RTNH_F_ONLINK),
-        blackhole=msg.get_attr("NHA_BLACKHOLE") is not None,
+        id=get_u32(attrs, NHA_ID) or 0,
+        protocol=protocol,
+        family=family,
+        ifindex=get_u32(attrs, NHA_OIF),
+        gateway=to_addr(attrs.get(NHA_GATEWAY)),
+        onlink=bool(flags & RTNH_F_ONLINK),
+        blackhole=NHA_BLACKHOLE in attrs,
         members=None if raw_group is None else _members(raw_group),
         group_type=group_type,
         buckets=buckets,
@@ -165,83 +184,97 @@ def _kernel_nexthop(msg: Any) -> KernelNexthop:
     )
 
 
-def dump_nexthops(ipr: IPRoute) -> list[KernelNexthop]:
+def dump_nexthops(handle: Any) -> list[KernelNexthop]:
     """Every nexthop object and group in the namespace, whoever created it."""
-    req = NhMsg()
-    req["family"] = socket.AF_UNSPEC
-    answers = nl_request(ipr, req, RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP)
-    return [_kernel_nexthop(msg) for msg in redecode(NhMsg, answers, RTM_NEWNEXTHOP)]
+    body = _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    answers = netlink_for(handle).dump(RTM_GETNEXTHOP, body)
+    return [parse_nexthop(p) for kind, p in answers if kind == RTM_NEWNEXTHOP]
 
 
-def get_nexthop(ipr: IPRoute, nhid: int) -> KernelNexthop | None:
+def get_nexthop(handle: Any, nhid: int) -> KernelNexthop | None:
     """One nexthop object or group by id, None if there is none."""
     _check_id(nhid)
-    req = NhMsg()
-    req["attrs"] = [["NHA_ID", nhid]]
+    body = _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_u32(NHA_ID, nhid)
     try:
-        answers = nl_request(ipr, req, RTM_GETNEXTHOP, NLM_F_REQUEST)
+        answers = netlink_for(handle).request(RTM_GETNEXTHOP, NLM_F_REQUEST, body)
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
         raise
-    (msg,) = redecode(NhMsg, answers, RTM_NEWNEXTHOP)
-    return _kernel_nexthop(msg)
+    (payload,) = (p for kind, p in answers if kind == RTM_NEWNEXTHOP)
+    return parse_nexthop(payload)
+
+
+def nexthop_message(
+    nh: Nexthop, ifindex: int, *, replace: bool, protocol: int = RTPROT_ECMPD
+) -> tuple[int, int, bytes]:
+    """(type, flags, body) creating (or replacing in place) a plain nexthop."""
+    _check_id(nh.id)
+    flags = RTNH_F_ONLINK if nh.onlink else 0
+    parts = [
+        _NHMSG.pack(int(nh.family), 0, protocol, 0, flags),
+        attr_u32(NHA_ID, nh.id),
+        attr_u32(NHA_OIF, ifindex),
+    ]
+    if nh.gateway is not None:
+        parts.append(attr(NHA_GATEWAY, nh.gateway.packed))
+    return RTM_NEWNEXTHOP, write_flags(replace), b"".join(parts)
+
+
+def group_message(
+    group: NexthopGroup, *, replace: bool, protocol: int = RTPROT_ECMPD
+) -> tuple[int, int, bytes]:
+    """(type, flags, body) creating a group, or replacing its members and timers in place."""
+    _check_id(group.id)
+    entries = []
+    for nid, weight in group.members:
+        _check_id(nid)
+        if not 1 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight {weight} of nexthop {nid} is not in 1..{MAX_WEIGHT}")
+        entries.append(_GRP_ENTRY.pack(nid, (weight - 1) & 0xFF, (weight - 1) >> 8, 0))
+    resilient = group.type is GroupType.RESILIENT
+    parts = [
+        _NHMSG.pack(socket.AF_UNSPEC, 0, protocol, 0, 0),
+        attr_u32(NHA_ID, group.id),
+        attr(NHA_GROUP, b"".join(entries)),
+        attr_u16(NHA_GROUP_TYPE, NEXTHOP_GRP_TYPE_RES if resilient else NEXTHOP_GRP_TYPE_MPATH),
+    ]
+    if resilient:
+        res = (
+            attr_u16(NHA_RES_GROUP_BUCKETS, group.buckets)
+            + attr_u32(NHA_RES_GROUP_IDLE_TIMER, group.idle_timer * CLOCK_T_HZ)
+            + attr_u32(NHA_RES_GROUP_UNBALANCED_TIMER, group.unbalanced_timer * CLOCK_T_HZ)
+        )
+        parts.append(attr_nested(NHA_RES_GROUP, res))
+    return RTM_NEWNEXTHOP, write_flags(replace), b"".join(parts)
+
+
+def delete_message(nhid: int) -> tuple[int, int, bytes]:
+    """(type, flags, body) deleting a nexthop object or group."""
+    _check_id(nhid)
+    body = _NHMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_u32(NHA_ID, nhid)
+    return RTM_DELNEXTHOP, NLM_F_REQUEST | NLM_F_ACK, body
 
 
 def set_nexthop(
-    ipr: IPRoute, nh: Nexthop, ifindex: int, *, replace: bool, protocol: int = RTPROT_ECMPD
+    handle: Any, nh: Nexthop, ifindex: int, *, replace: bool, protocol: int = RTPROT_ECMPD
 ) -> None:
     """Create (or replace in place) a plain nexthop: a gateway, or none for p2p, on a device."""
-    _check_id(nh.id)
-    req = NhMsg()
-    req["family"] = int(nh.family)
-    req["protocol"] = protocol
-    req["flags"] = RTNH_F_ONLINK if nh.onlink else 0
-    attrs: list[list[Any]] = [["NHA_ID", nh.id], ["NHA_OIF", ifindex]]
-    if nh.gateway is not None:
-        attrs.append(["NHA_GATEWAY", nh.gateway.packed])
-    req["attrs"] = attrs
-    nl_request(ipr, req, RTM_NEWNEXTHOP, write_flags(replace))
+    message = nexthop_message(nh, ifindex, replace=replace, protocol=protocol)
+    netlink_for(handle).request(*message)
 
 
 def set_group(
-    ipr: IPRoute, group: NexthopGroup, *, replace: bool, protocol: int = RTPROT_ECMPD
+    handle: Any, group: NexthopGroup, *, replace: bool, protocol: int = RTPROT_ECMPD
 ) -> None:
     """Create a group, or replace its members and weights (and resilient timers) in place.
 
     The kernel refuses (EINVAL) to change a group's type or a resilient group's bucket
     count in place: `NexthopGroup.immutable()` changing needs delete and re-create.
     """
-    _check_id(group.id)
-    entries = b""
-    for nid, weight in group.members:
-        _check_id(nid)
-        if not 1 <= weight <= MAX_WEIGHT:
-            raise ValueError(f"weight {weight} of nexthop {nid} is not in 1..{MAX_WEIGHT}")
-        entries += _GRP_ENTRY.pack(nid, (weight - 1) & 0xFF, (weight - 1) >> 8, 0)
-    resilient = group.type is GroupType.RESILIENT
-    req = NhMsg()
-    req["family"] = socket.AF_UNSPEC
-    req["protocol"] = protocol
-    attrs: list[list[Any]] = [
-        ["NHA_ID", group.id],
-        ["NHA_GROUP", entries],
-        ["NHA_GROUP_TYPE", NEXTHOP_GRP_TYPE_RES if resilient else NEXTHOP_GRP_TYPE_MPATH],
-    ]
-    if resilient:
-        res = [
-            ["NHA_RES_GROUP_BUCKETS", group.buckets],
-            ["NHA_RES_GROUP_IDLE_TIMER", group.idle_timer * CLOCK_T_HZ],
-            ["NHA_RES_GROUP_UNBALANCED_TIMER", group.unbalanced_timer * CLOCK_T_HZ],
-        ]
-        attrs.append(["NHA_RES_GROUP", {"attrs": res}])
-    req["attrs"] = attrs
-    nl_request(ipr, req, RTM_NEWNEXTHOP, write_flags(replace))
+    netlink_for(handle).request(*group_message(group, replace=replace, protocol=protocol))
 
 
-def delete_nexthop(ipr: IPRoute, nhid: int) -> None:
+def delete_nexthop(handle: Any, nhid: int) -> None:
     """Delete a nexthop object or group; NetlinkError(ENOENT) when it does not exist."""
-    _check_id(nhid)
-    req = NhMsg()
-    req["attrs"] = [["NHA_ID", nhid]]
-    nl_request(ipr, req, RTM_DELNEXTHOP, NLM_F_REQUEST | NLM_F_ACK)
+    netlink_for(handle).request(*delete_message(nhid))

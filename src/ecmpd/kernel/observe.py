@@ -4,33 +4,36 @@ Ownership is by routing protocol id: every route, rule and nexthop ecmpd creates
 carries RTPROT_ECMPD, so an object without it is never read as ecmpd's (and never
 changed or deleted); the ones inside ecmpd's priority block or tables are reported
 as conflicts instead.
+
+One dump per object kind (and per family for routes), parsed by hand: a route that is
+neither ecmpd's nor a main-table default is read from its fixed header alone.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Mapping
-from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
-
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_GETRULE
 
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.kernel import nexthop as nl
-from ecmpd.kernel.rules import dump_message, parse_rule
+from ecmpd.kernel.routemsg import KernelRoute, RouteScan, scan_routes
+from ecmpd.kernel.rules import dump_rules
 from ecmpd.kernel.sysctl import read_sysctl
+from ecmpd.kernel.transport import get_str, netlink_for, parse_attrs
 from ecmpd.model import (
     RTPROT_ECMPD,
     DesiredState,
     Family,
     GroupType,
+    IPAddress,
     Nexthop,
     NexthopGroup,
     ObservedState,
     Route,
     RouteType,
-    Rule,
     Sysctl,
 )
 
@@ -38,78 +41,101 @@ IFF_UP = 0x1
 IFF_POINTOPOINT = 0x10
 RESERVED_TABLES = {0, 253, 254, 255}
 MAIN_TABLE = 254
-FAMILIES = (socket.AF_INET, socket.AF_INET6)
+FAMILIES: tuple[int, int] = (socket.AF_INET, socket.AF_INET6)
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+IFLA_IFNAME, IFLA_CARRIER = 3, 33
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+_IFINFO = struct.Struct("=BxHiII")  # struct ifinfomsg {family, type, index, flags, change}
+_IFADDR = struct.Struct("=BBBBI")  # struct ifaddrmsg {family, prefixlen, flags, scope, index}
+
+Address = IPv4Interface | IPv6Interface
 
 
-def read_interfaces(ipr: Any) -> dict[int, InterfaceFacts]:
-    """Every interface by index, with its addresses and main-table default gateway."""
-    addrs: dict[int, list[IPv4Interface | IPv6Interface]] = {}
-    for msg in ipr.get_addr():
-        addr = (
-            msg.get_attr("IFA_ADDRESS")
-            if msg["family"] == socket.AF_INET6
-            else (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"))
-        )
-        if addr:
-            addrs.setdefault(msg["index"], []).append(ip_interface(f"{addr}/{msg['prefixlen']}"))
-    gateways: dict[tuple[int, int], Any] = {}
-    for family in FAMILIES:
-        defaults = [
-            r
-            for r in nl.dump_routes(ipr, family, MAIN_TABLE)
-            if r.dst.prefixlen == 0 and r.gateway is not None and r.ifindex is not None
-        ]
-        # Lowest metric wins, as in the kernel's own choice.
-        for route in sorted(defaults, key=lambda r: -r.metric):
-            assert route.ifindex is not None
-            gateways[(route.ifindex, family)] = route.gateway
+def read_addresses(handle: Any) -> dict[int, list[Address]]:
+    """Every interface address by interface index, in the kernel's order."""
+    addrs: dict[int, list[Address]] = {}
+    answers = netlink_for(handle).dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+    for kind, payload in answers:
+        if kind != RTM_NEWADDR:
+            continue
+        family, prefixlen, _, _, index = _IFADDR.unpack_from(payload)
+        attrs = parse_attrs(payload, _IFADDR.size)
+        if family == socket.AF_INET:
+            # IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on p2p links.
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw:
+                addrs.setdefault(index, []).append(IPv4Interface((raw, prefixlen)))
+        elif family == socket.AF_INET6:
+            raw = attrs.get(IFA_ADDRESS)
+            if raw:
+                addrs.setdefault(index, []).append(IPv6Interface((raw, prefixlen)))
+    return addrs
+
+
+def default_gateways(defaults: list[KernelRoute]) -> dict[int, IPAddress]:
+    """Interface index -> gateway of its main-table default route, lowest metric winning."""
+    gateways: dict[int, IPAddress] = {}
+    usable = [r for r in defaults if r.gateway is not None and r.ifindex is not None]
+    # Lowest metric last, so it wins, as in the kernel's own choice.
+    for route in sorted(usable, key=lambda r: -r.metric):
+        assert route.ifindex is not None and route.gateway is not None
+        gateways[route.ifindex] = route.gateway
+    return gateways
+
+
+def read_interfaces(
+    handle: Any, scans: Mapping[int, RouteScan] | None = None
+) -> dict[int, InterfaceFacts]:
+    """Every interface by index, with its addresses and main-table default gateway.
+
+    `scans` (one route scan per family) saves dumping the routes again when the caller
+    has them already.
+    """
+    if scans is None:
+        scans = {family: scan_routes(handle, family) for family in FAMILIES}
+    gw4 = default_gateways(scans[socket.AF_INET].main_defaults)
+    gw6 = default_gateways(scans[socket.AF_INET6].main_defaults)
+    addrs = read_addresses(handle)
     result: dict[int, InterfaceFacts] = {}
-    for msg in ipr.get_links():
-        index = msg["index"]
-        flags = msg["flags"]
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    for kind, payload in netlink_for(handle).dump(RTM_GETLINK, body):
+        if kind != RTM_NEWLINK:
+            continue
+        _, _, index, flags, _ = _IFINFO.unpack_from(payload)
+        attrs = parse_attrs(payload, _IFINFO.size)
+        carrier = attrs.get(IFLA_CARRIER)
         result[index] = InterfaceFacts(
-            name=msg.get_attr("IFLA_IFNAME"),
+            name=get_str(attrs, IFLA_IFNAME) or f"if{index}",
             index=index,
             up=bool(flags & IFF_UP),
-            carrier=bool(msg.get_attr("IFLA_CARRIER")),
+            carrier=bool(carrier and carrier[0]),
             pointopoint=bool(flags & IFF_POINTOPOINT),
             addresses=tuple(addrs.get(index, ())),
-            dhcp_gateway=gateways.get((index, socket.AF_INET)),
-            dhcp_gateway6=gateways.get((index, socket.AF_INET6)),
+            dhcp_gateway=gw4.get(index),
+            dhcp_gateway6=gw6.get(index),
         )
     return result
 
 
-def dump_rules(ipr: Any) -> list[tuple[Rule, int]]:
-    """Every IPv4/IPv6 rule with its protocol."""
-    msgs = ipr.nlm_request(
-        dump_message(), msg_type=RTM_GETRULE, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
-    )
-    return [parsed for parsed in (parse_rule(m) for m in msgs) if parsed is not None]
-
-
-def observe(ipr: Any, recorded_sysctls: Mapping[str, str]) -> tuple[ObservedState, KernelFacts]:
+def observe(handle: Any, recorded_sysctls: Mapping[str, str]) -> tuple[ObservedState, KernelFacts]:
     """What ecmpd owns now, and everything else the planner must respect."""
-    links = read_interfaces(ipr)
+    scans = {family: scan_routes(handle, family) for family in FAMILIES}
+    links = read_interfaces(handle, scans)
     names = {i: f.name for i, f in links.items()}
 
     rules, foreign_prios = set(), set()
-    for rule, proto in dump_rules(ipr):
+    for rule, proto in dump_rules(handle):
         if proto == RTPROT_ECMPD:
             rules.add(rule)
         else:
             foreign_prios.add((rule.family, rule.priority))
 
-    routes, foreign_tables = set(), set()
-    for family in FAMILIES:
-        for kr in nl.dump_routes(ipr, family):
-            if kr.protocol == RTPROT_ECMPD:
-                routes.add(_route(kr, names))
-            elif kr.table not in RESERVED_TABLES:
-                foreign_tables.add(kr.table)
+    routes = {_route(kr, names) for scan in scans.values() for kr in scan.owned}
+    foreign_tables = set().union(*(scan.tables for scan in scans.values())) - RESERVED_TABLES
 
     nexthops, groups, foreign_ids = set(), set(), set()
-    for kn in nl.dump_nexthops(ipr):
+    for kn in nl.dump_nexthops(handle):
         if kn.protocol != RTPROT_ECMPD:
             foreign_ids.add(kn.id)
         elif kn.members is not None:
@@ -142,7 +168,7 @@ def observe(ipr: Any, recorded_sysctls: Mapping[str, str]) -> tuple[ObservedStat
     return observed, facts
 
 
-def _route(kr: nl.KernelRoute, names: Mapping[int, str]) -> Route:
+def _route(kr: KernelRoute, names: Mapping[int, str]) -> Route:
     return Route(
         family=Family(kr.family),
         table=kr.table,

@@ -1,29 +1,45 @@
 """Route messages with the attributes pyroute2 0.9.7 drops: RTA_NH_ID and L4 lookup keys.
 
-Also the request plumbing `nexthop` shares: sending on an `IPRoute`, typed errors,
-and re-decoding received messages with our own classes.
+Packed and parsed here with `struct` and sent on the raw socket (`transport`): the
+fixed rtmsg header says table, protocol and type, so a dump is filtered on it and only
+the routes someone needs are decoded further. `RtMsg` stays for the monitor, which
+decodes notifications with pyroute2.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+)
 from typing import Any, Literal
 
-from pyroute2 import IPRoute
-from pyroute2.netlink import (
+from pyroute2.netlink import nlmsg
+
+from ecmpd.kernel.transport import (
     NLM_F_ACK,
     NLM_F_CREATE,
-    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
-    nlmsg,
+    NetlinkError,
+    attr,
+    attr_u8,
+    attr_u32,
+    get_u32,
+    netlink_for,
+    parse_attrs,
 )
-from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
-
 from ecmpd.model import RTPROT_ECMPD, IPAddress, IPNetwork, Route
+
+__all__ = ["NetlinkError", "RouteLookupError"]
 
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
@@ -32,48 +48,26 @@ RTNH_F_ONLINK = 4
 RTM_F_CLONED = 0x200
 RTM_F_LOOKUP_TABLE = 0x1000  # report the table the lookup hit, not always main
 RT_TABLE_COMPAT = 252
+RT_TABLE_MAIN = 254
 RT_SCOPE_NOWHERE = 255
+RTN_UNICAST = 1
 
+RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY = 1, 2, 3, 4, 5
+RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE, RTA_MARK = 6, 7, 15, 16
+RTA_UID, RTA_IP_PROTO, RTA_SPORT, RTA_DPORT, RTA_NH_ID = 25, 27, 28, 29, 30
 
-class NetlinkError(OSError):
-    """A request the kernel refused: `errno` is the kernel's error code."""
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
+_ZERO: dict[int, bytes] = {socket.AF_INET: bytes(4), socket.AF_INET6: bytes(16)}
 
 
 class RouteLookupError(NetlinkError):
     """RTM_GETROUTE failed: ENETUNREACH, EHOSTUNREACH, EACCES (prohibit), EINVAL (rp_filter)."""
 
 
-def nl_request(ipr: IPRoute, msg: Any, msg_type: int, flags: int) -> list[Any]:
-    """Send one request on `ipr` and return every answer; kernel refusals raise NetlinkError."""
-    # IPRoute 0.9.7 has no 'nlm_generator' status, so nlm_request raises KeyError without
-    # it; with either value, draining the result sends the request and reads all answers.
-    ipr.status.setdefault("nlm_generator", False)
-    try:
-        return list(ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
-    except PyNetlinkError as e:
-        # pyroute2 fills args[1] with the kernel's message or strerror(code).
-        raise NetlinkError(e.code, str(e.args[1])) from e
-
-
 def write_flags(replace: bool) -> int:
     """Netlink flags for creating an object, or creating-or-replacing it."""
     mode = NLM_F_REPLACE if replace else NLM_F_EXCL
-    return int(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode)
-
-
-def redecode(cls: Any, msgs: list[Any], msg_type: int) -> list[Any]:
-    """Decode received messages of one type again with our class.
-
-    pyroute2's marshal decodes with its own tables (no RTA_NH_ID, no nexthop messages);
-    the raw datagram is still there, so decode it again instead of patching `ipr`.
-    """
-    out = []
-    for msg in msgs:
-        if msg["header"]["type"] == msg_type:
-            mine = cls(msg.data, offset=msg.offset)
-            mine.decode()
-            out.append(mine)
-    return out
+    return NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode
 
 
 def to_addr(raw: bytes | None) -> IPAddress | None:
@@ -82,7 +76,7 @@ def to_addr(raw: bytes | None) -> IPAddress | None:
 
 
 class RtMsg(nlmsg):  # type: ignore[misc]
-    """struct rtmsg with the attributes ecmpd reads and writes (explicit kernel numbers)."""
+    """struct rtmsg for pyroute2 decoding (the monitor); ecmpd's own requests are packed."""
 
     # pyroute2 caches the compiled attribute table on the class and a subclass would
     # inherit a parent's; a fresh flag makes sure this table is the one used.
@@ -147,94 +141,144 @@ class RouteLookup:
     nhid: int | None  # Linux 6.18 never includes RTA_NH_ID in the answer: always None there
 
 
-def _table(msg: Any) -> int:
-    """The full table id: RTA_TABLE when present, else the u8 rtm_table."""
-    table = msg.get_attr("RTA_TABLE")
-    return int(msg["table"] if table is None else table)
+@dataclass
+class RouteScan:
+    """One family's routes as observe needs them, from a single dump."""
+
+    owned: list[KernelRoute] = field(default_factory=list)  # protocol RTPROT_ECMPD
+    main_defaults: list[KernelRoute] = field(default_factory=list)  # main table, /0
+    tables: set[int] = field(default_factory=set)  # tables of every route not owned
 
 
-def _kernel_route(msg: Any) -> KernelRoute:
-    """A KernelRoute from a decoded RTM_NEWROUTE."""
-    family = msg["family"]
-    raw_dst = msg.get_attr("RTA_DST")
-    dst_addr = to_addr(raw_dst) or ip_address(0 if family == socket.AF_INET else "::")
+def _network(family: int, raw: bytes | None, prefixlen: int) -> IPNetwork:
+    """The destination network (RTA_DST absent means the default route)."""
+    addr = raw if raw is not None else _ZERO[family]
+    if family == socket.AF_INET:
+        return IPv4Network((addr, prefixlen), strict=False)
+    return IPv6Network((addr, prefixlen), strict=False)
+
+
+def parse_route(payload: bytes) -> KernelRoute | None:
+    """A KernelRoute from an RTM_NEWROUTE payload; None for route-cache (cloned) entries."""
+    family, dst_len, _, _, table, proto, scope, rtype, flags = _RTMSG.unpack_from(payload)
+    if flags & RTM_F_CLONED:
+        return None
+    attrs = parse_attrs(payload, _RTMSG.size)
+    full_table = get_u32(attrs, RTA_TABLE)
     return KernelRoute(
         family=family,
-        table=_table(msg),
-        dst=ip_network(f"{dst_addr}/{msg['dst_len']}", strict=False),
-        type=msg["type"],
-        protocol=msg["proto"],
-        scope=msg["scope"],
-        ifindex=msg.get_attr("RTA_OIF"),
-        gateway=to_addr(msg.get_attr("RTA_GATEWAY")),
-        nhid=msg.get_attr("RTA_NH_ID"),
-        prefsrc=to_addr(msg.get_attr("RTA_PREFSRC")),
-        metric=msg.get_attr("RTA_PRIORITY") or 0,
-        onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+        table=table if full_table is None else full_table,
+        dst=_network(family, attrs.get(RTA_DST), dst_len),
+        type=rtype,
+        protocol=proto,
+        scope=scope,
+        ifindex=get_u32(attrs, RTA_OIF),
+        gateway=to_addr(attrs.get(RTA_GATEWAY)),
+        nhid=get_u32(attrs, RTA_NH_ID),
+        prefsrc=to_addr(attrs.get(RTA_PREFSRC)),
+        metric=get_u32(attrs, RTA_PRIORITY) or 0,
+        onlink=bool(flags & RTNH_F_ONLINK),
     )
 
 
-def dump_routes(ipr: IPRoute, family: int, table: int | None = None) -> list[KernelRoute]:
+def _dump(handle: Any, family: int) -> list[bytes]:
+    """The payloads of one family's route dump."""
+    body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+    return [p for kind, p in netlink_for(handle).dump(RTM_GETROUTE, body) if kind == RTM_NEWROUTE]
+
+
+def dump_routes(handle: Any, family: int, table: int | None = None) -> list[KernelRoute]:
     """Every route of a family (all types), or only those in `table` when given.
 
     Multipath routes without a nexthop object report ifindex and gateway None.
     """
-    req = RtMsg()
-    req["family"] = family
-    answers = nl_request(ipr, req, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP)
-    routes = []
-    for msg in redecode(RtMsg, answers, RTM_NEWROUTE):
-        # Cloned entries are the route cache, not routes anyone configured.
-        if msg["flags"] & RTM_F_CLONED:
+    routes = (parse_route(p) for p in _dump(handle, family))
+    return [r for r in routes if r is not None and (table is None or r.table == table)]
+
+
+def scan_routes(handle: Any, family: int) -> RouteScan:
+    """One dump, decoded only where needed: owned routes, main-table defaults, other tables.
+
+    Every other route is read from its fixed header alone (the attributes only when
+    its table id does not fit the header's byte).
+    """
+    scan = RouteScan()
+    unpack = _RTMSG.unpack_from
+    for payload in _dump(handle, family):
+        _, dst_len, _, _, table, proto, _, _, flags = unpack(payload)
+        if flags & RTM_F_CLONED:
             continue
-        route = _kernel_route(msg)
-        if table is None or route.table == table:
-            routes.append(route)
-    return routes
+        if proto == RTPROT_ECMPD or (table == RT_TABLE_MAIN and dst_len == 0):
+            route = parse_route(payload)
+            assert route is not None
+            if proto == RTPROT_ECMPD:
+                scan.owned.append(route)
+            else:
+                scan.main_defaults.append(route)
+                scan.tables.add(route.table)
+            continue
+        if table == RT_TABLE_COMPAT:
+            table = get_u32(parse_attrs(payload, _RTMSG.size), RTA_TABLE) or table
+        scan.tables.add(table)
+    return scan
+
+
+def route_message(
+    cmd: Literal["add", "replace", "del"],
+    route: Route,
+    ifindex: int | None,
+    *,
+    protocol: int = RTPROT_ECMPD,
+) -> tuple[int, int, bytes]:
+    """(type, flags, body) that adds, replaces or deletes one route.
+
+    With route.nhid set, device and gateway are not sent: the kernel rejects a nexthop
+    id together with either, and takes both from the nexthop object. `del` matches any
+    scope but only `protocol`.
+    """
+    onlink = RTNH_F_ONLINK if route.onlink and route.nhid is None else 0
+    header = _RTMSG.pack(
+        int(route.family),
+        route.dst.prefixlen,
+        0,
+        0,
+        route.table if route.table < 256 else RT_TABLE_COMPAT,
+        protocol,
+        RT_SCOPE_NOWHERE if cmd == "del" else route.scope,
+        route.type.value,
+        onlink,
+    )
+    parts = [header, attr_u32(RTA_TABLE, route.table), attr_u32(RTA_PRIORITY, route.metric)]
+    if route.dst.prefixlen:
+        parts.append(attr(RTA_DST, route.dst.network_address.packed))
+    if route.nhid is not None:
+        parts.append(attr_u32(RTA_NH_ID, route.nhid))
+    else:
+        if ifindex is not None:
+            parts.append(attr_u32(RTA_OIF, ifindex))
+        if route.gateway is not None:
+            parts.append(attr(RTA_GATEWAY, route.gateway.packed))
+    if route.prefsrc is not None:
+        parts.append(attr(RTA_PREFSRC, route.prefsrc.packed))
+    if cmd == "del":
+        return RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, b"".join(parts)
+    return RTM_NEWROUTE, write_flags(replace=cmd == "replace"), b"".join(parts)
 
 
 def set_route(
-    ipr: IPRoute,
+    handle: Any,
     cmd: Literal["add", "replace", "del"],
     route: Route,
     ifindex: int | None,
     *,
     protocol: int = RTPROT_ECMPD,
 ) -> None:
-    """Add, replace or delete one route; with route.nhid set, device and gateway are not sent.
-
-    The kernel rejects a nexthop id together with a device or gateway, and a route with
-    a nexthop object takes both from it. `del` matches any scope but only `protocol`.
-    """
-    req = RtMsg()
-    req["family"] = int(route.family)
-    req["dst_len"] = route.dst.prefixlen
-    req["table"] = route.table if route.table < 256 else RT_TABLE_COMPAT
-    req["proto"] = protocol
-    req["scope"] = RT_SCOPE_NOWHERE if cmd == "del" else route.scope
-    req["type"] = route.type.value
-    attrs: list[list[Any]] = [["RTA_TABLE", route.table], ["RTA_PRIORITY", route.metric]]
-    if route.dst.prefixlen:
-        attrs.append(["RTA_DST", route.dst.network_address.packed])
-    if route.nhid is not None:
-        attrs.append(["RTA_NH_ID", route.nhid])
-    else:
-        if ifindex is not None:
-            attrs.append(["RTA_OIF", ifindex])
-        if route.gateway is not None:
-            attrs.append(["RTA_GATEWAY", route.gateway.packed])
-        req["flags"] = RTNH_F_ONLINK if route.onlink else 0
-    if route.prefsrc is not None:
-        attrs.append(["RTA_PREFSRC", route.prefsrc.packed])
-    req["attrs"] = attrs
-    if cmd == "del":
-        nl_request(ipr, req, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
-    else:
-        nl_request(ipr, req, RTM_NEWROUTE, write_flags(replace=cmd == "replace"))
+    """Add, replace or delete one route (see `route_message`); refusals raise NetlinkError."""
+    netlink_for(handle).request(*route_message(cmd, route, ifindex, protocol=protocol))
 
 
 def route_get(
-    ipr: IPRoute,
+    handle: Any,
     dst: IPv4Address | IPv6Address,
     *,
     src: IPv4Address | IPv6Address | None = None,
@@ -247,35 +291,41 @@ def route_get(
     uid: int | None = None,
 ) -> RouteLookup:
     """Ask the kernel where a flow goes, as `ip route get` does (L4 keys feed the hash)."""
-    req = RtMsg()
-    req["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-    req["dst_len"] = dst.max_prefixlen
-    req["flags"] = RTM_F_LOOKUP_TABLE
-    attrs: list[list[Any]] = [["RTA_DST", dst.packed]]
+    family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    src_len = 0 if src is None else src.max_prefixlen
+    parts = [
+        _RTMSG.pack(family, dst.max_prefixlen, src_len, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE),
+        attr(RTA_DST, dst.packed),
+    ]
     if src is not None:
-        req["src_len"] = src.max_prefixlen
-        attrs.append(["RTA_SRC", src.packed])
-    optional = (
-        ("RTA_IIF", iif),
-        ("RTA_OIF", oif),
-        ("RTA_IP_PROTO", ip_proto),
-        ("RTA_SPORT", sport),
-        ("RTA_DPORT", dport),
-        ("RTA_MARK", mark),
-        ("RTA_UID", uid),
+        parts.append(attr(RTA_SRC, src.packed))
+    packers: tuple[tuple[int, int | None, Callable[[int, int], bytes]], ...] = (
+        (RTA_IIF, iif, attr_u32),
+        (RTA_OIF, oif, attr_u32),
+        (RTA_IP_PROTO, ip_proto, attr_u8),
+        (RTA_SPORT, sport, _be16),
+        (RTA_DPORT, dport, _be16),
+        (RTA_MARK, mark, attr_u32),
+        (RTA_UID, uid, attr_u32),
     )
-    attrs.extend([name, value] for name, value in optional if value is not None)
-    req["attrs"] = attrs
+    parts.extend(pack(kind, value) for kind, value, pack in packers if value is not None)
     try:
-        answers = nl_request(ipr, req, RTM_GETROUTE, NLM_F_REQUEST)
+        answers = netlink_for(handle).request(RTM_GETROUTE, NLM_F_REQUEST, b"".join(parts))
     except NetlinkError as e:
         raise RouteLookupError(e.errno, e.strerror) from e
-    (msg,) = redecode(RtMsg, answers, RTM_NEWROUTE)
+    (payload,) = (p for kind, p in answers if kind == RTM_NEWROUTE)
+    _, _, _, _, table, _, _, rtype, _ = _RTMSG.unpack_from(payload)
+    attrs = parse_attrs(payload, _RTMSG.size)
+    full_table = get_u32(attrs, RTA_TABLE)
     return RouteLookup(
-        type=msg["type"],
-        table=_table(msg),
-        ifindex=msg.get_attr("RTA_OIF"),
-        gateway=to_addr(msg.get_attr("RTA_GATEWAY")),
-        prefsrc=to_addr(msg.get_attr("RTA_PREFSRC")),
-        nhid=msg.get_attr("RTA_NH_ID"),
+        type=rtype,
+        table=table if full_table is None else full_table,
+        ifindex=get_u32(attrs, RTA_OIF),
+        gateway=to_addr(attrs.get(RTA_GATEWAY)),
+        prefsrc=to_addr(attrs.get(RTA_PREFSRC)),
+        nhid=get_u32(attrs, RTA_NH_ID),
     )
+
+
+def _be16(kind: int, value: int) -> bytes:
+    return attr(kind, value.to_bytes(2, "big"))

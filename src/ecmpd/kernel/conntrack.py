@@ -1,0 +1,316 @@
+"""Targeted conntrack cleanup over ctnetlink: the flows that left by one uplink, never a flush.
+
+When an uplink dies, NATed flows that left by it keep their conntrack entries (and
+their now-useless source address) until they time out; deleting exactly those lets
+the clients' next packets start fresh flows on a live uplink.
+
+The few ctnetlink messages are built and read here with struct, on a plain netlink
+socket in the current network namespace (tests create it inside netns.call_in):
+pyroute2 0.9.7's NFCTSocket can dump with a kernel-side filter and delete, but it
+sends one request per entry with an event loop set up and torn down around each
+(~1 ms per entry), and it re-encodes tuples only for TCP/UDP/ICMP. Deletes here go
+in batches and send back each entry's original tuple bytes verbatim, plus its id, so
+a tuple since reused by a newer flow is never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import socket
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+IPAddress = IPv4Address | IPv6Address
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # acks carry only the header of the request, not all of it
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+# enum ctattr_type, ctattr_tuple, ctattr_ip, ctattr_l4proto, ctattr_filter
+CTA_TUPLE_ORIG = 1
+CTA_TUPLE_REPLY = 2
+CTA_ID = 12
+CTA_ZONE = 18
+CTA_FILTER = 25
+CTA_TUPLE_IP = 1
+CTA_TUPLE_PROTO = 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
+FILTER_FLAG_IP_SRC, FILTER_FLAG_IP_DST = 1 << 0, 1 << 1
+
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, 0 here)
+NLATTR = struct.Struct("=HH")  # len, type
+ERRNO = struct.Struct("=i")
+BATCH = 256  # deletes per datagram: its acks (36 bytes each) fit any receive buffer
+RCVBUF = 1 << 20
+RECV_SIZE = 1 << 16  # the kernel caps a dump datagram at 32 KiB
+TIMEOUT = 10.0
+
+
+class ConntrackError(OSError):
+    """The kernel refused a ctnetlink request."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One conntrack entry, as much of it as cleanup needs."""
+
+    proto: int
+    orig_src: IPAddress
+    orig_dst: IPAddress
+    sport: int | None  # None for protocols without ports
+    dport: int | None
+    reply_dst: IPAddress  # the NAT address for masqueraded flows
+    ct_id: int
+    zone: int | None
+    orig_tuple: bytes = field(repr=False)  # CTA_TUPLE_ORIG's payload, sent back on delete
+
+
+def delete_uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | None = None) -> int:
+    """Deletes the entries of flows that left by an uplink; returns how many were deleted.
+
+    nat_address selects entries whose reply goes to it (masqueraded/snat flows, and
+    the router's own flows from that address); oif_source selects entries whose
+    original source is it. Flows routed out without NAT carry no uplink address and
+    are not found. With neither address nothing is deleted (never a flush).
+    """
+    with _open() as sock:
+        return _delete(sock, _select(sock, nat_address, oif_source))
+
+
+def uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | None = None) -> list[Flow]:
+    """The entries delete_uplink_flows would delete, without deleting them."""
+    with _open() as sock:
+        return _select(sock, nat_address, oif_source)
+
+
+def count_flows(nat_address: IPAddress | None = None, oif_source: IPAddress | None = None) -> int:
+    """How many entries match (with no address: all IPv4 entries)."""
+    with _open() as sock:
+        if nat_address is None and oif_source is None:
+            return len(_dump(sock, socket.AF_INET, []))
+        return len(_select(sock, nat_address, oif_source))
+
+
+@contextlib.contextmanager
+def _open() -> Iterator[socket.socket]:
+    """A ctnetlink socket in the calling thread's network namespace."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        sock.bind((0, 0))
+        sock.settimeout(TIMEOUT)
+        yield sock
+    finally:
+        sock.close()
+
+
+def _select(
+    sock: socket.socket, reply_dst: IPAddress | None, orig_src: IPAddress | None
+) -> list[Flow]:
+    """Entries with that reply destination or that original source, each once."""
+    found: dict[tuple[int, bytes], Flow] = {}
+    if reply_dst is not None:
+        for flow in _filtered_dump(sock, reply_dst, CTA_TUPLE_REPLY):
+            if flow.reply_dst == reply_dst:  # the kernel's filter is trusted, not relied on
+                found[flow.ct_id, flow.orig_tuple] = flow
+    if orig_src is not None:
+        for flow in _filtered_dump(sock, orig_src, CTA_TUPLE_ORIG):
+            if flow.orig_src == orig_src:
+                found[flow.ct_id, flow.orig_tuple] = flow
+    return list(found.values())
+
+
+def _filtered_dump(sock: socket.socket, address: IPAddress, direction: int) -> list[Flow]:
+    """A dump the kernel filters by one address (CTA_FILTER, Linux 5.8+)."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    reply = direction == CTA_TUPLE_REPLY
+    if family == socket.AF_INET:
+        ip_attr = CTA_IP_V4_DST if reply else CTA_IP_V4_SRC
+    else:
+        ip_attr = CTA_IP_V6_DST if reply else CTA_IP_V6_SRC
+    tuple_attr = _nested(direction, _nested(CTA_TUPLE_IP, _attr(ip_attr, address.packed)))
+    flags = (
+        _attr(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", FILTER_FLAG_IP_DST))
+        if reply
+        else _attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", FILTER_FLAG_IP_SRC))
+    )
+    try:
+        return _dump(sock, family, [tuple_attr, _nested(CTA_FILTER, flags)])
+    except ConntrackError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        # Kernels before 5.8 know no CTA_FILTER: dump all, the caller filters.
+        return _dump(sock, family, [])
+
+
+def _dump(sock: socket.socket, family: int, attrs: list[bytes]) -> list[Flow]:
+    """Every entry of a (possibly filtered) dump."""
+    seq = 1
+    sock.send(_message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, family, attrs))
+    flows: list[Flow] = []
+    while True:
+        data = sock.recv(RECV_SIZE)
+        for msg_type, msg_seq, body in _messages(data):
+            if msg_seq != seq:
+                continue
+            if msg_type == NLMSG_DONE:
+                if len(body) >= ERRNO.size:  # a dump that failed midway says so here
+                    _raise_if_error(body, "conntrack dump")
+                return flows
+            if msg_type == NLMSG_ERROR:
+                _raise_if_error(body, "conntrack dump")
+                continue
+            if msg_type == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
+                flow = _parse_flow(body)
+                if flow is not None:
+                    flows.append(flow)
+
+
+def _delete(sock: socket.socket, flows: list[Flow]) -> int:
+    """Deletes the flows, BATCH requests per datagram; returns how many the kernel deleted."""
+    deleted = 0
+    seqs = itertools.count(2)
+    for start in range(0, len(flows), BATCH):
+        pending: dict[int, Flow] = {}
+        chunk: list[bytes] = []
+        for flow in flows[start : start + BATCH]:
+            seq = next(seqs)
+            pending[seq] = flow
+            chunk.append(_delete_message(flow, seq))
+        sock.send(b"".join(chunk))
+        deleted += _collect_acks(sock, pending)
+    return deleted
+
+
+def _delete_message(flow: Flow, seq: int) -> bytes:
+    """A delete request for exactly this entry: its original tuple, zone and id."""
+    family = socket.AF_INET if flow.orig_src.version == 4 else socket.AF_INET6
+    if not flow.orig_tuple:  # a delete without a tuple flushes the whole table
+        raise ValueError("refusing a conntrack delete without a tuple")
+    attrs = [_attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
+    if flow.zone is not None:
+        attrs.append(_attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    attrs.append(_attr(CTA_ID, struct.pack("!I", flow.ct_id)))
+    return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
+
+
+def _collect_acks(sock: socket.socket, pending: dict[int, Flow]) -> int:
+    """Reads one ack per pending delete; counts successes (gone already is not an error)."""
+    deleted = 0
+    failure: ConntrackError | None = None
+    while pending:
+        for msg_type, seq, body in _messages(sock.recv(RECV_SIZE)):
+            if msg_type != NLMSG_ERROR or pending.pop(seq, None) is None:
+                continue
+            (code,) = ERRNO.unpack_from(body)
+            if code == 0:
+                deleted += 1
+            elif -code != errno.ENOENT and failure is None:  # ENOENT: expired or reused
+                failure = ConntrackError(-code, f"conntrack delete: {errno.errorcode.get(-code)}")
+    if failure is not None:
+        raise failure
+    return deleted
+
+
+def _message(command: int, flags: int, seq: int, family: int, attrs: Iterable[bytes]) -> bytes:
+    """One ctnetlink request: netlink header, nfgenmsg, attributes."""
+    payload = NFGENMSG.pack(family, 0, 0) + b"".join(attrs)
+    msg_type = (NFNL_SUBSYS_CTNETLINK << 8) | command
+    return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
+
+
+def _attr(attr_type: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    length = NLATTR.size + len(payload)
+    return NLATTR.pack(length, attr_type) + payload + b"\0" * (-length % 4)
+
+
+def _nested(attr_type: int, *children: bytes) -> bytes:
+    """A nested attribute (flagged: the kernel's strict CTA_FILTER parser requires it)."""
+    return _attr(attr_type | NLA_F_NESTED, b"".join(children))
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, seq, body) of each netlink message in a datagram."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size:
+            raise ConntrackError(errno.EPROTO, "malformed netlink message")
+        yield msg_type, seq, data[offset + NLMSGHDR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    """Attribute type (flags masked) to payload, for one level of attributes."""
+    out: dict[int, bytes] = {}
+    offset = 0
+    while offset + NLATTR.size <= len(data):
+        length, attr_type = NLATTR.unpack_from(data, offset)
+        if length < NLATTR.size:
+            break
+        out[attr_type & NLA_TYPE_MASK] = data[offset + NLATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _raise_if_error(body: bytes, what: str) -> None:
+    """Raises ConntrackError for an NLMSG_ERROR carrying a non-zero code."""
+    (code,) = ERRNO.unpack_from(body)
+    if code:
+        raise ConntrackError(-code, f"{what}: {errno.errorcode.get(-code, code)}")
+
+
+def _parse_flow(body: bytes) -> Flow | None:
+    """A Flow from a dumped entry (after its nfgenmsg); None when it lacks a tuple."""
+    top = _attrs(body[NFGENMSG.size :])
+    if CTA_TUPLE_ORIG not in top or CTA_TUPLE_REPLY not in top or CTA_ID not in top:
+        return None
+    orig = _attrs(top[CTA_TUPLE_ORIG])
+    orig_src, orig_dst = _addresses(_attrs(orig.get(CTA_TUPLE_IP, b"")))
+    _, reply_dst = _addresses(_attrs(_attrs(top[CTA_TUPLE_REPLY]).get(CTA_TUPLE_IP, b"")))
+    proto = _attrs(orig.get(CTA_TUPLE_PROTO, b""))
+    if orig_src is None or orig_dst is None or reply_dst is None or CTA_PROTO_NUM not in proto:
+        return None
+    return Flow(
+        proto=proto[CTA_PROTO_NUM][0],
+        orig_src=orig_src,
+        orig_dst=orig_dst,
+        sport=_be16(proto.get(CTA_PROTO_SRC_PORT)),
+        dport=_be16(proto.get(CTA_PROTO_DST_PORT)),
+        reply_dst=reply_dst,
+        ct_id=struct.unpack("!I", top[CTA_ID])[0],
+        zone=_be16(top.get(CTA_ZONE)),
+        orig_tuple=top[CTA_TUPLE_ORIG],
+    )
+
+
+def _addresses(ip: dict[int, bytes]) -> tuple[IPAddress | None, IPAddress | None]:
+    """(source, destination) of a CTA_TUPLE_IP."""
+    for src, dst in ((CTA_IP_V4_SRC, CTA_IP_V4_DST), (CTA_IP_V6_SRC, CTA_IP_V6_DST)):
+        if src in ip and dst in ip:
+            return ip_address(ip[src]), ip_address(ip[dst])
+    return None, None
+
+
+def _be16(data: bytes | None) -> int | None:
+    """A big-endian u16 attribute, or None when absent."""
+    return None if data is None else int(struct.unpack("!H", data[:2])[0])

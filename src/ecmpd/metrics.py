@@ -1,0 +1,348 @@
+"""Prometheus exposition of the daemon's status: uplink health, probes, interface counters.
+
+Design: one custom collector renders every metric from the latest snapshot (the status
+document plus the kernel's interface counters) at scrape time. The numbers already live
+elsewhere (trackers, probers, the kernel), so mirroring them into prometheus-client's
+own Gauge/Counter objects would only add a second copy to keep in step; and uplinks that
+disappear on reload vanish from the next scrape with no label bookkeeping. The snapshot
+is taken on the daemon's event loop (its state is not thread-safe) and swapped in as one
+object, which the HTTP server's threads only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+from ecmpd import __version__
+from ecmpd.config.schema import MetricsConfig
+
+log = logging.getLogger("ecmpd.metrics")
+
+# /proc/net is a link to /proc/self/net, which shows the namespace of the process's
+# main thread; thread-self shows the reading thread's (what netns.call_in moved).
+PROC_NET_DEV = Path("/proc/thread-self/net/dev")
+UPLINK_STATES = ("up", "down", "unknown", "drained")
+HEALTH_STATES = ("unknown", "up", "falling", "down", "rising")
+# /proc/net/dev column -> the kind in ecmpd's keys (rx_bytes, tx_dropped, ...).
+_PROC_FIELDS = {"bytes": "bytes", "packets": "packets", "errs": "errors", "drop": "dropped"}
+
+InterfaceCounters = dict[str, dict[str, int]]
+
+
+def parse_proc_net_dev(text: str) -> InterfaceCounters:
+    """Per-interface counters of a /proc/net/dev text: {rx,tx}_{bytes,packets,errors,dropped}."""
+    lines = text.splitlines()
+    if len(lines) < 2 or lines[1].count("|") != 2:
+        raise ValueError("not a /proc/net/dev table: no column header")
+    # Columns are read from the header rather than by position, so a kernel that
+    # adds columns cannot shift what each number means.
+    _, rx_head, tx_head = lines[1].split("|")
+    columns = [f"rx_{c}" for c in rx_head.split()] + [f"tx_{c}" for c in tx_head.split()]
+    result: InterfaceCounters = {}
+    for line in lines[2:]:
+        name, sep, numbers = line.partition(":")  # names never contain ':' (dev_valid_name)
+        if not sep:
+            continue
+        values = dict(zip(columns, (int(v) for v in numbers.split()), strict=False))
+        result[name.strip()] = {
+            f"{direction}_{ours}": values.get(f"{direction}_{theirs}", 0)
+            for direction in ("rx", "tx")
+            for theirs, ours in _PROC_FIELDS.items()
+        }
+    return result
+
+
+def read_interface_counters(
+    ifnames: Iterable[str] | None = None, path: Path = PROC_NET_DEV
+) -> InterfaceCounters:
+    """The kernel's counters of the calling thread's namespace (only ifnames, if given)."""
+    counters = parse_proc_net_dev(path.read_text(encoding="ascii"))
+    if ifnames is None:
+        return counters
+    wanted = set(ifnames)
+    return {name: c for name, c in counters.items() if name in wanted}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one scrape renders: a status document and interface counters."""
+
+    status: Mapping[str, Any] | None = None
+    counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+
+class EcmpdCollector:
+    """Renders ecmpd's metric families from the latest snapshot."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.snapshot = Snapshot()
+        self._clock = clock
+
+    def update(
+        self,
+        status: Mapping[str, Any] | None,
+        counters: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Replace the snapshot (one assignment: scrapes never see half an update)."""
+        self.snapshot = Snapshot(status, counters or {})
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, as prometheus-client's registry asks for them."""
+        snap = self.snapshot
+        build = GaugeMetricFamily(
+            "ecmpd_build_info", "ecmpd's version (always 1).", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+        if snap.status is None:
+            return
+        uplinks: Sequence[Mapping[str, Any]] = snap.status.get("uplinks", [])
+        yield from self._uplinks(uplinks)
+        yield from self._probes(uplinks)
+        yield from self._interfaces(snap.counters)
+        daemon = snap.status.get("daemon")
+        if daemon is not None:
+            yield from self._daemon(daemon)
+
+    def _uplinks(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+        up = _gauge(
+            "ecmpd_uplink_up",
+            "1 while the uplink may carry traffic (up, or not yet probed), 0 when down or drained.",
+            ["uplink"],
+        )
+        state = _gauge(
+            "ecmpd_uplink_state",
+            "The uplink's state, one-hot (up, down, unknown, drained).",
+            ["uplink", "state"],
+        )
+        health = _gauge(
+            "ecmpd_uplink_health",
+            "The health checker's state, one-hot (unknown, up, falling, down, rising).",
+            ["uplink", "health"],
+        )
+        in_balancer = _gauge(
+            "ecmpd_uplink_in_balancer",
+            "1 while the uplink is a member of the balanced nexthop group.",
+            ["uplink"],
+        )
+        weight = _gauge("ecmpd_uplink_weight", "The uplink's configured weight.", ["uplink"])
+        carrier = _gauge(
+            "ecmpd_uplink_carrier", "1 while the uplink's interface has carrier.", ["uplink"]
+        )
+        seconds = _gauge(
+            "ecmpd_uplink_state_seconds",
+            "Seconds since the uplink's health state last changed.",
+            ["uplink"],
+        )
+        transitions = CounterMetricFamily(
+            "ecmpd_uplink_transitions_total",
+            "Health state changes of the uplink.",
+            labels=["uplink"],
+        )
+        now = self._clock()
+        for u in uplinks:
+            name = str(u["name"])
+            shown = str(u.get("state", "unknown"))
+            up.add_metric([name], float(shown in ("up", "unknown")))
+            for s in UPLINK_STATES:
+                state.add_metric([name, s], float(shown == s))
+            if "health" in u:
+                for h in HEALTH_STATES:
+                    health.add_metric([name, h], float(u["health"] == h))
+            in_balancer.add_metric([name], float(bool(u.get("in_balancer"))))
+            weight.add_metric([name], float(u.get("weight", 0)))
+            if u.get("carrier") is not None:
+                carrier.add_metric([name], float(bool(u["carrier"])))
+            # From the wall-clock `since`, not `for_s`: the snapshot may be a second
+            # old, the scrape is now.
+            if u.get("since") is not None:
+                seconds.add_metric([name], max(0.0, now - float(u["since"])))
+            transitions.add_metric([name], float(u.get("transitions", 0)))
+        yield from (up, state, health, in_balancer, weight, carrier, seconds, transitions)
+
+    def _probes(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+        labels = ["uplink", "target"]
+        rtt = _gauge(
+            "ecmpd_probe_rtt_seconds", "Round-trip time of the last answered probe.", labels
+        )
+        rtt_avg = _gauge(
+            "ecmpd_probe_rtt_avg_seconds", "Average round-trip time over the health window.", labels
+        )
+        loss = _gauge(
+            "ecmpd_probe_loss_ratio", "Share of probes lost over the health window (0..1).", labels
+        )
+        sent = CounterMetricFamily("ecmpd_probes_sent_total", "Probes sent.", labels=labels)
+        received = CounterMetricFamily(
+            "ecmpd_probes_received_total", "Probes answered.", labels=labels
+        )
+        for u in uplinks:
+            for t in u.get("targets") or []:
+                key = [str(u["name"]), str(t["target"])]
+                if t.get("rtt_ms") is not None:
+                    rtt.add_metric(key, float(t["rtt_ms"]) / 1000)
+                if t.get("rtt_avg_ms") is not None:
+                    rtt_avg.add_metric(key, float(t["rtt_avg_ms"]) / 1000)
+                loss.add_metric(key, float(t.get("loss", 0)))
+                sent.add_metric(key, float(t.get("sent", 0)))
+                received.add_metric(key, float(t.get("received", 0)))
+        yield from (rtt, rtt_avg, loss, sent, received)
+
+    def _interfaces(self, counters: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
+        labels = ["interface", "direction"]
+        families = {
+            kind: CounterMetricFamily(
+                f"ecmpd_interface_{kind}_total",
+                f"The kernel's {kind} counter of the interface.",
+                labels=labels,
+            )
+            for kind in ("bytes", "packets", "errors", "dropped")
+        }
+        for ifname in sorted(counters):
+            for key, value in counters[ifname].items():
+                direction, _, kind = key.partition("_")
+                if kind in families:
+                    families[kind].add_metric([ifname, direction], float(value))
+        yield from families.values()
+
+    def _daemon(self, daemon: Mapping[str, Any]) -> Iterator[Metric]:
+        for key, name, doc in (
+            ("reconciles", "ecmpd_reconciles_total", "Reconciles that changed the kernel."),
+            ("ops", "ecmpd_kernel_ops_total", "Kernel operations executed."),
+            (
+                "failures",
+                "ecmpd_reconcile_failures_total",
+                "Reconciles whose kernel operations failed (retried after a re-read).",
+            ),
+            ("resyncs", "ecmpd_resyncs_total", "Full re-reads of the kernel state."),
+        ):
+            if key in daemon:
+                yield CounterMetricFamily(name, doc, value=float(daemon[key]))
+        if "uptime_s" in daemon:
+            yield GaugeMetricFamily(
+                "ecmpd_uptime_seconds",
+                "Seconds since the daemon started.",
+                value=float(daemon["uptime_s"]),
+            )
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only accepts connections from this host."""
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def status_interfaces(status: Mapping[str, Any]) -> list[str]:
+    """The uplink interfaces named in a status document."""
+    return sorted({str(u["interface"]) for u in status.get("uplinks", []) if "interface" in u})
+
+
+class Metrics:
+    """The metrics endpoint: its own registry, collector and HTTP server."""
+
+    def __init__(self, config: MetricsConfig) -> None:
+        self.host, self.port = config.host, config.port
+        # Its own registry, not prometheus-client's global one: nothing imported by
+        # accident shows up, and tests can run several instances in one process.
+        self.registry = CollectorRegistry()
+        self.collector = EcmpdCollector()
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)  # process_* (memory, CPU, fds)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Listen (in the calling thread's network namespace) and serve in a thread."""
+        if not is_loopback(self.host):
+            log.warning(
+                "metrics.not_loopback",
+                extra={
+                    "listen": f"{self.host}:{self.port}",
+                    "note": "the endpoint has no authentication; firewall it",
+                },
+            )
+        self._server, self._thread = start_http_server(
+            self.port, addr=self.host, registry=self.registry
+        )
+        log.info("metrics.listening", extra={"listen": f"{self.host}:{self.port}"})
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually listened on."""
+        assert self._server is not None, "not started"
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and close the listening socket (blocks up to half a second)."""
+        if self._server is not None:
+            self._server.shutdown()  # serve_forever polls every 0.5 s
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def update(
+        self,
+        status: Mapping[str, Any] | None,
+        counters: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Show this status (and interface counters) from the next scrape on."""
+        self.collector.update(status, counters)
+
+    def refresh(self, status_fn: Callable[[], Mapping[str, Any]]) -> None:
+        """Take a status and the counters of its interfaces (call on the daemon's loop)."""
+        status = status_fn()
+        try:
+            counters = read_interface_counters(status_interfaces(status))
+        except (OSError, ValueError) as err:  # no procfs: still serve the health figures
+            log.debug("metrics.counters_unavailable", extra={"error": str(err)})
+            counters = {}
+        self.update(status, counters)
+
+    async def run(self, status_fn: Callable[[], Mapping[str, Any]], interval: float = 1.0) -> None:
+        """Serve and refresh from status_fn every interval, until cancelled.
+
+        A listen failure is logged and ends only this task: the daemon keeps routing
+        (a missing endpoint shows in Prometheus as a failed scrape, a dead daemon would
+        take failover with it).
+        """
+        try:
+            self.start()
+        except OSError as err:
+            log.error(
+                "metrics.listen_failed",
+                extra={"listen": f"{self.host}:{self.port}", "error": str(err)},
+            )
+            return
+        try:
+            while True:
+                try:
+                    self.refresh(status_fn)
+                except Exception as err:  # a status hiccup must not stop the endpoint
+                    log.warning("metrics.refresh_failed", extra={"error": str(err)})
+                await asyncio.sleep(interval)
+        finally:
+            # In a thread: shutdown() waits for the server's poll, and the loop is
+            # still finishing other tasks' cancellation.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.close)

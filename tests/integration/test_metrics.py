@@ -1,0 +1,230 @@
+"""The Prometheus endpoint in the lab: served inside the router namespace, scraped from there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ecmpd import __version__
+from ecmpd.config.schema import MetricsConfig
+from ecmpd.lab import netns
+from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.topology import Lab
+from ecmpd.metrics import Metrics
+from tests.integration.daemonproc import (
+    DaemonProc,
+    gray_failure,
+    heal,
+    running_daemon,
+    wait_for,
+)
+
+PORT = 9474  # the documented default; free inside the lab's own router namespace
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """Exposition text -> {(sample name, labels): value}."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (KeyError names what is missing)."""
+    key = (name, frozenset(labels.items()))
+    if key not in samples:
+        raise KeyError(f"no sample {name}{labels}")
+    return samples[key]
+
+
+def http_get(sock: socket.socket, port: int) -> str:
+    """GET /metrics over a socket that lives in the lab; the body, after checking 200."""
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0]
+    assert status_line.split()[1:2] == [b"200"], status_line
+    return body.decode()
+
+
+def scrape(ns: str, port: int = PORT) -> Samples:
+    """Scrape the endpoint through a socket made in the namespace (never the root one)."""
+    with netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return parse_samples(http_get(sock, port))
+
+
+def all_up(daemon: DaemonProc) -> bool:
+    """Every uplink probed healthy."""
+    return all(u["health"] == "up" for u in daemon.status()["uplinks"])
+
+
+@contextlib.contextmanager
+def metrics_in(ns: str, port: int = PORT) -> Iterator[Metrics]:
+    """A Metrics endpoint listening inside the namespace; always closed."""
+    metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{port}"))
+    # The listening socket is made by the thread that entered the namespace; the
+    # server thread only accepts on it, so it serves there whatever its own netns.
+    netns.call_in(ns, metrics.start)
+    try:
+        yield metrics
+    finally:
+        metrics.close()
+
+
+def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
+    lab = lab_module
+    with running_daemon(lab, lab.config_path, tmp_path) as daemon, metrics_in(lab.router) as m:
+        wait_for(lambda: all_up(daemon), 5, "all uplinks up")
+        time.sleep(0.3)  # a few probe rounds more
+        # Interface counters come from /proc/thread-self/net/dev: read in the router.
+        netns.call_in(lab.router, lambda: m.refresh(daemon.status))
+        samples = scrape(lab.router)
+        for isp in lab.isps:
+            up = {"uplink": isp.name}
+            assert sample(samples, "ecmpd_uplink_up", **up) == 1
+            assert sample(samples, "ecmpd_uplink_state", state="up", **up) == 1
+            assert sample(samples, "ecmpd_uplink_state", state="down", **up) == 0
+            assert sample(samples, "ecmpd_uplink_in_balancer", **up) == 1
+            assert sample(samples, "ecmpd_uplink_weight", **up) == isp.weight
+            assert sample(samples, "ecmpd_uplink_carrier", **up) == 1
+            assert sample(samples, "ecmpd_uplink_transitions_total", **up) >= 1
+            assert sample(samples, "ecmpd_uplink_state_seconds", **up) > 0
+            for target in (str(isp.gateway), str(lab.servers[0])):
+                probe = {"uplink": isp.name, "target": target}
+                assert sample(samples, "ecmpd_probes_sent_total", **probe) > 0
+                assert sample(samples, "ecmpd_probes_received_total", **probe) > 0
+                assert 0 < sample(samples, "ecmpd_probe_rtt_seconds", **probe) < 1
+                assert sample(samples, "ecmpd_probe_loss_ratio", **probe) < 0.5
+            for direction in ("rx", "tx"):  # the probes and their answers
+                where = {"interface": isp.uplink_if, "direction": direction}
+                assert sample(samples, "ecmpd_interface_bytes_total", **where) > 0
+                assert sample(samples, "ecmpd_interface_packets_total", **where) > 0
+        assert sample(samples, "ecmpd_reconciles_total") >= 1
+        assert sample(samples, "ecmpd_kernel_ops_total") >= 1
+        before = sample(samples, "ecmpd_uplink_transitions_total", uplink="isp-b")
+
+        gray_failure(lab, "isp-b")
+        try:
+            wait_for(lambda: daemon.uplink("isp-b")["state"] == "down", 5, "isp-b down")
+            netns.call_in(lab.router, lambda: m.refresh(daemon.status))
+            samples = scrape(lab.router)
+        finally:
+            heal(lab, "isp-b")
+        assert sample(samples, "ecmpd_uplink_up", uplink="isp-b") == 0
+        assert sample(samples, "ecmpd_uplink_state", state="down", uplink="isp-b") == 1
+        assert sample(samples, "ecmpd_uplink_in_balancer", uplink="isp-b") == 0
+        assert sample(samples, "ecmpd_uplink_transitions_total", uplink="isp-b") > before
+        assert sample(samples, "ecmpd_uplink_up", uplink="isp-a") == 1
+        wait_for(lambda: daemon.uplink("isp-b")["state"] == "up", 10, "isp-b back")
+
+
+def test_run_loop_refreshes_and_closes_on_cancel(lab_module: Lab, tmp_path: Path) -> None:
+    lab = lab_module
+
+    async def scrape_here() -> Samples:
+        # This coroutine runs on a thread inside the router namespace (call_in below),
+        # so the connection's socket is made there.
+        reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        body = (await reader.read()).partition(b"\r\n\r\n")[2]
+        writer.close()
+        await writer.wait_closed()
+        return parse_samples(body.decode())
+
+    async def scenario(daemon: DaemonProc) -> tuple[Samples, Samples, bool]:
+        metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{PORT}"))
+        task = asyncio.create_task(metrics.run(daemon.status, interval=0.1))
+        first: Samples | None = None
+        for _ in range(100):
+            with contextlib.suppress(ConnectionRefusedError):
+                first = await scrape_here()
+                if any(name == "ecmpd_uplink_up" for name, _ in first):
+                    break
+            await asyncio.sleep(0.05)
+        assert first is not None
+        await asyncio.sleep(1.0)
+        second = await scrape_here()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await scrape_here()
+        except ConnectionRefusedError:
+            closed = True
+        else:
+            closed = False
+        return first, second, closed
+
+    with running_daemon(lab, lab.config_path, tmp_path) as daemon:
+        wait_for(lambda: all_up(daemon), 5, "all uplinks up")
+        first, second, closed = netns.call_in(lab.router, lambda: asyncio.run(scenario(daemon)))
+    probe = {"uplink": "isp-a", "target": str(lab.isps[0].gateway)}
+    assert sample(second, "ecmpd_probes_sent_total", **probe) > sample(
+        first, "ecmpd_probes_sent_total", **probe
+    )
+    iface = {"interface": lab.isps[0].uplink_if, "direction": "tx"}
+    assert sample(second, "ecmpd_interface_packets_total", **iface) > 0
+    assert any(name == "process_resident_memory_bytes" for name, _ in second)
+    assert closed, "the endpoint still answered after the task was cancelled"
+
+
+def test_run_survives_a_taken_port(lab_module: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    lab = lab_module
+
+    async def scenario() -> None:
+        metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{PORT}"))
+        # Logged and the task ends: the daemon around it keeps routing.
+        await asyncio.wait_for(metrics.run(lambda: {"uplinks": []}), 5)
+
+    with netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM) as taken:
+        # Earlier tests' connections may leave the port in TIME_WAIT.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", PORT))
+        taken.listen()
+        netns.call_in(lab.router, lambda: asyncio.run(scenario()))
+    assert "metrics.listen_failed" in caplog.messages
+
+
+def test_daemon_serves_metrics_when_configured(lab_module: Lab, tmp_path: Path) -> None:
+    lab = lab_module
+    config = write_lab_config(
+        lab, tmp_path / "metrics.yaml", extra={"metrics": {"listen": f"127.0.0.1:{PORT}"}}
+    )
+    with running_daemon(lab, config, tmp_path) as daemon:
+        wait_for(lambda: all_up(daemon), 5, "all uplinks up")
+        samples: Samples = {}
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                samples = scrape(lab.router)
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+                continue
+            if all(
+                ("ecmpd_uplink_up", frozenset({("uplink", i.name)})) in samples for i in lab.isps
+            ):
+                break
+            time.sleep(0.1)
+        if not samples:
+            pytest.skip("the daemon does not serve metrics yet (Metrics not wired in daemon.py)")
+        for isp in lab.isps:
+            assert sample(samples, "ecmpd_uplink_up", uplink=isp.name) == 1
+            assert sample(samples, "ecmpd_uplink_in_balancer", uplink=isp.name) == 1
+            where = {"interface": isp.uplink_if, "direction": "tx"}
+            assert sample(samples, "ecmpd_interface_bytes_total", **where) > 0
+        assert sample(samples, "ecmpd_reconciles_total") >= 1
+        assert sample(samples, "ecmpd_build_info", version=__version__) == 1

@@ -1,0 +1,187 @@
+"""The nftables adapter against the real kernel, in a lab router's namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+
+from ecmpd.kernel import nftables as nft
+from ecmpd.kernel.nftables import NatPlan
+from ecmpd.lab import netns
+from ecmpd.lab.measure import ECHO_PORT, echo_server
+from ecmpd.lab.topology import LAN_PREFIX, Lab, add_lan_clients, core_link
+from tests.conftest import LabFactory
+
+FOREIGN = """\
+table inet foreign {
+    chain post {
+        type nat hook postrouting priority srcnat + 10; policy accept;
+        oifname "wan-b" counter masquerade
+    }
+}
+"""
+
+
+def nat_lab(lab_factory: LabFactory, isps: int = 2) -> Lab:
+    """A lab whose router forwards for its LAN, default route via isp-a, and no NAT yet.
+
+    The internet's route back to the LAN is removed: a LAN client reaches the
+    internet only when the router translates its address to an uplink's.
+    """
+    lab = lab_factory(isps=isps, lan=True, shaping=False)
+    netns.write_sysctls(lab.router, {"net.ipv4.ip_forward": "1"})
+    with netns.iproute(lab.router) as ipr:
+        ipr.route("add", dst="0.0.0.0/0", gateway=str(lab.isps[0].gateway))
+    with netns.iproute(lab.internet) as ipr:
+        ipr.route("del", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
+    return lab
+
+
+def in_router(lab: Lab, func: Callable[[], Any]) -> Any:
+    """Runs an adapter function in the lab router's namespace."""
+    return netns.call_in(lab.router, func)
+
+
+def nft_text(ns: str, *args: str) -> str:
+    """`nft list ...` output in a lab namespace."""
+    return str(netns.run_in(ns, ["nft", *args], check=True, capture_output=True, text=True).stdout)
+
+
+def add_foreign_table(ns: str) -> str:
+    """Adds someone else's table (with a rule) and returns its listing."""
+    netns.run_in(ns, ["nft", "-f", "-"], input=FOREIGN, check=True, text=True)
+    return nft_text(ns, "-j", "list", "table", "inet", "foreign")
+
+
+def echo_source(lab: Lab, client: IPv4Address, server: IPv4Address, timeout: float = 3) -> str:
+    """The source address the echo server saw for a connection from a LAN client."""
+    assert lab.lan is not None
+    sock = netns.socket_in(lab.lan, socket.AF_INET, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(timeout)
+        sock.bind((str(client), 0))
+        sock.connect((str(server), ECHO_PORT))
+        return sock.makefile().readline().strip()
+
+
+def test_nft_runs_in_the_namespace_of_the_calling_thread(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=1, shaping=False)
+
+    def child_netns() -> str:
+        argv = ["stat", "-L", "-c", "%d:%i", "/proc/self/ns/net"]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    want = os.stat(netns.netns_path(lab.router))
+    assert in_router(lab, child_netns) == f"{want.st_dev}:{want.st_ino}"
+    in_router(lab, lambda: nft.apply_table(NatPlan(masquerade=("wan-a",))))
+    assert netns.call_in(lab.internet, nft.read_table) is None
+    assert in_router(lab, nft.read_table) is not None
+
+
+def test_apply_creates_the_nat_chain_and_reads_back(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    assert in_router(lab, nft.read_table) is None
+    assert in_router(lab, nft.current_plan) is None
+    plan = NatPlan(masquerade=("wan-a",), snat=(("wan-b", IPv4Address("10.2.0.2")),))
+    in_router(lab, lambda: nft.apply_table(plan))
+
+    listed = in_router(lab, nft.read_table)
+    kinds = [next(iter(item)) for item in listed["nftables"]]
+    assert kinds == ["metainfo", "table", "chain", "rule", "rule"]
+    chain = listed["nftables"][2]["chain"]
+    assert (chain["type"], chain["hook"], chain["prio"]) == ("nat", "postrouting", 100)
+    text = nft_text(lab.router, "list", "table", "inet", "ecmpd")
+    assert "type nat hook postrouting priority srcnat; policy accept;" in text
+    assert 'meta nfproto ipv4 oifname "wan-a" masquerade' in text
+    assert 'meta nfproto ipv4 oifname "wan-b" snat ip to 10.2.0.2' in text
+    assert in_router(lab, nft.current_plan) == plan
+
+    in_router(lab, lambda: nft.apply_table(plan))  # re-apply: same table content
+    assert in_router(lab, nft.current_plan) == plan
+
+
+def test_apply_replace_and_delete_leave_foreign_tables_alone(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=3, shaping=False)
+    foreign = add_foreign_table(lab.router)
+
+    first = NatPlan(masquerade=("wan-a", "wan-b"))
+    in_router(lab, lambda: nft.apply_table(first))
+    assert nft_text(lab.router, "-j", "list", "table", "inet", "foreign") == foreign
+
+    second = NatPlan(masquerade=("wan-c",), snat=(("wan-a", IPv4Address("10.1.0.2")),))
+    in_router(lab, lambda: nft.apply_table(second))
+    assert in_router(lab, nft.current_plan) == second
+    assert nft_text(lab.router, "-j", "list", "table", "inet", "foreign") == foreign
+    assert "wan-b" not in nft_text(lab.router, "list", "table", "inet", "ecmpd")
+
+    in_router(lab, nft.delete_table)
+    assert in_router(lab, nft.read_table) is None
+    in_router(lab, nft.delete_table)  # absent is fine
+    assert nft_text(lab.router, "-j", "list", "table", "inet", "foreign") == foreign
+    tables = nft_text(lab.router, "list", "tables")
+    assert tables.split() == ["table", "inet", "foreign"]
+
+
+def test_a_failed_replace_changes_nothing(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    old = NatPlan(masquerade=("wan-a",))
+    in_router(lab, lambda: nft.apply_table(old))
+    # The replacement document with one command the kernel refuses at the end: the
+    # delete at its start must not have happened (one transaction, all or nothing).
+    doc = nft.render_table(NatPlan(masquerade=("wan-b",)))
+    bad_rule = {"family": "inet", "table": "ecmpd", "chain": "nope", "expr": [{"accept": None}]}
+    doc["nftables"].append({"add": {"rule": bad_rule}})
+    with pytest.raises(nft.NftError):
+        in_router(lab, lambda: nft._run_document(doc))
+    assert in_router(lab, nft.current_plan) == old
+
+
+def test_current_plan_is_none_when_someone_changed_our_table(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    in_router(lab, lambda: nft.apply_table(NatPlan(masquerade=("wan-a",))))
+    netns.run_in(
+        lab.router,
+        ["nft", "add", "rule", "inet", "ecmpd", "postrouting", "counter"],
+        check=True,
+    )
+    assert in_router(lab, nft.read_table) is not None
+    assert in_router(lab, nft.current_plan) is None
+
+
+def test_lan_clients_reach_the_internet_through_nat(lab_factory: LabFactory) -> None:
+    lab = nat_lab(lab_factory)
+    client = add_lan_clients(lab, 1)[0]
+    uplink = lab.isps[0]
+    with echo_server(lab) as server:
+        # Without NAT the internet has no way back to the LAN.
+        with pytest.raises(OSError):
+            echo_source(lab, client, server, timeout=1)
+
+        in_router(lab, lambda: nft.apply_table(NatPlan(masquerade=(uplink.uplink_if,))))
+        assert echo_source(lab, client, server) == str(uplink.address.ip)
+
+        # snat to a second address of the uplink: the server sees that one instead.
+        alias = IPv4Address("10.1.0.3")
+        with netns.iproute(lab.router) as ipr:
+            index = ipr.link_lookup(ifname=uplink.uplink_if)[0]
+            ipr.addr("add", index=index, address=str(alias), prefixlen=24)
+        plan = NatPlan(masquerade=(), snat=((uplink.uplink_if, alias),))
+        in_router(lab, lambda: nft.apply_table(plan))
+        assert echo_source(lab, client, server) == str(alias)
+
+
+def test_nat_plan_json_is_what_nft_accepts_as_a_file(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=1, shaping=False)
+    doc = nft.render_table(NatPlan(masquerade=("wan-a",)))
+    # `nft -c` checks a document without committing it: the rendering is valid nft JSON.
+    netns.run_in(
+        lab.router, ["nft", "-c", "-j", "-f", "-"], input=json.dumps(doc), check=True, text=True
+    )
+    assert netns.call_in(lab.router, nft.read_table) is None

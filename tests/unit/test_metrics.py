@@ -1,0 +1,317 @@
+"""The Prometheus collector, rendered from hand-made status documents; /proc/net/dev parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+from ecmpd import __version__
+from ecmpd.config.schema import MetricsConfig
+from ecmpd.metrics import (
+    EcmpdCollector,
+    Metrics,
+    is_loopback,
+    parse_proc_net_dev,
+    read_interface_counters,
+    status_interfaces,
+)
+
+NOW = 1_700_000_100.0
+
+
+def uplink(name: str, interface: str, state: str, health: str, **more: Any) -> dict[str, Any]:
+    """One uplink of a status document, as Daemon.status() writes it."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "interface": interface,
+        "state": state,
+        "health": health,
+        "since": NOW - 42.5,
+        "for_s": 41.0,  # stale on purpose: the collector must use `since`
+        "reason": "",
+        "weight": 1,
+        "in_balancer": state == "up",
+        "table": 101,
+        "carrier": True,
+        "transitions": 0,
+        "detection_time_s": 0.85,
+        "targets": [],
+    }
+    entry.update(more)
+    return entry
+
+
+STATUS: dict[str, Any] = {
+    "source": "daemon",
+    "uplinks": [
+        uplink(
+            "isp-a",
+            "wan-a",
+            "up",
+            "up",
+            weight=2,
+            transitions=1,
+            targets=[
+                {
+                    "target": "10.1.0.1",
+                    "rtt_ms": 1.5,
+                    "rtt_avg_ms": 2.25,
+                    "loss": 0.0,
+                    "sent": 40,
+                    "received": 40,
+                },
+                {
+                    "target": "198.51.100.1",
+                    "rtt_ms": None,  # never answered: no rtt sample at all
+                    "rtt_avg_ms": None,
+                    "loss": 1.0,
+                    "sent": 40,
+                    "received": 0,
+                },
+            ],
+        ),
+        uplink("isp-b", "wan-b", "drained", "up", transitions=3),
+        uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
+    ],
+    "daemon": {
+        "pid": 1234,
+        "uptime_s": 60.5,
+        "reconciles": 5,
+        "ops": 17,
+        "failures": 1,
+        "resyncs": 2,
+    },
+}
+
+COUNTERS = {
+    "wan-a": {
+        "rx_bytes": 1000,
+        "rx_packets": 10,
+        "rx_errors": 0,
+        "rx_dropped": 1,
+        "tx_bytes": 2000,
+        "tx_packets": 20,
+        "tx_errors": 2,
+        "tx_dropped": 0,
+    },
+}
+
+EXPECTED = f"""
+# TYPE ecmpd_build_info gauge
+ecmpd_build_info{{version="{__version__}"}} 1.0
+# TYPE ecmpd_uplink_up gauge
+ecmpd_uplink_up{{uplink="isp-a"}} 1.0
+ecmpd_uplink_up{{uplink="isp-b"}} 0.0
+ecmpd_uplink_up{{uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_state gauge
+ecmpd_uplink_state{{state="up",uplink="isp-a"}} 1.0
+ecmpd_uplink_state{{state="down",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{state="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{state="drained",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{state="up",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{state="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{state="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{state="drained",uplink="isp-b"}} 1.0
+ecmpd_uplink_state{{state="up",uplink="lte"}} 0.0
+ecmpd_uplink_state{{state="down",uplink="lte"}} 1.0
+ecmpd_uplink_state{{state="unknown",uplink="lte"}} 0.0
+ecmpd_uplink_state{{state="drained",uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_health gauge
+ecmpd_uplink_health{{health="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{health="up",uplink="isp-a"}} 1.0
+ecmpd_uplink_health{{health="falling",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{health="down",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{health="rising",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{health="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{health="up",uplink="isp-b"}} 1.0
+ecmpd_uplink_health{{health="falling",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{health="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{health="rising",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{health="unknown",uplink="lte"}} 0.0
+ecmpd_uplink_health{{health="up",uplink="lte"}} 0.0
+ecmpd_uplink_health{{health="falling",uplink="lte"}} 0.0
+ecmpd_uplink_health{{health="down",uplink="lte"}} 1.0
+ecmpd_uplink_health{{health="rising",uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_in_balancer gauge
+ecmpd_uplink_in_balancer{{uplink="isp-a"}} 1.0
+ecmpd_uplink_in_balancer{{uplink="isp-b"}} 0.0
+ecmpd_uplink_in_balancer{{uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_weight gauge
+ecmpd_uplink_weight{{uplink="isp-a"}} 2.0
+ecmpd_uplink_weight{{uplink="isp-b"}} 1.0
+ecmpd_uplink_weight{{uplink="lte"}} 1.0
+# TYPE ecmpd_uplink_carrier gauge
+ecmpd_uplink_carrier{{uplink="isp-a"}} 1.0
+ecmpd_uplink_carrier{{uplink="isp-b"}} 1.0
+ecmpd_uplink_carrier{{uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_state_seconds gauge
+ecmpd_uplink_state_seconds{{uplink="isp-a"}} 42.5
+ecmpd_uplink_state_seconds{{uplink="isp-b"}} 42.5
+ecmpd_uplink_state_seconds{{uplink="lte"}} 42.5
+# TYPE ecmpd_uplink_transitions_total counter
+ecmpd_uplink_transitions_total{{uplink="isp-a"}} 1.0
+ecmpd_uplink_transitions_total{{uplink="isp-b"}} 3.0
+ecmpd_uplink_transitions_total{{uplink="lte"}} 2.0
+# TYPE ecmpd_probe_rtt_seconds gauge
+ecmpd_probe_rtt_seconds{{target="10.1.0.1",uplink="isp-a"}} 0.0015
+# TYPE ecmpd_probe_rtt_avg_seconds gauge
+ecmpd_probe_rtt_avg_seconds{{target="10.1.0.1",uplink="isp-a"}} 0.00225
+# TYPE ecmpd_probe_loss_ratio gauge
+ecmpd_probe_loss_ratio{{target="10.1.0.1",uplink="isp-a"}} 0.0
+ecmpd_probe_loss_ratio{{target="198.51.100.1",uplink="isp-a"}} 1.0
+# TYPE ecmpd_probes_sent_total counter
+ecmpd_probes_sent_total{{target="10.1.0.1",uplink="isp-a"}} 40.0
+ecmpd_probes_sent_total{{target="198.51.100.1",uplink="isp-a"}} 40.0
+# TYPE ecmpd_probes_received_total counter
+ecmpd_probes_received_total{{target="10.1.0.1",uplink="isp-a"}} 40.0
+ecmpd_probes_received_total{{target="198.51.100.1",uplink="isp-a"}} 0.0
+# TYPE ecmpd_interface_bytes_total counter
+ecmpd_interface_bytes_total{{direction="rx",interface="wan-a"}} 1000.0
+ecmpd_interface_bytes_total{{direction="tx",interface="wan-a"}} 2000.0
+# TYPE ecmpd_interface_packets_total counter
+ecmpd_interface_packets_total{{direction="rx",interface="wan-a"}} 10.0
+ecmpd_interface_packets_total{{direction="tx",interface="wan-a"}} 20.0
+# TYPE ecmpd_interface_errors_total counter
+ecmpd_interface_errors_total{{direction="rx",interface="wan-a"}} 0.0
+ecmpd_interface_errors_total{{direction="tx",interface="wan-a"}} 2.0
+# TYPE ecmpd_interface_dropped_total counter
+ecmpd_interface_dropped_total{{direction="rx",interface="wan-a"}} 1.0
+ecmpd_interface_dropped_total{{direction="tx",interface="wan-a"}} 0.0
+# TYPE ecmpd_reconciles_total counter
+ecmpd_reconciles_total 5.0
+# TYPE ecmpd_kernel_ops_total counter
+ecmpd_kernel_ops_total 17.0
+# TYPE ecmpd_reconcile_failures_total counter
+ecmpd_reconcile_failures_total 1.0
+# TYPE ecmpd_resyncs_total counter
+ecmpd_resyncs_total 2.0
+# TYPE ecmpd_uptime_seconds gauge
+ecmpd_uptime_seconds 60.5
+"""
+
+PROC_NET_DEV = """\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    3193      29    0    0    0     0          0         0     3193      29    0    0    0     0       0          0
+ wan-a:18446744073709551615 123456    7    8    0     0          0         5   654321    4321    1    2    0     0       0          0
+  ppp0:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+"""  # noqa: E501 (the kernel's own line width)
+
+
+def render(collector: EcmpdCollector) -> str:
+    """The exposition text without HELP lines (their wording is not the contract)."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return "\n".join(line for line in text.splitlines() if not line.startswith("# HELP"))
+
+
+def test_collector_renders_every_metric_from_a_status() -> None:
+    collector = EcmpdCollector(clock=lambda: NOW)
+    collector.update(STATUS, COUNTERS)
+    assert render(collector) == EXPECTED.strip()
+
+
+def test_before_the_first_status_only_build_info_is_shown() -> None:
+    lines = render(EcmpdCollector()).splitlines()
+    assert lines == [
+        "# TYPE ecmpd_build_info gauge",
+        f'ecmpd_build_info{{version="{__version__}"}} 1.0',
+    ]
+
+
+def test_unknown_counts_as_up_and_uplinks_gone_on_reload_vanish() -> None:
+    collector = EcmpdCollector(clock=lambda: NOW)
+    collector.update({"uplinks": [uplink("isp-a", "wan-a", "unknown", "unknown")]})
+    text = render(collector)
+    assert 'ecmpd_uplink_up{uplink="isp-a"} 1.0' in text
+    assert 'ecmpd_uplink_state{state="unknown",uplink="isp-a"} 1.0' in text
+    assert "ecmpd_reconciles_total" not in text  # no daemon section: nothing invented
+    collector.update({"uplinks": [uplink("isp-c", "wan-c", "up", "rising")]})
+    text = render(collector)
+    assert "isp-a" not in text
+    assert 'ecmpd_uplink_health{health="rising",uplink="isp-c"} 1.0' in text
+
+
+def test_state_seconds_never_goes_negative_when_clocks_step() -> None:
+    collector = EcmpdCollector(clock=lambda: NOW - 100)
+    collector.update({"uplinks": [uplink("isp-a", "wan-a", "up", "up")]})
+    assert 'ecmpd_uplink_state_seconds{uplink="isp-a"} 0.0' in render(collector)
+
+
+def test_metrics_uses_its_own_registry() -> None:
+    metrics = Metrics(MetricsConfig(listen="[::1]:9474"))
+    assert (metrics.host, metrics.port) == ("::1", 9474)
+    metrics.update(STATUS, COUNTERS)
+    text = generate_latest(metrics.registry).decode()
+    assert 'ecmpd_uplink_up{uplink="isp-a"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
+    assert "ecmpd_" not in generate_latest(REGISTRY).decode()
+
+
+def test_status_interfaces() -> None:
+    assert status_interfaces(STATUS) == ["ppp0", "wan-a", "wan-b"]
+    assert status_interfaces({}) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("192.0.2.7", False),
+        ("::", False),
+        ("localhost", True),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_parse_proc_net_dev() -> None:
+    counters = parse_proc_net_dev(PROC_NET_DEV)
+    assert list(counters) == ["lo", "wan-a", "ppp0"]
+    assert counters["wan-a"] == {
+        "rx_bytes": 2**64 - 1,  # no space after the colon once the number is wide
+        "rx_packets": 123456,
+        "rx_errors": 7,
+        "rx_dropped": 8,
+        "tx_bytes": 654321,
+        "tx_packets": 4321,
+        "tx_errors": 1,
+        "tx_dropped": 2,
+    }
+    assert set(counters["ppp0"].values()) == {0}
+
+
+def test_parse_proc_net_dev_follows_the_header_not_positions() -> None:
+    text = "Inter-|Receive|Transmit\n face |packets bytes|bytes packets\n  eth0: 3 300 400 4\n"
+    counters = parse_proc_net_dev(text)["eth0"]
+    assert (counters["rx_bytes"], counters["rx_packets"]) == (300, 3)
+    assert (counters["tx_bytes"], counters["tx_packets"]) == (400, 4)
+    assert counters["rx_errors"] == 0  # a column the kernel did not give
+
+
+@pytest.mark.parametrize("text", ["", "garbage\n", "one line only |\n", "a|b\n face |bytes\n"])
+def test_parse_proc_net_dev_rejects_other_text(text: str) -> None:
+    with pytest.raises(ValueError, match="/proc/net/dev"):
+        parse_proc_net_dev(text)
+
+
+def test_read_interface_counters_filters(tmp_path: Path) -> None:
+    path = tmp_path / "dev"
+    path.write_text(PROC_NET_DEV)
+    assert list(read_interface_counters(["wan-a", "missing"], path)) == ["wan-a"]
+    assert list(read_interface_counters(None, path)) == ["lo", "wan-a", "ppp0"]
+
+
+def test_read_interface_counters_of_this_namespace() -> None:
+    # Reading procfs (not binding anything) is safe in the root namespace; lo always exists.
+    counters = read_interface_counters(["lo"])
+    assert set(counters) == {"lo"}
+    assert counters["lo"]["rx_bytes"] >= 0
