@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import ip_interface
 from pathlib import Path
 
 import pytest
@@ -12,22 +12,7 @@ from ecmpd.config import parse_config
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
 from ecmpd.facts import InterfaceFacts, KernelFacts
-
-FACTS = KernelFacts(
-    interfaces={
-        "wan-a": InterfaceFacts("wan-a", 2, addresses=(ip_interface("10.1.0.2/24"),)),
-        "wan-b": InterfaceFacts("wan-b", 3, addresses=(ip_interface("10.2.0.2/24"),)),
-        "ppp0": InterfaceFacts(
-            "ppp0", 4, pointopoint=True, addresses=(ip_interface("100.64.9.9/32"),)
-        ),
-        "dhcp0": InterfaceFacts(
-            "dhcp0",
-            5,
-            addresses=(ip_interface("10.5.0.77/24"),),
-            dhcp_gateway=IPv4Address("10.5.0.1"),
-        ),
-    }
-)
+from tests.golden.fixtures import FACTS
 
 TWO_UPLINKS = """
     uplinks:

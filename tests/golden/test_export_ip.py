@@ -10,35 +10,8 @@ from ecmpd.desired import desired_state
 from ecmpd.export import ipbatch
 from ecmpd.export.iptext import state_commands
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from tests.golden.fixtures import FACTS, LAB
 
-FACTS = KernelFacts(
-    interfaces={
-        "wan-a": InterfaceFacts("wan-a", 101, addresses=(ip_interface("10.1.0.2/24"),)),
-        "wan-b": InterfaceFacts("wan-b", 102, addresses=(ip_interface("10.2.0.2/24"),)),
-    }
-)
-
-# What `ecmpd lab` writes for two ISPs (weights from 100 and 200 Mbit).
-LAB = """
-    uplinks:
-      - name: isp-a
-        interface: wan-a
-        gateway: 10.1.0.1
-        source: 10.1.0.2
-        weight: 1
-        table: 101
-        check: {targets: [10.1.0.1, 198.51.100.1]}
-      - name: isp-b
-        interface: wan-b
-        gateway: 10.2.0.1
-        source: 10.2.0.2
-        weight: 2
-        table: 102
-        check: {targets: [10.2.0.1, 198.51.100.1]}
-    rules:
-      - {name: local, action: bypass}
-      - {name: everything-else, action: balance}
-"""
 # The resilient group's parameters, too long to repeat on one line.
 RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
 # Loose reverse-path filtering on each uplink, part of every desired state.

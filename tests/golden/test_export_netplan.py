@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import textwrap
-from ipaddress import IPv4Address, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +14,7 @@ import yaml
 
 from ecmpd.config import parse_config
 from ecmpd.export import netplan
-from ecmpd.facts import InterfaceFacts, KernelFacts
-
-FACTS = KernelFacts(
-    interfaces={
-        "wan-a": InterfaceFacts("wan-a", 101, addresses=(ip_interface("10.1.0.2/24"),)),
-        "wan-b": InterfaceFacts("wan-b", 102, addresses=(ip_interface("10.2.0.2/24"),)),
-        "ppp0": InterfaceFacts(
-            "ppp0", 4, pointopoint=True, addresses=(ip_interface("100.64.9.9/32"),)
-        ),
-        "dhcp0": InterfaceFacts(
-            "dhcp0",
-            5,
-            addresses=(ip_interface("10.5.0.77/24"),),
-            dhcp_gateway=IPv4Address("10.5.0.1"),
-        ),
-    }
-)
-
-LAB = """
-    uplinks:
-      - name: isp-a
-        interface: wan-a
-        gateway: 10.1.0.1
-        source: 10.1.0.2
-        weight: 1
-        table: 101
-        check: {targets: [10.1.0.1, 198.51.100.1]}
-      - name: isp-b
-        interface: wan-b
-        gateway: 10.2.0.1
-        source: 10.2.0.2
-        weight: 2
-        table: 102
-        check: {targets: [10.2.0.1, 198.51.100.1]}
-    rules:
-      - {name: local, action: bypass}
-      - {name: everything-else, action: balance}
-"""
+from tests.golden.fixtures import FACTS, LAB
 
 EVERY_KIND = """
     uplinks:

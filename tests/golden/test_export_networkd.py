@@ -3,53 +3,12 @@
 from __future__ import annotations
 
 import textwrap
-from ipaddress import IPv4Address, ip_interface
 
 from ecmpd.config import parse_config
 from ecmpd.export import networkd
 from ecmpd.export.render import config_facts, join
-from ecmpd.facts import InterfaceFacts, KernelFacts
-
-FACTS = KernelFacts(
-    interfaces={
-        "wan-a": InterfaceFacts(
-            "wan-a",
-            101,
-            addresses=(ip_interface("10.1.0.2/24"), ip_interface("fe80::1/64")),
-        ),
-        "wan-b": InterfaceFacts("wan-b", 102, addresses=(ip_interface("10.2.0.2/24"),)),
-        "ppp0": InterfaceFacts(
-            "ppp0", 4, pointopoint=True, addresses=(ip_interface("100.64.9.9/32"),)
-        ),
-        "dhcp0": InterfaceFacts(
-            "dhcp0",
-            5,
-            addresses=(ip_interface("10.5.0.77/24"),),
-            dhcp_gateway=IPv4Address("10.5.0.1"),
-        ),
-    }
-)
-
-LAB = """
-    uplinks:
-      - name: isp-a
-        interface: wan-a
-        gateway: 10.1.0.1
-        source: 10.1.0.2
-        weight: 1
-        table: 101
-        check: {targets: [10.1.0.1, 198.51.100.1]}
-      - name: isp-b
-        interface: wan-b
-        gateway: 10.2.0.1
-        source: 10.2.0.2
-        weight: 2
-        table: 102
-        check: {targets: [10.2.0.1, 198.51.100.1]}
-    rules:
-      - {name: local, action: bypass}
-      - {name: everything-else, action: balance}
-"""
+from ecmpd.facts import KernelFacts
+from tests.golden.fixtures import FACTS, LAB
 
 EVERY_KIND = """
     balancer: {group: hash-threshold}
