@@ -211,7 +211,8 @@ def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> Non
 
     def gateway() -> str | None:
         nhs = {n["id"]: n for n in ip_json(lab.router, "nexthop", "show")}
-        return nhs.get(NH_ID_BASE + 102, {}).get("gateway")
+        found = nhs.get(NH_ID_BASE + 102, {}).get("gateway")
+        return None if found is None else str(found)
 
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")

@@ -1,26 +1,50 @@
-"""`ecmpd lab up|down|demo`: the network-namespace lab, and the demo that runs in it."""
+"""`ecmpd lab up|down|demo|bench`: the network-namespace lab, its demo and the benchmarks."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError, print_json
 from ecmpd.lab import netns
-from ecmpd.lab.demo import render, run_demo
+from ecmpd.lab.demo import (
+    DEFAULT_DURATION_S,
+    FLOWS,
+    DemoError,
+    DemoOptions,
+    render_summary,
+    run_demo,
+)
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
+from ecmpd.live import LiveView, Snapshot
 
 DEFAULT_LAB_DIR = os.environ.get("ECMPD_LAB_DIR", "/run/ecmpd-lab")
+# (key in the merged document, script under bench/), in the order they run.
+BENCHES = (
+    ("apply", "apply_bench.py"),
+    ("failover", "failover_bench.py"),
+    ("flows", "flows_bench.py"),
+)
+# A benchmark told to stop (Ctrl-C, SIGTERM) removes its namespaces first: give it time.
+BENCH_STOP_GRACE_S = 60.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lab", help="network-namespace lab with simulated ISPs, and the demo")
-    labsub = p.add_subparsers(dest="lab_command", required=True, metavar="up|down|demo")
+    labsub = p.add_subparsers(dest="lab_command", required=True, metavar="up|down|demo|bench")
     up = labsub.add_parser("up", help="build a lab and leave it running")
     up.add_argument("--dir", type=Path, default=Path(DEFAULT_LAB_DIR), help="lab state dir")
     up.add_argument("--isps", type=int, default=3)
@@ -30,11 +54,50 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     down = labsub.add_parser("down", help="remove the lab built by `lab up`")
     down.add_argument("--dir", type=Path, default=Path(DEFAULT_LAB_DIR))
     down.set_defaults(func=lab_down)
-    demo = labsub.add_parser("demo", help="build a lab, apply ecmpd, show the weighted split")
-    demo.add_argument("--flows", type=int, default=10000, help="flows to look up")
-    demo.add_argument("--connections", type=int, default=600, help="real TCP connections")
-    demo.add_argument("--json", action="store_true")
+    demo = labsub.add_parser(
+        "demo", help="ecmpd under real traffic: a gray failure, the failover, the recovery"
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive,
+        default=DEFAULT_DURATION_S,
+        metavar="S",
+        help="seconds of traffic, split steady/failure/recovery 30/30/40%% "
+        "(phases stretch until their events happened; default %(default)g)",
+    )
+    demo.add_argument("--no-live", action="store_true", help="progress lines, no live view")
+    demo.add_argument("--json", action="store_true", help="the figures as JSON on stdout")
+    demo.add_argument(
+        "--plot", type=Path, metavar="FILE", help="timeline of the run (.png or .svg; matplotlib)"
+    )
+    demo.add_argument("--fail", metavar="ISP", help="the ISP to fail (default: the heaviest)")
+    demo.add_argument("--flows", type=int, default=FLOWS, help="concurrent TCP flows")
+    demo.add_argument("--prefix", help="namespace name prefix (default: a fresh ecmpd-xxxx-)")
+    demo.add_argument("--seed", type=int, default=1, help="flow lifetimes")
     demo.set_defaults(func=lab_demo)
+    bench = labsub.add_parser(
+        "bench", help="every benchmark in one run, merged into one JSON document"
+    )
+    bench.add_argument("--quick", action="store_true", help="each benchmark's short mode")
+    bench.add_argument("--json", action="store_true", help="the merged document on stdout")
+    bench.add_argument(
+        "--table", type=Path, metavar="FILE", help="also write the README's performance table"
+    )
+    bench.add_argument(
+        "--only",
+        metavar="NAMES",
+        help=f"comma-separated subset of {','.join(name for name, _ in BENCHES)}",
+    )
+    bench.add_argument("--bench-dir", type=Path, help="where the bench scripts are")
+    bench.add_argument("--prefix", help="namespace name prefix handed to each benchmark")
+    bench.set_defaults(func=lab_bench)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def _need_netns() -> None:
@@ -77,15 +140,320 @@ def lab_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile, so `kill` cleans up as Ctrl-C does."""
+
+    def handler(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def lab_demo(args: argparse.Namespace) -> int:
     _need_netns()
-    console = Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="ecmpd-demo-") as tmp:
-        result = run_demo(
-            Path(tmp), flows=args.flows, connections=args.connections, console=console
-        )
+    if args.plot is not None:
+        from ecmpd.lab.plot import PlotUnavailable, check_plot
+
+        try:
+            check_plot(args.plot)  # before the lab: a missing matplotlib is known up front
+        except PlotUnavailable as exc:
+            raise CommandError(str(exc), 1) from exc
+    err = Console(stderr=True, highlight=False)
+
+    def progress(message: str) -> None:
+        err.print(f"[dim]\\[demo][/] {message}", markup=True, soft_wrap=True)
+
+    live: Callable[[Callable[[], Snapshot]], contextlib.AbstractContextManager[Any]] | None = None
+    if not args.no_live and err.is_terminal:
+        live = lambda snapshot: LiveView(err, snapshot)  # noqa: E731
+    options = DemoOptions(
+        duration_s=args.duration,
+        fail=args.fail,
+        flows=args.flows,
+        prefix=args.prefix,
+        seed=args.seed,
+    )
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="ecmpd-demo-") as tmp:
+        try:
+            result = run_demo(Path(tmp), options, progress=progress, live=live)
+        except DemoError as exc:
+            raise CommandError(f"demo: {exc}", 1) from exc
+    if args.plot is not None:
+        from ecmpd.lab.plot import plot_timeline
+
+        plot_timeline(result, args.plot)
+        progress(f"timeline written to {args.plot}")
     if args.json:
-        print_json(dataclasses.asdict(result))
+        print_json(result)
     else:
-        render(result, Console())
+        Console().print(render_summary(result))
     return EXIT_OK
+
+
+# --- lab bench ------------------------------------------------------------------------
+
+
+def find_bench_dir(explicit: Path | None = None) -> Path | None:
+    """The repository's bench/ directory: given, beside the package's source tree, or ./bench."""
+    candidates = [explicit] if explicit is not None else []
+    # src/ecmpd/cli/lab.py -> the repository root is three levels above the package.
+    candidates += [Path(__file__).resolve().parents[3] / "bench", Path.cwd() / "bench"]
+    for path in candidates:
+        if path is not None and (path / "common.py").is_file():
+            return path
+    return None
+
+
+def run_bench_script(argv: Sequence[str], cwd: Path) -> tuple[int, str]:
+    """Runs one benchmark (stderr passes through); returns (exit status, stdout).
+
+    Not subprocess.run: on Ctrl-C it kills the child after a quarter second, before the
+    benchmark could remove its namespaces. Here the child gets SIGTERM (which the scripts
+    turn into their own clean-up) and time to finish it.
+    """
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(BENCH_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    return proc.returncode, out
+
+
+def _accepts(script: Path, option: str, cwd: Path) -> bool:
+    """Whether a benchmark script's --help mentions an option."""
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"], cwd=cwd, capture_output=True, text=True
+    )
+    return done.returncode == 0 and option in done.stdout
+
+
+def lab_bench(args: argparse.Namespace) -> int:
+    _need_netns()
+    bench_dir = find_bench_dir(args.bench_dir)
+    if bench_dir is None:
+        raise CommandError(
+            "no bench/ directory found (run from the repository, or give --bench-dir)", 1
+        )
+    known = [name for name, _ in BENCHES]
+    wanted = known if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise CommandError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(known)}", 1)
+    prefix = args.prefix or netns.new_prefix()
+    doc: dict[str, Any] = {
+        "benchmark": "all",
+        "quick": bool(args.quick),
+        "netns_prefix": prefix,
+        "machine": {"kernel": os.uname().release, "cpus": os.cpu_count() or 1},
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "missing": [],
+        "failed": {},
+        "seconds": {},
+    }
+    with sigterm_as_interrupt():
+        for name, script in BENCHES:
+            if name not in wanted:
+                continue
+            path = bench_dir / script
+            if not path.is_file():
+                doc["missing"].append(name)
+                _say(f"{name}: {path} is missing, skipped")
+                continue
+            argv = [sys.executable, str(path)]
+            if args.quick:
+                argv.append("--quick")
+            if _accepts(path, "--prefix", bench_dir.parent):
+                argv += ["--prefix", f"{prefix}{name[:2]}-"]
+            _say(f"{name}: {' '.join(argv[1:])}")
+            start = time.monotonic()
+            status, out = run_bench_script(argv, bench_dir.parent)
+            doc["seconds"][name] = round(time.monotonic() - start, 1)
+            if status != 0:
+                doc["failed"][name] = f"exit status {status}"
+                _say(f"{name}: FAILED (exit status {status})")
+                continue
+            try:
+                doc[name] = json.loads(out)
+            except ValueError as exc:
+                doc["failed"][name] = f"not one JSON document on stdout: {exc}"
+                _say(f"{name}: FAILED (its output is not JSON)")
+    table = markdown_table(doc)
+    if args.table is not None:
+        args.table.write_text(table, encoding="utf-8")
+        _say(f"performance table written to {args.table}")
+    if args.json:
+        print_json(doc)
+    else:
+        print(table, end="")
+    return 1 if doc["failed"] else EXIT_OK
+
+
+def _say(message: str) -> None:
+    print(f"[lab bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- the README's performance table -----------------------------------------------------
+
+
+def markdown_table(doc: dict[str, Any]) -> str:
+    """The performance table (markdown) of a merged `lab bench` document.
+
+    Each row sets ecmpd beside the anchor measured in the same run on the same machine,
+    so the ratio holds even where the machine's absolute speed does not.
+    """
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "apply" in doc:
+        rows += _apply_rows(doc["apply"])
+    if "failover" in doc:
+        rows += _failover_rows(doc["failover"])
+    if "flows" in doc:
+        rows += _flows_rows(doc["flows"])
+    machine = doc.get("machine", {})
+    lines = [
+        f"Measured by `ecmpd lab bench{' --quick' if doc.get('quick') else ''}` on Linux "
+        f"{machine.get('kernel', '?')}, {machine.get('cpus', '?')} CPUs "
+        f"(load {', '.join(str(x) for x in doc.get('loadavg_at_start', []))} at start); "
+        "each anchor ran in the same run.",
+        "",
+        "| measure | ecmpd | anchor (same run) | ecmpd / anchor | target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows),
+    ]
+    for name in doc.get("missing", []):
+        lines.append(f"| {name} | not run: its script is missing | | | |")
+    for name, why in doc.get("failed", {}).items():
+        lines.append(f"| {name} | failed: {why} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    return str(value)
+
+
+def _get(doc: Any, *path: str | int) -> Any:
+    """doc[path0][path1]..., None where any step is missing."""
+    for key in path:
+        try:
+            doc = doc[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return doc
+
+
+def _met(doc: dict[str, Any], key: str) -> str:
+    met = _get(doc, "met", key)
+    return "" if met is None else (" ✓" if met else " ✗")
+
+
+def _apply_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    results = doc.get("results") or []
+    for r in results:
+        n = r.get("uplinks")
+        target = f"≤ {doc['targets']['apply_64_ms']} ms at 64" if n == 64 else ""
+        rows.append(
+            (
+                f"apply from scratch, {n} uplinks (median)",
+                _num(_get(r, "apply_ms", "median"), " ms"),
+                f"`ip -batch` {_num(r.get('anchor_ip_batch_ms'), ' ms')}",
+                _num(r.get("ratio_apply_vs_ip_batch"), "x"),
+                target + (_met(doc, "apply_64_ms") if n == 64 else ""),
+            )
+        )
+    if results:
+        worst = max(results, key=lambda r: _get(r, "failover_ms", "median") or 0)
+        rows.append(
+            (
+                f"group change on failover, {worst.get('uplinks')} uplinks (median)",
+                _num(_get(worst, "failover_ms", "median"), " ms", 3),
+                "multipath `ip route replace` "
+                + _num(worst.get("anchor_multipath_replace_ms"), " ms", 3),
+                _num(worst.get("ratio_failover_vs_multipath_replace"), "x"),
+                f"≤ {_get(doc, 'targets', 'failover_ms')} ms" + _met(doc, "failover_ms"),
+            )
+        )
+    return rows
+
+
+def _failover_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    cron = _get(doc, "anchor_cron", "modelled_restore_s") or {}
+    period = _get(doc, "anchor_cron", "period_s")
+    for name, target_key in (("default", "restore_default_s"), ("tuned", "restore_tuned_s")):
+        udp = _get(doc, name, "restore_udp_s") or {}
+        rows.append(
+            (
+                f"traffic restored after a gray failure, {name} check (median / max)",
+                f"{_num(udp.get('median'), ' s')} / {_num(udp.get('max'), ' s')}",
+                f"cron ping every {_num(period, ' s', 0)}: {_num(cron.get('median'), ' s', 1)}"
+                f" / {_num(cron.get('max'), ' s', 1)}",
+                _num(_get(doc, "ratios", f"{name}_vs_cron_median"), "x", 4),
+                f"≤ {_num(_get(doc, 'targets', target_key), ' s')}" + _met(doc, target_key),
+            )
+        )
+    loss = doc.get("false_transitions") or {}
+    rows.append(
+        (
+            f"false transitions, 5% loss on every ISP for {_num(loss.get('duration_s'), ' s', 0)}",
+            _num(loss.get("count")),
+            f"cron: {_num(_get(loss, 'anchor_cron', 'false_removals'))} false removals in "
+            f"{_num(_get(loss, 'anchor_cron', 'ticks'))} ticks",
+            "",
+            f"{_num(_get(doc, 'targets', 'false_transitions'))}" + _met(doc, "false_transitions"),
+        )
+    )
+    cost = doc.get("daemon_cost") or {}
+    rows.append(
+        (
+            f"daemon CPU / RSS, {cost.get('uplinks')} uplinks x {cost.get('targets')} targets "
+            f"at {_num(cost.get('rate_hz'), ' Hz', 0)}",
+            f"{_num(cost.get('cpu_percent'), ' %')} / {_num(cost.get('rss_mb'), ' MB', 1)}",
+            "",
+            "",
+            f"≤ {_num(_get(doc, 'targets', 'cpu_percent'), ' %', 1)} / "
+            f"≤ {_num(_get(doc, 'targets', 'rss_mb'), ' MB', 0)}"
+            + _met(doc, "cpu_percent")
+            + _met(doc, "rss_mb"),
+        )
+    )
+    return rows
+
+
+def _flows_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    # flows_bench.py states its own rows (it knows what it measured against which anchor);
+    # a document without them still shows its top-level figures.
+    declared = doc.get("table")
+    if isinstance(declared, list) and all(isinstance(r, dict) for r in declared):
+        return [
+            (
+                str(r.get("measure", "")),
+                str(r.get("ecmpd", "")),
+                str(r.get("anchor", "")),
+                str(r.get("ratio", "")),
+                str(r.get("target", "")),
+            )
+            for r in declared
+        ]
+    return [
+        (f"flows: {key}", _num(value), "", "", "")
+        for key, value in doc.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]

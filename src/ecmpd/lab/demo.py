@@ -1,129 +1,812 @@
-"""`ecmpd lab demo` (first version): build a lab, apply ecmpd, show flows split by weight.
+"""`ecmpd lab demo`: a router with three ISPs under real traffic, a gray failure, recovery.
 
-Every figure it prints is measured in the run: kernel lookups over many flows and real
-TCP connections whose source address, as the server saw it, names the uplink.
+Builds the lab (router, a LAN with clients, 3 ISPs shaped to 100/200/50 Mbit/s, an
+internet with servers), starts the real `ecmpd run` in the router's namespace, drives
+bulk TCP flows from the LAN to the internet and shows what the kernel and the daemon
+report. Then one ISP silently drops everything (link and ARP stay up): the daemon's
+probes notice, the uplink leaves the nexthop group, the flows it carried come back on
+the others; the ISP heals and takes its share again. Every figure is measured in the
+run (interface counters, kernel route lookups, the sinks' clocks, the daemon's status),
+none is taken from the plan.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
+from ecmpd import __version__
+from ecmpd.control import DaemonNotRunning, request
+from ecmpd.desired import nexthop_id
+from ecmpd.kernel import nexthop as nl
+from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
-from ecmpd.lab.measure import connection_split, echo_server, kernel_split, random_flows, shares
-from ecmpd.lab.topology import Lab, lab_session
+from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
+from ecmpd.lab.topology import IspInfo, Lab, lab_session
+from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
+from ecmpd.live import Snapshot, UplinkView, health_figures, target_shares
+
+DEFAULT_DURATION_S = 60.0
+PHASES = ("steady", "failure", "recovery")
+PHASE_SPLIT = (0.3, 0.3, 0.4)  # of --duration
+MIN_STEADY_S = 3.0
+WARMUP_S = 2.0  # TCP ramping up: not part of the steady figures (at most half the phase)
+AFTER_RESTORE_S = 3.0  # the failure phase lasts at least this long after the restore
+AFTER_BACK_S = 3.0  # and the recovery phase this long after the uplink is back
+SETTLE_S = 1.0  # skipped after a restore or a rebalance before shares are averaged
+REBALANCED_FRACTION = 0.8  # the recovered uplink's share, of its weight's, that counts
+REMOVAL_TIMEOUT_S = 10.0
+RESTORE_TIMEOUT_S = 20.0
+RECOVERY_TIMEOUT_S = 20.0
+DAEMON_READY_TIMEOUT_S = 30.0
+GROUP_POLL_S = 0.005
+STATUS_POLL_S = 0.25
+SAMPLE_S = 0.2
+VIEW_WINDOW_S = 0.6  # the live figures average the last few samples
+HISTORY_STEP_S = 0.5
+HISTORY_POINTS = 240
+PROGRESS_EVERY_S = 2.0
+BALANCER_TABLE = 200
+FLOWS = 48
+LAN_CLIENTS = 16
+LIFETIME_S = (3.0, 8.0)
+# The demo's config beside the lab's defaults; each key says why:
+#  hash: the lab's LAN clients are sockets in another namespace, and veth hands the
+#   socket's random hash to the router, which policy l4 would use as is (and TCP re-draws
+#   it after a timeout, moving the flow); a real NIC hashes the headers. A custom field
+#   list makes the router hash the 5-tuple itself, as it does for a real LAN.
+#  idle_timer: a recovered uplink gets back the buckets idle this long; at 2 s it takes
+#   new flows within seconds, and flows that are sending are never moved.
+DEMO_CONFIG: dict[str, Any] = {
+    "hash": ["src-ip", "dst-ip", "ip-proto", "src-port", "dst-port"],
+    "balancer": {"idle_timer": 2},
+}
+GRAY_FAILURE_NFT = """
+table inet gray {
+    chain input_drop { type filter hook input priority 0; policy drop; }
+    chain forward_drop { type filter hook forward priority 0; policy drop; }
+}
+"""
+
+
+class DemoError(RuntimeError):
+    """The demo could not show what it set out to (a step timed out, a part died)."""
+
+
+Progress = Callable[[str], None]
+
+
+# --- the parts ----------------------------------------------------------------------
+
+
+class DemoDaemon:
+    """`ecmpd run` in the router's namespace: started, asked for status, always stopped."""
+
+    def __init__(self, lab: Lab, config: Path, run_dir: Path, log: Path) -> None:
+        self.lab, self.config, self.run_dir, self.log_path = lab, config, run_dir, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DemoDaemon:
+        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
+                str(self.run_dir), "run"]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = netns.popen_in(self.lab.router, argv, stdout=log, stderr=log)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The daemon's status document."""
+        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)["status"]
+        return status
+
+    def alive(self) -> None:
+        """Raises DemoError if the daemon has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise DemoError(f"ecmpd run exited {self.proc.returncode}: {self.log_tail()}")
+
+    def wait_all_up(self, timeout: float) -> None:
+        """Waits until every uplink is up (not merely unknown) and in the balancer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.alive()
+            with contextlib.suppress(DaemonNotRunning, OSError):
+                uplinks = self.status()["uplinks"]
+                if all(u["health"] == "up" and u["in_balancer"] for u in uplinks):
+                    return
+            if time.monotonic() > deadline:
+                raise DemoError(f"the uplinks were not all up after {timeout:g} s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers (idempotent)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self) -> str:
+        """The end of the daemon's log."""
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+
+class GroupWatch:
+    """The router's balancer group as the kernel holds it, polled every few milliseconds."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.group = nexthop_id(BALANCER_TABLE)
+        self.names = {nexthop_id(FIRST_TABLE + i): isp.name for i, isp in enumerate(lab.isps)}
+        self.sock = netns.call_in(lab.router, NetlinkSocket.open)
+        self.current: frozenset[str] = frozenset()
+        self.changes: list[tuple[float, frozenset[str]]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def members(self) -> frozenset[str]:
+        """The uplinks in the group now (a fresh read; any thread)."""
+        group = nl.get_nexthop(self.sock, self.group)
+        if group is None or group.members is None:
+            return frozenset()
+        return frozenset(self.names.get(m, str(m)) for m, _ in group.members)
+
+    def __enter__(self) -> GroupWatch:
+        self.current = self.members()
+        self.changes.append((time.monotonic(), self.current))
+        self._thread = threading.Thread(target=self._run, name="group-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(GROUP_POLL_S):
+                members = self.members()
+                if members != self.current:
+                    self.changes.append((time.monotonic(), members))
+                    self.current = members
+        except BaseException as exc:  # reported by check() in the demo's thread
+            self.error = exc
+
+    def check(self) -> None:
+        """Raises DemoError if polling failed."""
+        if self.error is not None:
+            raise DemoError(f"reading the nexthop group failed: {self.error!r}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sock.close()
+
+
+class StatusPoller:
+    """The daemon's latest status, fetched a few times a second in a thread."""
+
+    def __init__(self, daemon: DemoDaemon) -> None:
+        self.daemon = daemon
+        self.latest: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> StatusPoller:
+        self._thread = threading.Thread(target=self._run, name="status-poll", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            # A status that does not come keeps the last one: a slow answer on a busy
+            # machine is not a reason to blank the view.
+            with contextlib.suppress(DaemonNotRunning, OSError, ValueError, KeyError):
+                self.latest = self.daemon.status(timeout=1.0)
+            if self._stop.wait(STATUS_POLL_S):
+                return
+
+    def uplink(self, name: str) -> dict[str, Any] | None:
+        """The latest status entry of an uplink."""
+        for u in (self.latest or {}).get("uplinks", []):
+            if u["name"] == name:
+                return dict(u)
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def nft(ns: str, script: str) -> None:
+    """Loads an nftables script atomically in a lab namespace (`nft -f -` from a thread there)."""
+
+    def load() -> None:
+        done = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+        if done.returncode != 0:
+            raise DemoError(f"nft failed in {ns}: {done.stderr.strip()}")
+
+    netns.call_in(ns, load)
+
+
+# --- the run ------------------------------------------------------------------------
 
 
 @dataclass
-class DemoResult:
-    """What the demo measured, for --json and for tests."""
+class DemoOptions:
+    """What `ecmpd lab demo` was asked for."""
 
-    namespaces: list[str] = field(default_factory=list)
-    build_s: float = 0.0
-    apply_changes: int = 0
-    apply_s: float = 0.0
-    flows: int = 0
-    connections: int = 0
-    uplinks: list[dict[str, Any]] = field(default_factory=list)
-    max_error_pp: float = 0.0
+    duration_s: float = DEFAULT_DURATION_S
+    fail: str | None = None  # the ISP to fail; default: the heaviest
+    flows: int = FLOWS
+    prefix: str | None = None
+    seed: int = 1
 
 
-def run_ecmpd(lab: Lab, run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `ecmpd` CLI inside the lab's router namespace."""
-    argv = [
-        sys.executable,
-        "-m",
-        "ecmpd",
-        "-c",
-        str(lab.config_path),
-        "--run-dir",
-        str(run_dir),
-        *args,
-    ]
-    return netns.run_in(lab.router, argv, capture_output=True, text=True, timeout=120)
+@dataclass
+class Marks:
+    """When things happened (monotonic seconds), None until they did."""
+
+    fault: float | None = None
+    removed: float | None = None
+    restored: float | None = None
+    heal: float | None = None
+    back: float | None = None
+    rebalanced: float | None = None
+    end: float | None = None
+
+
+@dataclass
+class Demo:
+    """One run: the parts, what happened when, and the live snapshot of it."""
+
+    lab: Lab
+    daemon: DemoDaemon
+    watch: GroupWatch
+    poller: StatusPoller
+    traffic: Traffic
+    fail: IspInfo
+    progress: Progress
+    live: bool
+    t0: float = field(default_factory=time.monotonic)
+    phase: str = PHASES[0]
+    marks: Marks = field(default_factory=Marks)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    affected: set[int] = field(default_factory=set)
+    interrupted: int = 0
+    reasons: dict[str, str] = field(default_factory=dict)
+    _next_progress: float = 0.0
+
+    def event(self, kind: str, text: str, at: float | None = None) -> None:
+        """Records (and, without the live view, prints) something that happened."""
+        t = (at if at is not None else time.monotonic()) - self.t0
+        self.events.append({"t": round(t, 3), "kind": kind, "text": text})
+        if not self.live:
+            self.progress(f"{t:6.1f} s  {_plain(text)}")
+
+    # --- waiting, with the checks that keep a broken run from hanging ---
+
+    def tick(self) -> None:
+        """Checks every part is alive; prints a progress line now and then (no live view)."""
+        self.traffic.check()
+        self.watch.check()
+        self.daemon.alive()
+        now = time.monotonic()
+        if not self.live and now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY_S
+            recent = window(self.traffic.all_samples(), now - 1.0, now)
+            if recent.seconds:
+                rates = "  ".join(f"{n} {v:4.0f}" for n, v in recent.tx_mbit.items())
+                self.progress(
+                    f"{now - self.t0:6.1f} s  {self.phase:<8}  {rates}  "
+                    f"= {recent.total_mbit:4.0f} Mbit/s"
+                )
+
+    def sleep_until(self, deadline: float) -> None:
+        """Waits until deadline, ticking."""
+        while (now := time.monotonic()) < deadline:
+            self.tick()
+            time.sleep(min(0.05, deadline - now))
+
+    def wait_for(self, check: Callable[[], float | None], timeout: float, what: str) -> float:
+        """Ticks until check() returns a time; raises DemoError after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.tick()
+            found = check()
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.01)
+
+    # --- the phases ---
+
+    def run(self, duration_s: float) -> None:
+        """Steady traffic, the gray failure and the restore, the heal and the recovery."""
+        steady_s, failure_s, recovery_s = (duration_s * f for f in PHASE_SPLIT)
+        name = self.fail.name
+        self.event("start", f"{self.traffic.flows} TCP flows start from the LAN")
+        self.sleep_until(self.t0 + max(MIN_STEADY_S, steady_s))
+
+        self.phase = PHASES[1]
+        self.affected = self.traffic.slots_on(name)
+        fault = self.marks.fault = time.monotonic()
+        nft(self.fail.ns, GRAY_FAILURE_NFT)
+        self.event(
+            "fault",
+            f"gray failure on [bold]{name}[/]: it drops everything, link and ARP stay up "
+            f"({len(self.affected)} flows on it)",
+            at=fault,
+        )
+        removed = self.marks.removed = self.wait_for(
+            lambda: self._left(name), REMOVAL_TIMEOUT_S, f"{name} to leave the group"
+        )
+        self.reasons["down"] = (self.poller.uplink(name) or {}).get("reason", "")
+        self.event(
+            "removed",
+            f"{name} out of the group [bold]{(removed - fault) * 1000:.0f} ms[/] after the fault"
+            + (f" ({self.reasons['down']})" if self.reasons["down"] else ""),
+            at=removed,
+        )
+        restored = self.marks.restored = self.wait_for(
+            self._restored, RESTORE_TIMEOUT_S, f"the flows of {name} to deliver again"
+        )
+        self.event(
+            "restored",
+            f"all {self.interrupted} interrupted flows deliver again, on the other uplinks: "
+            f"[bold]{(restored - fault) * 1000:.0f} ms[/] after the fault",
+            at=restored,
+        )
+        self.sleep_until(max(fault + failure_s, restored + AFTER_RESTORE_S))
+
+        self.phase = PHASES[2]
+        heal = self.marks.heal = time.monotonic()
+        nft(self.fail.ns, "flush ruleset\n")
+        self.event("heal", f"{name} heals", at=heal)
+        back = self.marks.back = self.wait_for(
+            lambda: self._joined(name), RECOVERY_TIMEOUT_S, f"{name} to rejoin the group"
+        )
+        self.reasons["up"] = (self.poller.uplink(name) or {}).get("reason", "")
+        self.event(
+            "back",
+            f"{name} back in the group [bold]{(back - heal) * 1000:.0f} ms[/] after the heal",
+            at=back,
+        )
+        end = max(heal + recovery_s, back + AFTER_BACK_S)
+        with contextlib.suppress(DemoError):
+            rebalanced = self.marks.rebalanced = self.wait_for(
+                self._rebalanced, max(0.0, end - time.monotonic()), f"{name} to take its share"
+            )
+            self.event(
+                "rebalanced",
+                f"{name} carries its share again: {(rebalanced - back) * 1000:.0f} ms after "
+                "rejoining (new flows; running flows stay where they are)",
+                at=rebalanced,
+            )
+        self.sleep_until(end)
+        self.marks.end = time.monotonic()
+        self.phase = "summary"
+
+    def _left(self, name: str) -> float | None:
+        return next((t for t, m in self.watch.changes if name not in m), None)
+
+    def _joined(self, name: str) -> float | None:
+        heal = self.marks.heal or 0.0
+        return next((t for t, m in self.watch.changes if t >= heal and name in m), None)
+
+    def _restored(self) -> float | None:
+        """When the last flow slot hit by the fault delivered again (None: not yet)."""
+        fault, removed = self.marks.fault, self.marks.removed
+        assert fault is not None and removed is not None
+        if time.monotonic() < removed + STALL_S:
+            return None  # a slot stalled by the fault must show as stalled first
+        resumed = self.traffic.resumed(self.affected, fault, removed)
+        if any(t == math.inf for t in resumed.values()):
+            return None
+        ends = [t for t in resumed.values() if t is not None]
+        self.interrupted = len(ends)
+        return max(ends) if ends else removed
+
+    def _rebalanced(self) -> float | None:
+        name = self.fail.name
+        target = target_shares(self._views(with_history=False))[name]
+        now = time.monotonic()
+        recent = window(self.traffic.all_samples(), now - 1.0, now)
+        if recent.seconds and target > 0 and recent.share(name) >= REBALANCED_FRACTION * target:
+            return now
+        return None
+
+    # --- the live view ---
+
+    def snapshot(self) -> Snapshot:
+        """What the live view shows now."""
+        names = [isp.name for isp in self.lab.isps]
+        return Snapshot(
+            title=f"ecmpd lab demo · {len(names)} ISPs · {self.traffic.flows} TCP flows",
+            uplinks=tuple(self._views(with_history=True)),
+            elapsed_s=time.monotonic() - self.t0,
+            phase=self.phase,
+            phases=(*PHASES, "summary"),
+            events=tuple((e["t"], e["text"]) for e in self.events),
+            history_step_s=HISTORY_STEP_S,
+            note=f"router namespace {self.lab.router} · Ctrl-C stops and removes the lab",
+        )
+
+    def _views(self, *, with_history: bool) -> list[UplinkView]:
+        samples = self.traffic.recent(HISTORY_STEP_S * HISTORY_POINTS if with_history else 1.0)
+        now = samples[-1].t if samples else time.monotonic()
+        recent = window(samples, now - VIEW_WINDOW_S, now)
+        flows = samples[-1].flows if samples else {}
+        members = self.watch.current
+        views = []
+        for isp in self.lab.isps:
+            status = self.poller.uplink(isp.name) or {}
+            rtt, loss = health_figures(status)
+            views.append(
+                UplinkView(
+                    name=isp.name,
+                    interface=isp.uplink_if,
+                    state=str(status.get("state", "unknown")),
+                    health=status.get("health"),
+                    weight=isp.weight,
+                    in_balancer=isp.name in members,
+                    mbit=recent.tx_mbit.get(isp.name, 0.0),
+                    capacity_mbit=float(isp.rate_mbit),
+                    rtt_ms=rtt,
+                    loss=loss,
+                    flows=flows.get(isp.name),
+                    history=_history(samples, isp.name) if with_history else (),
+                )
+            )
+        return views
+
+
+def _history(samples: list[Sample], name: str) -> tuple[float, ...]:
+    """The uplink's throughput binned by HISTORY_STEP_S, oldest first."""
+    if not samples:
+        return ()
+    bins: dict[int, list[float]] = {}
+    for s in samples:
+        bins.setdefault(int(s.t // HISTORY_STEP_S), []).append(s.tx_mbit.get(name, 0.0))
+    return tuple(sum(v) / len(v) for _, v in sorted(bins.items()))
+
+
+def _plain(text: str) -> str:
+    """Text without rich markup."""
+    return Text.from_markup(text).plain
+
+
+# --- the whole demo ---------------------------------------------------------------
+
+
+def preflight() -> None:
+    """Raises DemoError when something the demo needs is missing."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        raise DemoError(f"the lab needs network namespaces: {reason}")
+    if shutil.which("nft") is None:
+        raise DemoError("the demo injects its failure with nftables: install the 'nft' command")
 
 
 def run_demo(
-    workdir: Path, *, flows: int = 10000, connections: int = 600, console: Console | None = None
-) -> DemoResult:
-    """Build the lab, apply ecmpd, measure the split; the lab is always removed."""
-    out = console or Console(stderr=True)
-    result = DemoResult(flows=flows, connections=connections)
+    workdir: Path,
+    options: DemoOptions,
+    *,
+    progress: Progress,
+    live: Callable[[Callable[[], Snapshot]], contextlib.AbstractContextManager[Any]] | None = None,
+) -> dict[str, Any]:
+    """Runs the demo in a fresh lab (always removed, also on Ctrl-C); returns its figures.
+
+    live: given the snapshot callable, a context manager that shows it (LiveView);
+    None prints progress lines instead.
+    """
+    preflight()
     started = time.monotonic()
-    out.print("building the lab: router, 3 ISPs (100/200/50 Mbit TBF), internet ...")
-    with lab_session(workdir=workdir, isps=3) as lab:
-        result.build_s = time.monotonic() - started
-        result.namespaces = lab.namespaces()
-        out.print(f"[green]lab up[/] in {result.build_s:.1f}s: {', '.join(lab.namespaces())}")
-        with out.status("ecmpd apply (in the router namespace)"):
-            t0 = time.monotonic()
-            applied = run_ecmpd(lab, workdir / "run", "apply", "--json")
-            result.apply_s = time.monotonic() - t0
-        if applied.returncode != 0:
-            raise RuntimeError(f"ecmpd apply failed: {applied.stderr}")
-        result.apply_changes = json.loads(applied.stdout)["changes"]
-        out.print(f"[green]applied[/] {result.apply_changes} kernel changes")
-        with out.status(f"asking the router's kernel how {flows} new flows would leave"):
-            by_lookup = kernel_split(lab, random_flows(lab, flows))
-        with (
-            out.status(f"opening {connections} real TCP connections to the internet"),
-            echo_server(lab) as server,
-        ):
-            by_conn = connection_split(lab, connections, server)
-        _record_split(result, lab, by_lookup, by_conn)
-        out.print("removing the lab ...")
+    progress("building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF), internet ...")
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(
+            lab_session(workdir=workdir / "lab", isps=3, lan=True, prefix=options.prefix)
+        )
+        fail = _pick(lab, options.fail)
+        built = time.monotonic()
+        progress(f"lab up in {built - started:.1f} s: {' '.join(lab.namespaces())}")
+        config = write_lab_config(lab, workdir / "demo.yaml", extra=DEMO_CONFIG)
+        progress("starting `ecmpd run` in the router namespace ...")
+        daemon = stack.enter_context(
+            DemoDaemon(lab, config, workdir / "run", workdir / "daemon.log")
+        )
+        daemon.wait_all_up(DAEMON_READY_TIMEOUT_S)
+        ready = time.monotonic()
+        detection = {u["name"]: u["detection_time_s"] for u in daemon.status()["uplinks"]}
+        progress(f"ecmpd: all {len(lab.isps)} uplinks up and balanced after {ready - built:.1f} s")
+        watch = stack.enter_context(GroupWatch(lab))
+        poller = stack.enter_context(StatusPoller(daemon))
+        traffic = stack.enter_context(
+            Traffic(
+                lab,
+                flows=options.flows,
+                clients=LAN_CLIENTS,
+                lifetime_s=LIFETIME_S,
+                interval_s=SAMPLE_S,
+                members=watch.members,
+                seed=options.seed,
+            )
+        )
+        demo = Demo(lab, daemon, watch, poller, traffic, fail, progress, live is not None)
+        if live is not None:
+            stack.enter_context(live(demo.snapshot))
+        demo.run(options.duration_s)
+        traffic.stop()
+        result = summarize(demo, options)
+        result["lab"]["namespaces"] = lab.namespaces()
+        result["build_s"] = round(built - started, 2)
+        result["daemon_ready_s"] = round(ready - built, 2)
+        result["config"]["detection_time_s"] = detection
+        progress("removing the lab ...")
     return result
 
 
-def _record_split(
-    result: DemoResult, lab: Lab, by_lookup: Counter[str], by_conn: Counter[str]
-) -> None:
-    names = [isp.name for isp in lab.isps]
-    total_weight = sum(isp.weight for isp in lab.isps)
-    lookup_share, conn_share = shares(by_lookup, names), shares(by_conn, names)
+def _pick(lab: Lab, name: str | None) -> IspInfo:
+    if name is None:
+        return max(lab.isps, key=lambda isp: isp.weight)
+    try:
+        return lab.isp(name)
+    except KeyError:
+        names = ", ".join(isp.name for isp in lab.isps)
+        raise DemoError(f"no ISP {name!r} in the lab (there are {names})") from None
+
+
+# --- the figures --------------------------------------------------------------------
+
+
+def summarize(demo: Demo, options: DemoOptions) -> dict[str, Any]:
+    """The run's figures as a JSON-ready document."""
+    m, lab, traffic, name = demo.marks, demo.lab, demo.traffic, demo.fail.name
+    assert None not in (m.fault, m.removed, m.restored, m.heal, m.back, m.end)
+    assert m.fault and m.removed and m.restored and m.heal and m.back and m.end
+    samples = traffic.all_samples()
+    everyone = [isp.name for isp in lab.isps]
+    others = [n for n in everyone if n != name]
+    steady_from = demo.t0 + min(WARMUP_S, (m.fault - demo.t0) / 2)
+    recovery_from = (m.rebalanced or m.back) + SETTLE_S
+    phases = {
+        "steady": _phase(lab, window(samples, steady_from, m.fault), everyone, demo.t0),
+        "failure": _phase(lab, window(samples, m.restored + SETTLE_S, m.heal), others, demo.t0),
+        "recovery": _phase(lab, window(samples, recovery_from, m.end), everyone, demo.t0),
+    }
+    phases["steady"].update(_span(demo.t0, steady_from, m.fault))
+    phases["failure"].update(_span(demo.t0, m.restored + SETTLE_S, m.heal))
+    phases["recovery"].update(_span(demo.t0, recovery_from, m.end))
+    conns = traffic.all_conns()
+    errors = [c for c in conns if c.error is not None]
+    expected = [c for c in errors if name in c.uplinks() and (c.closed or m.end) >= m.fault]
+    healthy_errors = [c for c in errors if c not in expected]
+    moves = list(traffic.moves)
+    steady = phases["steady"]
+    best = max(isp.rate_mbit for isp in lab.isps)
+    return {
+        "demo": "ecmpd lab demo",
+        "version": __version__,
+        "duration_s": options.duration_s,
+        "elapsed_s": round(m.end - demo.t0, 2),
+        "lab": {
+            "prefix": lab.prefix,
+            "router": lab.router,
+            "isps": [
+                {
+                    "name": isp.name,
+                    "interface": isp.uplink_if,
+                    "rate_mbit": isp.rate_mbit,
+                    "weight": isp.weight,
+                }
+                for isp in lab.isps
+            ],
+            "lan_clients": LAN_CLIENTS,
+        },
+        "config": {
+            "check": "defaults",
+            "hash": DEMO_CONFIG["hash"],
+            "idle_timer_s": DEMO_CONFIG["balancer"]["idle_timer"],
+        },
+        "traffic": {
+            "flows": traffic.flows,
+            "lifetime_s": list(LIFETIME_S),
+            "connections": len(conns),
+            "direction": "LAN clients -> internet sinks (upload through the router, NAT)",
+        },
+        "aggregate_fraction": steady["aggregate_fraction"],
+        "aggregate_mbit": steady["aggregate_mbit"],
+        "capacity_mbit": steady["capacity_mbit"],
+        "vs_best_single_uplink": round(steady["aggregate_mbit"] / best, 3),
+        "phases": phases,
+        "failover": {
+            "uplink": name,
+            "flows_on_it": len(demo.affected),
+            "interrupted_flows": demo.interrupted,
+            "removal_ms": _ms(m.removed - m.fault),
+            "restore_ms": _ms(m.restored - m.fault),
+            "reason": demo.reasons.get("down", ""),
+        },
+        "recovery": {
+            "back_in_group_ms": _ms(m.back - m.heal),
+            "rebalanced_ms": _ms(m.rebalanced - m.back) if m.rebalanced else None,
+            "reason": demo.reasons.get("up", ""),
+        },
+        "flows_moved": {
+            "off_failed_uplink": sum(1 for mv in moves if not mv.healthy and mv.old == name),
+            "healthy": sum(1 for mv in moves if mv.healthy),
+            "healthy_moves": [
+                {"t": round(mv.t - demo.t0, 3), "from": mv.old, "to": mv.new}
+                for mv in moves
+                if mv.healthy
+            ],
+        },
+        "errors": {
+            "total": len(errors),
+            "healthy": len(healthy_errors),
+            "on_failed_uplink": len(expected),
+            "kinds": dict(Counter(str(c.error) for c in errors)),
+            "healthy_detail": [
+                {
+                    "t": round((c.closed or m.end) - demo.t0, 3),
+                    "error": c.error,
+                    "uplinks": sorted(c.uplinks()),
+                }
+                for c in healthy_errors
+            ],
+        },
+        "events": demo.events,
+        "timeline": _timeline(samples, demo.t0, everyone),
+    }
+
+
+def _phase(lab: Lab, w: Window, names: list[str], t0: float) -> dict[str, Any]:
+    """Aggregate and per-uplink shares over a window, against the weights of names."""
+    isps = [isp for isp in lab.isps if isp.name in names]
+    capacity = sum(isp.rate_mbit for isp in isps)
+    weights = sum(isp.weight for isp in isps)
+    total = w.total_mbit
+    uplinks: dict[str, Any] = {}
     for isp in lab.isps:
-        target = isp.weight / total_weight
-        result.uplinks.append(
-            {
-                "name": isp.name,
-                "interface": isp.uplink_if,
-                "rate_mbit": isp.rate_mbit,
-                "weight": isp.weight,
-                "target_share": round(target, 4),
-                "lookup_share": round(lookup_share[isp.name], 4),
-                "connection_share": round(conn_share[isp.name], 4),
-            }
-        )
-        result.max_error_pp = max(result.max_error_pp, abs(lookup_share[isp.name] - target) * 100)
+        target = isp.weight / weights if isp.name in names else 0.0
+        share = w.share(isp.name)
+        uplinks[isp.name] = {
+            "mbit": round(w.tx_mbit.get(isp.name, 0.0), 2),
+            "delivered_mbit": round(w.delivered_mbit.get(isp.name, 0.0), 2),
+            "share": round(share, 4),
+            "target_share": round(target, 4),
+            "error_pp": round((share - target) * 100, 2),
+        }
+    return {
+        "aggregate_mbit": round(total, 2),
+        "delivered_mbit": round(sum(w.delivered_mbit.values()), 2),
+        "capacity_mbit": capacity,
+        "aggregate_fraction": round(total / capacity, 4) if capacity else None,
+        "max_error_pp": round(max((abs(u["error_pp"]) for u in uplinks.values()), default=0), 2),
+        "uplinks": uplinks,
+    }
 
 
-def render(result: DemoResult, console: Console) -> None:
-    """The split as a table with bars."""
-    table = Table(title="how ecmpd spreads new flows over the uplinks")
-    for col in ("uplink", "rate", "weight", "target", "kernel lookups", "real connections", ""):
-        table.add_column(col)
-    for u in result.uplinks:
-        bar = "█" * round(u["lookup_share"] * 40)
-        table.add_row(
-            u["name"],
-            f"{u['rate_mbit']} Mbit",
-            str(u["weight"]),
-            f"{u['target_share']:.1%}",
-            f"{u['lookup_share']:.1%}",
-            f"{u['connection_share']:.1%}",
-            f"[cyan]{bar}[/]",
-        )
-    console.print(table)
-    console.print(
-        f"{result.flows} flows by kernel lookup, {result.connections} real TCP connections; "
-        f"largest deviation from the weights: {result.max_error_pp:.2f} percentage points"
+def _span(t0: float, start: float, end: float) -> dict[str, float]:
+    return {"from_s": round(start - t0, 2), "to_s": round(end - t0, 2)}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _timeline(samples: list[Sample], t0: float, names: list[str]) -> dict[str, Any]:
+    """Every sample, for plots: seconds since the traffic started and Mbit/s per uplink."""
+    return {
+        "t": [round(s.t - t0, 3) for s in samples],
+        "tx_mbit": {n: [round(s.tx_mbit.get(n, 0.0), 2) for s in samples] for n in names},
+        "delivered_mbit": {
+            n: [round(s.delivered_mbit.get(n, 0.0), 2) for s in samples] for n in names
+        },
+        "in_group": {
+            n: [None if s.members is None else n in s.members for s in samples] for n in names
+        },
+    }
+
+
+# --- the summary ----------------------------------------------------------------------
+
+
+def render_summary(result: dict[str, Any]) -> RenderableType:
+    """The run's figures for a terminal: one line per claim, each measured in the run."""
+    table = Table(
+        title="ecmpd lab demo: summary (every figure measured in this run)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_header=False,
+        padding=(0, 1),
     )
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    steady, failure, recovery = (result["phases"][p] for p in PHASES)
+    fo, rec = result["failover"], result["recovery"]
+    name = fo["uplink"]
+    table.add_row(
+        "aggregate",
+        f"[cyan]{steady['aggregate_mbit']:.0f} Mbit/s[/] of {steady['capacity_mbit']} summed "
+        f"capacity ([bold]{steady['aggregate_fraction']:.0%}[/]), "
+        f"{result['vs_best_single_uplink']:.2f}x the fastest uplink alone",
+    )
+    table.add_row("split by weight", _split(steady))
+    table.add_row(
+        "failover",
+        f"gray failure on {name} ({fo['flows_on_it']} flows on it): out of the group after "
+        f"[bold]{fo['removal_ms']:.0f} ms[/]; every interrupted flow delivering again after "
+        f"[bold]{fo['restore_ms']:.0f} ms[/] (TCP's retransmission backoff included)",
+    )
+    table.add_row(
+        "during the failure",
+        f"{failure['aggregate_mbit']:.0f} Mbit/s of the {failure['capacity_mbit']} left "
+        f"({failure['aggregate_fraction']:.0%}); {_split(failure)}",
+    )
+    moved = result["flows_moved"]
+    table.add_row(
+        "flows moved",
+        f"{moved['off_failed_uplink']} off {name} (they had to); "
+        + _count(moved["healthy"], "healthy flows moved", zero_good=True),
+    )
+    rebalanced = (
+        f", its share back {rec['rebalanced_ms'] / 1000:.1f} s later"
+        if rec["rebalanced_ms"] is not None
+        else ", its share not back within the phase"
+    )
+    table.add_row(
+        "recovery",
+        f"{name} back in the group {rec['back_in_group_ms'] / 1000:.1f} s after the heal"
+        f"{rebalanced}; then {_split(recovery)}",
+    )
+    errors = result["errors"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors["kinds"].items()))
+    table.add_row(
+        "errors",
+        f"{errors['on_failed_uplink']} connections on {name} ended by the failure"
+        + (f" ({kinds})" if kinds else "")
+        + "; "
+        + _count(errors["healthy"], "errors on healthy flows", zero_good=True),
+    )
+    table.add_row(
+        "traffic",
+        f"{result['traffic']['flows']} concurrent TCP flows, {result['traffic']['connections']} "
+        f"connections in {result['elapsed_s']:.0f} s; lab built in {result['build_s']:.1f} s, "
+        "removed",
+    )
+    return table
+
+
+def _split(phase: dict[str, Any]) -> str:
+    parts = [
+        f"{n} {u['share']:.1%} [magenta]({u['target_share']:.1%})[/]"
+        for n, u in phase["uplinks"].items()
+        if u["target_share"] > 0
+    ]
+    return " · ".join(parts) + f", off by at most {phase['max_error_pp']:.1f} pp"
+
+
+def _count(n: int, what: str, *, zero_good: bool) -> str:
+    style = "green" if (n == 0) == zero_good else "red"
+    return f"[{style}]{n} {what}[/]"

@@ -1,0 +1,572 @@
+"""Bulk TCP traffic through a lab router, and what it measures there.
+
+Clients in the LAN namespace push data over many TCP connections, through the router
+(NAT per uplink) to sinks in the internet namespace. Every connection lives a few
+seconds, then its slot opens a new one (fresh source port, fresh hash), as real users
+do; a connection that fails (reset, timeout) is counted and its slot reconnects.
+
+Measured, all from the kernel or the wire, never from the plan:
+  per uplink throughput: the router's interface counters (/proc/thread-self/net/dev,
+    read in the router's namespace) several times a second;
+  per connection path: the router's FIB asked for the connection's 5-tuple as a
+    forwarded packet (input lookup from the LAN port), at its start and at every sample,
+    so a connection the kernel re-routes is seen as a move;
+  per connection uplink at the sink: the NAT source address the server saw;
+  per slot delivery: when the sinks last received its bytes, and every stall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import math
+import random
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from ecmpd.kernel.routemsg import RouteLookupError, route_get
+from ecmpd.kernel.transport import NetlinkSocket
+from ecmpd.lab import netns
+from ecmpd.lab.topology import ROUTER_LAN_IF, Lab, add_lan_clients
+from ecmpd.metrics import read_interface_counters
+
+SINK_PORT = 5201
+HEADER = struct.Struct("!II")  # slot, connection serial: the first bytes of every stream
+CHUNK = 256 * 1024
+# A slot silent this long is stalled: far above the lab's RTTs and TBF queueing (50 ms),
+# so congestion alone does not count, yet short against a failover.
+STALL_S = 0.25
+# The sinks wake for at least this much data (or EOF): fewer wake-ups per byte on a
+# 2-core machine, still a wake-up every few ms per flow at the lab's rates.
+RCVLOWAT = 16 * 1024
+# A connection whose data stays unacknowledged this long is aborted by the kernel
+# (ETIMEDOUT): a safety net for a flow stuck on a dead path that no reset reaches. Not
+# shorter: on a congested 50 Mbit/s link a healthy flow can back off for seconds.
+USER_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 3.0
+RECONNECT_DELAY_S = 0.05
+LOOP_TICK_S = 0.02
+JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Conn:
+    """One TCP connection of a flow slot."""
+
+    slot: int
+    serial: int
+    client: IPv4Address
+    server: IPv4Address
+    sport: int
+    opened: float
+    ends: float  # when its slot closes it and opens the next
+    uplink: str | None = None  # the router's route lookup when it opened
+    nat_uplink: str | None = None  # the NAT source address the sink saw
+    path: str | None = None  # the latest route lookup
+    connected: float | None = None
+    closed: float | None = None
+    error: str | None = None
+    sent: int = 0
+
+    def uplinks(self) -> set[str]:
+        """Every uplink it was seen on."""
+        return {u for u in (self.uplink, self.nat_uplink, self.path) if u is not None}
+
+
+@dataclass(frozen=True)
+class Move:
+    """A live connection the router's kernel started routing by another uplink."""
+
+    t: float
+    slot: int
+    serial: int
+    old: str
+    new: str
+    healthy: bool  # the old uplink was still in the balancer group: this must never happen
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A slot that received nothing from start to end (seconds, monotonic)."""
+
+    slot: int
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample: rates over the interval that ends at t."""
+
+    t: float
+    tx_mbit: dict[str, float]  # router -> ISP, from the router's counters
+    rx_mbit: dict[str, float]  # ISP -> router
+    delivered_mbit: dict[str, float]  # at the sinks, by the NAT source address seen
+    flows: dict[str, int]  # live connections by their latest route lookup
+    members: frozenset[str] | None  # the balancer group's uplinks, read after the lookups
+
+
+class TrafficError(RuntimeError):
+    """A traffic thread failed (not a flow: the generator itself)."""
+
+
+class Traffic:
+    """Bulk TCP flows from LAN clients to internet sinks, sampled at the router.
+
+    Use as a context manager: threads and sockets start on entry and are all stopped
+    and closed on exit, whatever happened.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        flows: int = 48,
+        clients: int = 16,
+        lifetime_s: tuple[float, float] = (3.0, 8.0),
+        interval_s: float = 0.2,
+        members: Callable[[], frozenset[str]] | None = None,
+        seed: int = 1,
+    ) -> None:
+        if lab.lan is None:
+            raise ValueError("the traffic needs a lab with a LAN (build it with lan=True)")
+        if flows < 1 or clients < 1 or interval_s <= 0:
+            raise ValueError("flows, clients and interval must be positive")
+        self.lab, self.lan = lab, lab.lan
+        self.flows, self.lifetime, self.interval = flows, lifetime_s, interval_s
+        self._members = members
+        self._rng = random.Random(seed)
+        self._n_clients = clients
+        self.uplink_of_if = {isp.uplink_if: isp.name for isp in lab.isps}
+        self.uplink_of_addr = {str(isp.address.ip): isp.name for isp in lab.isps}
+        self.conns: list[Conn] = []
+        self.moves: list[Move] = []
+        self.stalls: list[Stall] = []
+        self.samples: list[Sample] = []
+        self.last_rx: list[float | None] = [None] * flows
+        self.delivered: dict[str, int] = dict.fromkeys(self.uplink_of_addr.values(), 0)
+        self.started = 0.0
+        self._live: dict[tuple[int, int], Conn] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._nl: NetlinkSocket | None = None
+        self._lan_ifindex = 0
+        self._ifindex_uplink: dict[int, str] = {}
+
+    # --- life cycle -------------------------------------------------------------
+
+    def __enter__(self) -> Traffic:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Adds the LAN clients, opens the sinks, starts sender and sampler threads."""
+        missing = self.lab.lan_clients[: self._n_clients]
+        if len(missing) < self._n_clients:
+            add_lan_clients(self.lab, self._n_clients - len(missing))
+        self.clients = self.lab.lan_clients[: self._n_clients]
+        self._nl = netns.call_in(self.lab.router, NetlinkSocket.open)
+        names = netns.call_in(self.lab.router, lambda: dict(socket.if_nameindex()))
+        self._lan_ifindex = next(i for i, n in names.items() if n == ROUTER_LAN_IF)
+        self._ifindex_uplink = {
+            i: self.uplink_of_if[n] for i, n in names.items() if n in self.uplink_of_if
+        }
+        listener = netns.socket_in(self.lab.internet, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", SINK_PORT))
+            listener.listen(1024)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self.started = time.monotonic()
+        self._spawn("traffic-sink", lambda: self._sink(listener))
+        self._spawn("traffic-send", lambda: netns.call_in(self.lan, self._send))
+        self._spawn("traffic-sample", lambda: netns.call_in(self.lab.router, self._sample))
+
+    def stop(self) -> None:
+        """Stops every thread and closes every socket (idempotent)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT_S)
+        self._threads.clear()
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+
+    def check(self) -> None:
+        """Raises TrafficError if a traffic thread died."""
+        if self._errors:
+            raise TrafficError(f"traffic generator failed: {self._errors[0]!r}") from self._errors[
+                0
+            ]
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # reported by check(), in the caller's thread
+                self._errors.append(exc)
+                self._stop.set()
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # --- reading the results (any thread) ----------------------------------------
+
+    def live(self) -> list[Conn]:
+        """The connections open now."""
+        with self._lock:
+            return list(self._live.values())
+
+    def slots_on(self, uplink: str) -> set[int]:
+        """Slots whose open connection is on this uplink (by route lookup or by NAT)."""
+        return {c.slot for c in self.live() if uplink in c.uplinks()}
+
+    def resumed(self, slots: set[int], start: float, end: float) -> dict[int, float | None]:
+        """For each slot: when it delivered again after a stall overlapping [start, end].
+
+        inf while it is still stalled since before end; None when it was not stalled then.
+        """
+        with self._lock:
+            stalls = [s for s in self.stalls if s.slot in slots]
+        result: dict[int, float | None] = {}
+        for slot in slots:
+            last = self.last_rx[slot]
+            if last is None or last <= end:
+                result[slot] = math.inf
+                continue
+            ends = [s.end for s in stalls if s.slot == slot and s.start <= end and s.end >= start]
+            result[slot] = max(ends) if ends else None
+        return result
+
+    def recent(self, seconds: float) -> list[Sample]:
+        """The samples of the last seconds."""
+        with self._lock:
+            if not self.samples:
+                return []
+            horizon = self.samples[-1].t - seconds
+            return [s for s in self.samples if s.t > horizon]
+
+    def all_samples(self) -> list[Sample]:
+        """Every sample so far."""
+        with self._lock:
+            return list(self.samples)
+
+    def errors(self) -> list[Conn]:
+        """The connections that failed."""
+        with self._lock:
+            return [c for c in self.conns if c.error is not None]
+
+    def all_conns(self) -> list[Conn]:
+        """Every connection so far."""
+        with self._lock:
+            return list(self.conns)
+
+    # --- the router's view -------------------------------------------------------
+
+    def lookup(self, conn: Conn) -> str | None:
+        """The uplink the router's kernel picks for the connection's packets now."""
+        nl = self._nl
+        if nl is None:
+            return None
+        try:
+            answer = route_get(
+                nl,
+                conn.server,
+                src=conn.client,
+                iif=self._lan_ifindex,
+                ip_proto=socket.IPPROTO_TCP,
+                sport=conn.sport,
+                dport=SINK_PORT,
+            )
+        except (RouteLookupError, OSError):
+            return None  # no route at that instant (all down): not an uplink
+        return self._ifindex_uplink.get(answer.ifindex or 0)
+
+    def _sample(self) -> None:
+        """Runs in the router's namespace: counters, lookups and group, every interval."""
+        names = list(self.uplink_of_if)
+        before = read_interface_counters(names)
+        delivered_before = dict(self.delivered)
+        t_before = time.monotonic()
+        next_at = t_before + self.interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval
+            now = time.monotonic()
+            counters = read_interface_counters(names)
+            delivered = dict(self.delivered)
+            live = self.live()
+            paths = {(c.slot, c.serial): self.lookup(c) for c in live}
+            # Read after the lookups: a lookup that changed because an uplink left the
+            # group is then never mistaken for a move of a healthy flow.
+            members = self._members() if self._members is not None else None
+            dt = now - t_before
+            sample = Sample(
+                t=now,
+                tx_mbit={
+                    self.uplink_of_if[n]: _mbit(c["tx_bytes"] - before[n]["tx_bytes"], dt)
+                    for n, c in counters.items()
+                },
+                rx_mbit={
+                    self.uplink_of_if[n]: _mbit(c["rx_bytes"] - before[n]["rx_bytes"], dt)
+                    for n, c in counters.items()
+                },
+                delivered_mbit={
+                    u: _mbit(delivered[u] - delivered_before[u], dt) for u in delivered
+                },
+                flows={u: sum(1 for p in paths.values() if p == u) for u in delivered},
+                members=members,
+            )
+            with self._lock:
+                for conn in live:
+                    new = paths[(conn.slot, conn.serial)]
+                    old = conn.path
+                    if new is not None and old is not None and new != old:
+                        healthy = members is not None and old in members
+                        self.moves.append(Move(now, conn.slot, conn.serial, old, new, healthy))
+                    if new is not None:
+                        conn.path = new
+                self.samples.append(sample)
+            before, delivered_before, t_before = counters, delivered, now
+
+    # --- the LAN clients ----------------------------------------------------------
+
+    def _send(self) -> None:
+        """Runs in the LAN namespace: keeps every slot's connection pushing data."""
+        payload = memoryview(bytes(CHUNK))
+        sel = selectors.DefaultSelector()
+        socks: dict[int, tuple[socket.socket, Conn, bytes]] = {}  # slot -> sock, conn, head
+        retry_at = [0.0] * self.flows
+        serial = 0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for slot in range(self.flows):
+                    if slot not in socks and now >= retry_at[slot]:
+                        serial += 1
+                        socks[slot] = self._open(sel, slot, serial, now)
+                for key, _ in sel.select(LOOP_TICK_S):
+                    slot = key.data
+                    sock, conn, head = socks[slot]
+                    outcome = self._push(sock, conn, head, payload)
+                    if outcome is not None:
+                        socks[slot] = (sock, conn, outcome)
+                now = time.monotonic()
+                for slot, (sock, conn, _head) in list(socks.items()):
+                    if (
+                        conn.error is not None
+                        or now >= conn.ends
+                        or (conn.connected is None and now - conn.opened > CONNECT_TIMEOUT_S)
+                    ):
+                        if conn.error is None and conn.connected is None:
+                            self._fail(conn, "connect timeout")
+                        sel.unregister(sock)
+                        self._close(sock, conn)
+                        del socks[slot]
+                        retry_at[slot] = now + (RECONNECT_DELAY_S if conn.error else 0.0)
+        finally:
+            for sock, conn, _ in socks.values():
+                with contextlib.suppress(KeyError, ValueError):
+                    sel.unregister(sock)
+                self._close(sock, conn)
+            sel.close()
+
+    def _open(
+        self, sel: selectors.BaseSelector, slot: int, serial: int, now: float
+    ) -> tuple[socket.socket, Conn, bytes]:
+        """A new non-blocking connection for the slot, registered for writing."""
+        client = self.clients[slot % len(self.clients)]
+        server = self.lab.servers[(slot * 7 + serial) % len(self.lab.servers)]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
+        sock.bind((str(client), 0))
+        code = sock.connect_ex((str(server), SINK_PORT))
+        conn = Conn(
+            slot=slot,
+            serial=serial,
+            client=client,
+            server=server,
+            sport=sock.getsockname()[1],
+            opened=now,
+            ends=now + self._rng.uniform(*self.lifetime),
+        )
+        if code not in (0, errno.EINPROGRESS):
+            conn.error = errno.errorcode.get(code, str(code))
+        conn.uplink = conn.path = self.lookup(conn)
+        with self._lock:
+            self.conns.append(conn)
+            self._live[(slot, serial)] = conn
+        sel.register(sock, selectors.EVENT_WRITE, slot)
+        return sock, conn, HEADER.pack(slot, serial)
+
+    def _push(
+        self, sock: socket.socket, conn: Conn, head: bytes, payload: memoryview
+    ) -> bytes | None:
+        """Sends what the socket takes; returns the unsent part of the header, if changed."""
+        if conn.connected is None:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._fail(conn, errno.errorcode.get(code, str(code)))
+                return None
+            conn.connected = time.monotonic()
+        try:
+            if head:
+                n = sock.send(head)
+                return head[n:]
+            conn.sent += sock.send(payload)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._fail(conn, errno.errorcode.get(exc.errno or 0, str(exc)))
+        return None
+
+    def _fail(self, conn: Conn, error: str) -> None:
+        if conn.error is None:
+            conn.error = error
+
+    def _close(self, sock: socket.socket, conn: Conn) -> None:
+        """Closes the connection (the kernel sends what is left) and retires it."""
+        with contextlib.suppress(OSError):
+            sock.close()
+        conn.closed = time.monotonic()
+        with self._lock:
+            self._live.pop((conn.slot, conn.serial), None)
+
+    # --- the internet's sinks ---------------------------------------------------------
+
+    def _sink(self, listener: socket.socket) -> None:
+        """Accepts and drains every connection; records who delivered what, and when."""
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ, None)
+        # Per accepted socket: [slot or -1 until the header is in, header bytes, uplink].
+        streams: dict[socket.socket, list[object]] = {}
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(LOOP_TICK_S):
+                    if key.data is None:
+                        self._accept(listener, sel, streams)
+                        continue
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    try:
+                        n = sock.recv_into(buf)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        n = 0
+                    if n == 0:
+                        sel.unregister(sock)
+                        sock.close()
+                        del streams[sock]
+                        continue
+                    self._received(streams[sock], bytes(view[: min(n, HEADER.size)]), n)
+        finally:
+            for sock in streams:
+                sock.close()
+            sel.close()
+            listener.close()
+
+    def _accept(
+        self,
+        listener: socket.socket,
+        sel: selectors.BaseSelector,
+        streams: dict[socket.socket, list[object]],
+    ) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock, peer = listener.accept()
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
+                streams[sock] = [-1, b"", self.uplink_of_addr.get(peer[0])]
+                sel.register(sock, selectors.EVENT_READ, 1)
+
+    def _received(self, stream: list[object], start: bytes, n: int) -> None:
+        """Books n bytes of a stream; the first HEADER.size bytes name its slot."""
+        slot, head, uplink = stream
+        assert isinstance(slot, int) and isinstance(head, bytes)
+        if slot < 0:
+            head += start[: HEADER.size - len(head)]
+            stream[1] = head
+            if len(head) < HEADER.size:
+                return
+            slot, serial = HEADER.unpack(head)
+            if not 0 <= slot < self.flows:
+                return
+            stream[0] = slot
+            with self._lock:
+                conn = self._live.get((slot, serial))
+                if conn is None:
+                    conn = next(
+                        (c for c in reversed(self.conns) if (c.slot, c.serial) == (slot, serial)),
+                        None,
+                    )
+                if conn is not None and isinstance(uplink, str):
+                    conn.nat_uplink = uplink
+        now = time.monotonic()
+        last = self.last_rx[slot]
+        if last is not None and now - last >= STALL_S:
+            with self._lock:
+                self.stalls.append(Stall(slot, last, now))
+        self.last_rx[slot] = now
+        if isinstance(uplink, str):
+            self.delivered[uplink] += n
+
+
+def _mbit(nbytes: int, seconds: float) -> float:
+    return nbytes * 8 / 1e6 / seconds if seconds > 0 else 0.0
+
+
+@dataclass
+class Window:
+    """Mean rates over a stretch of samples."""
+
+    tx_mbit: dict[str, float] = field(default_factory=dict)
+    delivered_mbit: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def total_mbit(self) -> float:
+        """The uplinks' summed transmit rate."""
+        return sum(self.tx_mbit.values())
+
+    def share(self, uplink: str) -> float:
+        """The uplink's fraction of the transmitted bytes."""
+        total = self.total_mbit
+        return self.tx_mbit.get(uplink, 0.0) / total if total > 0 else 0.0
+
+
+def window(samples: Sequence[Sample], start: float, end: float) -> Window:
+    """Mean rates of the samples whose interval ends in (start, end], weighted by interval."""
+    # Weighted by each sample's own interval: intervals stretch when the machine is busy.
+    pairs = [(b.t - a.t, b) for a, b in itertools.pairwise(samples) if start < b.t <= end]
+    seconds = sum(dt for dt, _ in pairs)
+    if not pairs or seconds <= 0:
+        return Window()
+    names = list(pairs[0][1].tx_mbit)
+
+    def mean(pick: Callable[[Sample], dict[str, float]]) -> dict[str, float]:
+        return {n: sum(pick(s).get(n, 0.0) * dt for dt, s in pairs) / seconds for n in names}
+
+    return Window(mean(lambda s: s.tx_mbit), mean(lambda s: s.delivered_mbit), seconds)

@@ -1,0 +1,329 @@
+"""The live terminal view of the uplinks, shared by `ecmpd lab demo` and `ecmpd watch`.
+
+`render(snapshot)` is a pure function of a Snapshot (what the feeder measured), so it
+can be tested from hand-made data; `LiveView` redraws it several times a second from a
+callable that takes a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
+BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars
+SPARKS = "▁▂▃▄▅▆▇█"
+FIXED_WIDTH = 74
+MIN_BAR, MAX_BAR = 3, 30
+# Share within this many percentage points of the weight's is on target (green), within
+# twice as many close (yellow); beyond, red.
+SHARE_TOLERANCE_PP = 3.0
+
+
+@dataclass(frozen=True)
+class UplinkView:
+    """One uplink as the view shows it: state from the daemon, traffic from the kernel."""
+
+    name: str
+    interface: str
+    state: str  # up, down, unknown, drained
+    weight: int
+    in_balancer: bool
+    mbit: float  # the throughput that bars and shares use (the busier direction)
+    tx_mbit: float | None = None
+    rx_mbit: float | None = None
+    capacity_mbit: float | None = None  # None: unknown, bars scale to the busiest seen
+    rtt_ms: float | None = None
+    loss: float | None = None
+    flows: int | None = None
+    health: str | None = None
+    history: tuple[float, ...] = ()  # throughput, oldest first, one point per history step
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one frame shows."""
+
+    title: str
+    uplinks: tuple[UplinkView, ...]
+    elapsed_s: float | None = None
+    phase: str | None = None
+    phases: tuple[str, ...] = ()  # every phase in order, the current one highlighted
+    events: tuple[tuple[float, str], ...] = ()  # (seconds since start, text), oldest first
+    history_step_s: float = 1.0
+    note: str | None = None
+
+
+def target_shares(uplinks: Sequence[UplinkView]) -> dict[str, float]:
+    """Each uplink's share by weight among those in the balancer (0 for the others)."""
+    total = sum(u.weight for u in uplinks if u.in_balancer)
+    return {u.name: (u.weight / total if u.in_balancer and total else 0.0) for u in uplinks}
+
+
+def render(snapshot: Snapshot, max_events: int = 6) -> RenderableType:
+    """The frame: heading, one row per uplink with bars, totals, timeline and events."""
+    parts: list[RenderableType] = [_heading(snapshot), UplinkTable(snapshot), _totals(snapshot)]
+    if any(u.history for u in snapshot.uplinks):
+        parts.append(Sparklines(snapshot.uplinks, snapshot.history_step_s))
+    if snapshot.events:
+        parts.append(_events(snapshot.events[-max_events:]))
+    if snapshot.note:
+        parts.append(Text(snapshot.note, style="dim"))
+    return Group(*parts)
+
+
+def _heading(snap: Snapshot) -> Text:
+    text = Text(snap.title, style="bold")
+    if snap.elapsed_s is not None:
+        text.append(f"   t {snap.elapsed_s:5.1f} s", style="cyan")
+    if snap.phases:
+        text.append("   ")
+        for i, phase in enumerate(snap.phases):
+            if i:
+                text.append(" ▸ ", style="dim")
+            text.append(phase, style="bold reverse" if phase == snap.phase else "dim")
+    elif snap.phase:
+        text.append(f"   {snap.phase}", style="bold")
+    return text
+
+
+class UplinkTable:
+    """The uplinks table, its bars as wide as the console allows."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Everything but the two bars takes about FIXED_WIDTH cells; the bars share the rest.
+        spare = max(0, options.max_width - FIXED_WIDTH)
+        throughput = max(MIN_BAR, min(MAX_BAR, spare * 3 // 5))
+        share = max(MIN_BAR, min(MAX_BAR, spare - throughput))
+        yield _table(self.snapshot, throughput, share)
+
+
+def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
+    table = Table(box=box.ROUNDED, expand=False, pad_edge=True, padding=(0, 1))
+    table.add_column("uplink", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("rtt", justify="right", no_wrap=True)
+    table.add_column("loss", justify="right", no_wrap=True)
+    if any(u.flows is not None for u in snap.uplinks):
+        table.add_column("flows", justify="right", no_wrap=True)
+    table.add_column("throughput, Mbit/s", no_wrap=True)
+    directions = any(u.tx_mbit is not None and u.rx_mbit is not None for u in snap.uplinks)
+    if directions:
+        table.add_column("out / in", justify="right", no_wrap=True)
+    table.add_column(Text.assemble("share  ", ("┃ weight", "magenta")), no_wrap=True)
+    total = sum(u.mbit for u in snap.uplinks)
+    targets = target_shares(snap.uplinks)
+    for u in snap.uplinks:
+        style = STATE_STYLE.get(u.state, "white")
+        row: list[RenderableType] = [
+            Text(u.name, style="bold"),
+            Text(f"● {u.state}", style=style),
+            Text("-" if u.rtt_ms is None else f"{u.rtt_ms:.1f} ms"),
+            _loss(u.loss),
+        ]
+        if any(v.flows is not None for v in snap.uplinks):
+            row.append(Text("-" if u.flows is None else str(u.flows)))
+        row.append(_throughput(u, snap.uplinks, throughput_bar))
+        if directions:
+            row.append(_directions(u))
+        row.append(_share(u.mbit / total if total > 0 else 0.0, targets[u.name], share_bar))
+        table.add_row(*row)
+    return table
+
+
+def _loss(loss: float | None) -> Text:
+    if loss is None:
+        return Text("-")
+    style = "green" if loss == 0 else ("yellow" if loss < 0.2 else "red")
+    return Text(f"{loss:.0%}", style=style)
+
+
+def _throughput(u: UplinkView, uplinks: Sequence[UplinkView], width: int) -> Text:
+    """A bar against the uplink's capacity (or the busiest figure seen), and the figures."""
+    scale = u.capacity_mbit or max(
+        [v.mbit for v in uplinks] + [h for v in uplinks for h in v.history] + [1.0]
+    )
+    text = bar(u.mbit / scale if scale > 0 else 0.0, width, "cyan")
+    figures = f" {u.mbit:5.0f}"
+    figures += f"/{u.capacity_mbit:<4.0f}" if u.capacity_mbit else "     "
+    text.append(figures)
+    return text
+
+
+def _directions(u: UplinkView) -> Text:
+    if u.tx_mbit is None or u.rx_mbit is None:
+        return Text("-")
+    return Text(f"↑{u.tx_mbit:.0f} ↓{u.rx_mbit:.0f}", style="dim")
+
+
+def _share(share: float, target: float, width: int) -> Text:
+    """The uplink's share of the traffic as a bar, its weight's share as a marker on it."""
+    off = abs(share - target) * 100
+    if off <= SHARE_TOLERANCE_PP:
+        style = "green"
+    elif off <= 2 * SHARE_TOLERANCE_PP:
+        style = "yellow"
+    else:
+        style = "red"
+    cells = bar(share, width, style).plain
+    text = Text()
+    if target > 0:
+        mark = min(width - 1, int(target * width))
+        text.append(cells[:mark], style=style)
+        text.append("┃", style="bold magenta")
+        text.append(cells[mark + 1 :], style=style)
+    else:
+        text.append(cells, style=style)
+    text.append(f" {share:4.0%}", style=style)
+    text.append(f" {target:4.0%}", style="magenta")
+    return text
+
+
+def bar(fraction: float, width: int, style: str) -> Text:
+    """A horizontal bar of width cells, filled to fraction (eighths of a cell)."""
+    fraction = min(1.0, max(0.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    cells = "█" * full + (BLOCKS[part] if part and full < width else "")
+    return Text(cells.ljust(width), style=style)
+
+
+def _totals(snap: Snapshot) -> Text:
+    total = sum(u.mbit for u in snap.uplinks)
+    text = Text(" aggregate ", style="bold")
+    text.append(f"{total:.0f} Mbit/s", style="bold cyan")
+    capacities = [u.capacity_mbit for u in snap.uplinks]
+    if all(c is not None for c in capacities) and capacities:
+        summed = sum(c for c in capacities if c is not None)
+        serving = sum(
+            u.capacity_mbit or 0.0 for u in snap.uplinks if u.in_balancer and u.state != "down"
+        )
+        text.append(f" of {summed:.0f} summed capacity ({total / summed:.0%})")
+        if serving < summed:
+            text.append(f"; {serving:.0f} in service ({total / serving:.0%})" if serving else "")
+    flows = [u.flows for u in snap.uplinks if u.flows is not None]
+    if flows:
+        text.append(f"   {sum(flows)} flows", style="dim")
+    return text
+
+
+class Sparklines:
+    """Each uplink's recent throughput as a sparkline that fills the width it is given."""
+
+    def __init__(self, uplinks: Sequence[UplinkView], step_s: float) -> None:
+        self.uplinks, self.step_s = uplinks, step_s
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        label = max((len(u.name) for u in self.uplinks), default=0) + 2
+        width = max(8, options.max_width - label - 1)
+        longest = max(len(u.history) for u in self.uplinks)
+        points = min(width, longest)
+        yield Text(f" last {points * self.step_s:.0f} s", style="dim")
+        top = max([h for u in self.uplinks for h in u.history] + [1.0])
+        for u in self.uplinks:
+            scale = u.capacity_mbit or top
+            line = Text(f" {u.name.ljust(label - 1)}", style="bold")
+            line.append(sparkline(u.history[-points:], scale, points), style="cyan")
+            yield line
+
+
+def sparkline(values: Sequence[float], scale: float, width: int) -> str:
+    """Values as block characters scaled to scale, right-aligned in width cells."""
+    chars = []
+    for v in values:
+        level = 0.0 if scale <= 0 else min(1.0, max(0.0, v / scale))
+        chars.append(" " if v <= 0 else SPARKS[min(len(SPARKS) - 1, int(level * len(SPARKS)))])
+    return "".join(chars).rjust(width)
+
+
+def _events(events: Iterable[tuple[float, str]]) -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 1), pad_edge=False)
+    table.add_column(justify="right", style="cyan", no_wrap=True)
+    table.add_column()
+    for t, text in events:
+        table.add_row(f" {t:6.1f} s", Text.from_markup(text))
+    return table
+
+
+# --- from a daemon status document ------------------------------------------------
+
+
+def health_figures(uplink: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(rtt ms, loss) of a status entry: the best target's average RTT, the worst loss."""
+    targets = uplink.get("targets") or []
+    rtts = [float(t["rtt_avg_ms"]) for t in targets if t.get("rtt_avg_ms") is not None]
+    losses = [float(t.get("loss", 0.0)) for t in targets]
+    return (min(rtts) if rtts else None), (max(losses) if losses else None)
+
+
+# --- redrawing ----------------------------------------------------------------------
+
+
+@dataclass
+class LiveView:
+    """Redraws render(snapshot()) fps times a second until closed (a context manager)."""
+
+    console: Console
+    snapshot: Callable[[], Snapshot]
+    fps: float = 4.0
+    _live: Live | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    error: BaseException | None = field(default=None, init=False)
+
+    def __enter__(self) -> LiveView:
+        # Redrawn by this object's thread only: the snapshot is taken where the data
+        # is consistent, and Live's own refresher would redraw a stale renderable.
+        self._live = Live(
+            render(self.snapshot()),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+        self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(1 / self.fps):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Draws a fresh frame now."""
+        if self._live is None:
+            return
+        try:
+            self._live.update(render(self.snapshot()), refresh=True)
+        except Exception as exc:  # a bad frame must not end the run: keep the last one
+            self.error = exc
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._live is not None:
+            if kind is None:
+                self.refresh()
+            self._live.stop()
+            self._live = None

@@ -1,0 +1,532 @@
+"""Long-lived TCP "chat" connections from LAN clients, through the router, to the internet.
+
+ChatServer (internet namespace) accepts on every address at one port, greets each
+connection with the source address and port it saw (the public side of the router's
+NAT) and echoes every line. ClientPool (LAN namespace) keeps N connections from many
+client addresses open, each sending a short line every ~100 ms and checking its echo;
+per connection it records errors (reset, eof, timeout, connect failures), reconnects
+and the public address the server reported. Each side is one thread with a selector:
+hundreds of connections without hundreds of threads on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import random
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from ecmpd.lab import netns
+from ecmpd.lab.topology import Lab
+
+CHAT_PORT = 7200
+GREETING = "HELLO"
+PERIOD = 0.1
+ECHO_TIMEOUT = 4.0
+CONNECT_TIMEOUT = 3.0
+RECONNECT_DELAY = 0.1
+SWEEP = 0.05  # how often pending echoes and connects are checked for timeouts
+RECV_SIZE = 4096
+# Connecting, waiting for the greeting, exchanging lines.
+CONNECTING, GREETING_WAIT, OPEN = "connecting", "greeting", "open"
+
+
+@dataclass(frozen=True)
+class ConnError:
+    """One failure of a connection: when (time.monotonic()), what, on which public address."""
+
+    at: float
+    kind: str  # reset | eof | timeout | connect-timeout | connect-<errno> | <errno name>
+    public: str | None
+
+
+@dataclass
+class Conn:
+    """One connection of a slot, from its greeting to its failure (or still open)."""
+
+    public: str  # the source address the server saw (the router's NAT address)
+    public_port: int
+    opened: float  # time.monotonic() of the greeting
+    closed: float | None = None
+    error: ConnError | None = None
+
+
+@dataclass
+class Slot:
+    """One long-lived connection slot (its successive connections share the slot)."""
+
+    index: int
+    source: IPv4Address
+    server: IPv4Address
+    sport: int = 0  # 0: an ephemeral port
+    conns: list[Conn] = field(default_factory=list)
+    errors: list[ConnError] = field(default_factory=list)  # connect failures too
+    echoes: int = 0
+    last_echo: float = 0.0
+
+    @property
+    def public(self) -> str | None:
+        """The open connection's public address, None while not connected."""
+        if self.conns and self.conns[-1].closed is None:
+            return self.conns[-1].public
+        return None
+
+    def errors_since(self, t: float) -> list[ConnError]:
+        """The errors at or after t."""
+        return [e for e in self.errors if e.at >= t]
+
+    def public_at(self, t: float) -> str | None:
+        """The public address of the connection open at time t (None when none was)."""
+        for conn in self.conns:
+            if conn.opened <= t and (conn.closed is None or conn.closed > t):
+                return conn.public
+        return None
+
+
+@dataclass
+class _Live:
+    """The pool thread's private state for one slot."""
+
+    slot: Slot
+    sock: socket.socket | None = None
+    state: str = ""
+    since: float = 0.0  # when the current state began
+    generation: int = 0
+    seq: int = 0
+    pending: deque[tuple[int, float]] = field(default_factory=deque)
+    inbuf: bytes = b""
+
+
+class ChatServer:
+    """Greets each connection with the address it saw, then echoes its lines (one thread)."""
+
+    def __init__(self, ns: str, port: int = CHAT_PORT) -> None:
+        self.ns, self.port = ns, port
+        self.peers: list[tuple[float, str, int]] = []  # (accepted at, address, port)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Every address of the internet namespace: all servers and alt_servers.
+        self._listener.bind(("0.0.0.0", port))
+        self._listener.listen(1024)
+        self._listener.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="chat-server", daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stops the thread and closes every socket."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._listener.close()
+
+    def accepted(self) -> list[tuple[float, str, int]]:
+        """Every accepted connection: (time, source address, source port)."""
+        with self._lock:
+            return list(self.peers)
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, None)
+        out: dict[socket.socket, bytearray] = {}
+        try:
+            while not self._stop.is_set():
+                for key, mask in sel.select(timeout=0.05):
+                    if key.data is None:
+                        self._accept(sel, out)
+                        continue
+                    conn: socket.socket = key.fileobj  # type: ignore[assignment]
+                    readable = bool(mask & selectors.EVENT_READ)
+                    alive = self._echo(conn, out) if readable else True
+                    if not (alive and self._flush(sel, conn, out)):
+                        self._drop(sel, conn, out)
+        finally:
+            for conn in list(out):
+                self._drop(sel, conn, out)
+            sel.close()
+
+    def _accept(self, sel: selectors.BaseSelector, out: dict[socket.socket, bytearray]) -> None:
+        while True:
+            try:
+                conn, (address, port) = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ECONNABORTED: the client gave up already
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self.peers.append((time.monotonic(), address, port))
+            out[conn] = bytearray(f"{GREETING} {address} {port}\n".encode())
+            sel.register(conn, selectors.EVENT_READ, "conn")
+            if not self._flush(sel, conn, out):
+                self._drop(sel, conn, out)
+
+    def _echo(self, conn: socket.socket, out: dict[socket.socket, bytearray]) -> bool:
+        try:
+            data = conn.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        out[conn] += data
+        return True
+
+    def _flush(
+        self, sel: selectors.BaseSelector, conn: socket.socket, out: dict[socket.socket, bytearray]
+    ) -> bool:
+        buf = out[conn]
+        try:
+            while buf:
+                sent = conn.send(buf)
+                del buf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return False
+        # Only wait for writability while something is queued (a stalled peer).
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if buf else 0)
+        sel.modify(conn, events, "conn")
+        return True
+
+    def _drop(
+        self, sel: selectors.BaseSelector, conn: socket.socket, out: dict[socket.socket, bytearray]
+    ) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(conn)
+        out.pop(conn, None)
+        conn.close()
+
+
+class ClientPool:
+    """N long-lived chat connections from LAN addresses, reconnecting after each failure."""
+
+    def __init__(
+        self,
+        ns: str,
+        specs: Sequence[tuple[IPv4Address, IPv4Address, int]],
+        *,
+        port: int = CHAT_PORT,
+        period: float = PERIOD,
+        echo_timeout: float = ECHO_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect: bool = True,
+        seed: int = 1,
+    ) -> None:
+        self.ns, self.port, self.period = ns, port, period
+        self.echo_timeout, self.connect_timeout, self.reconnect = (
+            echo_timeout,
+            connect_timeout,
+            reconnect,
+        )
+        self._lives = [
+            _Live(Slot(index=i, source=src, server=dst, sport=sport))
+            for i, (src, dst, sport) in enumerate(specs)
+        ]
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=lambda: netns.call_in(ns, self._run), name="chat-pool", daemon=True
+        )
+
+    def __enter__(self) -> ClientPool:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stops the thread (closing every connection); raises what the thread died of."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self._failure is not None:
+            raise RuntimeError("the client pool thread failed") from self._failure
+
+    def snapshot(self) -> list[Slot]:
+        """A consistent copy of every slot."""
+        with self._lock:
+            return [
+                replace(
+                    live.slot,
+                    conns=[replace(c) for c in live.slot.conns],
+                    errors=list(live.slot.errors),
+                )
+                for live in self._lives
+            ]
+
+    def wait_ready(self, timeout: float, echoes: int = 2) -> list[Slot]:
+        """Waits until every slot is connected and has had `echoes` echoes; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._failure is not None:
+                raise RuntimeError("the client pool thread failed") from self._failure
+            slots = self.snapshot()
+            if all(s.public is not None and s.echoes >= echoes for s in slots):
+                return slots
+            if time.monotonic() > deadline:
+                late = [s.index for s in slots if s.public is None or s.echoes < echoes]
+                raise TimeoutError(f"{len(late)} connections not ready after {timeout}s")
+            time.sleep(0.05)
+
+    # --- the pool thread (inside the LAN namespace) ---
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by stop()/wait_ready() in the caller
+            self._failure = exc
+        finally:
+            for live in self._lives:
+                if live.sock is not None:
+                    live.sock.close()
+                    live.sock = None
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        timers: list[tuple[float, int, int]] = []  # (due, slot index, generation)
+        start = time.monotonic()
+        # Spread the first connects over a second so SYNs do not arrive as one burst.
+        for live in self._lives:
+            heapq.heappush(timers, (start + self._rng.random(), live.slot.index, 0))
+        next_sweep = start
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                while timers and timers[0][0] <= now:
+                    _, index, generation = heapq.heappop(timers)
+                    live = self._lives[index]
+                    if live.generation == generation:
+                        self._on_timer(sel, timers, live, now)
+                if now >= next_sweep:
+                    self._sweep(sel, timers, now)
+                    next_sweep = now + SWEEP
+                wait = min(timers[0][0] - now if timers else SWEEP, SWEEP)
+                for key, mask in sel.select(timeout=max(wait, 0.0)):
+                    live = self._lives[key.data]
+                    if mask & selectors.EVENT_WRITE and live.state == CONNECTING:
+                        self._connected(sel, timers, live)
+                    elif mask & selectors.EVENT_READ:
+                        self._receive(sel, timers, live)
+        finally:
+            sel.close()
+
+    def _on_timer(
+        self,
+        sel: selectors.BaseSelector,
+        timers: list[tuple[float, int, int]],
+        live: _Live,
+        now: float,
+    ) -> None:
+        if live.sock is None:
+            self._connect(sel, timers, live, now)
+        elif live.state == OPEN:
+            live.seq += 1
+            try:
+                live.sock.send(f"{live.seq}\n".encode())
+            except (BlockingIOError, InterruptedError):
+                pass  # a full send buffer means a stall: the echo timeout will tell
+            except OSError as exc:
+                self._fail(sel, timers, live, _kind(exc))
+                return
+            live.pending.append((live.seq, now))
+            heapq.heappush(timers, (now + self.period, live.slot.index, live.generation))
+
+    def _connect(
+        self,
+        sel: selectors.BaseSelector,
+        timers: list[tuple[float, int, int]],
+        live: _Live,
+        now: float,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Interactive traffic: each line leaves at once, also while one is unanswered.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        try:
+            sock.bind((str(live.slot.source), live.slot.sport))
+        except OSError as exc:
+            sock.close()
+            live.generation += 1
+            self._record_error(live, f"bind-{_kind(exc)}")
+            self._retry(timers, live)
+            return
+        code = sock.connect_ex((str(live.slot.server), self.port))
+        live.sock, live.state, live.since = sock, CONNECTING, now
+        live.pending.clear()
+        live.inbuf = b""
+        if code not in (0, errno.EINPROGRESS):
+            self._fail(sel, timers, live, f"connect-{errno.errorcode.get(code, code)}")
+            return
+        sel.register(sock, selectors.EVENT_WRITE, live.slot.index)
+
+    def _connected(
+        self, sel: selectors.BaseSelector, timers: list[tuple[float, int, int]], live: _Live
+    ) -> None:
+        assert live.sock is not None
+        code = live.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._fail(sel, timers, live, f"connect-{errno.errorcode.get(code, code)}")
+            return
+        live.state, live.since = GREETING_WAIT, time.monotonic()
+        sel.modify(live.sock, selectors.EVENT_READ, live.slot.index)
+
+    def _receive(
+        self, sel: selectors.BaseSelector, timers: list[tuple[float, int, int]], live: _Live
+    ) -> None:
+        assert live.sock is not None
+        try:
+            data = live.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(sel, timers, live, _kind(exc))
+            return
+        if not data:
+            self._fail(sel, timers, live, "eof")
+            return
+        live.inbuf += data
+        *lines, live.inbuf = live.inbuf.split(b"\n")
+        now = time.monotonic()
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            if line.startswith(GREETING) and live.state == GREETING_WAIT:
+                _, address, port = line.split()
+                with self._lock:
+                    live.slot.conns.append(Conn(public=address, public_port=int(port), opened=now))
+                live.state, live.since = OPEN, now
+                # A random phase: the pool's lines are spread over each period.
+                due = now + self._rng.random() * self.period
+                heapq.heappush(timers, (due, live.slot.index, live.generation))
+            elif live.state == OPEN and live.pending and line == str(live.pending[0][0]):
+                live.pending.popleft()
+                with self._lock:
+                    live.slot.echoes += 1
+                    live.slot.last_echo = now
+            else:
+                self._fail(sel, timers, live, "garbled")
+                return
+
+    def _sweep(
+        self, sel: selectors.BaseSelector, timers: list[tuple[float, int, int]], now: float
+    ) -> None:
+        for live in self._lives:
+            if live.sock is None:
+                continue
+            if live.state in (CONNECTING, GREETING_WAIT):
+                if now - live.since > self.connect_timeout:
+                    self._fail(sel, timers, live, "connect-timeout")
+            elif live.pending and now - live.pending[0][1] > self.echo_timeout:
+                self._fail(sel, timers, live, "timeout")
+
+    def _fail(
+        self,
+        sel: selectors.BaseSelector,
+        timers: list[tuple[float, int, int]],
+        live: _Live,
+        kind: str,
+    ) -> None:
+        if live.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(live.sock)
+            live.sock.close()
+            live.sock = None
+        live.generation += 1
+        live.state = ""
+        live.pending.clear()
+        self._record_error(live, kind)
+        self._retry(timers, live)
+
+    def _record_error(self, live: _Live, kind: str) -> None:
+        with self._lock:
+            slot = live.slot
+            error = ConnError(at=time.monotonic(), kind=kind, public=slot.public)
+            if slot.public is not None:
+                slot.conns[-1].closed, slot.conns[-1].error = error.at, error
+            slot.errors.append(error)
+
+    def _retry(self, timers: list[tuple[float, int, int]], live: _Live) -> None:
+        if self.reconnect:
+            due = time.monotonic() + RECONNECT_DELAY
+            heapq.heappush(timers, (due, live.slot.index, live.generation))
+
+
+def _kind(exc: OSError) -> str:
+    """A short name for a socket error."""
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+def public_addresses(
+    lab: Lab,
+    flows: Sequence[tuple[IPv4Address, IPv4Address, int]],
+    port: int = CHAT_PORT,
+    timeout: float = 3.0,
+) -> list[str]:
+    """For each (LAN source, server, source port or 0): the address the server saw."""
+    assert lab.lan is not None
+
+    def run() -> list[str]:
+        seen = []
+        for source, server, sport in flows:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # An abortive close (RST, no TIME_WAIT): the same 5-tuple can connect again.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.settimeout(timeout)
+                sock.bind((str(source), sport))
+                sock.connect((str(server), port))
+                line = sock.makefile("rb").readline().decode()
+            words = line.split()
+            if len(words) != 3 or words[0] != GREETING:
+                raise AssertionError(f"unexpected greeting {line!r}")
+            seen.append(words[1])
+        return seen
+
+    return netns.call_in(lab.lan, run)
+
+
+def by_public(slots: Sequence[Slot], t: float) -> dict[str | None, list[Slot]]:
+    """The slots grouped by the public address each had at time t."""
+    groups: dict[str | None, list[Slot]] = {}
+    for slot in slots:
+        groups.setdefault(slot.public_at(t), []).append(slot)
+    return groups
+
+
+@contextlib.contextmanager
+def chat(
+    lab: Lab,
+    specs: Sequence[tuple[IPv4Address, IPv4Address, int]],
+    *,
+    echo_timeout: float = ECHO_TIMEOUT,
+    period: float = PERIOD,
+) -> Iterator[tuple[ChatServer, ClientPool]]:
+    """A chat server in the internet namespace and a client pool in the LAN, both stopped after."""
+    assert lab.lan is not None
+    pool = ClientPool(lab.lan, specs, echo_timeout=echo_timeout, period=period)
+    with ChatServer(lab.internet) as server, pool:
+        yield server, pool
