@@ -7,6 +7,10 @@ client addresses open, each sending a short line every ~100 ms and checking its 
 per connection it records errors (reset, eof, timeout, connect failures), reconnects
 and the public address the server reported. Each side is one thread with a selector:
 hundreds of connections without hundreds of threads on a 2-core machine.
+
+Also here, for labs that must prove NAT: nat_only (no route back to the LAN but the
+router's translation) and validate_sources (ISPs drop foreign sources and record the
+flows they dropped, read with moved_flows).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
+import json
 import random
 import selectors
 import socket
@@ -24,9 +29,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
+from typing import Any
 
 from ecmpd.lab import netns
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.topology import ISP_CUSTOMER_IF, LAN_PREFIX, Lab, core_link
 
 CHAT_PORT = 7200
 GREETING = "HELLO"
@@ -530,3 +536,55 @@ def chat(
     pool = ClientPool(lab.lan, specs, echo_timeout=echo_timeout, period=period)
     with ChatServer(lab.internet) as server, pool:
         yield server, pool
+
+
+def nat_only(lab: Lab) -> None:
+    """Removes the internet's route back to the LAN: only the router's NAT reaches it now."""
+    with netns.iproute(lab.internet) as ipr:
+        ipr.route("del", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
+
+
+def validate_sources(lab: Lab) -> None:
+    """Each ISP drops what its customer sends from a foreign source (BCP 38), as real ISPs do.
+
+    A NATed flow moved to another uplink with its old public address breaks here as it
+    would in reality; each ISP records such a TCP flow's (address, port) in a set.
+    """
+    for isp in lab.isps:
+        script = f"""
+            table inet bcp38 {{
+                set moved {{ type ipv4_addr . inet_service; flags dynamic; size 65536; }}
+                chain forward {{
+                    type filter hook forward priority -10; policy accept;
+                    iifname "{ISP_CUSTOMER_IF}" ip saddr != {isp.address.network} \\
+                        meta l4proto tcp add @moved {{ ip saddr . tcp sport }}
+                    iifname "{ISP_CUSTOMER_IF}" ip saddr != {isp.address.network} counter drop
+                }}
+            }}
+        """
+        netns.run_in(
+            isp.ns, ["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True
+        )
+
+
+def moved_flows(lab: Lab) -> dict[str, set[tuple[str, int]]]:
+    """Per ISP: the (public address, port) of the TCP flows it dropped for a foreign source."""
+    moved: dict[str, set[tuple[str, int]]] = {}
+    for isp in lab.isps:
+        out = netns.run_in(
+            isp.ns,
+            ["nft", "-j", "list", "set", "inet", "bcp38", "moved"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        sets = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
+        moved[isp.name] = {_elem_key(e) for e in sets[0].get("elem", [])}
+    return moved
+
+
+def _elem_key(elem: Any) -> tuple[str, int]:
+    """(address, port) of one element of the moved set, as `nft -j` writes it."""
+    value = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+    address, port = value["concat"]
+    return str(address), int(port)

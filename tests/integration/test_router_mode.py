@@ -22,11 +22,20 @@ import pytest
 from ecmpd.kernel import conntrack as ct
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import LAN_PREFIX, ROUTER_LAN_IF, Lab, add_lan_clients, core_link
+from ecmpd.lab.topology import LAN_PREFIX, ROUTER_LAN_IF, Lab, add_lan_clients
 from tests.conftest import LabFactory
 from tests.integration.daemonproc import gray_failure, group_members, nft, running_daemon, wait_for
 from tests.integration.kernelstate import ecmpd
-from tests.integration.lanconns import CHAT_PORT, ChatServer, by_public, chat, public_addresses
+from tests.integration.lanconns import (
+    CHAT_PORT,
+    ChatServer,
+    by_public,
+    chat,
+    moved_flows,
+    nat_only,
+    public_addresses,
+    validate_sources,
+)
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 CLIENTS = 100
@@ -39,41 +48,10 @@ RESET_BOUND = 5.0  # fault -> every dead-uplink connection has seen its reset
 def nat_lab(lab_factory: LabFactory, clients: int) -> Lab:
     """A 3-ISP lab, `clients` LAN addresses, return paths only by NAT, source-validating ISPs."""
     lab = lab_factory(isps=3, lan=True, shaping=False)
-    with netns.iproute(lab.internet) as ipr:
-        ipr.route("del", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
-    for isp in lab.isps:
-        # The drop is counted per moved flow: a set of (source, port) the ISP refused.
-        nft(isp.ns, f"""
-            table inet bcp38 {{
-                set moved {{ type ipv4_addr . inet_service; flags dynamic; size 65536; }}
-                chain forward {{
-                    type filter hook forward priority -10; policy accept;
-                    iifname "cust0" ip saddr != {isp.address.network} meta l4proto tcp \\
-                        add @moved {{ ip saddr . tcp sport }}
-                    iifname "cust0" ip saddr != {isp.address.network} counter drop
-                }}
-            }}
-        """)
+    nat_only(lab)
+    validate_sources(lab)
     add_lan_clients(lab, clients)
     return lab
-
-
-def moved_flows(lab: Lab) -> dict[str, set[tuple[str, int]]]:
-    """Per ISP: the (public address, port) of the TCP flows it dropped for a foreign source."""
-    moved: dict[str, set[tuple[str, int]]] = {}
-    for isp in lab.isps:
-        out = netns.run_in(isp.ns, ["nft", "-j", "list", "set", "inet", "bcp38", "moved"],
-                           capture_output=True, text=True, check=True).stdout
-        elems = next(o["set"] for o in json.loads(out)["nftables"] if "set" in o).get("elem", [])
-        moved[isp.name] = {_elem_key(e) for e in elems}
-    return moved
-
-
-def _elem_key(elem: Any) -> tuple[str, int]:
-    """(address, port) of one element of the moved set, as `nft -j` writes it."""
-    value = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
-    address, port = value["concat"]
-    return str(address), int(port)
 
 
 def heal_gray(lab: Lab, isp: str) -> None:
@@ -89,8 +67,11 @@ def lan_entries(lab: Lab, public: IPv4Address) -> dict[int, ct.Flow]:
 
 def nft_tables(ns: str) -> str:
     """`nft list tables` in a namespace."""
-    return str(netns.run_in(ns, ["nft", "list", "tables"], capture_output=True, text=True,
-                            check=True).stdout)
+    return str(
+        netns.run_in(
+            ns, ["nft", "list", "tables"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def isp_of(lab: Lab) -> dict[str, str]:
@@ -129,7 +110,8 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
             def dead_ones_reconnected() -> bool:
                 slots = pool.snapshot()
                 return all(
-                    slots[i].errors_since(fault) and slots[i].public in healthy_ips
+                    slots[i].errors_since(fault)
+                    and slots[i].public in healthy_ips
                     and slots[i].last_echo > slots[i].errors[-1].at
                     for i in dead
                 )
@@ -139,14 +121,16 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
             slots = pool.snapshot()
             reset_after = [slots[i].errors_since(fault)[0].at - fault for i in dead]
             kinds = {slots[i].errors_since(fault)[0].kind for i in dead}
-            print(f"\n{len(dead)} connections on {FAILED}, {len(healthy)} on the others; "
-                  f"reset {min(reset_after):.2f}..{max(reset_after):.2f} s after the fault "
-                  f"({kinds})")
+            print(
+                f"\n{len(dead)} connections on {FAILED}, {len(healthy)} on the others; "
+                f"reset {min(reset_after):.2f}..{max(reset_after):.2f} s after the fault "
+                f"({kinds})"
+            )
             assert max(reset_after) < RESET_BOUND, reset_after
             assert kinds == {"reset"}, kinds  # reset by the server, not timed out
             for i in healthy:
                 assert slots[i].errors_since(fault) == [], (i, slots[i].errors)
-                assert slots[i].last_echo > time.monotonic() - 0.5, i
+                assert slots[i].last_echo > time.monotonic() - 1.0, i
 
             # Conntrack: the dead uplink's LAN entries are gone, every other one is still there.
             assert lan_entries(lab, lab.isp(FAILED).address.ip) == {}
@@ -166,13 +150,18 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
             time.sleep(ECHO_TIMEOUT + 1.5)  # longer than a broken connection can hide
             slots = pool.snapshot()
             broken = {s.index: s.errors_since(heal) for s in slots if s.errors_since(heal)}
-            print(f"{FAILED} back in the group {back - heal:.2f} s after the heal; "
-                  f"{len(broken)} connections broken during recovery")
+            print(
+                f"{FAILED} back in the group {back - heal:.2f} s after the heal; "
+                f"{len(broken)} connections broken during recovery"
+            )
             assert broken == {}
-            assert all(s.last_echo > time.monotonic() - 0.5 for s in slots)
+            assert all(s.last_echo > time.monotonic() - 1.0 for s in slots)
             assert moved_flows(lab) == moved  # not one flow moved at recovery
-            counts = {names[ip]: len(group) for ip, group in by_public(slots, time.monotonic())
-                      .items() if ip is not None}
+            counts = {
+                names[ip]: len(group)
+                for ip, group in by_public(slots, time.monotonic()).items()
+                if ip is not None
+            }
             assert FAILED not in counts  # its new share fills only with new flows
 
         assert daemon.stop() == 0
@@ -202,12 +191,28 @@ DEFAULT_L4_XFAIL = pytest.mark.xfail(
 )
 
 
-def explain(lab: Lab, config: Path, run_dir: Path, dst: IPv4Address, src: IPv4Address,
-            sport: int) -> dict[str, Any]:
+def explain(
+    lab: Lab, config: Path, run_dir: Path, dst: IPv4Address, src: IPv4Address, sport: int
+) -> dict[str, Any]:
     """`ecmpd explain` for a forwarded TCP flow from a LAN client to the chat port."""
-    done = ecmpd(lab.router, config, run_dir, "explain", str(dst), "--from", str(src),
-                 "--iif", ROUTER_LAN_IF, "--proto", "tcp", "--sport", str(sport),
-                 "--dport", str(CHAT_PORT), "--json")
+    done = ecmpd(
+        lab.router,
+        config,
+        run_dir,
+        "explain",
+        str(dst),
+        "--from",
+        str(src),
+        "--iif",
+        ROUTER_LAN_IF,
+        "--proto",
+        "tcp",
+        "--sport",
+        str(sport),
+        "--dport",
+        str(CHAT_PORT),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
@@ -249,8 +254,11 @@ def test_pins_hold_for_forwarded_traffic_and_explain_names_them(
 
 
 @pytest.mark.parametrize(
-    "hash_spec", [pytest.param(L4_FIELDS, id="l4-fields"),
-                  pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL)]
+    "hash_spec",
+    [
+        pytest.param(L4_FIELDS, id="l4-fields"),
+        pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL),
+    ],
 )
 def test_explain_agrees_with_the_uplink_a_forwarded_flow_takes(
     lab_factory: LabFactory, tmp_path: Path, hash_spec: list[str] | None
@@ -276,8 +284,11 @@ def test_explain_agrees_with_the_uplink_a_forwarded_flow_takes(
 
 
 @pytest.mark.parametrize(
-    "hash_spec", [pytest.param(L4_FIELDS, id="l4-fields"),
-                  pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL)]
+    "hash_spec",
+    [
+        pytest.param(L4_FIELDS, id="l4-fields"),
+        pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL),
+    ],
 )
 def test_a_loss_burst_on_the_lan_moves_no_connection(
     lab_factory: LabFactory, tmp_path: Path, hash_spec: list[str] | None
@@ -293,14 +304,17 @@ def test_a_loss_burst_on_the_lan_moves_no_connection(
             start = time.monotonic()
             # Half a second of loss between the LAN and the router: every connection
             # retransmits after a timeout, nothing about the uplinks changes.
-            nft(lab.router, """
+            nft(
+                lab.router,
+                """
                 table inet burst {
                     chain lossy {
                         type filter hook forward priority -5; policy accept;
                         iifname "lan0" drop
                     }
                 }
-            """)
+            """,
+            )
             time.sleep(0.5)
             nft(lab.router, "delete table inet burst\n")
             time.sleep(ECHO_TIMEOUT + 1.5)

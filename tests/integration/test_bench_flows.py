@@ -1,0 +1,67 @@
+"""Smoke test of bench/flows_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ecmpd.lab import netns
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "flows_bench.py"
+
+
+def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
+    # The conftest's prefix: should the script leave anything, the session-end
+    # safety net removes it too.
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--prefix", lab_prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["benchmark"] == "flows" and doc["quick"] is True
+    assert doc["netns_prefix"] == lab_prefix
+
+    lookups = doc["moved_lookups"]["variants"]
+    ecmpd, anchor = lookups["ecmpd_resilient"], lookups["anchor_multipath_route"]
+    for variant in (ecmpd, anchor):
+        assert variant["flows"] == 3000
+        assert variant["failure"]["dead_moved"] == variant["failure"]["on_failed_uplink"] > 0
+        assert variant["failure"]["still_on_failed_uplink"] == 0
+    assert ecmpd["failure"]["healthy_moved"] == 0
+    assert ecmpd["recovery"]["moved"] == 0
+    # Hash-threshold with 3 equal uplinks: 1/4 of the healthy flows, 1/2 of all at recovery.
+    assert 0.15 < anchor["failure"]["healthy_moved_fraction"] < 0.35
+    assert 0.4 < anchor["recovery"]["moved_fraction"] < 0.6
+
+    tcp = doc["moved_tcp"]["variants"]["ecmpd_resilient"]
+    assert tcp["failure"]["on_healthy_uplinks"] + tcp["failure"]["on_failed_uplink"] == 60
+    assert tcp["failure"]["healthy_broken"] == 0
+    assert tcp["failure"]["dead_broken"] == tcp["failure"]["on_failed_uplink"]
+    assert tcp["failure"]["dead_reconnected_elsewhere"] == tcp["failure"]["on_failed_uplink"]
+    assert tcp["recovery"]["broken"] == 0
+    assert doc["moved_tcp"]["variants"]["anchor_multipath_route"]["recovery"]["broken"] > 0
+
+    (stops, sustained) = doc["recovered_share"]["runs"]
+    assert stops["load"] == "stops" and sustained["load"] == "sustained"
+    # Busy buckets wait out the idle timer (2 s); the kernel checks at most every 0.5 s.
+    assert stops["t_share_s"] is not None and 1.5 <= stops["t_share_s"] <= 4.0
+    assert stops["buckets_at_end"]["isp-a"] == stops["wanted_buckets"]
+    assert stops["long_lived_broken_at_recovery"] == 0
+
+    goodput = doc["goodput"]["2_uplinks"]
+    assert goodput["summed_mbit"] == 300
+    assert 0.5 < goodput["ecmpd"]["fraction"] <= 1.0
+    assert 0.2 < goodput["anchor_single_route"]["fraction"] < 0.4
+    assert goodput["ecmpd"]["mbit"] > goodput["anchor_single_route"]["mbit"] * 1.5
+    assert set(doc["met"]) == {"healthy_moved_on_failure", "moved_on_recovery", "goodput_fraction"}
+
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert lab_prefix not in listed.stdout
+    assert netns.list_netns(lab_prefix) == []
