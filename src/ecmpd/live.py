@@ -60,6 +60,7 @@ class Snapshot:
     phases: tuple[str, ...] = ()  # every phase in order, the current one highlighted
     events: tuple[tuple[float, str], ...] = ()  # (seconds since start, text), oldest first
     history_step_s: float = 1.0
+    caption: str | None = None  # what to look at now, under the heading
     note: str | None = None
 
 
@@ -71,7 +72,10 @@ def target_shares(uplinks: Sequence[UplinkView]) -> dict[str, float]:
 
 def render(snapshot: Snapshot, max_events: int = 6) -> RenderableType:
     """The frame: heading, one row per uplink with bars, totals, timeline and events."""
-    parts: list[RenderableType] = [_heading(snapshot), UplinkTable(snapshot), _totals(snapshot)]
+    parts: list[RenderableType] = [_heading(snapshot)]
+    if snapshot.caption:
+        parts.append(Text(snapshot.caption, style="italic"))
+    parts += [UplinkTable(snapshot), _totals(snapshot)]
     if any(u.history for u in snapshot.uplinks):
         parts.append(Sparklines(snapshot.uplinks, snapshot.history_step_s))
     if snapshot.events:
@@ -130,7 +134,8 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
         row: list[RenderableType] = [
             Text(u.name, style="bold"),
             Text(f"● {u.state}", style=style),
-            Text("-" if u.rtt_ms is None else f"{u.rtt_ms:.1f} ms"),
+            # A down uplink's figures are its window's past answers: no RTT to show now.
+            Text("-" if u.rtt_ms is None or u.state == "down" else f"{u.rtt_ms:.1f} ms"),
             _loss(u.loss),
         ]
         if any(v.flows is not None for v in snap.uplinks):
@@ -244,7 +249,11 @@ def sparkline(values: Sequence[float], scale: float, width: int) -> str:
     chars = []
     for v in values:
         level = 0.0 if scale <= 0 else min(1.0, max(0.0, v / scale))
-        chars.append(" " if v <= 0 else SPARKS[min(len(SPARKS) - 1, int(level * len(SPARKS)))])
+        # Below half the lowest block is shown as nothing: probes alone are not traffic.
+        if level < 0.5 / len(SPARKS):
+            chars.append(" ")
+        else:
+            chars.append(SPARKS[min(len(SPARKS) - 1, int(level * len(SPARKS)))])
     return "".join(chars).rjust(width)
 
 

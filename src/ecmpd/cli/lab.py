@@ -183,6 +183,10 @@ def lab_demo(args: argparse.Namespace) -> int:
             result = run_demo(Path(tmp), options, progress=progress, live=live)
         except DemoError as exc:
             raise CommandError(f"demo: {exc}", 1) from exc
+        except KeyboardInterrupt:
+            # run_demo's exits have run by now: the daemon is stopped, the lab removed.
+            progress("interrupted: traffic and daemon stopped, lab removed")
+            raise
     if args.plot is not None:
         from ecmpd.lab.plot import plot_timeline
 
@@ -306,46 +310,62 @@ def _say(message: str) -> None:
 
 # --- the README's performance table -----------------------------------------------------
 
+Row = tuple[str, str, str, str]  # what, ecmpd, anchor (same run), target
+TIMES = "\N{MULTIPLICATION SIGN}"
+
 
 def markdown_table(doc: dict[str, Any]) -> str:
-    """The performance table (markdown) of a merged `lab bench` document.
+    """The README's performance table (markdown) from a merged `lab bench` document.
 
     Each row sets ecmpd beside the anchor measured in the same run on the same machine,
-    so the ratio holds even where the machine's absolute speed does not.
+    so the comparison holds where the machine's absolute speed does not.
     """
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[Row] = []
     if "apply" in doc:
         rows += _apply_rows(doc["apply"])
     if "failover" in doc:
         rows += _failover_rows(doc["failover"])
     if "flows" in doc:
         rows += _flows_rows(doc["flows"])
+    for name in doc.get("missing", []):
+        rows.append((f"`{name}` benchmark", "not run: its script is missing", "", ""))
+    for name, why in doc.get("failed", {}).items():
+        rows.append((f"`{name}` benchmark", f"failed: {why}", "", ""))
     machine = doc.get("machine", {})
+    load = ", ".join(str(x) for x in doc.get("loadavg_at_start", []))
     lines = [
         f"Measured by `ecmpd lab bench{' --quick' if doc.get('quick') else ''}` on Linux "
-        f"{machine.get('kernel', '?')}, {machine.get('cpus', '?')} CPUs "
-        f"(load {', '.join(str(x) for x in doc.get('loadavg_at_start', []))} at start); "
-        "each anchor ran in the same run.",
+        f"{machine.get('kernel', '?')}, {machine.get('cpus', '?')} CPUs (load average {load} "
+        "at the start); every anchor ran in the same run. ✓/✗: target met or not.",
         "",
-        "| measure | ecmpd | anchor (same run) | ecmpd / anchor | target |",
-        "|---|---|---|---|---|",
-        *(f"| {' | '.join(row)} |" for row in rows),
+        "| what | ecmpd | anchor (same run) | target |",
+        "|---|---|---|---|",
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
     ]
-    for name in doc.get("missing", []):
-        lines.append(f"| {name} | not run: its script is missing | | | |")
-    for name, why in doc.get("failed", {}).items():
-        lines.append(f"| {name} | failed: {why} | | | |")
     return "\n".join(lines) + "\n"
 
 
-def _num(value: Any, unit: str = "", digits: int = 2) -> str:
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    """A figure for the table: '-' when missing."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return f"{value:.{digits}f}{unit}" if isinstance(value, float) else f"{value}{unit}"
-    return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def _times(value: Any) -> str:
+    """A ratio as 'N' and the multiplication sign, two significant figures at most."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    return f"{value:.2g}{TIMES}" if value < 10 else f"{value:.0f}{TIMES}"
 
 
 def _get(doc: Any, *path: str | int) -> Any:
@@ -358,102 +378,199 @@ def _get(doc: Any, *path: str | int) -> Any:
     return doc
 
 
-def _met(doc: dict[str, Any], key: str) -> str:
-    met = _get(doc, "met", key)
-    return "" if met is None else (" ✓" if met else " ✗")
+def _met(doc: dict[str, Any], *keys: str) -> str:
+    marks = []
+    for key in keys:
+        met = _get(doc, "met", key)
+        if met is not None:
+            marks.append("✓" if met else "✗")
+    return f" {''.join(marks)}" if marks else ""
 
 
-def _apply_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    rows = []
+def _apply_rows(doc: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     results = doc.get("results") or []
     for r in results:
         n = r.get("uplinks")
-        target = f"≤ {doc['targets']['apply_64_ms']} ms at 64" if n == 64 else ""
         rows.append(
             (
-                f"apply from scratch, {n} uplinks (median)",
-                _num(_get(r, "apply_ms", "median"), " ms"),
-                f"`ip -batch` {_num(r.get('anchor_ip_batch_ms'), ' ms')}",
-                _num(r.get("ratio_apply_vs_ip_batch"), "x"),
-                target + (_met(doc, "apply_64_ms") if n == 64 else ""),
+                f"`apply` of {n} uplinks from scratch (median; `apply_bench.py`)",
+                f"{_fmt(_get(r, 'apply_ms', 'median'), ' ms')} ({r.get('apply_ops')} ops)",
+                f"`ip -batch` of the same commands: {_fmt(r.get('anchor_ip_batch_ms'), ' ms')} "
+                f"(ecmpd takes {_times(r.get('ratio_apply_vs_ip_batch'))})",
+                f"≤ {_get(doc, 'targets', 'apply_64_ms')} ms at 64" + _met(doc, "apply_64_ms")
+                if n == 64
+                else "",
             )
         )
     if results:
+        last = results[-1]
+        rows.append(
+            (
+                f"re-apply, {last.get('uplinks')} uplinks",
+                f"{_fmt(_get(last, 'reapply_ms', 'median'), ' ms')}, {last.get('reapply_ops')} ops",
+                "-",
+                "0 changes",
+            )
+        )
         worst = max(results, key=lambda r: _get(r, "failover_ms", "median") or 0)
         rows.append(
             (
-                f"group change on failover, {worst.get('uplinks')} uplinks (median)",
-                _num(_get(worst, "failover_ms", "median"), " ms", 3),
-                "multipath `ip route replace` "
-                + _num(worst.get("anchor_multipath_replace_ms"), " ms", 3),
-                _num(worst.get("ratio_failover_vs_multipath_replace"), "x"),
+                f"failover operation (one group replace), {worst.get('uplinks')} uplinks",
+                f"{_fmt(_get(worst, 'failover_ms', 'median'), ' ms', 3)} median, "
+                f"{_fmt(_get(worst, 'failover_ms', 'max'), ' ms', 3)} max",
+                "classic multipath `ip route replace`: "
+                f"{_fmt(worst.get('anchor_multipath_replace_ms'), ' ms', 3)} "
+                f"(ecmpd takes {_times(worst.get('ratio_failover_vs_multipath_replace'))})",
                 f"≤ {_get(doc, 'targets', 'failover_ms')} ms" + _met(doc, "failover_ms"),
             )
         )
     return rows
 
 
-def _failover_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    rows = []
+def _failover_rows(doc: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     cron = _get(doc, "anchor_cron", "modelled_restore_s") or {}
     period = _get(doc, "anchor_cron", "period_s")
     for name, target_key in (("default", "restore_default_s"), ("tuned", "restore_tuned_s")):
         udp = _get(doc, name, "restore_udp_s") or {}
+        check = _get(doc, name, "check") or {}
+        how = (
+            f"{_fmt(check.get('interval_s'), ' s', 3)} / {_fmt(check.get('timeout_s'), ' s', 3)}"
+            f" {TIMES} {check.get('down_after')}"
+            if check
+            else name
+        )
+        ratio = _get(doc, "ratios", f"{name}_vs_cron_median")
         rows.append(
             (
-                f"traffic restored after a gray failure, {name} check (median / max)",
-                f"{_num(udp.get('median'), ' s')} / {_num(udp.get('max'), ' s')}",
-                f"cron ping every {_num(period, ' s', 0)}: {_num(cron.get('median'), ' s', 1)}"
-                f" / {_num(cron.get('max'), ' s', 1)}",
-                _num(_get(doc, "ratios", f"{name}_vs_cron_median"), "x", 4),
-                f"≤ {_num(_get(doc, 'targets', target_key), ' s')}" + _met(doc, target_key),
+                f"traffic restored after a gray failure, {name} check ({how}; "
+                f"{_get(doc, 'runs')} runs, `failover_bench.py`)",
+                f"{_fmt(udp.get('median'), ' s')} median, {_fmt(udp.get('max'), ' s')} worst",
+                f"cron ping every {_fmt(period, ' s', 0)}: {_fmt(cron.get('median'), ' s', 1)} "
+                f"median, {_fmt(cron.get('max'), ' s', 1)} worst"
+                + (
+                    f" (≈{1 / ratio:.0f}{TIMES} slower)"
+                    if isinstance(ratio, float) and ratio
+                    else ""
+                ),
+                f"≤ {_fmt(_get(doc, 'targets', target_key), ' s')}" + _met(doc, target_key),
             )
         )
-    loss = doc.get("false_transitions") or {}
+    carrier = _get(doc, "default", "carrier_removal_ms") or {}
     rows.append(
         (
-            f"false transitions, 5% loss on every ISP for {_num(loss.get('duration_s'), ' s', 0)}",
-            _num(loss.get("count")),
-            f"cron: {_num(_get(loss, 'anchor_cron', 'false_removals'))} false removals in "
-            f"{_num(_get(loss, 'anchor_cron', 'ticks'))} ticks",
+            "carrier loss → uplink out of the group",
+            f"{_fmt(carrier.get('median'), ' ms', 1)} median, "
+            f"{_fmt(carrier.get('max'), ' ms', 1)} worst",
+            "-",
             "",
-            f"{_num(_get(doc, 'targets', 'false_transitions'))}" + _met(doc, "false_transitions"),
+        )
+    )
+    loss = doc.get("false_transitions") or {}
+    anchor = loss.get("anchor_cron") or {}
+    rows.append(
+        (
+            f"false failovers, {_fmt(loss.get('duration_s'), ' s', 0)} of "
+            f"{_fmt(100 * (loss.get('loss') or 0), '%', 0)} random loss on every ISP",
+            _fmt(loss.get("count")),
+            f"cron monitor: {_fmt(anchor.get('false_removals'))} wrong removal(s) in "
+            f"{_fmt(anchor.get('ticks'))} ticks",
+            f"{_fmt(_get(doc, 'targets', 'false_transitions'))}" + _met(doc, "false_transitions"),
         )
     )
     cost = doc.get("daemon_cost") or {}
     rows.append(
         (
-            f"daemon CPU / RSS, {cost.get('uplinks')} uplinks x {cost.get('targets')} targets "
-            f"at {_num(cost.get('rate_hz'), ' Hz', 0)}",
-            f"{_num(cost.get('cpu_percent'), ' %')} / {_num(cost.get('rss_mb'), ' MB', 1)}",
-            "",
-            "",
-            f"≤ {_num(_get(doc, 'targets', 'cpu_percent'), ' %', 1)} / "
-            f"≤ {_num(_get(doc, 'targets', 'rss_mb'), ' MB', 0)}"
-            + _met(doc, "cpu_percent")
-            + _met(doc, "rss_mb"),
+            f"daemon cost, {cost.get('uplinks')} uplinks {TIMES} {cost.get('targets')} targets at "
+            f"{_fmt(cost.get('rate_hz'), ' Hz', 0)}",
+            f"{_fmt(cost.get('cpu_percent'), '% of a core')}, {_fmt(cost.get('rss_mb'), ' MB', 0)}"
+            " RSS",
+            "-",
+            f"≤ {_fmt(_get(doc, 'targets', 'cpu_percent'), '%', 0)}, "
+            f"≤ {_fmt(_get(doc, 'targets', 'rss_mb'), ' MB', 0)}"
+            + _met(doc, "cpu_percent", "rss_mb"),
         )
     )
     return rows
 
 
-def _flows_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    # flows_bench.py states its own rows (it knows what it measured against which anchor);
-    # a document without them still shows its top-level figures.
-    declared = doc.get("table")
-    if isinstance(declared, list) and all(isinstance(r, dict) for r in declared):
-        return [
+def _flows_rows(doc: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    lookups = doc.get("moved_lookups") or {}
+    ours = _get(lookups, "variants", "ecmpd_resilient") or {}
+    anchor = _get(lookups, "variants", "anchor_multipath_route") or {}
+    if ours:
+        rows.append(
             (
-                str(r.get("measure", "")),
-                str(r.get("ecmpd", "")),
-                str(r.get("anchor", "")),
-                str(r.get("ratio", "")),
-                str(r.get("target", "")),
+                f"healthy flows moved when an uplink fails ({lookups.get('flows')} flows by "
+                "kernel lookup, `flows_bench.py`)",
+                f"{_fmt(_get(ours, 'failure', 'healthy_moved'))} "
+                f"({_pct(_get(ours, 'failure', 'healthy_moved_fraction'))})",
+                f"classic multipath route: {_fmt(_get(anchor, 'failure', 'healthy_moved'))} "
+                f"({_pct(_get(anchor, 'failure', 'healthy_moved_fraction'))})",
+                "0" + _met(doc, "healthy_moved_on_failure"),
             )
-            for r in declared
-        ]
-    return [
-        (f"flows: {key}", _num(value), "", "", "")
-        for key, value in doc.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    ]
+        )
+        rows.append(
+            (
+                "flows moved when it comes back",
+                f"{_fmt(_get(ours, 'recovery', 'moved'))} "
+                f"({_pct(_get(ours, 'recovery', 'moved_fraction'))})",
+                f"classic multipath route: {_fmt(_get(anchor, 'recovery', 'moved'))} "
+                f"({_pct(_get(anchor, 'recovery', 'moved_fraction'))})",
+                "0" + _met(doc, "moved_on_recovery"),
+            )
+        )
+    tcp = doc.get("moved_tcp") or {}
+    ours_t = _get(tcp, "variants", "ecmpd_resilient") or {}
+    anchor_t = _get(tcp, "variants", "anchor_multipath_route") or {}
+    if ours_t:
+        rows.append(
+            (
+                f"healthy NATed TCP connections broken by a failure / a recovery "
+                f"({tcp.get('connections')} connections)",
+                f"{_fmt(_get(ours_t, 'failure', 'healthy_broken'))} / "
+                f"{_fmt(_get(ours_t, 'recovery', 'broken'))}",
+                f"classic multipath route: {_fmt(_get(anchor_t, 'failure', 'healthy_broken'))} / "
+                f"{_fmt(_get(anchor_t, 'recovery', 'broken'))}",
+                "0 / 0",
+            )
+        )
+    share = doc.get("recovered_share") or {}
+    runs = share.get("runs") or []
+    if runs:
+        timers = "; ".join(
+            f"{_fmt(r.get('t_share_s'), ' s', 1)} with a {r.get('idle_timer_s')} s idle timer "
+            f"(load {r.get('load')})"
+            for r in runs
+        )
+        default = share.get("extrapolated_default") or {}
+        rows.append(
+            (
+                "a recovered uplink back to its weighted share of new flows",
+                f"{timers}; at the default {share.get('default_idle_timer_s')} s "
+                f"≈{_fmt(default.get('load_stops_t_share_s'), ' s', 0)} (extrapolated)",
+                "-",
+                "",
+            )
+        )
+    for key, good in (doc.get("goodput") or {}).items():
+        ours_g, single = good.get("ecmpd") or {}, good.get("anchor_single_route") or {}
+        rows.append(
+            (
+                f"bulk TCP goodput through NAT, {key.replace('_', ' ')} "
+                f"({'+'.join(str(r) for r in good.get('rates_mbit', []))} Mbit/s)",
+                f"{_fmt(ours_g.get('mbit'), ' Mbit/s', 0)} "
+                f"({_pct(ours_g.get('fraction'))} of the sum)",
+                f"a single default route: {_fmt(single.get('mbit'), ' Mbit/s', 0)} "
+                f"(ecmpd carries {_times(good.get('ratio_vs_anchor'))})",
+                f"≥ {_pct(_get(doc, 'targets', 'goodput_fraction'))} of the sum"
+                + _met(doc, "goodput_fraction"),
+            )
+        )
+    return rows
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.0%}" if isinstance(value, int | float) else "-"

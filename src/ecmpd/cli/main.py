@@ -20,6 +20,7 @@ from ecmpd.cli import (
     run,
     status,
     validate,
+    watch,
 )
 from ecmpd.cli.common import CommandError, add_global_options, setup_logging
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         apply,
         run,
         status,
+        watch,
         explain,
         drain,
         down,

@@ -50,14 +50,17 @@ def plot_timeline(result: dict[str, Any], path: Path) -> Path:
     fo, rec = result["failover"], result["recovery"]
     failed = fo["uplink"]
 
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 6.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    fig, (lane, top, bottom) = plt.subplots(
+        3,
+        1,
+        figsize=(11, 7.6),
+        sharex=True,
+        gridspec_kw={"height_ratios": [1.0, 3.0, 2.0], "hspace": 0.08},
     )
     colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
-    series = [timeline["tx_mbit"][n] for n in names]
     top.stackplot(
         t,
-        *series,
+        *[timeline["tx_mbit"][n] for n in names],
         labels=[f"{i['name']}  ({i['rate_mbit']} Mbit/s, weight {i['weight']})" for i in isps],
         colors=[colors[n] for n in names],
         alpha=0.85,
@@ -65,72 +68,89 @@ def plot_timeline(result: dict[str, Any], path: Path) -> Path:
     )
     summed = sum(rates.values())
     top.axhline(summed, color="black", linestyle="--", linewidth=1)
-    top.text(t[0] if t else 0, summed, f" summed capacity {summed} Mbit/s", va="bottom", fontsize=8)
+    top.text(
+        t[-1] if t else 1, summed, f"summed capacity {summed} Mbit/s ", va="bottom", ha="right",
+        fontsize=8,
+    )  # fmt: skip
     if "fault" in events and "heal" in events:
         left = summed - rates[failed]
         top.hlines(left, events["fault"], events["heal"], colors="black", linestyles=":", lw=1)
-        top.text(events["heal"], left, f" {left} left ", va="bottom", ha="right", fontsize=8)
+        top.text(events["heal"], left, f"{left} Mbit/s left ", va="bottom", ha="right", fontsize=8)
     top.set_ylabel("Mbit/s, stacked")
-    top.set_ylim(0, summed * 1.18)
+    top.set_ylim(0, summed * 1.25)
     top.legend(loc="upper left", fontsize=8, ncol=len(names), frameon=False)
-    steady = result["phases"]["steady"]
-    top.set_title(
-        f"ecmpd lab demo: {result['traffic']['flows']} TCP flows over {len(names)} ISPs; "
-        f"aggregate {steady['aggregate_mbit']:.0f} of {steady['capacity_mbit']} Mbit/s "
-        f"({steady['aggregate_fraction']:.0%})",
-        fontsize=11,
-        loc="left",
-    )
 
     for n in names:
         bottom.plot(t, timeline["tx_mbit"][n], color=colors[n], linewidth=1.3, label=n)
         bottom.axhline(rates[n], color=colors[n], linestyle=":", linewidth=0.8)
     bottom.set_ylabel("Mbit/s per uplink")
-    bottom.set_xlabel("seconds since the traffic started (router interface counters, 5 Hz)")
+    bottom.set_xlabel("seconds since the traffic started (the router's interface counters, 5 Hz)")
     bottom.set_ylim(0, max(rates.values()) * 1.15)
 
-    for ax in (top, bottom):
+    marks = [
+        ("fault", f"gray failure on {failed}", FAILURE_COLOR, "-"),
+        ("removed", f"{failed} out of the group: +{fo['removal_ms']:.0f} ms", FAILURE_COLOR, "--"),
+        (
+            "restored",
+            f"its flows deliver again: median +{_ms(fo.get('restore_median_ms'))}, "
+            f"last +{_ms(fo['restore_ms'])}",
+            FAILURE_COLOR,
+            ":",
+        ),
+        ("heal", f"{failed} heals", RECOVERY_COLOR, "-"),
+        ("back", f"back in the group: +{rec['back_in_group_ms']:.0f} ms", RECOVERY_COLOR, "--"),
+    ]
+    marks = [m for m in marks if m[0] in events]
+    for ax in (lane, top, bottom):
         if "fault" in events and "heal" in events:
             ax.axvspan(events["fault"], events["heal"], color=FAILURE_COLOR, alpha=0.07, lw=0)
-        for kind, color, style in (
-            ("fault", FAILURE_COLOR, "-"),
-            ("removed", FAILURE_COLOR, "--"),
-            ("restored", FAILURE_COLOR, ":"),
-            ("heal", RECOVERY_COLOR, "-"),
-            ("back", RECOVERY_COLOR, "--"),
-        ):
-            if kind in events:
-                ax.axvline(events[kind], color=color, linestyle=style, linewidth=1)
-        ax.grid(axis="y", alpha=0.3)
+        for kind, _, color, style in marks:
+            ax.axvline(events[kind], color=color, linestyle=style, linewidth=1)
         ax.margins(x=0)
-    labels = [
-        ("fault", f"gray failure\non {failed}", FAILURE_COLOR),
-        ("removed", f"out of group\n+{fo['removal_ms']:.0f} ms", FAILURE_COLOR),
-        ("restored", f"flows restored\n+{fo['restore_ms']:.0f} ms", FAILURE_COLOR),
-        ("heal", f"{failed}\nheals", RECOVERY_COLOR),
-        ("back", f"back in group\n+{rec['back_in_group_ms']:.0f} ms", RECOVERY_COLOR),
-    ]
-    _label_marks(top, [(events[k], text, c) for k, text, c in labels if k in events], summed)
-    fig.tight_layout()
+    for ax in (top, bottom):
+        ax.grid(axis="y", alpha=0.3)
+    _event_lane(lane, [(events[k], text, color) for k, text, color, _ in marks], t)
+    steady = result["phases"]["steady"]
+    fig.suptitle(
+        f"ecmpd lab demo: {result['traffic']['flows']} TCP flows over {len(names)} ISPs, "
+        f"aggregate {steady['aggregate_mbit']:.0f} of {steady['capacity_mbit']} Mbit/s "
+        f"({steady['aggregate_fraction']:.0%}); every figure measured in the run",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+    )
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.94, bottom=0.07)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def _label_marks(ax: Any, marks: list[tuple[float, str, str]], summed: float) -> None:
-    """Labels the vertical marks at the top of the axes, staggered where they crowd."""
-    span = max((m[0] for m in marks), default=1.0) or 1.0
-    last_x, level = -1e9, 0
-    for x, text, color in sorted(marks):
-        level = level + 1 if x - last_x < span * 0.06 else 0
-        ax.annotate(
-            text,
-            xy=(x, summed * 1.16),
-            xytext=(3, -10 * level),
-            textcoords="offset points",
-            fontsize=7.5,
+def _ms(value: float | None) -> str:
+    """Milliseconds as a short label (1450 -> '1.45 s', 730 -> '730 ms')."""
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _event_lane(ax: Any, marks: list[tuple[float, str, str]], t: list[float]) -> None:
+    """One row per event, top to bottom, each label beside its vertical line."""
+    ax.set_ylim(0, len(marks) + 0.5)
+    ax.set_yticks([])
+    for spine in ("left", "right", "top", "bottom"):
+        ax.spines[spine].set_visible(False)
+    ax.tick_params(bottom=False)
+    end = t[-1] if t else 1.0
+    for row, (x, text, color) in enumerate(marks):
+        y = len(marks) - row - 0.1
+        # Labels past the middle go left of their line, so none runs off the figure.
+        right = x > end * 0.62
+        ax.text(
+            x,
+            y,
+            f" {text} " if not right else f"{text} ",
             color=color,
-            va="top",
-            ha="left",
+            fontsize=8.5,
+            va="center",
+            ha="right" if right else "left",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85},
         )
-        last_x = x

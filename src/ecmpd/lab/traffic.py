@@ -50,7 +50,9 @@ RCVLOWAT = 16 * 1024
 # (ETIMEDOUT): a safety net for a flow stuck on a dead path that no reset reaches. Not
 # shorter: on a congested 50 Mbit/s link a healthy flow can back off for seconds.
 USER_TIMEOUT_MS = 10_000
-CONNECT_TIMEOUT_S = 3.0
+# A connect that gets no answer this long fails (the kernel's own SYN retries last two
+# minutes); as long as the user timeout, for the same reason.
+CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAY_S = 0.05
 LOOP_TICK_S = 0.02
 JOIN_TIMEOUT_S = 5.0
@@ -66,7 +68,7 @@ class Conn:
     server: IPv4Address
     sport: int
     opened: float
-    ends: float  # when its slot closes it and opens the next
+    lifetime: float  # once connected, how long it sends before its slot opens the next
     uplink: str | None = None  # the router's route lookup when it opened
     nat_uplink: str | None = None  # the NAT source address the sink saw
     path: str | None = None  # the latest route lookup
@@ -156,7 +158,9 @@ class Traffic:
         self._live: dict[tuple[int, int], Conn] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stop_sending = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._sender: threading.Thread | None = None
         self._errors: list[BaseException] = []
         self._nl: NetlinkSocket | None = None
         self._lan_ifindex = 0
@@ -177,9 +181,9 @@ class Traffic:
 
     def start(self) -> None:
         """Adds the LAN clients, opens the sinks, starts sender and sampler threads."""
-        missing = self.lab.lan_clients[: self._n_clients]
-        if len(missing) < self._n_clients:
-            add_lan_clients(self.lab, self._n_clients - len(missing))
+        have = len(self.lab.lan_clients)
+        if have < self._n_clients:
+            add_lan_clients(self.lab, self._n_clients - have)
         self.clients = self.lab.lan_clients[: self._n_clients]
         self._nl = netns.call_in(self.lab.router, NetlinkSocket.open)
         names = netns.call_in(self.lab.router, lambda: dict(socket.if_nameindex()))
@@ -198,11 +202,16 @@ class Traffic:
             raise
         self.started = time.monotonic()
         self._spawn("traffic-sink", lambda: self._sink(listener))
-        self._spawn("traffic-send", lambda: netns.call_in(self.lan, self._send))
+        self._sender = self._spawn("traffic-send", lambda: netns.call_in(self.lan, self._send))
         self._spawn("traffic-sample", lambda: netns.call_in(self.lab.router, self._sample))
 
     def stop(self) -> None:
         """Stops every thread and closes every socket (idempotent)."""
+        # The senders first: a sink that closed under a sending client would reset it,
+        # and that reset is no flow error.
+        self._stop_sending.set()
+        if self._sender is not None:
+            self._sender.join(JOIN_TIMEOUT_S)
         self._stop.set()
         for thread in self._threads:
             thread.join(JOIN_TIMEOUT_S)
@@ -214,11 +223,10 @@ class Traffic:
     def check(self) -> None:
         """Raises TrafficError if a traffic thread died."""
         if self._errors:
-            raise TrafficError(f"traffic generator failed: {self._errors[0]!r}") from self._errors[
-                0
-            ]
+            first = self._errors[0]
+            raise TrafficError(f"traffic generator failed: {first!r}") from first
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:
             try:
                 target()
@@ -229,6 +237,7 @@ class Traffic:
         thread = threading.Thread(target=guarded, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     # --- reading the results (any thread) ----------------------------------------
 
@@ -310,8 +319,10 @@ class Traffic:
         t_before = time.monotonic()
         next_at = t_before + self.interval
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-            next_at += self.interval
             now = time.monotonic()
+            # On a busy machine a late sample is not chased by a burst of short ones:
+            # rates over tiny intervals are mostly noise.
+            next_at = max(next_at + self.interval, now + self.interval / 2)
             counters = read_interface_counters(names)
             delivered = dict(self.delivered)
             live = self.live()
@@ -358,7 +369,7 @@ class Traffic:
         retry_at = [0.0] * self.flows
         serial = 0
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._stop_sending.is_set()):
                 now = time.monotonic()
                 for slot in range(self.flows):
                     if slot not in socks and now >= retry_at[slot]:
@@ -374,7 +385,7 @@ class Traffic:
                 for slot, (sock, conn, _head) in list(socks.items()):
                     if (
                         conn.error is not None
-                        or now >= conn.ends
+                        or (conn.connected is not None and now >= conn.connected + conn.lifetime)
                         or (conn.connected is None and now - conn.opened > CONNECT_TIMEOUT_S)
                     ):
                         if conn.error is None and conn.connected is None:
@@ -408,7 +419,7 @@ class Traffic:
             server=server,
             sport=sock.getsockname()[1],
             opened=now,
-            ends=now + self._rng.uniform(*self.lifetime),
+            lifetime=self._rng.uniform(*self.lifetime),
         )
         if code not in (0, errno.EINPROGRESS):
             conn.error = errno.errorcode.get(code, str(code))
@@ -441,7 +452,7 @@ class Traffic:
         return None
 
     def _fail(self, conn: Conn, error: str) -> None:
-        if conn.error is None:
+        if conn.error is None and not self._stop_sending.is_set():
             conn.error = error
 
     def _close(self, sock: socket.socket, conn: Conn) -> None:

@@ -1,0 +1,213 @@
+"""`ecmpd watch`: the live view of a running daemon, with the kernel's interface counters.
+
+State, health, RTT and loss come from the daemon's status (control socket); throughput
+and shares from /proc/thread-self/net/dev of the namespace the command runs in, which
+must be the daemon's (in the lab: `ip netns exec <router> ecmpd watch`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+
+from ecmpd.cli.common import EXIT_OK, CommandError
+from ecmpd.control import DaemonNotRunning, request
+from ecmpd.live import LiveView, Snapshot, UplinkView, health_figures, render
+from ecmpd.metrics import InterfaceCounters, read_interface_counters, status_interfaces
+
+HISTORY_STEP_S = 1.0
+HISTORY_POINTS = 300
+STATUS_TIMEOUT_S = 1.0
+
+StatusFn = Callable[[], Mapping[str, Any]]
+CountersFn = Callable[[Sequence[str]], InterfaceCounters]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "watch", help="live view: each uplink's state, RTT, loss, throughput and share"
+    )
+    p.add_argument(
+        "--interval", type=float, default=0.25, metavar="S", help="seconds between frames"
+    )
+    p.add_argument(
+        "--once", action="store_true", help="print one frame (rates over one interval) and exit"
+    )
+    p.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="UPLINK=MBIT",
+        help="draw an uplink's bar against its capacity (repeatable)",
+    )
+    p.set_defaults(func=run)
+
+
+def parse_capacities(items: Sequence[str]) -> dict[str, float]:
+    """UPLINK=MBIT items as a mapping; raises ValueError on a malformed one."""
+    capacities = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--capacity {item!r}: expected UPLINK=MBIT")
+        try:
+            capacities[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--capacity {item!r}: {value!r} is not a number") from None
+        if capacities[name] <= 0:
+            raise ValueError(f"--capacity {item!r}: must be positive")
+    return capacities
+
+
+class Feed:
+    """Status and counters sampled over time, turned into live-view snapshots."""
+
+    def __init__(
+        self,
+        status: StatusFn,
+        counters: CountersFn = read_interface_counters,
+        *,
+        capacities: Mapping[str, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._status_fn, self._counters_fn, self._clock = status, counters, clock
+        self.capacities = dict(capacities or {})
+        self.started = clock()
+        self.status: Mapping[str, Any] | None = None
+        self.note: str | None = None
+        self._last: tuple[float, InterfaceCounters] | None = None
+        self.rates: dict[str, tuple[float, float]] = {}  # interface -> (tx, rx) Mbit/s
+        self.history: dict[str, deque[float]] = {}  # uplink -> throughput per step
+        self._bin: dict[str, list[float]] = {}
+        self._bin_index: int | None = None
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        """Takes a status and the counters of its interfaces; rates since the last sample."""
+        status: Mapping[str, Any] | None
+        note: str | None
+        try:
+            status = self._status_fn()
+            note = None
+        except (DaemonNotRunning, OSError, ValueError, KeyError) as exc:
+            # Keep showing the last status, marked stale: a daemon restart is worth seeing.
+            status, note = self.status, f"daemon not answering ({exc}); figures may be stale"
+        if status is None:
+            raise DaemonNotRunning(note or "no status")
+        now = self._clock()
+        counters = self._counters_fn(status_interfaces(status))
+        with self._lock:
+            self.status, self.note = status, note
+            if self._last is not None:
+                then, before = self._last
+                dt = now - then
+                if dt > 0:
+                    self.rates = {
+                        name: (
+                            _mbit(c["tx_bytes"] - before[name]["tx_bytes"], dt),
+                            _mbit(c["rx_bytes"] - before[name]["rx_bytes"], dt),
+                        )
+                        for name, c in counters.items()
+                        if name in before
+                    }
+                    self._record(now)
+            self._last = (now, counters)
+
+    def _record(self, now: float) -> None:
+        """Adds the current rates to the history, one point per HISTORY_STEP_S."""
+        index = int((now - self.started) // HISTORY_STEP_S)
+        if self._bin_index is not None and index != self._bin_index:
+            for name, values in self._bin.items():
+                self.history.setdefault(name, deque(maxlen=HISTORY_POINTS)).append(
+                    sum(values) / len(values)
+                )
+            self._bin = {}
+        self._bin_index = index
+        for u in (self.status or {}).get("uplinks", []):
+            tx, rx = self.rates.get(str(u.get("interface")), (0.0, 0.0))
+            self._bin.setdefault(str(u["name"]), []).append(max(tx, rx))
+
+    def snapshot(self) -> Snapshot:
+        """The frame for the latest sample."""
+        with self._lock:
+            status = self.status or {"uplinks": []}
+            views = []
+            for u in status.get("uplinks", []):
+                tx, rx = self.rates.get(str(u.get("interface")), (0.0, 0.0))
+                rtt, loss = health_figures(u)
+                views.append(
+                    UplinkView(
+                        name=str(u["name"]),
+                        interface=str(u.get("interface", "")),
+                        state=str(u.get("state", "unknown")),
+                        health=u.get("health"),
+                        weight=int(u.get("weight", 0)),
+                        in_balancer=bool(u.get("in_balancer")),
+                        # The busier direction: each direction of a link is its own capacity.
+                        mbit=max(tx, rx),
+                        tx_mbit=tx,
+                        rx_mbit=rx,
+                        capacity_mbit=self.capacities.get(str(u["name"])),
+                        rtt_ms=rtt,
+                        loss=loss,
+                        history=tuple(self.history.get(str(u["name"]), ())),
+                    )
+                )
+            daemon = status.get("daemon") or {}
+            note = self.note or (
+                f"ecmpd pid {daemon.get('pid', '?')}, up {daemon.get('uptime_s', 0):.0f} s, "
+                f"{daemon.get('reconciles', 0)} kernel updates · Ctrl-C quits"
+            )
+            return Snapshot(
+                title=f"ecmpd watch · {len(views)} uplinks",
+                uplinks=tuple(views),
+                elapsed_s=self._clock() - self.started,
+                history_step_s=HISTORY_STEP_S,
+                note=note,
+            )
+
+
+def _mbit(nbytes: int, seconds: float) -> float:
+    # Counters can go backwards when an interface is re-created: no negative rates.
+    return max(0, nbytes) * 8 / 1e6 / seconds
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise CommandError("--interval must be positive", 1)
+    try:
+        capacities = parse_capacities(args.capacity)
+    except ValueError as exc:
+        raise CommandError(str(exc), 1) from exc
+
+    def status() -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = request(args.run_dir, {"cmd": "status"}, STATUS_TIMEOUT_S)[
+            "status"
+        ]
+        return answer
+
+    feed = Feed(status, capacities=capacities)
+    try:
+        feed.sample()
+    except DaemonNotRunning as exc:
+        raise CommandError(f"{exc} (is `ecmpd run` running with this --run-dir?)", 1) from exc
+    console = Console()
+    if args.once or not console.is_terminal:
+        time.sleep(args.interval)
+        feed.sample()
+        console.print(render(feed.snapshot()))
+        return EXIT_OK
+    try:
+        with LiveView(console, feed.snapshot, fps=1 / args.interval):
+            while True:
+                time.sleep(args.interval)
+                feed.sample()
+    except KeyboardInterrupt:
+        pass  # the way to quit
+    return EXIT_OK

@@ -1,0 +1,178 @@
+"""`ecmpd lab demo` end to end in its short mode: sane figures, and nothing left behind."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecmpd.lab import netns
+from tests.conftest import next_lab_prefix, require_netns
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_TIMEOUT_S = 120
+# The short mode stretches each phase until its events happened: removal within the
+# default check's bound (0.85 s) plus a busy machine's slack; restore of the interrupted
+# TCP flows after their retransmission backoff (1 s, 2 s, 4 s ... after the fault).
+REMOVAL_MS = (100, 3000)
+RESTORE_MEDIAN_MS = 6000
+RESTORE_MAX_MS = 16000
+BACK_IN_GROUP_MS = 5000
+SHARE_PP = 8.0  # |share - weight's share| per uplink, percentage points
+AGGREGATE_FRACTION = 0.8
+
+
+def children_of(pid: int) -> list[str]:
+    """Command lines of the live processes whose parent is pid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid, state = int(stat.rsplit(")", 1)[1].split()[1]), stat.rsplit(")", 1)[1].split()[0]
+        if ppid == pid and state != "Z":
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the processes that mention text (a path of the demo's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(os.getpid()):
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(cmdline.replace("\0", " "))
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, Any]:
+    """One short demo run: its JSON, stderr, and the namespaces before and after."""
+    require_netns()
+    prefix = next_lab_prefix()  # the session's safety net removes it, should the demo not
+    before = set(netns.list_netns())
+    done = subprocess.run(
+        [sys.executable, "-m", "ecmpd", "lab", "demo", "--duration", "4", "--no-live",
+         "--json", "--prefix", prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {
+        "doc": json.loads(done.stdout),
+        "stderr": done.stderr,
+        "prefix": prefix,
+        "before": before,
+        "after": set(netns.list_netns()),
+        "ip_netns_list": listed.stdout,
+        "children": children_of(os.getpid()),
+    }
+
+
+def test_the_demo_leaves_no_namespace_and_no_process(demo: dict[str, Any]) -> None:
+    doc, prefix = demo["doc"], demo["prefix"]
+    assert doc["lab"]["prefix"] == prefix and len(doc["lab"]["namespaces"]) == 6
+    assert prefix not in demo["ip_netns_list"]
+    assert netns.list_netns(prefix) == []
+    # Other tests may run beside this one: only names of this demo's kind count as new.
+    assert {n for n in demo["after"] - demo["before"] if n.startswith(prefix)} == set()
+    assert demo["children"] == []
+    assert processes_mentioning(doc["workdir"]) == []
+    assert processes_mentioning(prefix) == []
+
+
+def test_progress_lines_tell_what_happens(demo: dict[str, Any]) -> None:
+    err = demo["stderr"]
+    for step in ("building the lab", "lab up", "uplinks up and balanced", "gray failure on",
+                 "out of the group", "deliver again", "heals", "back in the group",
+                 "removing the lab"):  # fmt: skip
+        assert step in err, step
+
+
+def _shares_near_weights(phase: dict[str, Any], skip: str | None = None) -> None:
+    for name, u in phase["uplinks"].items():
+        if name == skip:
+            assert u["share"] < 0.02, (name, u)
+            continue
+        assert abs(u["share"] - u["target_share"]) * 100 <= SHARE_PP, (name, u)
+
+
+def test_traffic_splits_by_weight_and_fills_the_uplinks(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    isps = {i["name"]: i for i in doc["lab"]["isps"]}
+    assert [isps[n]["weight"] for n in sorted(isps)] == [2, 4, 1]
+    steady = doc["phases"]["steady"]
+    assert steady["capacity_mbit"] == 350
+    assert steady["aggregate_fraction"] > AGGREGATE_FRACTION, steady
+    assert doc["vs_best_single_uplink"] > 1.3  # more than the fastest ISP could carry
+    _shares_near_weights(steady)
+    for name, u in steady["uplinks"].items():
+        assert u["target_share"] == pytest.approx(isps[name]["weight"] / 7, abs=1e-3)
+        assert u["mbit"] <= isps[name]["rate_mbit"] * 1.05  # the TBF holds: a real measurement
+
+
+def test_gray_failure_fails_over_and_the_flows_come_back(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    fo = doc["failover"]
+    assert fo["uplink"] == "isp-b"  # the heaviest, by default
+    assert fo["flows_on_it"] > 0 and 0 < fo["interrupted_flows"] <= doc["traffic"]["flows"]
+    assert REMOVAL_MS[0] < fo["removal_ms"] < REMOVAL_MS[1], fo
+    assert fo["removal_ms"] <= fo["restore_median_ms"] <= fo["restore_ms"] < RESTORE_MAX_MS, fo
+    assert fo["restore_median_ms"] < RESTORE_MEDIAN_MS, fo
+    assert "bad rounds" in fo["reason"] or "bad round" in fo["reason"]
+    failure = doc["phases"]["failure"]
+    assert failure["capacity_mbit"] == 150
+    assert failure["aggregate_fraction"] > AGGREGATE_FRACTION, failure
+    _shares_near_weights(failure, skip="isp-b")
+    moved = doc["flows_moved"]
+    assert moved["off_failed_uplink"] >= fo["flows_on_it"]
+    assert 0 <= moved["rerouted_seen"] <= moved["off_failed_uplink"]
+
+
+def test_the_isp_recovers_and_takes_its_share_again(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    rec = doc["recovery"]
+    assert 0 < rec["back_in_group_ms"] < BACK_IN_GROUP_MS, rec
+    assert rec["rebalanced_ms"] is not None, rec
+    recovery = doc["phases"]["recovery"]
+    assert recovery["aggregate_fraction"] > AGGREGATE_FRACTION, recovery
+    _shares_near_weights(recovery)
+    kinds = [e["kind"] for e in doc["events"]]
+    assert kinds == ["start", "fault", "removed", "restored", "heal", "back", "rebalanced"]
+    times = [e["t"] for e in doc["events"]]
+    assert times == sorted(times)
+
+
+def test_healthy_flows_never_move_and_never_fail(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    assert doc["flows_moved"]["healthy"] == 0, doc["flows_moved"]
+    assert doc["errors"]["healthy"] == 0, doc["errors"]
+    # The failed ISP's flows lost their NAT address with it: resets are expected there.
+    assert doc["errors"]["total"] == doc["errors"]["on_failed_uplink"]
+    assert doc["traffic"]["connections"] > doc["traffic"]["flows"]  # flows do churn
+
+
+def test_the_timeline_is_sampled_several_times_a_second(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    t = doc["timeline"]["t"]
+    assert len(t) >= 3 * doc["elapsed_s"]
+    assert all(b > a for a, b in itertools.pairwise(t))
+    for name in ("isp-a", "isp-b", "isp-c"):
+        assert len(doc["timeline"]["tx_mbit"][name]) == len(t)

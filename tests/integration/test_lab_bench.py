@@ -1,0 +1,96 @@
+"""`ecmpd lab bench --quick`: every benchmark in one run, one merged JSON document, a table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecmpd.cli.lab import BENCHES, markdown_table
+from ecmpd.lab import netns
+from tests.conftest import next_lab_prefix, require_netns
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_TIMEOUT_S = 600
+# What each benchmark's document must carry for the README's table.
+KEYS = {
+    "apply": ("results", "targets", "met"),
+    "failover": ("default", "tuned", "anchor_cron", "ratios", "false_transitions", "met"),
+    "flows": ("moved_lookups", "moved_tcp", "recovered_share", "goodput", "met"),
+}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `ecmpd lab bench --quick --json --table FILE` run."""
+    require_netns()
+    prefix = next_lab_prefix()  # the session's safety net removes it, should a script not
+    table = tmp_path_factory.mktemp("bench") / "performance.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "ecmpd", "lab", "bench", "--quick", "--json", "--table",
+         str(table), "--prefix", prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+    )  # fmt: skip
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {
+        "status": done.returncode,
+        "stderr": done.stderr,
+        "doc": json.loads(done.stdout) if done.stdout.strip() else None,
+        "prefix": prefix,
+        "table": table.read_text() if table.exists() else None,
+        "ip_netns_list": listed.stdout,
+    }
+
+
+def test_the_run_succeeds_and_leaves_no_namespace(bench: dict[str, Any]) -> None:
+    assert bench["status"] == 0, bench["stderr"][-3000:]
+    doc = bench["doc"]
+    assert doc["benchmark"] == "all" and doc["quick"] is True
+    assert doc["netns_prefix"] == bench["prefix"]
+    assert doc["failed"] == {}
+    assert bench["prefix"] not in bench["ip_netns_list"]
+    assert netns.list_netns(bench["prefix"]) == []
+
+
+@pytest.mark.parametrize("name", [name for name, _ in BENCHES])
+def test_each_benchmark_is_merged_under_its_key(bench: dict[str, Any], name: str) -> None:
+    doc = bench["doc"]
+    assert doc is not None, bench["stderr"][-3000:]
+    if name in doc["missing"]:
+        pytest.skip(f"bench/{dict(BENCHES)[name]} is not in this tree: `lab bench` skipped it")
+    part = doc[name]
+    assert part["benchmark"] == name
+    # Each script got its own namespace prefix under the run's.
+    assert part["netns_prefix"].startswith(bench["prefix"])
+    for key in KEYS[name]:
+        assert key in part, f"{name}: no {key!r}"
+    assert doc["seconds"][name] > 0
+
+
+def test_the_table_has_a_row_per_figure_with_its_anchor(bench: dict[str, Any]) -> None:
+    doc, table = bench["doc"], bench["table"]
+    assert table is not None and table == markdown_table(doc)
+    lines = table.splitlines()
+    assert "| what | ecmpd | anchor (same run) | target |" in lines
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert all(line.count(" | ") == 3 for line in rows), rows
+    expected = {
+        "apply": ("`ip -batch`", "classic multipath `ip route replace`"),
+        "failover": ("cron ping every 60 s", "cron monitor:"),
+        "flows": ("classic multipath route:", "a single default route:"),
+    }
+    for name, anchors in expected.items():
+        if name in doc["missing"]:
+            assert f"| `{name}` benchmark | not run: its script is missing |" in table
+            continue
+        for anchor in anchors:
+            assert anchor in table, (name, anchor)
+    # Targets are reported where a benchmark states them, met (✓) or not (✗).
+    assert "✓" in table or "✗" in table

@@ -1,0 +1,285 @@
+"""The live view, rendered from hand-made snapshots; its feeder for `ecmpd watch`."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from ecmpd.cli.watch import Feed, parse_capacities
+from ecmpd.live import (
+    LiveView,
+    Snapshot,
+    UplinkView,
+    bar,
+    health_figures,
+    render,
+    sparkline,
+    target_shares,
+)
+from ecmpd.metrics import InterfaceCounters
+
+
+def view(name: str, state: str, weight: int, mbit: float, **more: Any) -> UplinkView:
+    """One uplink of a snapshot; in the balancer when up."""
+    more.setdefault("in_balancer", state == "up")
+    return UplinkView(
+        name=name, interface=f"wan-{name[-1]}", state=state, weight=weight, mbit=mbit, **more
+    )
+
+
+def text_of(snapshot: Snapshot, width: int = 100) -> str:
+    """The frame as plain text, as a 100-column terminal shows it."""
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console.print(render(snapshot))
+    return console.export_text()
+
+
+FAILURE = Snapshot(
+    title="ecmpd lab demo · 3 ISPs · 48 TCP flows",
+    uplinks=(
+        view(
+            "isp-a",
+            "up",
+            2,
+            97.6,
+            capacity_mbit=100,
+            rtt_ms=48.25,
+            loss=0.0,
+            flows=30,
+            history=(96.0, 97.0, 98.0),
+        ),
+        view(
+            "isp-b",
+            "down",
+            4,
+            0.0,
+            capacity_mbit=200,
+            rtt_ms=51.7,
+            loss=0.33,
+            flows=0,
+            history=(195.0, 100.0, 0.0),
+        ),
+        view(
+            "isp-c",
+            "up",
+            1,
+            48.8,
+            capacity_mbit=50,
+            rtt_ms=47.0,
+            loss=0.16,
+            flows=18,
+            history=(48.0, 49.0, 49.0),
+        ),
+    ),
+    elapsed_s=24.0,
+    phase="failure",
+    phases=("steady", "failure", "recovery", "summary"),
+    events=(
+        (18.0, "gray failure on [bold]isp-b[/]"),
+        (18.7, "isp-b out of the group [bold]730 ms[/] after the fault"),
+    ),
+    history_step_s=0.5,
+    caption="isp-b is out of the group: its flows come back on the others",
+    note="Ctrl-C stops and removes the lab",
+)
+
+
+def test_render_shows_every_uplink_with_its_figures() -> None:
+    text = text_of(FAILURE)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    row_a = next(line for line in lines if line.startswith("│ isp-a"))
+    assert "● up" in row_a and "48.2 ms" in row_a and "0%" in row_a and " 30 " in row_a
+    assert "98/100" in row_a
+    row_b = next(line for line in lines if line.startswith("│ isp-b"))
+    # Down: no RTT now (the window's answers are old), the loss the daemon reports.
+    assert "● down" in row_b and " - " in row_b and "33%" in row_b and "0/200" in row_b
+    row_c = next(line for line in lines if line.startswith("│ isp-c"))
+    assert "49/50" in row_c and "16%" in row_c
+
+
+def test_shares_are_set_against_the_weights_of_the_uplinks_in_service() -> None:
+    lines = text_of(FAILURE).splitlines()
+    share = {
+        n: next(line for line in lines if line.startswith(f"│ {n}")) for n in ("isp-a", "isp-c")
+    }
+    # isp-b is out: isp-a's weight 2 of the remaining 3 is 67%, isp-c's 33%.
+    assert share["isp-a"].rstrip(" │").endswith("67%  67%")
+    assert share["isp-c"].rstrip(" │").endswith("33%  33%")
+    assert "┃" in share["isp-a"]  # the weight's marker on the bar
+    assert target_shares(FAILURE.uplinks) == pytest.approx(
+        {"isp-a": 2 / 3, "isp-b": 0.0, "isp-c": 1 / 3}
+    )
+
+
+def test_render_shows_totals_phase_timeline_and_events() -> None:
+    text = text_of(FAILURE)
+    assert "aggregate 146 Mbit/s of 350 summed capacity (42%); 150 in service (98%)" in text
+    assert "48 flows" in text
+    assert "steady ▸ failure ▸ recovery ▸ summary" in text and "t  24.0 s" in text
+    assert "last 2 s" in text  # 3 points of 0.5 s
+    sparks = {line[:7]: line[7:] for line in text.splitlines() if line.startswith(" isp-")}
+    # Scaled to each uplink's capacity: isp-b full, half, then nothing.
+    assert sparks == {" isp-a ": "███", " isp-b ": "█▅ ", " isp-c ": "███"}
+    assert "18.0 s  gray failure on isp-b" in text  # markup rendered, not shown
+    assert "730 ms after the fault" in text and "[bold]" not in text
+    assert "Ctrl-C stops and removes the lab" in text
+    lines = text.splitlines()
+    assert lines[1] == "isp-b is out of the group: its flows come back on the others"
+
+
+def test_render_without_capacity_flows_or_history() -> None:
+    snap = Snapshot(
+        title="ecmpd watch · 2 uplinks",
+        uplinks=(
+            view("up-a", "up", 1, 40.0, tx_mbit=40.0, rx_mbit=2.0),
+            view("up-b", "unknown", 3, 120.0, tx_mbit=3.0, rx_mbit=120.0),
+        ),
+    )
+    text = text_of(snap)
+    assert "flows" not in text and "last " not in text
+    assert "↑40 ↓2" in text and "↑3 ↓120" in text
+    # Unknown still counts as in service when the balancer says so: here it does not.
+    row_b = next(line for line in text.splitlines() if line.startswith("│ up-b"))
+    assert "75%" in row_b and row_b.rstrip(" │").endswith("0%")
+    assert "aggregate 160 Mbit/s" in text and "summed capacity" not in text
+
+
+def test_render_fits_narrow_and_wide_terminals() -> None:
+    for width in (80, 100, 160):
+        assert max(len(line) for line in text_of(FAILURE, width).splitlines()) <= width
+
+
+def test_bar_and_sparkline_primitives() -> None:
+    assert bar(0.5, 4, "cyan").plain == "██  "
+    assert bar(1.7, 3, "cyan").plain == "███"
+    assert bar(-1, 3, "cyan").plain == "   "
+    assert bar(1 / 16, 2, "cyan").plain == "▏ "
+    assert sparkline([0, 50, 100], 100, 5) == "   ▅█"
+    assert sparkline([0.01], 100, 1) == " "  # probes alone are not traffic
+
+
+def test_health_figures_take_the_best_rtt_and_the_worst_loss() -> None:
+    status = {
+        "targets": [
+            {"rtt_avg_ms": 12.5, "loss": 0.0},
+            {"rtt_avg_ms": 9.0, "loss": 0.25},
+            {"rtt_avg_ms": None, "loss": 1.0},
+        ]
+    }
+    assert health_figures(status) == (9.0, 1.0)
+    assert health_figures({"targets": []}) == (None, None)
+
+
+def test_live_view_redraws_from_fresh_snapshots_and_stops() -> None:
+    calls = threading.Semaphore(0)
+
+    def snapshot() -> Snapshot:
+        calls.release()
+        return FAILURE
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    with LiveView(console, snapshot, fps=50) as live:
+        for _ in range(5):  # the first frame, then redraws from the thread
+            assert calls.acquire(timeout=5)
+    assert live.error is None
+    assert "isp-b" in out.getvalue()
+    assert not any(t.name == "live-view" for t in threading.enumerate())
+
+
+# --- the feeder of `ecmpd watch` -------------------------------------------------------
+
+
+class Fake:
+    """A daemon status and interface counters that advance with a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.bytes = {"wan-a": [0, 0], "wan-b": [0, 0]}
+        self.state_b = "up"
+
+    def status(self) -> Mapping[str, Any]:
+        return {
+            "source": "daemon",
+            "uplinks": [
+                {
+                    "name": "a",
+                    "interface": "wan-a",
+                    "state": "up",
+                    "health": "up",
+                    "weight": 1,
+                    "in_balancer": True,
+                    "targets": [{"rtt_avg_ms": 5.0, "loss": 0.0}],
+                },
+                {
+                    "name": "b",
+                    "interface": "wan-b",
+                    "state": self.state_b,
+                    "health": "up",
+                    "weight": 3,
+                    "in_balancer": self.state_b == "up",
+                    "targets": [],
+                },
+            ],
+            "daemon": {"pid": 42, "uptime_s": 7.0, "reconciles": 2},
+        }
+
+    def counters(self, names: Sequence[str]) -> InterfaceCounters:
+        assert sorted(names) == ["wan-a", "wan-b"]
+        return {n: {"tx_bytes": tx, "rx_bytes": rx} for n, (tx, rx) in self.bytes.items()}
+
+    def advance(self, seconds: float, mbit: Mapping[str, tuple[float, float]]) -> None:
+        self.now += seconds
+        for name, (tx, rx) in mbit.items():
+            self.bytes[name][0] += int(tx * 1e6 / 8 * seconds)
+            self.bytes[name][1] += int(rx * 1e6 / 8 * seconds)
+
+
+def test_feed_turns_status_and_counters_into_rates_and_shares() -> None:
+    fake = Fake()
+    feed = Feed(fake.status, fake.counters, capacities={"b": 300.0}, clock=lambda: fake.now)
+    feed.sample()
+    assert [u.mbit for u in feed.snapshot().uplinks] == [0.0, 0.0]  # one sample: no rate yet
+    fake.advance(0.5, {"wan-a": (100.0, 4.0), "wan-b": (6.0, 300.0)})
+    feed.sample()
+    a, b = feed.snapshot().uplinks
+    assert (a.tx_mbit, a.rx_mbit, a.mbit) == pytest.approx((100.0, 4.0, 100.0))
+    assert (b.tx_mbit, b.rx_mbit, b.mbit) == pytest.approx((6.0, 300.0, 300.0))  # busier way
+    assert (a.rtt_ms, a.loss, b.rtt_ms, b.capacity_mbit) == (5.0, 0.0, None, 300.0)
+    text = text_of(feed.snapshot())
+    assert "ecmpd pid 42, up 7 s, 2 kernel updates" in text
+    assert "25%  25%" in text and "75%  75%" in text
+
+
+def test_feed_keeps_history_per_step_and_survives_a_silent_daemon() -> None:
+    fake = Fake()
+    feed = Feed(fake.status, fake.counters, clock=lambda: fake.now)
+    feed.sample()
+    for _ in range(9):  # 2.25 s at 4 Hz
+        fake.advance(0.25, {"wan-a": (80.0, 0.0), "wan-b": (0.0, 0.0)})
+        feed.sample()
+    a, _ = feed.snapshot().uplinks
+    assert a.history == pytest.approx((80.0, 80.0))  # two whole seconds, the third still open
+
+    def silent() -> Mapping[str, Any]:
+        raise OSError("connection refused")
+
+    feed._status_fn = silent
+    fake.state_b = "down"
+    fake.advance(0.25, {"wan-a": (80.0, 0.0)})
+    feed.sample()  # the last status is kept, marked stale
+    snap = feed.snapshot()
+    assert snap.uplinks[1].state == "up" and "daemon not answering" in (snap.note or "")
+
+
+def test_parse_capacities() -> None:
+    assert parse_capacities(["isp-a=100", "isp-b=2.5"]) == {"isp-a": 100.0, "isp-b": 2.5}
+    for bad in ("isp-a", "=5", "isp-a=fast", "isp-a=0"):
+        with pytest.raises(ValueError, match="--capacity"):
+            parse_capacities([bad])
