@@ -1,6 +1,7 @@
 """`ecmpd run`: apply, then keep the kernel in step with uplink health.
 
-Wiring only: health trackers and probe schedulers per uplink, kernel events first
+Wiring only: health trackers and probe schedulers per uplink and address family
+(an uplink can be up in IPv4 and down in IPv6), kernel events first
 (carrier loss acts at once), one reconcile path for every change, the control socket,
 signals (SIGHUP reload, SIGTERM exit leaving forwarding in place), hooks and
 sd_notify. What to put in the kernel is decided by `desired_state()`, what to change
@@ -11,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +33,7 @@ from ecmpd.config import (
     load_config,
 )
 from ecmpd.control import serve
-from ecmpd.desired import desired_state, nexthop_id, resolve_uplink
+from ecmpd.desired import carries, desired_state, nexthop_id, resolve_uplink
 from ecmpd.facts import KernelFacts
 from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition, detection_time
 from ecmpd.health.probes import Prober, open_prober
@@ -53,6 +55,8 @@ T = TypeVar("T")
 # A tracker needs at least one target; an uplink that cannot be probed (point-to-point
 # without targets) gets a placeholder that is never probed, so carrier alone decides.
 NO_TARGET: Target = IPv4Address("0.0.0.0")
+NO_TARGET6: Target = IPv6Address("::")
+FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 RESYNC_PERIOD = 30.0  # full re-read against drift nobody told us about
 EVENT_DEBOUNCE = 0.01  # coalesce a burst of kernel events into one re-read
 MAIN_TABLE = 254
@@ -63,16 +67,39 @@ class StartupError(Exception):
 
 
 @dataclass
-class UplinkRuntime:
-    """One uplink's live health: its tracker, prober and probing task."""
+class FamilyHealth:
+    """One uplink's live health in one address family: tracker, prober, probing task."""
 
-    config: UplinkConfig
+    family: Family
     tracker: HealthTracker
     targets: list[Target]
     prober: Prober | None = None
     task: asyncio.Task[None] | None = None
     scheduler: ProbeScheduler | None = None
     transitions: int = 0
+
+
+@dataclass
+class UplinkRuntime:
+    """One uplink's live health, per address family it carries (IPv4 first)."""
+
+    config: UplinkConfig
+    families: dict[Family, FamilyHealth]
+
+    @property
+    def primary(self) -> FamilyHealth:
+        """IPv4 when the uplink carries it, else IPv6: what the top-level status shows."""
+        return next(iter(self.families.values()))
+
+    @property
+    def carrier(self) -> bool:
+        """The last carrier reported (every family's tracker hears the same)."""
+        return self.primary.tracker.carrier
+
+    @property
+    def transitions(self) -> int:
+        """Health state changes, all families together."""
+        return sum(f.transitions for f in self.families.values())
 
 
 @dataclass
@@ -152,8 +179,9 @@ class Daemon:
                         task.cancel()
         finally:
             for runtime in self.uplinks.values():
-                if runtime.prober is not None:
-                    await runtime.prober.aclose()
+                for fam in runtime.families.values():
+                    if fam.prober is not None:
+                        await fam.prober.aclose()
             await self._k(self.ipr.close)
             self._kernel.shutdown()
 
@@ -174,75 +202,112 @@ class Daemon:
     def _adopt(self, uplink: UplinkConfig, keep: UplinkRuntime | None = None) -> UplinkRuntime:
         """A runtime for an uplink, starting from what the kernel shows.
 
-        A restart must change nothing while uplinks stay healthy: an uplink whose
-        nexthop exists but is out of the balancer starts down, every other one starts
-        unknown (which counts as in service) until probing says otherwise.
+        A restart must change nothing while uplinks stay healthy: a family whose
+        nexthop exists but is out of that family's balancer starts down, every other
+        one starts unknown (which counts as in service) until probing says otherwise.
         """
         if keep is not None and keep.config == uplink:
             return keep
-        targets = self._targets(uplink)
-        tracker = HealthTracker(uplink.name, uplink.check, targets or [NO_TARGET], time.monotonic())
+        families = {
+            family: self._adopt_family(uplink, family)
+            for family in (Family.INET, Family.INET6)
+            if carries(uplink, family)
+        }
+        return UplinkRuntime(config=uplink, families=families)
+
+    def _adopt_family(self, uplink: UplinkConfig, family: Family) -> FamilyHealth:
+        """One family's tracker for an uplink, adopting the kernel's verdict."""
         assert self.config is not None
-        group = next(
-            (g for g in self.observed.groups if g.id == nexthop_id(self.config.balancer.table)),
-            None,
-        )
-        nh = nexthop_id(uplink.table)
+        targets = self._targets(uplink, family)
+        placeholder = NO_TARGET6 if family is Family.INET6 else NO_TARGET
+        now = time.monotonic()
+        tracker = HealthTracker(uplink.name, uplink.check, targets or [placeholder], now)
+        group_id = nexthop_id(self.config.balancer.table, family)
+        group = next((g for g in self.observed.groups if g.id == group_id), None)
+        nh = nexthop_id(uplink.table, family)
         if (
             group is not None
             and any(n.id == nh for n in self.observed.nexthops)
             and nh not in dict(group.members)
         ):
-            tracker.force(time.monotonic(), HealthState.DOWN, "adopted: out of the balancer")
+            tracker.force(now, HealthState.DOWN, "adopted: out of the balancer")
         iface = self._facts.interfaces.get(uplink.interface)
         if iface is not None and not iface.carrier:
-            tracker.on_carrier(time.monotonic(), False)
-        return UplinkRuntime(config=uplink, tracker=tracker, targets=targets)
+            tracker.on_carrier(now, False)
+        return FamilyHealth(family=family, tracker=tracker, targets=targets)
 
-    def _targets(self, uplink: UplinkConfig) -> list[Target]:
-        """The check targets (IPv4 for now), defaulting to the resolved gateway."""
-        targets: list[Target] = [t for t in uplink.check.targets if t.version == 4]
+    def _targets(self, uplink: UplinkConfig, family: Family = Family.INET) -> list[Target]:
+        """The check targets of one family, defaulting to that family's resolved gateway."""
+        version = 6 if family is Family.INET6 else 4
+        targets: list[Target] = [t for t in uplink.check.targets if t.version == version]
         if not targets:
-            resolved = resolve_uplink(uplink, self._facts, True)
-            if resolved.gateway is not None and resolved.gateway.version == 4:
+            resolved = resolve_uplink(uplink, self._facts, True, family)
+            if resolved.gateway is not None:
                 targets = [resolved.gateway]
         return targets
 
     async def _start_probing(self, runtime: UplinkRuntime) -> None:
-        if not runtime.targets or self._tg is None:
+        for fam in runtime.families.values():
+            await self._start_family(runtime, fam)
+
+    async def _start_family(self, runtime: UplinkRuntime, fam: FamilyHealth) -> None:
+        if not fam.targets or self._tg is None or fam.task is not None:
             return  # point-to-point without targets: carrier is all we know
-        up = resolve_uplink(runtime.config, self._facts, True)
+        up = resolve_uplink(runtime.config, self._facts, True, fam.family)
         source = up.source.ip if up.source is not None else None
-        runtime.prober = await open_prober(
-            runtime.config.check.method, runtime.config.interface, source, Family.INET
-        )
-        runtime.scheduler = ProbeScheduler(
-            runtime.tracker,
-            runtime.prober,
-            runtime.targets,
+        try:
+            fam.prober = await open_prober(
+                runtime.config.check.method, runtime.config.interface, source, fam.family
+            )
+        except OSError as exc:
+            if fam.family is Family.INET:
+                raise  # as ever: an IPv4 uplink that cannot be probed stops the start
+            # An IPv6 source may still be tentative (DAD) or not yet learnt (SLAAC):
+            # the next resync tries again; until then the family keeps its state.
+            log.warning(
+                "probe.open_failed",
+                extra={"uplink": runtime.config.name, "family": "ipv6", "error": str(exc)},
+            )
+            return
+        fam.scheduler = ProbeScheduler(
+            fam.tracker,
+            fam.prober,
+            fam.targets,
             runtime.config.check.interval,
             runtime.config.check.timeout,
-            self._on_transition,
+            functools.partial(self._on_transition, family=fam.family),
         )
-        runtime.task = self._tg.create_task(runtime.scheduler.run())
+        fam.task = self._tg.create_task(fam.scheduler.run())
 
     async def _stop_probing(self, runtime: UplinkRuntime) -> None:
-        if runtime.task is not None:
-            runtime.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runtime.task
-        if runtime.prober is not None:
-            await runtime.prober.aclose()
-            runtime.prober = None
+        for fam in runtime.families.values():
+            if fam.task is not None:
+                fam.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fam.task
+                fam.task = None
+            if fam.prober is not None:
+                await fam.prober.aclose()
+                fam.prober = None
 
     # --- the one reconcile path ---------------------------------------------------
 
-    def health(self) -> dict[str, bool]:
-        """Which uplinks may carry traffic: healthy (or not yet known) and not drained."""
+    def health(self, family: Family = Family.INET) -> dict[str, bool]:
+        """Which uplinks may carry traffic of a family: healthy (or not yet known), not drained.
+
+        An uplink that does not carry the family counts as healthy in it: nothing of
+        it exists there, and desired_state() never asks.
+        """
         return {
-            name: rt.tracker.in_service and name not in self.drained
+            name: name not in self.drained
+            and (family not in rt.families or rt.families[family].tracker.in_service)
             for name, rt in self.uplinks.items()
         }
+
+    def _desired(self) -> DesiredState:
+        assert self.config is not None
+        health6 = self.health(Family.INET6)
+        return desired_state(self.config, self.health(), self._facts, health6)
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -255,7 +320,7 @@ class Daemon:
 
     async def _reconcile_locked(self, reason: str) -> int:
         assert self.writer is not None and self.config is not None
-        desired = desired_state(self.config, self.health(), self._facts)
+        desired = self._desired()
         ops = diff(desired, self.observed)
         if not ops:
             return 0
@@ -266,7 +331,7 @@ class Daemon:
             self.counters.failures += 1
             log.warning("reconcile.retry", extra={"reason": reason, "error": str(exc)})
             await self._observe()
-            desired = desired_state(self.config, self.health(), self._facts)
+            desired = self._desired()
             ops = diff(desired, self.observed)
             try:
                 await self._k(execute_all, self.writer, ops)
@@ -296,6 +361,7 @@ class Daemon:
         Their flows now hash to other uplinks, where the old NAT binding is useless:
         without its entry a connection is reset at once and reconnects, instead of
         hanging until it times out. Only these uplinks' entries go, never the table.
+        IPv4 alone: ecmpd never NATs IPv6, so no IPv6 entry holds a binding to forget.
         """
         health = self.health()
         departed = [n for n, ok in health.items() if not ok and self._in_service.get(n, True)]
@@ -322,23 +388,32 @@ class Daemon:
         assert self._tg is not None
         self._tg.create_task(coro)
 
-    def _on_transition(self, t: Transition) -> None:
+    def _on_transition(self, t: Transition, family: Family = Family.INET) -> None:
         runtime = self.uplinks.get(t.uplink)
-        if runtime is None:
+        if runtime is None or family not in runtime.families:
             return
-        runtime.transitions += 1
+        runtime.families[family].transitions += 1
         changed = t.old.in_service != t.new.in_service
         event = ("uplink.up" if t.new.in_service else "uplink.down") if changed else "uplink.state"
         log.info(
             event,
-            extra={"uplink": t.uplink, "old": t.old.value, "new": t.new.value, "reason": t.reason},
+            extra={
+                "uplink": t.uplink,
+                "family": FAMILY_NAMES[family],
+                "old": t.old.value,
+                "new": t.new.value,
+                "reason": t.reason,
+            },
         )
         if changed:
-            self._spawn(self._reconcile(f"{t.uplink} {t.old.value}->{t.new.value}"))
-        self._run_hooks(t)
+            what = f"{t.uplink}{' ipv6' if family is Family.INET6 else ''}"
+            self._spawn(self._reconcile(f"{what} {t.old.value}->{t.new.value}"))
+        self._run_hooks(_for_hooks(t, family))
 
     def _run_hooks(self, t: Transition) -> None:
         if self.config is not None and self.config.hooks is not None:
+            # in_service says whether the uplink may carry traffic of the family that
+            # moved (hooks hear which one from the reason, "ipv6: ..." for IPv6).
             in_service = t.new.in_service and t.uplink not in self.drained
             self._spawn(run_hooks(self.config.hooks, t, in_service))
 
@@ -354,16 +429,21 @@ class Daemon:
         if isinstance(event, LinkEvent) and event.ifname in uplink_ifs:
             runtime = uplink_ifs[event.ifname]
             carrier = event.carrier and event.up and not event.deleted
-            if carrier != runtime.tracker.carrier:
+            if carrier != runtime.carrier:
                 # Carrier first: no probe round needed to know a dead link is dead. The
                 # kernel has already dropped the link's nexthops (silently): re-read.
-                t = runtime.tracker.on_carrier(time.monotonic(), carrier)
-                if t is not None:
-                    runtime.transitions += 1
+                moved: list[Transition] = []
+                for family, fam in runtime.families.items():
+                    t = fam.tracker.on_carrier(time.monotonic(), carrier)
+                    if t is None:
+                        continue
+                    fam.transitions += 1
+                    moved.append(_for_hooks(t, family))
                     log.info(
                         "uplink.down" if not carrier else "uplink.state",
                         extra={
                             "uplink": t.uplink,
+                            "family": FAMILY_NAMES[family],
                             "old": t.old.value,
                             "new": t.new.value,
                             "reason": t.reason,
@@ -374,7 +454,7 @@ class Daemon:
                     await self._reconcile_locked(
                         f"{event.ifname} carrier {'up' if carrier else 'lost'}"
                     )
-                if t is not None:
+                for t in moved:
                     self._run_hooks(t)
             else:
                 self._schedule_resync(EVENT_DEBOUNCE)
@@ -406,6 +486,11 @@ class Daemon:
         async with self._lock:
             await self._observe()
             await self._reconcile_locked("resync")
+        for runtime in list(self.uplinks.values()):
+            # An IPv6 prober that could not open (its source not there yet) retries.
+            for fam in runtime.families.values():
+                if fam.family is Family.INET6 and fam.task is None and fam.targets:
+                    await self._start_family(runtime, fam)
 
     async def _periodic_resync(self) -> None:
         while True:
@@ -472,53 +557,35 @@ class Daemon:
         return {"ok": True, "ops": ops}
 
     def status(self) -> dict[str, Any]:
-        """The status document: the kernel view plus health figures."""
+        """The status document: the kernel view plus health figures.
+
+        Each uplink's top-level figures are those of its primary family (IPv4 when it
+        carries IPv4, as before IPv6 existed), `targets` lists every family's, and
+        `families` has the full view per family, keyed `ipv4` / `ipv6`.
+        """
         assert self.config is not None
-        group = next(
-            (g for g in self.observed.groups if g.id == nexthop_id(self.config.balancer.table)),
-            None,
-        )
-        members = dict(group.members) if group else {}
         now = time.monotonic()
         uplinks = []
         for name, rt in self.uplinks.items():
-            state = rt.tracker.state
-            if name in self.drained:
-                shown = "drained"
-            elif state in (HealthState.UP, HealthState.FALLING):
-                shown = "up"
-            elif state is HealthState.UNKNOWN:
-                shown = "unknown"
-            else:
-                shown = "down"
+            families = {
+                FAMILY_NAMES[family]: self._family_status(rt, fam, now)
+                for family, fam in rt.families.items()
+            }
+            primary = families[FAMILY_NAMES[rt.primary.family]]
+            in_service = {f["in_balancer"] for f in families.values()}
             uplinks.append(
                 {
                     "name": name,
                     "interface": rt.config.interface,
-                    "state": shown,
-                    "health": state.value,
-                    "since": round(time.time() - (now - rt.tracker.since), 3),
-                    "for_s": round(now - rt.tracker.since, 3),
-                    "reason": rt.tracker.reason,
+                    **{k: primary[k] for k in _PRIMARY_KEYS},
                     "weight": rt.config.weight,
-                    "in_balancer": nexthop_id(rt.config.table) in members,
                     "table": rt.config.table,
-                    "carrier": rt.tracker.carrier,
+                    "carrier": rt.carrier,
                     "transitions": rt.transitions,
-                    "detection_time_s": round(detection_time(rt.config.check), 3),
-                    "targets": [
-                        {
-                            "target": str(s.target),
-                            "rtt_ms": _ms(s.rtt_last),
-                            "rtt_avg_ms": _ms(s.rtt_avg),
-                            "loss": round(s.loss, 4),
-                            "sent": s.sent,
-                            "received": s.received,
-                        }
-                        for s in rt.tracker.stats()
-                    ]
-                    if rt.targets
-                    else [],
+                    "targets": [t for f in families.values() for t in f["targets"]],
+                    # One family in service and another out: worth a glance.
+                    "degraded": len(in_service) > 1,
+                    "families": families,
                 }
             )
         return {
@@ -534,6 +601,46 @@ class Daemon:
             },
         }
 
+    def _family_status(self, rt: UplinkRuntime, fam: FamilyHealth, now: float) -> dict[str, Any]:
+        """One uplink's figures in one family."""
+        assert self.config is not None
+        group_id = nexthop_id(self.config.balancer.table, fam.family)
+        group = next((g for g in self.observed.groups if g.id == group_id), None)
+        members = dict(group.members) if group else {}
+        tracker = fam.tracker
+        state = tracker.state
+        if rt.config.name in self.drained:
+            shown = "drained"
+        elif state in (HealthState.UP, HealthState.FALLING):
+            shown = "up"
+        elif state is HealthState.UNKNOWN:
+            shown = "unknown"
+        else:
+            shown = "down"
+        return {
+            "state": shown,
+            "health": state.value,
+            "since": round(time.time() - (now - tracker.since), 3),
+            "for_s": round(now - tracker.since, 3),
+            "reason": tracker.reason,
+            "in_balancer": nexthop_id(rt.config.table, fam.family) in members,
+            "transitions": fam.transitions,
+            "detection_time_s": round(detection_time(rt.config.check), 3),
+            "targets": [
+                {
+                    "target": str(s.target),
+                    "rtt_ms": _ms(s.rtt_last),
+                    "rtt_avg_ms": _ms(s.rtt_avg),
+                    "loss": round(s.loss, 4),
+                    "sent": s.sent,
+                    "received": s.received,
+                }
+                for s in tracker.stats()
+            ]
+            if fam.targets
+            else [],
+        }
+
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         if cmd == "status":
@@ -543,8 +650,25 @@ class Daemon:
         if cmd in ("drain", "undrain"):
             return await self.drain(str(request.get("uplink")), cmd == "drain")
         if cmd == "health":
-            return {"ok": True, "health": self.health()}
+            return {"ok": True, "health": self.health(), "health6": self.health(Family.INET6)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+# What an uplink's top-level status shows of its primary family.
+_PRIMARY_KEYS = (
+    "state",
+    "health",
+    "since",
+    "for_s",
+    "reason",
+    "in_balancer",
+    "detection_time_s",
+)
+
+
+def _for_hooks(t: Transition, family: Family) -> Transition:
+    """The transition as hooks hear it: an IPv6 one says so at the start of its reason."""
+    return replace(t, reason=f"ipv6: {t.reason}") if family is Family.INET6 else t
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network, ip_network
 
 from ecmpd.config import Config, Mode, RuleActionName, RuleConfig, UplinkConfig, WhenAllDown
+from ecmpd.config.semantic import IPV6_ID_OFFSET, carries_ipv4, carries_ipv6
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
     NH_ID_BASE,
@@ -34,6 +35,11 @@ SCOPE_LINK = 253
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")
 
+FAMILIES = (Family.INET, Family.INET6)
+# The kernel stores an IPv6 route added with metric 0 as 1024 (IP6_RT_PRIO_USER) and
+# reports it so: asking for 1024 up front keeps a second apply from seeing a change.
+IPV6_METRIC = 1024
+
 # Rule priorities inside the owned block: reply rules first (one per uplink), then the
 # user's rules spaced by 10 so inserting a rule later does not renumber its neighbours.
 REPLY_RULE_SLOTS = 100
@@ -43,7 +49,7 @@ USER_RULE_STEP = 10
 
 @dataclass(frozen=True)
 class UplinkPlan:
-    """One uplink with everything resolved against the kernel facts."""
+    """One uplink in one address family, with everything resolved against the kernel facts."""
 
     name: str
     ifname: str
@@ -55,27 +61,42 @@ class UplinkPlan:
     admin_up: bool  # the interface exists and is up: routes on it can exist
     usable: bool  # the interface exists, is up and has carrier: a nexthop can exist
     in_service: bool  # usable and healthy: a member of the balancer
+    family: Family = Family.INET
 
 
-def nexthop_id(table: int) -> int:
+def nexthop_id(table: int, family: Family = Family.INET) -> int:
     """The id of an object ecmpd owns for a table (uplink nexthop or balancer group)."""
-    return NH_ID_BASE + table
+    return NH_ID_BASE + table + (IPV6_ID_OFFSET if family is Family.INET6 else 0)
 
 
-def resolve_uplink(uplink: UplinkConfig, facts: KernelFacts, healthy: bool) -> UplinkPlan:
-    """Resolve `dhcp`, the default source address and usability for one uplink."""
+def carries(uplink: UplinkConfig, family: Family) -> bool:
+    """Whether the uplink routes this address family."""
+    return carries_ipv6(uplink) if family is Family.INET6 else carries_ipv4(uplink)
+
+
+def resolve_uplink(
+    uplink: UplinkConfig, facts: KernelFacts, healthy: bool, family: Family = Family.INET
+) -> UplinkPlan:
+    """Resolve `dhcp`, the default source address and usability for one uplink and family.
+
+    An uplink that does not carry the family resolves as unusable: nothing of it exists
+    in that family.
+    """
     iface = facts.interfaces.get(uplink.interface)
     gateway: IPAddress | None
-    if uplink.gateway == "dhcp":
+    if family is Family.INET6:
+        gateway = uplink.gateway6
+    elif uplink.gateway == "dhcp":
         gateway = iface.dhcp_gateway if iface else None
     else:
         gateway = uplink.gateway
-    source = _source_interface(uplink, iface)
-    admin_up = iface is not None and iface.up
+    carried = carries(uplink, family)
+    source = _source_interface(uplink, iface, family) if carried else None
+    admin_up = carried and iface is not None and iface.up
     usable = admin_up and iface is not None and iface.carrier
     # A `dhcp` uplink without a lease has nowhere to send traffic yet (and must not
     # look like a point-to-point link with a gateway-less default route).
-    if uplink.gateway == "dhcp" and gateway is None:
+    if family is Family.INET and uplink.gateway == "dhcp" and gateway is None:
         admin_up = usable = False
     return UplinkPlan(
         name=uplink.name,
@@ -84,62 +105,97 @@ def resolve_uplink(uplink: UplinkConfig, facts: KernelFacts, healthy: bool) -> U
         weight=uplink.weight,
         gateway=gateway,
         source=source,
-        nexthop_id=nexthop_id(uplink.table),
+        nexthop_id=nexthop_id(uplink.table, family),
         admin_up=admin_up,
         usable=usable,
         in_service=usable and healthy,
+        family=family,
     )
 
 
 def _source_interface(
-    uplink: UplinkConfig, iface: InterfaceFacts | None
+    uplink: UplinkConfig, iface: InterfaceFacts | None, family: Family
 ) -> IPv4Interface | IPv6Interface | None:
     """The uplink's source address with its prefix (from the interface when known)."""
-    primary = iface.primary(Family.INET) if iface else None
-    if uplink.source is None:
-        return primary
+    wanted = uplink.source6 if family is Family.INET6 else uplink.source
+    if wanted is None:
+        return iface.primary(family) if iface else None
     if iface is not None:
         for addr in iface.addresses:
-            if addr.ip == uplink.source:
+            if addr.ip == wanted:
                 return addr
-    return IPv4Interface(uplink.source)
+    return IPv6Interface(wanted) if family is Family.INET6 else IPv4Interface(wanted)
 
 
-def desired_state(config: Config, health: Mapping[str, bool], facts: KernelFacts) -> DesiredState:
+def desired_state(
+    config: Config,
+    health: Mapping[str, bool],
+    facts: KernelFacts,
+    health6: Mapping[str, bool] | None = None,
+) -> DesiredState:
     """Everything ecmpd wants in the kernel for this config and this uplink health.
 
     `health` maps uplink names to whether probing says they are healthy; a missing
-    name counts as healthy (what `apply` assumes with no daemon running).
+    name counts as healthy (what `apply` assumes with no daemon running). `health6`
+    does the same for IPv6 alone (health is tracked per family); a name missing there
+    falls back to `health`, so callers that know one verdict per uplink pass only that.
     """
-    uplinks = [resolve_uplink(u, facts, health.get(u.name, True)) for u in config.uplinks]
-    nexthops = {
-        Nexthop(
-            id=u.nexthop_id,
-            family=Family.INET,
-            ifname=u.ifname,
-            gateway=u.gateway,
-            onlink=u.gateway is not None and _pointopoint(facts, u.ifname),
-        )
-        for u in uplinks
-        if u.usable
+    v6 = health6 or {}
+    by_family = {
+        Family.INET: [
+            resolve_uplink(u, facts, health.get(u.name, True), Family.INET) for u in config.uplinks
+        ],
+        Family.INET6: [
+            resolve_uplink(u, facts, v6.get(u.name, health.get(u.name, True)), Family.INET6)
+            for u in config.uplinks
+        ],
     }
+    nexthops: set[Nexthop] = set()
     routes: set[Route] = set()
-    for u in uplinks:
-        routes |= _uplink_table_routes(u, facts)
-    group, balanced = _balancer(config, uplinks)
-    groups = {group} if group is not None else set()
-    if balanced is not None:
-        routes.add(balanced)
-    rules, names = _rules(config, uplinks)
+    groups: set[NexthopGroup] = set()
+    for family, plans in by_family.items():
+        nexthops |= {_nexthop(u, facts) for u in plans if u.usable}
+        for u in plans:
+            routes |= _uplink_table_routes(u, facts)
+        group, balanced = _balancer(config, plans, family)
+        if group is not None:
+            groups.add(group)
+        if balanced is not None:
+            routes.add(balanced)
+    rules, names = _rules(config, by_family)
     return DesiredState(
         rules=frozenset(rules),
         routes=frozenset(routes),
         nexthops=frozenset(nexthops),
         groups=frozenset(groups),
-        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(uplinks)),
+        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(config, by_family)),
         nat=frozenset(_nat(config)),
         rule_names=tuple(sorted(names.items())),
     )
+
+
+def has_ipv6(config: Config) -> bool:
+    """Whether any uplink carries IPv6 (and so ecmpd sets up IPv6 at all)."""
+    return any(carries_ipv6(u) for u in config.uplinks)
+
+
+def _nexthop(u: UplinkPlan, facts: KernelFacts) -> Nexthop:
+    """The uplink's nexthop object in its family (a link-local gateway names its device)."""
+    return Nexthop(
+        id=u.nexthop_id,
+        family=u.family,
+        ifname=u.ifname,
+        gateway=u.gateway,
+        onlink=u.gateway is not None and _pointopoint(facts, u.ifname),
+    )
+
+
+def _default(family: Family) -> IPNetwork:
+    return DEFAULT6 if family is Family.INET6 else DEFAULT4
+
+
+def _metric(family: Family) -> int:
+    return IPV6_METRIC if family is Family.INET6 else 0
 
 
 def _pointopoint(facts: KernelFacts, ifname: str) -> bool:
@@ -152,41 +208,50 @@ def _uplink_table_routes(u: UplinkPlan, facts: KernelFacts) -> set[Route]:
 
     Plain gateway routes, not nexthop objects: the kernel keeps them through a carrier
     flap (it deletes nexthop objects), so pins and reply rules recover on their own.
+    IPv6 has no route scopes (the kernel reports every route as universe) and stores
+    metric 0 as 1024; both are said as the kernel will report them.
     """
     routes: set[Route] = set()
     if not u.admin_up:
         return routes
+    v6 = u.family is Family.INET6
+    link = 0 if v6 else SCOPE_LINK
+    metric = _metric(u.family)
+    prefsrc = u.source.ip if u.source else None
     if u.source is not None and u.source.network.prefixlen < u.source.max_prefixlen:
         routes.add(
             Route(
-                family=Family.INET,
+                family=u.family,
                 table=u.table,
                 dst=u.source.network,
                 ifname=u.ifname,
                 prefsrc=u.source.ip,
-                scope=SCOPE_LINK,
+                scope=link,
+                metric=metric,
             )
         )
     if u.gateway is None:
         routes.add(
             Route(
-                family=Family.INET,
+                family=u.family,
                 table=u.table,
-                dst=DEFAULT4,
+                dst=_default(u.family),
                 ifname=u.ifname,
-                prefsrc=u.source.ip if u.source else None,
-                scope=SCOPE_LINK,
+                prefsrc=prefsrc,
+                scope=link,
+                metric=metric,
             )
         )
     else:
         routes.add(
             Route(
-                family=Family.INET,
+                family=u.family,
                 table=u.table,
-                dst=DEFAULT4,
+                dst=_default(u.family),
                 ifname=u.ifname,
                 gateway=u.gateway,
-                prefsrc=u.source.ip if u.source else None,
+                prefsrc=prefsrc,
+                metric=metric,
                 onlink=_pointopoint(facts, u.ifname),
             )
         )
@@ -194,16 +259,28 @@ def _uplink_table_routes(u: UplinkPlan, facts: KernelFacts) -> set[Route]:
 
 
 def _balancer(
-    config: Config, uplinks: list[UplinkPlan]
+    config: Config, uplinks: list[UplinkPlan], family: Family = Family.INET
 ) -> tuple[NexthopGroup | None, Route | None]:
-    """The balanced group and the default route in the balancer table that uses it."""
+    """The balanced group and the default route in the balancer table, for one family.
+
+    Each family has its own group (the kernel wants one family per group), made of that
+    family's nexthops: an uplink down in IPv6 alone leaves only the IPv6 group.
+    """
+    if not any(carries(u, family) for u in config.uplinks):
+        return None, None
     bal = config.balancer
     members = [u for u in uplinks if u.in_service]
-    all_down = not members
-    if all_down:
+    metric = _metric(family)
+    if not members:
         if bal.when_all_down is WhenAllDown.UNREACHABLE:
+            # The kernel reports an IPv6 reject route on the loopback device.
             return None, Route(
-                family=Family.INET, table=bal.table, dst=DEFAULT4, type=RouteType.UNREACHABLE
+                family=family,
+                table=bal.table,
+                dst=_default(family),
+                type=RouteType.UNREACHABLE,
+                ifname="lo" if family is Family.INET6 else None,
+                metric=metric,
             )
         if bal.when_all_down is WhenAllDown.MAIN:
             # No balanced route: the balance rule's lookup misses and the next rule
@@ -215,48 +292,64 @@ def _balancer(
             return None, None
     resilient = bal.group is GroupType.RESILIENT
     group = NexthopGroup(
-        id=nexthop_id(bal.table),
+        id=nexthop_id(bal.table, family),
         type=bal.group,
         members=tuple(sorted((u.nexthop_id, u.weight) for u in members)),
         buckets=bal.buckets if resilient else 0,
         idle_timer=round(bal.idle_timer) if resilient else 0,
         unbalanced_timer=round(bal.unbalanced_timer) if resilient else 0,
     )
-    route = Route(family=Family.INET, table=bal.table, dst=DEFAULT4, nhid=group.id)
+    route = Route(
+        family=family, table=bal.table, dst=_default(family), nhid=group.id, metric=metric
+    )
     return group, route
 
 
-def _rules(config: Config, uplinks: list[UplinkPlan]) -> tuple[list[Rule], dict[int, str]]:
-    """Reply rules, then the user's rules in file order, in the owned priority block."""
+def _rules(
+    config: Config, by_family: Mapping[Family, list[UplinkPlan]]
+) -> tuple[list[Rule], dict[int, str]]:
+    """Reply rules, then the user's rules in file order, in the owned priority block.
+
+    One priority may hold an IPv4 and an IPv6 rule (`ip rule` and `ip -6 rule` are
+    separate lists): an uplink's two reply rules, and a user rule without addresses,
+    which applies to both families once any uplink carries IPv6.
+    """
     base = config.rule_priority
     rules: list[Rule] = []
     names: dict[int, str] = {}
-    for index, u in enumerate(uplinks):
-        if u.source is None:
-            continue
-        prio = base + index
-        rules.append(
-            Rule(
-                family=Family.INET,
-                priority=prio,
-                action=RuleAction.LOOKUP,
-                table=u.table,
-                src=ip_network(u.source.ip),
+    for family, uplinks in by_family.items():
+        for index, u in enumerate(uplinks):
+            if u.source is None:
+                continue
+            prio = base + index
+            rules.append(
+                Rule(
+                    family=family,
+                    priority=prio,
+                    action=RuleAction.LOOKUP,
+                    table=u.table,
+                    src=ip_network(u.source.ip),
+                )
             )
-        )
-        names[prio] = f"reply:{u.name}"
-    by_name = {u.name: u for u in uplinks}
+            names[prio] = f"reply:{u.name}"
+    both = has_ipv6(config)
     for index, rule in enumerate(config.rules):
         prio = base + USER_RULE_OFFSET + USER_RULE_STEP * index
-        kernel_rule = _user_rule(rule, prio, config, by_name)
-        if kernel_rule is not None:
-            rules.append(kernel_rule)
-            names[prio] = rule.name
+        for family in _rule_families(rule, both):
+            by_name = {u.name: u for u in by_family[family]}
+            kernel_rule = _user_rule(rule, prio, config, by_name, family)
+            if kernel_rule is not None:
+                rules.append(kernel_rule)
+                names[prio] = rule.name
     return rules, names
 
 
 def _user_rule(
-    rule: RuleConfig, prio: int, config: Config, uplinks: Mapping[str, UplinkPlan]
+    rule: RuleConfig,
+    prio: int,
+    config: Config,
+    uplinks: Mapping[str, UplinkPlan],
+    family: Family = Family.INET,
 ) -> Rule | None:
     """One configured rule as an ip rule, or None while a non-strict pin is withdrawn."""
     action = RuleAction.LOOKUP
@@ -272,13 +365,18 @@ def _user_rule(
         assert rule.uplink is not None  # the schema requires it for pin
         pinned = uplinks[rule.uplink]
         table = pinned.table
-        if not pinned.in_service:
+        if not carries(config.uplink(rule.uplink), family):
+            # The uplink's table holds no route of this family: the lookup misses and
+            # traffic falls through, as from a withdrawn pin. Strict refuses instead.
+            if rule.strict:
+                action, table = RuleAction.UNREACHABLE, None
+        elif not pinned.in_service:
             # Never silently another public IP: withdraw (fall through) or refuse.
             if not rule.strict:
                 return None
             action, table = RuleAction.UNREACHABLE, None
     return Rule(
-        family=_rule_family(rule),
+        family=family,
         priority=prio,
         action=action,
         table=table,
@@ -295,39 +393,78 @@ def _user_rule(
     )
 
 
-def _rule_family(rule: RuleConfig) -> Family:
+def _rule_families(rule: RuleConfig, both: bool) -> tuple[Family, ...]:
+    """The families a rule applies to: its addresses', else IPv4 (and IPv6 when in use)."""
     nets: list[IPNetwork] = [n for n in (rule.from_, rule.to) if n is not None]
-    if nets and nets[0].version == 6:
-        return Family.INET6
-    return Family.INET
+    if nets:
+        return (Family.INET6,) if nets[0].version == 6 else (Family.INET,)
+    return FAMILIES if both else (Family.INET,)
 
 
 def _nat(config: Config) -> set[NatTable]:
     """Router mode: masquerade on every uplink with `nat` (the default there)."""
     if config.mode is not Mode.ROUTER:
         return set()
-    ifaces = sorted(u.interface for u in config.uplinks if u.nat_enabled(config.mode))
+    # IPv4 only (the table matches nfproto ipv4): an IPv6-only uplink has nothing to NAT.
+    ifaces = sorted(
+        u.interface for u in config.uplinks if u.nat_enabled(config.mode) and carries_ipv4(u)
+    )
     return {NatTable(masquerade=tuple(ifaces))} if ifaces else set()
 
 
-def _uplink_sysctls(uplinks: list[UplinkPlan]) -> set[Sysctl]:
-    """Loose reverse-path filtering on every uplink that exists.
+def _uplink_sysctls(config: Config, by_family: Mapping[Family, list[UplinkPlan]]) -> set[Sysctl]:
+    """Per-uplink sysctls: loose rp_filter; in router mode, RAs still accepted on IPv6 ones.
 
     Probes and replies leave by one uplink and may come back by another path's
     idea of "best"; strict rp_filter (1) would drop them. The kernel uses the
     maximum of conf.all and conf.<if>, so 2 on the interface is loose whatever
     `all` says, and nothing outside ecmpd's uplinks is touched.
+
+    IPv6 forwarding (router mode) makes the kernel ignore router advertisements on
+    every interface with accept_ra 1 (the default): an uplink that learns its address
+    by SLAAC would lose it when its lifetime ends. accept_ra 2 keeps the uplinks doing
+    what they did before; the LAN side is left alone. IPv6 has no rp_filter.
     """
-    return {Sysctl(f"net.ipv4.conf.{u.ifname}.rp_filter", "2") for u in uplinks if u.admin_up}
+    sysctls = {
+        Sysctl(f"net.ipv4.conf.{u.ifname}.rp_filter", "2")
+        for u in by_family[Family.INET]
+        if u.admin_up
+    }
+    if config.mode is Mode.ROUTER:
+        sysctls |= {
+            Sysctl(f"net.ipv6.conf.{u.ifname}.accept_ra", "2")
+            for u in by_family[Family.INET6]
+            if u.admin_up
+        }
+    return sysctls
+
+
+# src-ip | dst-ip | ip-proto | src-port | dst-port (net.ipv4.fib_multipath_hash_fields)
+L4_FIELDS_MASK = 0x37
 
 
 def _sysctls(config: Config) -> set[Sysctl]:
-    """The multipath hash policy (and custom field set) ecmpd sets."""
-    sysctls = {Sysctl("net.ipv4.fib_multipath_hash_policy", str(config.hash.policy))}
+    """The multipath hash policy (and custom field set) ecmpd sets, per family in use."""
+    families = ["ipv4", "ipv6"] if has_ipv6(config) else ["ipv4"]
+    sysctls: set[Sysctl] = set()
+    policy, mask = config.hash.policy, config.hash.fields_mask()
+    if policy == 1 and config.mode is Mode.ROUTER:
+        # Policy 1 hashes a *forwarded* packet by the L4 hash it already carries
+        # (skb->l4_hash: a NIC's RSS hash, or a local sender's socket txhash that is
+        # re-drawn on every retransmission timeout), not by its 5-tuple: a LAN flow
+        # could change uplink mid-connection (breaking its NAT) and `explain` could not
+        # predict it. The same five fields as a custom hash are computed from the
+        # headers; for the router's own traffic the result is the same.
+        policy, mask = 3, L4_FIELDS_MASK
+    for fam in families:
+        # The two families number their policies alike (0 l3, 1 l4, 2 l3-inner, 3
+        # custom) and share the field bits; IPv6's l3 includes the flow label.
+        sysctls.add(Sysctl(f"net.{fam}.fib_multipath_hash_policy", str(policy)))
+        if policy == 3:
+            # Decimal: how the kernel reads the value back.
+            sysctls.add(Sysctl(f"net.{fam}.fib_multipath_hash_fields", str(mask)))
     if config.mode is Mode.ROUTER:
         sysctls.add(Sysctl("net.ipv4.ip_forward", "1"))
-    if config.hash.policy == 3:
-        mask = config.hash.fields_mask()
-        # Decimal: how the kernel reads the value back.
-        sysctls.add(Sysctl("net.ipv4.fib_multipath_hash_fields", str(mask)))
+        if has_ipv6(config):
+            sysctls.add(Sysctl("net.ipv6.conf.all.forwarding", "1"))
     return sysctls

@@ -191,3 +191,33 @@ def test_the_reference_example_renders() -> None:
         "ip rule add priority 10120 to 203.0.113.0/24 lookup main proto 236",
         "ip rule add priority 10130 lookup 200 proto 236",
     ]
+
+
+def test_a_gateway6_adds_the_ipv6_side_and_changes_nothing_of_ipv4() -> None:
+    v4 = commands(TWO_UPLINKS)
+    dual = commands(
+        TWO_UPLINKS.replace("gateway: 10.2.0.1", "gateway: 10.2.0.1\n        gateway6: fe80::9")
+    )
+    assert [c for c in dual if c not in v4] == [
+        "sysctl -w net.ipv6.fib_multipath_hash_policy=1",
+        "ip -6 nexthop add id 248332390 via fe80::9 dev wan-b proto 236",
+        "ip nexthop add id 248332488 group 248332390,2 type resilient buckets 512"
+        " idle_timer 60 unbalanced_timer 0 proto 236",
+        "ip -6 route add default via fe80::9 dev wan-b metric 1024 table 102 proto 236",
+        "ip -6 route add default nhid 248332488 metric 1024 table 200 proto 236",
+        "ip -6 rule add priority 10100 lookup main suppress_prefixlength 0 proto 236",
+        "ip -6 rule add priority 10110 lookup 200 proto 236",
+    ]
+    assert [c for c in v4 if c not in dual] == []
+
+
+def test_router_mode_hashes_l4_by_the_packet_headers() -> None:
+    # Policy 1 would hash forwarded packets by the hash they already carry; router mode
+    # uses the same five fields as a custom hash (0x37) so flows never change uplink.
+    cmds = commands(TWO_UPLINKS + "    mode: router\n")
+    assert "sysctl -w net.ipv4.fib_multipath_hash_policy=3" in cmds
+    assert "sysctl -w net.ipv4.fib_multipath_hash_fields=55" in cmds
+    assert "sysctl -w net.ipv4.ip_forward=1" in cmds
+    host = commands(TWO_UPLINKS)
+    assert "sysctl -w net.ipv4.fib_multipath_hash_policy=1" in host
+    assert not any("hash_fields" in c for c in host)

@@ -210,3 +210,15 @@ def test_point_to_point_and_dhcp_uplinks() -> None:
     assert "# cable: gateway from the DHCP lease at export time\n" in text
     assert "# fiber: no gateway known at export time (no DHCP lease?)\n" in text
     assert "gateway=192.0.2.9,10.5.0.1 target-scope=11 \\\n    check-gateway=ping" in text
+
+
+def test_dual_stack_renders_the_ipv4_policy_and_says_ipv6_is_left_out() -> None:
+    text = script("""
+    uplinks:
+      - {name: isp-a, interface: wan-a, gateway: 10.1.0.1, gateway6: "fe80::1",
+         source6: "2001:db8:1::2"}
+      - {name: isp-b, interface: wan-b, gateway: 10.2.0.1}
+    """)
+    assert "# IPv6 (gateway6/source6) is not part of this export yet" in text
+    assert "fe80::1" not in text and "2001:db8" not in text
+    assert "10.1.0.1" in text and "10.2.0.1" in text

@@ -9,7 +9,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,27 @@ def test_plan_follows_the_addressing_plan(tmp_path: Path) -> None:
     assert lab.ns("isp-c") == "ecmpd-test-isp-c"
     assert lab.ns("lan") == "ecmpd-test-lan"
     assert lab.config_path == tmp_path / "ecmpd.yaml"
+
+
+def test_plan_follows_the_ipv6_addressing_plan(tmp_path: Path) -> None:
+    assert plan_lab(workdir=tmp_path).servers6 == []  # IPv6 is opt-in
+    lab = plan_lab(isps=8, servers=4, workdir=tmp_path, prefix="ecmpd-test-", ipv6=True)
+    assert lab.isps[7].gateway6 == IPv6Address("2001:db8:8::1")
+    assert lab.isps[7].address6 == IPv6Interface("2001:db8:8::2/64")
+    assert lab.servers6 == [IPv6Address(f"2001:db8:100::{k}") for k in range(1, 5)]
+    first = lab.isps[0]
+    assert first.gateway6 is not None and first.address6 is not None
+    # Documentation prefix only.
+    every = [first.gateway6, first.address6.ip, *lab.servers6]
+    assert all(a in IPv6Network("2001:db8::/32") for a in every)
+    dual = lab_config(lab, ipv6=True, link_local=["isp-b"])
+    assert [u.get("gateway6") for u in dual["uplinks"][:2]] == ["2001:db8:1::1", "fe80::1"]
+    assert dual["uplinks"][1]["check"]["targets"] == [
+        "10.2.0.1", "198.51.100.1", "fe80::1", "2001:db8:100::1"
+    ]
+    assert "gateway6" not in lab_config(lab)["uplinks"][0]
+    with pytest.raises(ValueError):
+        lab_config(plan_lab(workdir=tmp_path), ipv6=True)
 
 
 def test_plan_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -314,6 +335,40 @@ def test_a_clashing_prefix_fails_without_harming_the_first_lab(
     with pytest.raises(FileExistsError):
         build_lab(isps=1, workdir=tmp_path / "second", prefix=first.prefix)
     assert sorted(_our_namespaces(first.prefix)) == sorted(first.namespaces())
+
+
+@pytest.mark.parametrize("lab", [{"ipv6": True, "isps": 2}], indirect=True)
+def test_an_ipv6_lab_round_trips_and_answers_on_ipv6(lab: Lab) -> None:
+    assert load_lab(save_lab(lab)) == lab
+    server = lab.servers6[0]
+    for isp in lab.isps:
+        assert isp.gateway6 is not None
+        netns.run_in(lab.router, ["ip", "-6", "route", "replace", str(server), "via",
+                                  str(isp.gateway6)], check=True)
+        assert ping6(lab.router, server) == 3, f"no IPv6 replies via {isp.name}"
+    assert netns.read_sysctl(lab.internet, "net.ipv6.conf.all.forwarding") == "1"
+    # The default route is ecmpd's to install, in IPv6 too.
+    assert _json(lab.router, ["ip", "-j", "-6", "route", "show", "default"]) == []
+
+
+def ping6(ns: str, dst: IPv6Address, *, count: int = 3, timeout: float = 2.0) -> int:
+    """Sends ICMPv6 echoes from a namespace; returns the replies (the kernel sums them)."""
+    ident = random.getrandbits(16)
+    with netns.socket_in(ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
+        for seq in range(count):
+            sock.sendto(struct.pack("!BBHHH", 128, 0, 0, ident, seq), (str(dst), 0))
+        replies: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(replies) < count and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, peer = sock.recvfrom(2048)
+            except TimeoutError:
+                break
+            kind, _, _, rid, seq = struct.unpack("!BBHHH", data[:8])
+            if kind == 129 and rid == ident and peer[0] == str(dst):
+                replies.add(seq)
+    return len(replies)
 
 
 def test_save_and_load_round_trip(lab: Lab) -> None:

@@ -178,17 +178,11 @@ PIN_RULES = [
     {"name": "docs", "to": "203.0.113.0/28", "action": "pin", "uplink": "isp-c"},
     {"name": "everything-else", "action": "balance"},
 ]
-# The l4 fields as a custom hash (policy 3): the kernel hashes the forwarded packet's
-# own headers. Policy 1 (`hash: l4`) instead reuses an L4 hash the packet already
-# carries (skb->l4_hash: a NIC's RSS hash, or here the LAN sender's random socket
-# txhash, which crosses the veth and is re-drawn on every retransmission timeout).
+# The l4 fields as an explicit custom hash, and the default `hash: l4`, which router mode
+# turns into the same custom hash: policy 1 would hash a forwarded packet by the L4 hash
+# it already carries (a NIC's RSS hash, or here the LAN sender's socket txhash, re-drawn
+# on every retransmission timeout), which explain cannot predict and which moves flows.
 L4_FIELDS = ["src-ip", "dst-ip", "proto", "src-port", "dst-port"]
-DEFAULT_L4_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="hash: l4 is fib_multipath_hash_policy 1, which for forwarded packets uses the "
-    "skb's existing L4 hash instead of the 5-tuple: route-get (explain) cannot predict it "
-    "and a LAN sender's RTO re-draws it (the flow changes uplink, NAT breaks)",
-)
 
 
 def explain(
@@ -257,7 +251,7 @@ def test_pins_hold_for_forwarded_traffic_and_explain_names_them(
     "hash_spec",
     [
         pytest.param(L4_FIELDS, id="l4-fields"),
-        pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL),
+        pytest.param(None, id="default-l4"),
     ],
 )
 def test_explain_agrees_with_the_uplink_a_forwarded_flow_takes(
@@ -287,7 +281,7 @@ def test_explain_agrees_with_the_uplink_a_forwarded_flow_takes(
     "hash_spec",
     [
         pytest.param(L4_FIELDS, id="l4-fields"),
-        pytest.param(None, id="default-l4", marks=DEFAULT_L4_XFAIL),
+        pytest.param(None, id="default-l4"),
     ],
 )
 def test_a_loss_burst_on_the_lan_moves_no_connection(

@@ -7,13 +7,13 @@ import socket
 from ipaddress import ip_address
 from typing import Any
 
-from ecmpd.cli.common import EXIT_OK, print_json, session
+from ecmpd.cli.common import EXIT_CONFIG, EXIT_OK, CommandError, print_json, session
 from ecmpd.config import Config
 from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
-from ecmpd.model import DesiredState
+from ecmpd.model import DesiredState, IPAddress
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
@@ -32,12 +32,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.src is not None and args.src.version != args.dst.version:
+        raise CommandError(
+            f"--from {args.src} and {args.dst} are not of one address family", EXIT_CONFIG
+        )
+    ip_proto = PROTOS[args.proto] if args.proto else None
+    if ip_proto == socket.IPPROTO_ICMP and args.dst.version == 6:
+        ip_proto = socket.IPPROTO_ICMPV6  # what `icmp` means to an IPv6 flow
     flow = Flow(
         dst=args.dst,
         src=args.src,
         iif=args.iif,
         fwmark=args.fwmark,
-        ip_proto=PROTOS[args.proto] if args.proto else None,
+        ip_proto=ip_proto,
         sport=args.sport,
         dport=args.dport,
     )
@@ -98,9 +105,9 @@ def _main_prefixlen(ipr: Any, flow: Flow) -> int | None:
 
 def describe(flow: Flow, r: dict[str, Any]) -> str:
     """One human line: the flow, then where it goes and why."""
-    proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(flow.ip_proto or 0, "")
-    src = f"{flow.src or '*'}{':' + str(flow.sport) if flow.sport else ''}"
-    dst = f"{flow.dst}{':' + str(flow.dport) if flow.dport else ''}"
+    proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(flow.ip_proto or 0, "")
+    src = _endpoint(flow.src, flow.sport) if flow.src else f"*{_port(flow.sport)}"
+    dst = _endpoint(flow.dst, flow.dport)
     head = f"{proto} {src} -> {dst}".strip()
     if r["error"]:
         where = f"no route ({r['error']})"
@@ -114,3 +121,14 @@ def describe(flow: Flow, r: dict[str, Any]) -> str:
         else f"no ecmpd rule decided it (table {r['table']})"
     )
     return f"{head}: {where}; {why}"
+
+
+def _endpoint(address: IPAddress, port: int | None) -> str:
+    """address:port, an IPv6 address in brackets when a port follows."""
+    if port and address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}{_port(port)}"
+
+
+def _port(port: int | None) -> str:
+    return f":{port}" if port else ""

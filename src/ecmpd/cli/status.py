@@ -10,8 +10,11 @@ from rich.table import Table
 
 from ecmpd.cli.common import EXIT_OK, Session, print_json, session
 from ecmpd.control import DaemonNotRunning, request
-from ecmpd.desired import nexthop_id
+from ecmpd.desired import carries, nexthop_id
 from ecmpd.export.iptext import rule_args
+from ecmpd.model import Family
+
+FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,39 +24,69 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def kernel_status(s: Session) -> dict[str, Any]:
-    """The status document built from the kernel alone."""
-    group = next(
-        (g for g in s.observed.groups if g.id == nexthop_id(s.config.balancer.table)), None
-    )
-    members = dict(group.members) if group else {}
+    """The status document built from the kernel alone.
+
+    Top-level figures are the uplink's primary family's (IPv4 when it carries IPv4);
+    `families` has each family it carries, keyed `ipv4` / `ipv6`.
+    """
+    groups = {
+        family: next(
+            (g for g in s.observed.groups if g.id == nexthop_id(s.config.balancer.table, family)),
+            None,
+        )
+        for family in FAMILY_NAMES
+    }
     nexthops = {n.id for n in s.observed.nexthops}
     uplinks = []
     for u in s.config.uplinks:
-        nhid = nexthop_id(u.table)
         iface = s.facts.interfaces.get(u.interface)
-        in_balancer = nhid in members
-        applied = nhid in nexthops
+        families: dict[str, dict[str, Any]] = {}
+        for family, label in FAMILY_NAMES.items():
+            if not carries(u, family):
+                continue
+            group = groups[family]
+            members = dict(group.members) if group else {}
+            nhid = nexthop_id(u.table, family)
+            in_balancer = nhid in members
+            applied = nhid in nexthops
+            families[label] = {
+                "state": "up" if in_balancer else ("down" if applied else "unknown"),
+                "weight": members.get(nhid, u.weight),
+                "in_balancer": in_balancer,
+            }
+        primary = next(iter(families.values()))
         uplinks.append(
             {
                 "name": u.name,
                 "interface": u.interface,
-                "state": "up" if in_balancer else ("down" if applied else "unknown"),
-                "weight": members.get(nhid, u.weight),
-                "in_balancer": in_balancer,
+                **primary,
                 "table": u.table,
                 "gateway": str(u.gateway) if u.gateway is not None else None,
+                "gateway6": str(u.gateway6) if u.gateway6 is not None else None,
                 "carrier": iface.carrier if iface else None,
+                "families": families,
             }
         )
     names = dict(s.desired().rule_names)
     rules = [
-        {"priority": r.priority, "name": names.get(r.priority), "rule": rule_args(r)}
+        {
+            "priority": r.priority,
+            "name": names.get(r.priority),
+            "family": FAMILY_NAMES[r.family],
+            "rule": rule_args(r),
+        }
         for r in sorted(s.observed.rules, key=lambda r: (r.priority, r.family))
     ]
+    v4 = groups[Family.INET]
     balancer = {
         "table": s.config.balancer.table,
-        "group": group.id if group else None,
-        "type": group.type.value if group else None,
+        "group": v4.id if v4 else None,
+        "type": v4.type.value if v4 else None,
+        "groups": {
+            FAMILY_NAMES[family]: {"group": g.id, "type": g.type.value}
+            for family, g in groups.items()
+            if g is not None
+        },
     }
     return {"source": "kernel", "uplinks": uplinks, "rules": rules, "balancer": balancer}
 
@@ -74,21 +107,30 @@ def run(args: argparse.Namespace) -> int:
 def render(doc: dict[str, Any], console: Console) -> None:
     """Uplinks (with health figures when a daemon answers) and, from the kernel, rules."""
     daemon = doc["source"] == "daemon"
+    dual = any("ipv6" in u.get("families", {}) for u in doc["uplinks"])
     table = Table(title="uplinks" + ("" if daemon else " (kernel view: no daemon running)"))
     cols = ["name", "interface", "state", "weight", "in balancer", "table"]
+    cols += ["families"] if dual else []
     cols += ["since", "reason", "targets (rtt, loss)", "detects in"] if daemon else ["gateway"]
     for col in cols:
         table.add_column(col)
-    colors = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
     for u in doc["uplinks"]:
         row = [
             u["name"],
             u["interface"],
-            f"[{colors[u['state']]}]{u['state']}[/]",
+            _state(u["state"]),
             str(u["weight"]),
             "yes" if u["in_balancer"] else "no",
             str(u["table"]),
         ]
+        if dual:
+            # Health is per family: an uplink can be up in IPv4 and down in IPv6.
+            row.append(
+                " ".join(
+                    f"{label.replace('ip', '')} {_state(f['state'])}"
+                    for label, f in u.get("families", {}).items()
+                )
+            )
         if daemon:
             targets = ", ".join(
                 f"{t['target']} {t['rtt_ms'] if t['rtt_ms'] is not None else '-'} ms "
@@ -102,7 +144,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
                 f"{u['detection_time_s']:.2f}s",
             ]
         else:
-            row.append(u["gateway"] or "-")
+            gateways = [g for g in (u["gateway"], u.get("gateway6")) if g]
+            row.append(", ".join(gateways) or "-")
         table.add_row(*row)
     console.print(table)
     if "rules" in doc:
@@ -110,5 +153,12 @@ def render(doc: dict[str, Any], console: Console) -> None:
         for col in ("priority", "name", "ip rule"):
             rules.add_column(col)
         for r in doc["rules"]:
-            rules.add_row(str(r["priority"]), r["name"] or "-", r["rule"])
+            ip = "ip -6 rule" if r.get("family") == "ipv6" else "ip rule"
+            rules.add_row(str(r["priority"]), r["name"] or "-", f"{ip} {r['rule']}")
         console.print(rules)
+
+
+def _state(state: str) -> str:
+    """A state in its colour."""
+    colors = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
+    return f"[{colors[state]}]{state}[/]"

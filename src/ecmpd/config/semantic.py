@@ -11,8 +11,37 @@ from ecmpd.config.enums import RuleActionName
 from ecmpd.config.issues import did_you_mean
 from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.units import PORT_PROTOCOLS
+from ecmpd.config.uplink import UplinkConfig
 
 Finding = tuple[str, str]
+
+# IPv6 nexthop objects and groups take the ids of their IPv4 twins plus this offset
+# (desired.nexthop_id). With plan.SWAP_ID_OFFSET (0x8000) above both, every id of
+# every family stays apart as long as ecmpd's tables are at most 0x3FFF.
+IPV6_ID_OFFSET = 0x4000
+MAX_DUAL_STACK_TABLE = IPV6_ID_OFFSET - 1
+
+
+def carries_ipv6(uplink: UplinkConfig) -> bool:
+    """Whether the uplink routes IPv6: it names an IPv6 gateway or source."""
+    return uplink.gateway6 is not None or uplink.source6 is not None
+
+
+def carries_ipv4(uplink: UplinkConfig) -> bool:
+    """Whether the uplink routes IPv4: an IPv4 gateway or source, or no IPv6 at all.
+
+    An uplink with neither is an IPv4 point-to-point link, as before IPv6 existed; an
+    IPv6-only one must not grow a gateway-less IPv4 default route.
+    """
+    return uplink.gateway is not None or uplink.source is not None or not carries_ipv6(uplink)
+
+
+def _carries(uplink: UplinkConfig, version: int) -> bool:
+    return carries_ipv6(uplink) if version == 6 else carries_ipv4(uplink)
+
+
+def _keys_for(version: int) -> str:
+    return "gateway6 or source6" if version == 6 else "gateway or source"
 
 
 def _unique_uplinks(config: Config) -> Iterator[Finding]:
@@ -58,6 +87,10 @@ def _health_checks(config: Config) -> Iterator[Finding]:
             if target in seen:
                 yield f"{at}.targets[{j}]", f"{target} is listed twice"
             seen.add(target)
+            if not _carries(uplink, target.version):
+                has = _keys_for(target.version)
+                message = f"{target} is IPv{target.version}, but this uplink has no {has}"
+                yield f"{at}.targets[{j}]", message
         # No targets means "probe the gateway": one target.
         count = len(seen) or 1
         if check.min_up > count:
@@ -80,6 +113,19 @@ def _rule_actions(config: Config) -> Iterator[Finding]:
             yield f"{at}.uplink", f"only allowed with action pin, not {rule.action}"
         if rule.strict:
             yield f"{at}.strict", f"only allowed with action pin, not {rule.action}"
+
+
+def _dual_stack_tables(config: Config) -> Iterator[Finding]:
+    """With IPv6, tables stay at most MAX_DUAL_STACK_TABLE so nexthop ids never collide."""
+    if not any(carries_ipv6(u) for u in config.uplinks):
+        return
+    owned = [(f"uplinks[{i}].table", u.table) for i, u in enumerate(config.uplinks)]
+    owned.append(("balancer.table", config.balancer.table))
+    for path, table in owned:
+        if table > MAX_DUAL_STACK_TABLE:
+            why = f"ecmpd's IPv6 nexthop ids are its table ids + {IPV6_ID_OFFSET:#x}"
+            message = f"must be at most {MAX_DUAL_STACK_TABLE} when an uplink has IPv6 ({why})"
+            yield path, f"{message}, got {table}"
 
 
 def _rule_matches(config: Config) -> Iterator[Finding]:
@@ -107,7 +153,15 @@ def _capacity(config: Config) -> Iterator[Finding]:
         yield "rules", f"{counts} need {needed} priorities; ecmpd owns only {PRIORITY_SPAN}"
 
 
-CHECKS = (_unique_uplinks, _weights, _health_checks, _rule_actions, _rule_matches, _capacity)
+CHECKS = (
+    _unique_uplinks,
+    _weights,
+    _health_checks,
+    _rule_actions,
+    _rule_matches,
+    _capacity,
+    _dual_stack_tables,
+)
 
 
 def semantic_findings(config: Config) -> list[Finding]:

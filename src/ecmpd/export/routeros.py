@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from ecmpd.config import Config, RuleActionName, WhenAllDown
 from ecmpd.config.hashspec import FIELD_BITS
-from ecmpd.desired import MAIN_TABLE, UplinkPlan, desired_state, resolve_uplink
+from ecmpd.desired import MAIN_TABLE, UplinkPlan, desired_state, has_ipv6, resolve_uplink
 from ecmpd.facts import KernelFacts
-from ecmpd.model import DesiredState, IPAddress, Route, RouteType, Rule, RuleAction
+from ecmpd.model import DesiredState, Family, IPAddress, Route, RouteType, Rule, RuleAction
 
 FILENAME = "ecmpd.rsc"
 BALANCER_TABLE = "ecmp"
@@ -52,16 +53,33 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """The RouterOS v7 script for this config."""
-    state = desired_state(config, {}, facts)
+    state = _ipv4_only(desired_state(config, {}, facts))
     plans = [resolve_uplink(u, facts, True) for u in config.uplinks]
     targets, target_notes = check_targets(config, plans)
     lines = _header(config)
+    if has_ipv6(config):
+        lines += [
+            "# IPv6 (gateway6/source6) is not part of this export yet: the script below",
+            "# holds the IPv4 policy only; configure /ipv6 route and /routing rule by hand.",
+        ]
     lines += _hash(config)
     lines += _tables(config)
     lines += _routes(config, state, plans, targets, target_notes)
     lines += _rules(config, state)
     lines += _nat(config)
     return "\n".join(wrap(line) for line in lines) + "\n"
+
+
+def _ipv4_only(state: DesiredState) -> DesiredState:
+    """The IPv4 part of a desired state (groups whose members are IPv4 nexthops)."""
+    v4 = {n.id for n in state.nexthops if n.family is Family.INET}
+    return replace(
+        state,
+        rules=frozenset(r for r in state.rules if r.family is Family.INET),
+        routes=frozenset(r for r in state.routes if r.family is Family.INET),
+        nexthops=frozenset(n for n in state.nexthops if n.family is Family.INET),
+        groups=frozenset(g for g in state.groups if all(m in v4 for m, _ in g.members)),
+    )
 
 
 def wrap(line: str, width: int = WIDTH) -> str:

@@ -5,24 +5,40 @@ Addressing plan, for ISP number i (0-based, names isp-a .. isp-h):
   ISP core0 172.16.<i+1>.1/30   <->  internet isp-X 172.16.<i+1>.2/30
   internet lo: 198.51.100.1..N/32 (servers) and 203.0.113.1..N/32 (alt_servers)
   router lan0 10.200.0.1/16     <->  lan eth0 10.200.0.2/16 (+ clients 10.200.1.1..)
-ISPs do not NAT: the internet routes each 10.<i+1>.0.0/24 back through ISP i, so
-a reply returns through the ISP its request used.
+and, when built with ipv6=True, IPv6 from the documentation prefix 2001:db8::/32:
+  router wan-X 2001:db8:<i+1>::2/64  <->  ISP cust0 2001:db8:<i+1>::1/64 and fe80::1/64
+  ISP core0 2001:db8:ff<i+1>::1/64   <->  internet isp-X 2001:db8:ff<i+1>::2/64
+  internet lo: 2001:db8:100::1..N/128 (servers6)
+  router lan0 2001:db8:200::1/64     <->  lan eth0 2001:db8:200::2/64
+ISPs do not NAT: the internet routes each 10.<i+1>.0.0/24 (and 2001:db8:<i+1>::/64)
+back through ISP i, so a reply returns through the ISP its request used. The LAN's
+prefixes come back through ISP a (its 2001:db8:200::/64 is ISP a's delegated prefix).
+Duplicate address detection is off in an IPv6 lab's namespaces: addresses work at once.
+IPv6 is opt-in: tests that add these addresses themselves predate it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
-from ecmpd.lab import netns
+from ecmpd.lab import labconfig, netns
 from ecmpd.lab.labconfig import rate_weights, write_lab_config
 from ecmpd.lab.shaping import shape, tbf_for
 
@@ -39,6 +55,13 @@ LAN_PREFIX = IPv4Network("10.200.0.0/16")
 LAN_ROUTER = IPv4Interface("10.200.0.1/16")
 LAN_HOST = IPv4Interface("10.200.0.2/16")
 FIRST_LAN_CLIENT = IPv4Address("10.200.1.1")
+LAN_PREFIX6 = IPv6Network("2001:db8:200::/64")
+LAN_ROUTER6 = IPv6Interface("2001:db8:200::1/64")
+LAN_HOST6 = IPv6Interface("2001:db8:200::2/64")
+# Every ISP's customer port also answers on this link-local address, so a config can
+# name the gateway as routers often do (`gateway6: fe80::1`, which needs the device).
+LINK_LOCAL_GATEWAY6 = IPv6Interface(f"{labconfig.LINK_LOCAL_GATEWAY6}/64")
+IFA_F_NODAD = 0x02  # linux/if_addr.h
 # ifindexes of the veth ends the lab creates itself (see _veth for why).
 UPLINK_IFINDEX = 101  # router wan-a; wan-b is 102, ...
 LAN_IFINDEX = 150  # router lan0
@@ -54,6 +77,19 @@ FORWARDER_SYSCTLS = {
     "net.ipv4.conf.all.rp_filter": "2",
     "net.ipv4.conf.default.rp_filter": "2",
 }
+# In every namespace of an IPv6 lab, before any link exists: no duplicate address
+# detection, so addresses (link-local ones too) are usable the moment they are added
+# instead of a second or more later, which would fail a fresh lab's first probes; and
+# IPv6 addresses kept while a link is down, as IPv4 ones are, so an ISP port taken
+# down and up again (isp_link_down) still has its gateway addresses.
+IPV6_LAB_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.keep_addr_on_down": "1",
+    "net.ipv6.conf.default.keep_addr_on_down": "1",
+}
+# Writing `all` sets `default` and every existing interface too.
+FORWARDER_SYSCTLS6 = {"net.ipv6.conf.all.forwarding": "1"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +103,8 @@ class IspInfo:
     address: IPv4Interface
     rate_mbit: int
     weight: int
+    gateway6: IPv6Address | None = None  # None in a lab built without IPv6
+    address6: IPv6Interface | None = None
 
 
 @dataclass
@@ -83,6 +121,12 @@ class Lab:
     config_path: Path
     alt_servers: list[IPv4Address] = field(default_factory=list)
     lan_clients: list[IPv4Address] = field(default_factory=list)
+    servers6: list[IPv6Address] = field(default_factory=list)  # empty without IPv6
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether the lab has IPv6 addressing."""
+        return bool(self.servers6)
 
     def ns(self, role: str) -> str:
         """Returns the namespace of 'router', 'internet', 'lan' or an ISP name."""
@@ -130,6 +174,16 @@ def customer_prefix(i: int) -> IPv4Network:
     return IPv4Network(f"10.{i + 1}.0.0/24")
 
 
+def core_link6(i: int) -> tuple[IPv6Interface, IPv6Interface]:
+    """Returns the IPv6 (ISP side, internet side) addresses of ISP i's link to the internet."""
+    return IPv6Interface(f"2001:db8:ff{i + 1}::1/64"), IPv6Interface(f"2001:db8:ff{i + 1}::2/64")
+
+
+def customer_prefix6(i: int) -> IPv6Network:
+    """Returns the IPv6 prefix of ISP number i's link to the router."""
+    return IPv6Network(f"2001:db8:{i + 1}::/64")
+
+
 def plan_lab(
     *,
     isps: int = 3,
@@ -139,6 +193,7 @@ def plan_lab(
     servers: int = 16,
     workdir: Path,
     prefix: str | None = None,
+    ipv6: bool = False,
 ) -> Lab:
     """Returns the Lab build_lab would build, without touching the system."""
     if not 1 <= isps <= MAX_ISPS:
@@ -171,11 +226,16 @@ def plan_lab(
                 address=IPv4Interface(f"10.{i + 1}.0.2/24"),
                 rate_mbit=rates[i],
                 weight=weights[i],
+                gateway6=customer_prefix6(i)[1] if ipv6 else None,
+                address6=IPv6Interface(f"{customer_prefix6(i)[2]}/64") if ipv6 else None,
             )
             for i in range(isps)
         ],
         servers=[IPv4Address(f"198.51.100.{k}") for k in range(1, servers + 1)],
         alt_servers=[IPv4Address(f"203.0.113.{k}") for k in range(1, servers + 1)],
+        servers6=[IPv6Address(f"2001:db8:100::{k:x}") for k in range(1, servers + 1)]
+        if ipv6
+        else [],
         workdir=workdir,
         config_path=workdir / CONFIG_FILE,
     )
@@ -191,6 +251,7 @@ def build_lab(
     workdir: Path,
     prefix: str | None = None,
     shaping: bool = True,
+    ipv6: bool = False,
 ) -> Lab:
     """Builds a lab in fresh namespaces, writes its config and state; on failure leaves nothing."""
     lab = plan_lab(
@@ -201,6 +262,7 @@ def build_lab(
         servers=servers,
         workdir=workdir,
         prefix=prefix,
+        ipv6=ipv6,
     )
     created: list[str] = []
     try:
@@ -277,9 +339,15 @@ def load_lab(path: Path) -> Lab:
 
 def _wire(lab: Lab, *, shaped: bool) -> None:
     """Creates links, addresses, routes and qdiscs in the lab's (empty) namespaces."""
-    for name in (lab.internet, *(isp.ns for isp in lab.isps)):
+    forwarders = {lab.internet, *(isp.ns for isp in lab.isps)}
+    for name in lab.namespaces():
         # Before any link exists, so new interfaces inherit the defaults too.
-        netns.write_sysctls(name, FORWARDER_SYSCTLS)
+        values = dict(FORWARDER_SYSCTLS) if name in forwarders else {}
+        if lab.ipv6:
+            values |= IPV6_LAB_SYSCTLS
+            values |= FORWARDER_SYSCTLS6 if name in forwarders else {}
+        if values:
+            netns.write_sysctls(name, values)
     with contextlib.ExitStack() as stack:
         ipr = {name: stack.enter_context(netns.iproute(name)) for name in lab.namespaces()}
         for handle in ipr.values():
@@ -293,6 +361,8 @@ def _wire(lab: Lab, *, shaped: bool) -> None:
                 # The ISP routes its customer's LAN to it, as a real ISP would
                 # for a routed prefix (used only when the router does not NAT).
                 ipr[isp.ns].route("add", dst=str(LAN_PREFIX), gateway=str(isp.address.ip))
+                if isp.address6 is not None:
+                    _route6(ipr[isp.ns], LAN_PREFIX6, isp.address6.ip)
         _wait_operstate_up(list(ipr.values()))
 
 
@@ -321,6 +391,8 @@ def _wire_internet(lab: Lab, ipr: IPRoute) -> None:
     index = _index(ipr, SERVER_IF)
     for address in (*lab.servers, *lab.alt_servers):
         ipr.addr("add", index=index, address=str(address), prefixlen=32)
+    for address6 in lab.servers6:
+        ipr.addr("add", index=index, address=str(address6), prefixlen=128)
 
 
 def _wire_isp(
@@ -337,6 +409,15 @@ def _wire_isp(
     _address_up(inet, isp.name, inet_side)
     ispr.route("add", dst="0.0.0.0/0", gateway=str(inet_side.ip))
     inet.route("add", dst=str(customer_prefix(i)), gateway=str(isp_side.ip))
+    if isp.address6 is not None and isp.gateway6 is not None:
+        isp_side6, inet_side6 = core_link6(i)
+        _address_up(router, isp.uplink_if, isp.address6)
+        _address_up(ispr, ISP_CUSTOMER_IF, IPv6Interface(f"{isp.gateway6}/64"))
+        _address_up(ispr, ISP_CUSTOMER_IF, LINK_LOCAL_GATEWAY6)
+        _address_up(ispr, ISP_CORE_IF, isp_side6)
+        _address_up(inet, isp.name, inet_side6)
+        _route6(ispr, IPv6Network("::/0"), inet_side6.ip)
+        _route6(inet, customer_prefix6(i), isp_side6.ip)
     if shaped:
         shape(router, _index(router, isp.uplink_if), isp.rate_mbit)  # upload
         shape(ispr, _index(ispr, ISP_CUSTOMER_IF), isp.rate_mbit)  # download
@@ -351,6 +432,12 @@ def _wire_lan(lab: Lab, router: IPRoute, lanr: IPRoute, inet: IPRoute) -> None:
     lanr.route("add", dst="0.0.0.0/0", gateway=str(LAN_ROUTER.ip))
     # Without NAT the internet needs one way back to the LAN; the first ISP it is.
     inet.route("add", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
+    if lab.ipv6:
+        _address_up(router, ROUTER_LAN_IF, LAN_ROUTER6)
+        _address_up(lanr, LAN_IF, LAN_HOST6)
+        _route6(lanr, IPv6Network("::/0"), LAN_ROUTER6.ip)
+        # ISP a delegated the LAN's prefix: the internet routes it back through ISP a.
+        _route6(inet, LAN_PREFIX6, core_link6(0)[0].ip)
 
 
 def _veth(ipr: IPRoute, ifname: str, index: int, peer_ns: str, peer_ifname: str) -> None:
@@ -370,11 +457,24 @@ def _veth(ipr: IPRoute, ifname: str, index: int, peer_ns: str, peer_ifname: str)
         )
 
 
-def _address_up(ipr: IPRoute, ifname: str, address: IPv4Interface) -> None:
+def _address_up(ipr: IPRoute, ifname: str, address: IPv4Interface | IPv6Interface) -> None:
     """Adds an address to an interface and sets the interface up."""
     index = _index(ipr, ifname)
-    ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+    # nodad: usable at once, whatever the namespace's accept_dad says.
+    flags = {"flags": IFA_F_NODAD} if address.version == 6 else {}
+    ipr.addr(
+        "add",
+        index=index,
+        address=str(address.ip),
+        prefixlen=address.network.prefixlen,
+        **flags,
+    )
     ipr.link("set", index=index, state="up")
+
+
+def _route6(ipr: IPRoute, dst: IPv6Network, gateway: IPv6Address) -> None:
+    """Adds an IPv6 route via a gateway in the handle's namespace."""
+    ipr.route("add", family=socket.AF_INET6, dst=str(dst), gateway=str(gateway))
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:
@@ -420,12 +520,15 @@ def _to_json(lab: Lab) -> dict[str, Any]:
                 "address": str(isp.address),
                 "rate_mbit": isp.rate_mbit,
                 "weight": isp.weight,
+                "gateway6": str(isp.gateway6) if isp.gateway6 is not None else None,
+                "address6": str(isp.address6) if isp.address6 is not None else None,
             }
             for isp in lab.isps
         ],
         "servers": [str(a) for a in lab.servers],
         "alt_servers": [str(a) for a in lab.alt_servers],
         "lan_clients": [str(a) for a in lab.lan_clients],
+        "servers6": [str(a) for a in lab.servers6],
         "workdir": str(lab.workdir),
         "config_path": str(lab.config_path),
     }
@@ -444,6 +547,9 @@ def _from_json(data: dict[str, Any]) -> Lab:
             address=IPv4Interface(d["address"]),
             rate_mbit=int(d["rate_mbit"]),
             weight=int(d["weight"]),
+            # Absent from labs saved before IPv6, and null in labs built without it.
+            gateway6=IPv6Address(d["gateway6"]) if d.get("gateway6") else None,
+            address6=IPv6Interface(d["address6"]) if d.get("address6") else None,
         )
         for d in data["isps"]
     ]
@@ -456,6 +562,7 @@ def _from_json(data: dict[str, Any]) -> Lab:
         servers=[IPv4Address(a) for a in data["servers"]],
         alt_servers=[IPv4Address(a) for a in data["alt_servers"]],
         lan_clients=[IPv4Address(a) for a in data["lan_clients"]],
+        servers6=[IPv6Address(a) for a in data.get("servers6", [])],
         workdir=Path(data["workdir"]),
         config_path=Path(data["config_path"]),
     )
