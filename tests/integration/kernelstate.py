@@ -6,11 +6,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ecmpd.cli.explain import explain_flow
+from ecmpd.config import load_config
+from ecmpd.explain import Flow
+from ecmpd.kernel.apply import KernelWriter
+from ecmpd.kernel.netlink import open_iproute
+from ecmpd.kernel.record import Record
 from ecmpd.lab import netns
 from ecmpd.model import RTPROT_ECMPD
 
@@ -95,3 +101,38 @@ def netlink_monitor(ns: str) -> Iterator[list[str]]:
         lines.extend(
             line for line in out.splitlines() if line.strip() and "proto kernel" not in line
         )
+
+
+def ip_route_get(ns: str, flows: Sequence[Flow]) -> list[dict[str, Any]]:
+    """`ip route get` for every flow in one `ip -batch` (the family from the addresses)."""
+    lines = []
+    for f in flows:
+        words = ["route", "get", str(f.dst)]
+        if f.src:
+            words += ["from", str(f.src)]
+        if f.iif:
+            words += ["iif", f.iif]
+        words += ["ipproto", {6: "tcp", 17: "udp"}[f.ip_proto or 6],
+                  "sport", str(f.sport), "dport", str(f.dport)]
+        lines.append(" ".join(words))
+    family = ["-6"] if flows and flows[0].dst.version == 6 else []
+    out = netns.run_in(ns, ["ip", *family, "-j", "-batch", "-"], input="\n".join(lines) + "\n",
+                       capture_output=True, text=True, check=True)
+    answers = [json.loads(line)[0] for line in out.stdout.splitlines() if line.strip()]
+    assert len(answers) == len(flows)
+    return answers
+
+
+def explain_all(ns: str, config_path: Path, flows: Sequence[Flow]) -> list[dict[str, Any]]:
+    """ecmpd's explain for every flow, in-process inside the router namespace."""
+    config = load_config(config_path)
+
+    def run() -> list[dict[str, Any]]:
+        ipr = open_iproute()
+        try:
+            observed, facts = KernelWriter(ipr, Record(Path("/nonexistent"))).observe()
+            return [explain_flow(ipr, config, observed, facts, f) for f in flows]
+        finally:
+            ipr.close()
+
+    return netns.call_in(ns, run)

@@ -8,22 +8,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ecmpd.cli.explain import explain_flow
-from ecmpd.config import load_config
 from ecmpd.explain import Flow
-from ecmpd.kernel.apply import KernelWriter
-from ecmpd.kernel.netlink import open_iproute
-from ecmpd.kernel.record import Record
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.measure import kernel_split, random_flows, shares
 from ecmpd.lab.topology import Lab, add_lan_clients, lab_session
 from tests.conftest import next_lab_prefix, require_netns
-from tests.integration.kernelstate import ecmpd
+from tests.integration.kernelstate import ecmpd, explain_all, ip_route_get
 
 PIN_C = IPv4Network("203.0.113.0/28")
 PINNED_CLIENT = IPv4Address("10.200.1.5")
@@ -76,36 +70,6 @@ def _flows(lab: Lab, n: int, seed: int = 7) -> list[Flow]:
     return flows
 
 
-def _ip_route_get(ns: str, flows: list[Flow]) -> list[dict[str, Any]]:
-    lines = []
-    for f in flows:
-        words = ["route", "get", str(f.dst)]
-        if f.src:
-            words += ["from", str(f.src)]
-        if f.iif:
-            words += ["iif", f.iif]
-        words += ["ipproto", {6: "tcp", 17: "udp"}[f.ip_proto or 6],
-                  "sport", str(f.sport), "dport", str(f.dport)]
-        lines.append(" ".join(words))
-    out = netns.run_in(ns, ["ip", "-j", "-batch", "-"], input="\n".join(lines) + "\n",
-                       capture_output=True, text=True, check=True)
-    answers = [json.loads(line)[0] for line in out.stdout.splitlines() if line.strip()]
-    assert len(answers) == len(flows)
-    return answers
-
-
-def _explain_all(applied: Applied, flows: list[Flow]) -> list[dict[str, Any]]:
-    config = load_config(applied.config)
-
-    def run() -> list[dict[str, Any]]:
-        ipr = open_iproute()
-        try:
-            observed, facts = KernelWriter(ipr, Record(Path("/nonexistent"))).observe()
-            return [explain_flow(ipr, config, observed, facts, f) for f in flows]
-        finally:
-            ipr.close()
-
-    return netns.call_in(applied.lab.router, run)
 
 
 def _expected_rule(lab: Lab, f: Flow) -> tuple[str, str]:
@@ -128,8 +92,8 @@ def _expected_rule(lab: Lab, f: Flow) -> tuple[str, str]:
 
 def test_explain_agrees_with_ip_route_get_for_every_flow(applied: Applied) -> None:
     flows = _flows(applied.lab, 1200)
-    kernel = _ip_route_get(applied.lab.router, flows)
-    explained = _explain_all(applied, flows)
+    kernel = ip_route_get(applied.lab.router, flows)
+    explained = explain_all(applied.lab.router, applied.config, flows)
     forwarded = 0
     for flow, ip, ours in zip(flows, kernel, explained, strict=True):
         assert (ours["interface"], ours["gateway"]) == (ip["dev"], ip.get("gateway")), flow

@@ -15,21 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
-from ecmpd.cli.explain import explain_flow
-from ecmpd.config import CheckConfig, load_config
+from ecmpd.config import CheckConfig
 from ecmpd.explain import Flow
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.kernel import nexthop as nl
-from ecmpd.kernel.apply import KernelWriter
 from ecmpd.kernel.netlink import open_iproute
-from ecmpd.kernel.record import Record
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
 from ecmpd.model import NH_ID_BASE
 from tests.conftest import next_lab_prefix, require_netns
 from tests.integration.daemonproc import heal, nft, running_daemon, wait_for
-from tests.integration.kernelstate import ecmpd, ip_json
+from tests.integration.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 DUAL_STACK_LAB = pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
@@ -113,36 +110,6 @@ def _flows(lab: Lab, n: int, seed: int = 11) -> list[Flow]:
     return flows
 
 
-def _ip_route_get(ns: str, flows: list[Flow]) -> list[dict[str, Any]]:
-    lines = []
-    for f in flows:
-        words = ["route", "get", str(f.dst)]
-        if f.src:
-            words += ["from", str(f.src)]
-        if f.iif:
-            words += ["iif", f.iif]
-        words += ["ipproto", {6: "tcp", 17: "udp"}[f.ip_proto or 6],
-                  "sport", str(f.sport), "dport", str(f.dport)]
-        lines.append(" ".join(words))
-    out = netns.run_in(ns, ["ip", "-6", "-j", "-batch", "-"], input="\n".join(lines) + "\n",
-                       capture_output=True, text=True, check=True)
-    answers = [json.loads(line)[0] for line in out.stdout.splitlines() if line.strip()]
-    assert len(answers) == len(flows)
-    return answers
-
-
-def _explain_all(applied: Applied, flows: list[Flow]) -> list[dict[str, Any]]:
-    config = load_config(applied.config)
-
-    def run() -> list[dict[str, Any]]:
-        ipr = open_iproute()
-        try:
-            observed, facts = KernelWriter(ipr, Record(Path("/nonexistent"))).observe()
-            return [explain_flow(ipr, config, observed, facts, f) for f in flows]
-        finally:
-            ipr.close()
-
-    return netns.call_in(applied.lab.router, run)
 
 
 def _expected(lab: Lab, f: Flow) -> tuple[str, str]:
@@ -275,8 +242,8 @@ def test_new_ipv6_flows_split_by_weight_within_two_points(applied: Applied) -> N
 
 def test_explain_agrees_with_ip_route_get_for_every_ipv6_flow(applied: Applied) -> None:
     flows = _flows(applied.lab, 1000)
-    kernel = _ip_route_get(applied.lab.router, flows)
-    explained = _explain_all(applied, flows)
+    kernel = ip_route_get(applied.lab.router, flows)
+    explained = explain_all(applied.lab.router, applied.config, flows)
     for flow, ip, ours in zip(flows, kernel, explained, strict=True):
         assert (ours["interface"], ours["gateway"]) == (ip["dev"], ip.get("gateway")), flow
         rule, uplink = _expected(applied.lab, flow)
