@@ -50,8 +50,9 @@ def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: st
 
     (stops, sustained) = doc["recovered_share"]["runs"]
     assert stops["load"] == "stops" and sustained["load"] == "sustained"
-    # Busy buckets wait out the idle timer (2 s); the kernel checks at most every 0.5 s.
-    assert stops["t_share_s"] is not None and 1.5 <= stops["t_share_s"] <= 4.0
+    # Busy buckets wait out the idle timer; the kernel checks at most every 0.5 s.
+    idle = stops["idle_timer_s"]
+    assert stops["t_share_s"] is not None and idle - 0.5 <= stops["t_share_s"] <= idle + 2.0
     assert stops["buckets_at_end"]["isp-a"] == stops["wanted_buckets"]
     assert stops["long_lived_broken_at_recovery"] == 0
 

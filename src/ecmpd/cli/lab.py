@@ -556,6 +556,8 @@ def _flows_rows(doc: dict[str, Any]) -> list[Row]:
             )
         )
     for key, good in (doc.get("goodput") or {}).items():
+        if not isinstance(good, dict):  # e.g. the unshaped ceiling figure of a full run
+            continue
         ours_g, single = good.get("ecmpd") or {}, good.get("anchor_single_route") or {}
         rows.append(
             (
