@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import pyroute2
 import yaml
 
-from ecmpd.control import DaemonNotRunning, request
 from ecmpd.lab import netns
+from ecmpd.lab.daemon import LabDaemon
 
 T = TypeVar("T")
 OPERSTATE_TIMEOUT = 10.0
@@ -261,7 +261,6 @@ def run_dir() -> Iterator[Path]:
 
 # --- The daemon in a namespace, faults, and what a process costs (failover_bench.py) ---
 
-DAEMON_START_TIMEOUT = 15.0
 # `inet` tables see both the ISP's own traffic (input: its answers to gateway probes)
 # and what it forwards (the customer's traffic and probes to servers).
 GRAY_FAILURE_NFT = """
@@ -284,78 +283,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float
         time.sleep(step)
 
 
-class Daemon:
-    """One `ecmpd run` process in a namespace, answering on its control socket."""
-
-    def __init__(self, ns: str, config: Path, run_dir: Path, log: Path) -> None:
-        self.ns, self.config, self.run_dir, self.log_path = ns, config, run_dir, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The daemon's pid: `ip netns exec` execs the command, so Popen's pid is the daemon's."""
-        if self.proc is None:
-            raise RuntimeError("the daemon was not started")
-        return self.proc.pid
-
-    def start(self, timeout: float = DAEMON_START_TIMEOUT) -> None:
-        """Starts `python -m ecmpd run` and waits until it answers `status`."""
-        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
-                str(self.run_dir), "run"]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = netns.popen_in(self.ns, argv, stdout=log, stderr=log)
-        wait_until(self._answers, timeout, f"the daemon in {self.ns} to answer", step=0.02)
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_tail()}")
-        try:
-            request(self.run_dir, {"cmd": "status"}, timeout=1)
-        except (DaemonNotRunning, OSError):
-            return False
-        return True
-
-    def status(self) -> dict[str, Any]:
-        """The daemon's status document."""
-        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"})["status"]
-        return status
-
-    def uplinks(self) -> dict[str, dict[str, Any]]:
-        """Each uplink's status entry, by name."""
-        return {u["name"]: u for u in self.status()["uplinks"]}
-
-    def all_in_service(self) -> bool:
-        """Whether every uplink is up (not merely unknown) and in the balancer."""
-        return all(u["health"] == "up" and u["in_balancer"] for u in self.uplinks().values())
-
-    def count_events(self, event: str) -> int:
-        """How many log lines (JSON, one per event) carry this event name."""
-        if not self.log_path.exists():
-            return 0
-        count = 0
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                if json.loads(line).get("event") == event:
-                    count += 1
-        return count
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self) -> str:
-        """The end of the daemon's log, for error messages."""
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-4000:]
+# The benchmarks' daemon is the lab's (one implementation for demo, tests and bench).
+Daemon = LabDaemon
 
 
 @contextlib.contextmanager

@@ -3,72 +3,39 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ecmpd.control import DaemonNotRunning, request
 from ecmpd.kernel import nexthop as nl
 from ecmpd.lab import netns
+from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.topology import Lab
 from ecmpd.model import NH_ID_BASE
 
 GROUP_ID = NH_ID_BASE + 200
 
 
-class DaemonProc:
-    """One `ecmpd run` process in the lab's router namespace."""
+class DaemonProc(LabDaemon):
+    """The lab daemon in the router namespace, with the tests' stricter stop."""
 
     def __init__(self, lab: Lab, config: Path, run_dir: Path, log: Path) -> None:
-        self.lab, self.config, self.run_dir, self.log_path = lab, config, run_dir, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 15.0) -> None:
-        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
-                str(self.run_dir), "run"]
-        with open(self.log_path, "ab") as log:
-            self.proc = netns.popen_in(self.lab.router, argv, stdout=log, stderr=log)
-        wait_for(lambda: self._answers(), timeout, f"daemon ready ({self.log()})")
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log()}")
-        try:
-            request(self.run_dir, {"cmd": "status"}, timeout=1)
-        except (DaemonNotRunning, OSError):
-            return False
-        return True
-
-    def status(self) -> dict[str, Any]:
-        answer = request(self.run_dir, {"cmd": "status"})
-        status: dict[str, Any] = answer["status"]
-        return status
+        super().__init__(lab.router, config, run_dir, log)
+        self.lab = lab
 
     def uplink(self, name: str) -> dict[str, Any]:
-        return next(u for u in self.status()["uplinks"] if u["name"] == name)
-
-    def send(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        return self.uplinks()[name]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"daemon ignored signal {sig}: {self.log()}") from None
+        code = super().stop(sig, timeout)
+        if code is None:
+            raise AssertionError(f"daemon ignored signal {sig}: {self.log()}")
+        return code
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+        return self.log_tail()
 
 
 @contextmanager

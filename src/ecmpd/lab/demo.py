@@ -17,7 +17,6 @@ import math
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,11 +31,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ecmpd import __version__
-from ecmpd.control import DaemonNotRunning, request
+from ecmpd.control import DaemonNotRunning
 from ecmpd.desired import nexthop_id
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
+from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
 from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
@@ -95,32 +95,30 @@ Progress = Callable[[str], None]
 # --- the parts ----------------------------------------------------------------------
 
 
-class DemoDaemon:
+class DemoDaemon(LabDaemon):
     """`ecmpd run` in the router's namespace: started, asked for status, always stopped."""
 
     def __init__(self, lab: Lab, config: Path, run_dir: Path, log: Path) -> None:
-        self.lab, self.config, self.run_dir, self.log_path = lab, config, run_dir, log
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(lab.router, config, run_dir, log)
+        self.lab = lab
 
     def __enter__(self) -> DemoDaemon:
-        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
-                str(self.run_dir), "run"]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = netns.popen_in(self.lab.router, argv, stdout=log, stderr=log)
+        try:
+            self.start()
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise DemoError(str(exc)) from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def status(self, timeout: float = 2.0) -> dict[str, Any]:
-        """The daemon's status document."""
-        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)["status"]
-        return status
-
     def alive(self) -> None:
         """Raises DemoError if the daemon has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DemoError(f"ecmpd run exited {self.proc.returncode}: {self.log_tail()}")
+        try:
+            super().alive()
+        except RuntimeError as exc:
+            raise DemoError(str(exc)) from exc
 
     def wait_all_up(self, timeout: float) -> None:
         """Waits until every uplink is up (not merely unknown) and in the balancer."""
@@ -128,29 +126,11 @@ class DemoDaemon:
         while True:
             self.alive()
             with contextlib.suppress(DaemonNotRunning, OSError):
-                uplinks = self.status()["uplinks"]
-                if all(u["health"] == "up" and u["in_balancer"] for u in uplinks):
+                if self.all_in_service():
                     return
             if time.monotonic() > deadline:
                 raise DemoError(f"the uplinks were not all up after {timeout:g} s")
             time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it lingers (idempotent)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self) -> str:
-        """The end of the daemon's log."""
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-2000:]
 
 
 class GroupWatch:
@@ -414,7 +394,7 @@ class Demo:
     def _reason(self, name: str) -> str:
         """The daemon's reason for the uplink's state, asked now (the poller's may be stale)."""
         with contextlib.suppress(DaemonNotRunning, OSError, ValueError, KeyError):
-            for u in self.daemon.status()["uplinks"]:
+            for u in self.daemon.status(timeout=2.0)["uplinks"]:
                 if u["name"] == name:
                     return str(u.get("reason", ""))
         return str((self.poller.uplink(name) or {}).get("reason", ""))
@@ -563,7 +543,8 @@ def run_demo(
         )
         daemon.wait_all_up(DAEMON_READY_TIMEOUT_S)
         ready = time.monotonic()
-        detection = {u["name"]: u["detection_time_s"] for u in daemon.status()["uplinks"]}
+        uplinks = daemon.status(timeout=2.0)["uplinks"]
+        detection = {u["name"]: u["detection_time_s"] for u in uplinks}
         progress(f"ecmpd: all {len(lab.isps)} uplinks up and balanced after {ready - built:.1f} s")
         watch = stack.enter_context(GroupWatch(lab))
         poller = stack.enter_context(StatusPoller(daemon))

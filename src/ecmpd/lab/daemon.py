@@ -1,0 +1,110 @@
+"""The real `ecmpd run` inside a lab namespace, for the demo, the benchmarks and the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ecmpd.control import DaemonNotRunning, request
+from ecmpd.lab import netns
+
+START_TIMEOUT = 15.0
+
+
+class LabDaemon:
+    """One `ecmpd run` process in a namespace, answering on its control socket."""
+
+    def __init__(self, ns: str, config: Path, run_dir: Path, log: Path) -> None:
+        self.ns, self.config, self.run_dir, self.log_path = ns, config, run_dir, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid: `ip netns exec` execs the command, so Popen's pid is the daemon's."""
+        if self.proc is None:
+            raise RuntimeError("the daemon was not started")
+        return self.proc.pid
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Starts `python -m ecmpd run` and waits until it answers `status`."""
+        argv = [sys.executable, "-m", "ecmpd", "-c", str(self.config), "--run-dir",
+                str(self.run_dir), "run"]  # fmt: skip
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = netns.popen_in(self.ns, argv, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon in {self.ns} did not answer: {self.log_tail()}")
+            time.sleep(0.02)
+
+    def alive(self) -> None:
+        """Raises RuntimeError if the daemon has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"ecmpd run exited {self.proc.returncode}: {self.log_tail()}")
+
+    def answers(self) -> bool:
+        """Whether the daemon answers on its control socket (raises if it exited)."""
+        self.alive()
+        try:
+            request(self.run_dir, {"cmd": "status"}, timeout=1)
+        except (DaemonNotRunning, OSError):
+            return False
+        return True
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The daemon's status document."""
+        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)[
+            "status"
+        ]
+        return status
+
+    def uplinks(self) -> dict[str, dict[str, Any]]:
+        """Each uplink's status entry, by name."""
+        return {u["name"]: u for u in self.status()["uplinks"]}
+
+    def all_in_service(self) -> bool:
+        """Whether every uplink is up (not merely unknown) and in the balancer."""
+        return all(u["health"] == "up" and u["in_balancer"] for u in self.uplinks().values())
+
+    def count_events(self, event: str) -> int:
+        """How many log lines (JSON, one per event) carry this event name."""
+        if not self.log_path.exists():
+            return 0
+        count = 0
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                if json.loads(line).get("event") == event:
+                    count += 1
+        return count
+
+    def send(self, sig: int) -> None:
+        """Sends a signal (SIGHUP reloads)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Sends sig and waits; SIGKILL if it does not exit in time (then returns None)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the daemon's log, for error messages."""
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
