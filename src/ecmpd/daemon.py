@@ -45,7 +45,7 @@ from ecmpd.kernel.monitor import KernelMonitor, LinkEvent, NexthopEvent, Resync,
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.record import Record
 from ecmpd.metrics import Metrics
-from ecmpd.model import RTPROT_ECMPD, DesiredState, Family
+from ecmpd.model import RTPROT_ECMPD, DesiredState, Family, IPAddress
 from ecmpd.plan import diff
 from ecmpd.sdnotify import notify, watchdog_interval
 
@@ -77,6 +77,9 @@ class FamilyHealth:
     task: asyncio.Task[None] | None = None
     scheduler: ProbeScheduler | None = None
     transitions: int = 0
+    # (interface index, source address) the prober's socket is bound to: a re-created
+    # interface or a new DHCP/SLAAC address leaves that socket sending into nothing.
+    bound: tuple[int | None, IPAddress | None] | None = None
 
 
 @dataclass
@@ -215,8 +218,10 @@ class Daemon:
         }
         return UplinkRuntime(config=uplink, families=families)
 
-    def _adopt_family(self, uplink: UplinkConfig, family: Family) -> FamilyHealth:
-        """One family's tracker for an uplink, adopting the kernel's verdict."""
+    def _adopt_family(
+        self, uplink: UplinkConfig, family: Family, adopt: bool = True
+    ) -> FamilyHealth:
+        """One family's tracker for an uplink, adopting the kernel's verdict if `adopt`."""
         assert self.config is not None
         targets = self._targets(uplink, family)
         placeholder = NO_TARGET6 if family is Family.INET6 else NO_TARGET
@@ -226,7 +231,8 @@ class Daemon:
         group = next((g for g in self.observed.groups if g.id == group_id), None)
         nh = nexthop_id(uplink.table, family)
         if (
-            group is not None
+            adopt
+            and group is not None
             and any(n.id == nh for n in self.observed.nexthops)
             and nh not in dict(group.members)
         ):
@@ -253,8 +259,8 @@ class Daemon:
     async def _start_family(self, runtime: UplinkRuntime, fam: FamilyHealth) -> None:
         if not fam.targets or self._tg is None or fam.task is not None:
             return  # point-to-point without targets: carrier is all we know
-        up = resolve_uplink(runtime.config, self._facts, True, fam.family)
-        source = up.source.ip if up.source is not None else None
+        fam.bound = bound = self._bound(runtime.config, fam.family)
+        _, source = bound
         try:
             fam.prober = await open_prober(
                 runtime.config.check.method, runtime.config.interface, source, fam.family
@@ -279,16 +285,63 @@ class Daemon:
         )
         fam.task = self._tg.create_task(fam.scheduler.run())
 
+    def _bound(self, uplink: UplinkConfig, family: Family) -> tuple[int | None, IPAddress | None]:
+        """What a prober of this uplink and family binds to now: interface index, source."""
+        iface = self._facts.interfaces.get(uplink.interface)
+        up = resolve_uplink(uplink, self._facts, True, family)
+        return (iface.index if iface else None, up.source.ip if up.source is not None else None)
+
     async def _stop_probing(self, runtime: UplinkRuntime) -> None:
         for fam in runtime.families.values():
-            if fam.task is not None:
-                fam.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fam.task
-                fam.task = None
-            if fam.prober is not None:
-                await fam.prober.aclose()
-                fam.prober = None
+            await self._stop_family(fam)
+
+    async def _stop_family(self, fam: FamilyHealth) -> None:
+        if fam.task is not None:
+            fam.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fam.task
+            fam.task = None
+        if fam.prober is not None:
+            await fam.prober.aclose()
+            fam.prober = None
+
+    async def _follow_kernel(self, runtime: UplinkRuntime) -> bool:
+        """Re-aim probing after the kernel moved under an uplink; True if health was reset.
+
+        A DHCP lease or a router advertisement may name a new gateway (the default
+        probe target), an address may change, an interface may be re-created.
+        """
+        reset = False
+        for family, fam in list(runtime.families.items()):
+            targets = self._targets(runtime.config, family)
+            if targets != fam.targets:
+                # The old verdict was about the old gateway: the new one starts unknown.
+                await self._stop_family(fam)
+                fresh = self._adopt_family(runtime.config, family, adopt=False)
+                fresh.tracker.on_carrier(time.monotonic(), fam.tracker.carrier)
+                fresh.transitions = fam.transitions
+                runtime.families[family] = fresh
+                log.info(
+                    "probe.retarget",
+                    extra={
+                        "uplink": runtime.config.name,
+                        "family": FAMILY_NAMES[family],
+                        "targets": [str(t) for t in targets],
+                    },
+                )
+                await self._start_family(runtime, fresh)
+                reset = True
+            elif fam.task is not None and fam.bound != self._bound(runtime.config, family):
+                log.info(
+                    "probe.rebind",
+                    extra={"uplink": runtime.config.name, "family": FAMILY_NAMES[family]},
+                )
+                await self._stop_family(fam)
+                await self._start_family(runtime, fam)
+            elif fam.family is Family.INET6 and fam.task is None and fam.targets:
+                # An IPv6 prober that could not open (its source not there yet) retries.
+                await self._start_family(runtime, fam)
+        return reset
 
     # --- the one reconcile path ---------------------------------------------------
 
@@ -408,14 +461,14 @@ class Daemon:
         if changed:
             what = f"{t.uplink}{' ipv6' if family is Family.INET6 else ''}"
             self._spawn(self._reconcile(f"{what} {t.old.value}->{t.new.value}"))
-        self._run_hooks(_for_hooks(t, family))
+        self._run_hooks(t, family)
 
-    def _run_hooks(self, t: Transition) -> None:
+    def _run_hooks(self, t: Transition, family: Family) -> None:
         if self.config is not None and self.config.hooks is not None:
             # in_service says whether the uplink may carry traffic of the family that
-            # moved (hooks hear which one from the reason, "ipv6: ..." for IPv6).
+            # moved (ECMPD_FAMILY says which one; the tracker's transition does not).
             in_service = t.new.in_service and t.uplink not in self.drained
-            self._spawn(run_hooks(self.config.hooks, t, in_service))
+            self._spawn(run_hooks(self.config.hooks, _for_hooks(t, family), family, in_service))
 
     # --- kernel events --------------------------------------------------------------
 
@@ -432,13 +485,13 @@ class Daemon:
             if carrier != runtime.carrier:
                 # Carrier first: no probe round needed to know a dead link is dead. The
                 # kernel has already dropped the link's nexthops (silently): re-read.
-                moved: list[Transition] = []
+                moved: list[tuple[Transition, Family]] = []
                 for family, fam in runtime.families.items():
                     t = fam.tracker.on_carrier(time.monotonic(), carrier)
                     if t is None:
                         continue
                     fam.transitions += 1
-                    moved.append(_for_hooks(t, family))
+                    moved.append((t, family))
                     log.info(
                         "uplink.down" if not carrier else "uplink.state",
                         extra={
@@ -454,8 +507,8 @@ class Daemon:
                     await self._reconcile_locked(
                         f"{event.ifname} carrier {'up' if carrier else 'lost'}"
                     )
-                for t in moved:
-                    self._run_hooks(t)
+                for t, family in moved:
+                    self._run_hooks(t, family)
             else:
                 self._schedule_resync(EVENT_DEBOUNCE)
         elif isinstance(event, NexthopEvent):
@@ -486,11 +539,11 @@ class Daemon:
         async with self._lock:
             await self._observe()
             await self._reconcile_locked("resync")
+        reset = False
         for runtime in list(self.uplinks.values()):
-            # An IPv6 prober that could not open (its source not there yet) retries.
-            for fam in runtime.families.values():
-                if fam.family is Family.INET6 and fam.task is None and fam.targets:
-                    await self._start_family(runtime, fam)
+            reset |= await self._follow_kernel(runtime)
+        if reset:
+            await self._reconcile("probe targets changed")
 
     async def _periodic_resync(self) -> None:
         while True:
@@ -667,7 +720,10 @@ _PRIMARY_KEYS = (
 
 
 def _for_hooks(t: Transition, family: Family) -> Transition:
-    """The transition as hooks hear it: an IPv6 one says so at the start of its reason."""
+    """The transition as hooks hear it: an IPv6 one also says so at the start of its reason.
+
+    (ECMPD_FAMILY says it too; the prefix stays for hooks that only read the reason.)
+    """
     return replace(t, reason=f"ipv6: {t.reason}") if family is Family.INET6 else t
 
 

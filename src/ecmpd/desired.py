@@ -85,7 +85,8 @@ def resolve_uplink(
     iface = facts.interfaces.get(uplink.interface)
     gateway: IPAddress | None
     if family is Family.INET6:
-        gateway = uplink.gateway6
+        gateway6 = uplink.gateway6
+        gateway = (iface.dhcp_gateway6 if iface else None) if gateway6 == "ra" else gateway6
     elif uplink.gateway == "dhcp":
         gateway = iface.dhcp_gateway if iface else None
     else:
@@ -94,9 +95,10 @@ def resolve_uplink(
     source = _source_interface(uplink, iface, family) if carried else None
     admin_up = carried and iface is not None and iface.up
     usable = admin_up and iface is not None and iface.carrier
-    # A `dhcp` uplink without a lease has nowhere to send traffic yet (and must not
-    # look like a point-to-point link with a gateway-less default route).
-    if family is Family.INET and uplink.gateway == "dhcp" and gateway is None:
+    # A `dhcp` uplink without a lease (an `ra` one without a router) has nowhere to send
+    # traffic yet, and must not look like a point-to-point link with a gateway-less route.
+    learned = uplink.gateway == "dhcp" if family is Family.INET else uplink.gateway6 == "ra"
+    if learned and gateway is None:
         admin_up = usable = False
     return UplinkPlan(
         name=uplink.name,

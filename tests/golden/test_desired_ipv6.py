@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import textwrap
-from ipaddress import ip_interface
+from dataclasses import replace
+from ipaddress import ip_address, ip_interface
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,26 @@ def test_the_reference_examples_ipv6_block_renders() -> None:
     assert "ip -6 nexthop add id 248332389 via fe80::1 dev eth0 proto 236" in cmds
     down = state_commands(desired_state(config, {}, facts, {"isp-a": False}))
     assert "ip -6 rule add priority 10120 from 2001:db8:200::/56 unreachable proto 236" in down
+
+
+def test_gateway6_ra_takes_the_advertised_router_and_waits_without_one() -> None:
+    ra = DUAL.replace("gateway6: fe80::1", "gateway6: ra")
+    advertised = KernelFacts(
+        interfaces={
+            **FACTS.interfaces,
+            "wan-b": replace(FACTS.interfaces["wan-b"], dhcp_gateway6=ip_address("fe80::9")),
+        }
+    )
+    with_router = commands(ra, facts=advertised)
+    assert "ip -6 nexthop add id 248332390 via fe80::9 dev wan-b proto 236" in with_router
+    assert "ip -6 route add default via fe80::9 dev wan-b metric 1024 table 102 proto 236" in (
+        with_router
+    )
+    assert f"ip nexthop add id 248332488 group 248332389,1/248332390,2 {RESILIENT}" in with_router
+    # No router yet: isp-b's IPv6 has nowhere to go (no gateway-less default route),
+    # its IPv4 is untouched, and the config is no error (the router may come later).
+    without = commands(ra)
+    gone, added = changed(with_router, without)
+    assert added == [f"ip nexthop add id 248332488 group 248332389,1 {RESILIENT}"]
+    assert all("fe80::9" in c or "248332488" in c for c in gone), gone
+    assert check_against_kernel(parse_config(textwrap.dedent(ra)), FACTS) == []

@@ -231,6 +231,11 @@ def test_issue_rendering() -> None:
             id="gateway-garbage",
         ),
         pytest.param(
+            uplink_with("gateway6: dhcp"),
+            "ecmpd.yaml:5: uplinks[0].gateway6: 'dhcp' is not a gateway source for IPv6; use ra",
+            id="gateway6-dhcp",
+        ),
+        pytest.param(
             uplink_with("source: 2001:db8::5"),
             "ecmpd.yaml:5: uplinks[0].source: '2001:db8::5' is an IPv6 address; put it in source6",
             id="source-ipv6",

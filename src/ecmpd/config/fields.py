@@ -154,6 +154,16 @@ def parse_gateway(value: object) -> IPv4Address | Literal["dhcp"] | None:
     return ipv4_parser("gateway6")(value)
 
 
+def parse_gateway6(value: object) -> IPv6Address | Literal["ra"] | None:
+    """An IPv6 gateway, `ra` (follow router advertisements), or null for point-to-point."""
+    if value == "ra":
+        return "ra"
+    if value in ("dhcp", "auto", "slaac"):
+        # DHCPv6 never hands out a gateway: on IPv6 the routers announce themselves.
+        raise ValueError(f"{show(value)} is not a gateway source for IPv6; use ra")
+    return ipv6_parser("gateway")(value)
+
+
 def parse_network(value: object) -> IPv4Network | IPv6Network:
     """A prefix; a bare address means that one host (/32 or /128)."""
     if isinstance(value, IPv4Network | IPv6Network):

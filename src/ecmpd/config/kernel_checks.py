@@ -51,7 +51,11 @@ def _uplink(at: str, uplink: UplinkConfig, facts: KernelFacts) -> Iterator[Findi
             yield f"{at}.gateway", f"{iface.name} has no DHCP default route to follow"
     elif uplink.gateway is not None and (why := _gateway_on_link(uplink.gateway, iface)):
         yield f"{at}.gateway", why
-    if uplink.gateway6 is not None and (why := _gateway_on_link(uplink.gateway6, iface)):
+    # `gateway6: ra` without a router yet is no error: in router mode the router only
+    # listens to advertisements once ecmpd set accept_ra=2; the family waits till then.
+    if isinstance(uplink.gateway6, IPv6Address) and (
+        why := _gateway_on_link(uplink.gateway6, iface)
+    ):
         yield f"{at}.gateway6", why
     for key, source in (("source", uplink.source), ("source6", uplink.source6)):
         if source is not None and (why := _source_on_interface(source, iface)):

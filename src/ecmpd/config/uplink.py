@@ -21,6 +21,7 @@ from ecmpd.config.fields import (
     ipv4_parser,
     ipv6_parser,
     parse_gateway,
+    parse_gateway6,
 )
 from ecmpd.config.section import Section, none_as_empty
 
@@ -56,7 +57,7 @@ class UplinkConfig(Section):
     interface: IfName
     gateway: Annotated[IPv4Address | Literal["dhcp"] | None, BeforeValidator(parse_gateway)] = None
     source: Annotated[IPv4Address | None, BeforeValidator(ipv4_parser("source6"))] = None
-    gateway6: Annotated[IPv6Address | None, BeforeValidator(ipv6_parser("gateway"))] = None
+    gateway6: Annotated[IPv6Address | Literal["ra"] | None, BeforeValidator(parse_gateway6)] = None
     source6: Annotated[IPv6Address | None, BeforeValidator(ipv6_parser("source"))] = None
     # Always set after loading: derived from `bandwidth` when that was given instead.
     weight: Annotated[int, BeforeValidator(integer_in(1, 256))] = 1
