@@ -1,4 +1,17 @@
-"""User hooks: executables run on every uplink state change, never blocking probing."""
+"""User hooks: executables run on every uplink state change, never blocking probing.
+
+Health is tracked per address family, so a change is one uplink's in one family. Each
+hook's environment (PATH, LANG and TZ kept, nothing else inherited):
+
+  ECMPD_UPLINK      the uplink's name
+  ECMPD_FAMILY      the address family that changed: ipv4 or ipv6 (a carrier loss
+                    changes every family the uplink carries: one run per family)
+  ECMPD_OLD_STATE   health before: unknown, up, falling, down or rising
+  ECMPD_NEW_STATE   health after
+  ECMPD_REASON      why, in words (an IPv6 change's starts with "ipv6: ")
+  ECMPD_IN_SERVICE  1 if the uplink may now carry the family's traffic, else 0
+                    (0 while drained, whatever its health)
+"""
 
 from __future__ import annotations
 
@@ -8,9 +21,11 @@ import os
 from pathlib import Path
 
 from ecmpd.health.fsm import Transition
+from ecmpd.model import Family
 
 log = logging.getLogger("ecmpd.hooks")
 HOOK_TIMEOUT = 30.0
+FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 
 
 def hook_programs(directory: Path) -> list[Path]:
@@ -24,12 +39,13 @@ def hook_programs(directory: Path) -> list[Path]:
     )
 
 
-def hook_env(t: Transition, in_service: bool) -> dict[str, str]:
+def hook_env(t: Transition, family: Family, in_service: bool) -> dict[str, str]:
     """What a hook learns about the change, in its environment."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ")}
     env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     env.update(
         ECMPD_UPLINK=t.uplink,
+        ECMPD_FAMILY=FAMILY_NAMES[family],
         ECMPD_OLD_STATE=t.old.value,
         ECMPD_NEW_STATE=t.new.value,
         ECMPD_REASON=t.reason,
@@ -38,13 +54,13 @@ def hook_env(t: Transition, in_service: bool) -> dict[str, str]:
     return env
 
 
-async def run_hooks(directory: Path, t: Transition, in_service: bool) -> None:
+async def run_hooks(directory: Path, t: Transition, family: Family, in_service: bool) -> None:
     """Run every hook with the change in its environment (argv only, no shell)."""
     for program in hook_programs(directory):
         try:
             proc = await asyncio.create_subprocess_exec(
                 str(program),
-                env=hook_env(t, in_service),
+                env=hook_env(t, family, in_service),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,

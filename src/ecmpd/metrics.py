@@ -7,6 +7,10 @@ own Gauge/Counter objects would only add a second copy to keep in step; and upli
 disappear on reload vanish from the next scrape with no label bookkeeping. The snapshot
 is taken on the daemon's event loop (its state is not thread-safe) and swapped in as one
 object, which the HTTP server's threads only read.
+
+Health is tracked per address family (an uplink can be up in IPv4 and down in IPv6),
+so every per-uplink health and probe series carries a `family` label (`ipv4`, `ipv6`),
+one series per family the uplink carries; carrier belongs to the interface and has none.
 """
 
 from __future__ import annotations
@@ -119,63 +123,70 @@ class EcmpdCollector:
             yield from self._daemon(daemon)
 
     def _uplinks(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+        per_family = ["uplink", "family"]
         up = _gauge(
             "ecmpd_uplink_up",
-            "1 while the uplink may carry traffic (up, or not yet probed), 0 when down or drained.",
-            ["uplink"],
+            "1 while the uplink may carry the family's traffic (up, or not yet probed), "
+            "0 when down or drained.",
+            per_family,
         )
         state = _gauge(
             "ecmpd_uplink_state",
-            "The uplink's state, one-hot (up, down, unknown, drained).",
-            ["uplink", "state"],
+            "The uplink's state in the family, one-hot (up, down, unknown, drained).",
+            [*per_family, "state"],
         )
         health = _gauge(
             "ecmpd_uplink_health",
-            "The health checker's state, one-hot (unknown, up, falling, down, rising).",
-            ["uplink", "health"],
+            "The family's health checker state, one-hot (unknown, up, falling, down, rising).",
+            [*per_family, "health"],
         )
         in_balancer = _gauge(
             "ecmpd_uplink_in_balancer",
-            "1 while the uplink is a member of the balanced nexthop group.",
-            ["uplink"],
+            "1 while the uplink is a member of the family's balanced nexthop group.",
+            per_family,
         )
-        weight = _gauge("ecmpd_uplink_weight", "The uplink's configured weight.", ["uplink"])
+        weight = _gauge(
+            "ecmpd_uplink_weight", "The uplink's weight in the family's group.", per_family
+        )
         carrier = _gauge(
             "ecmpd_uplink_carrier", "1 while the uplink's interface has carrier.", ["uplink"]
         )
         seconds = _gauge(
             "ecmpd_uplink_state_seconds",
-            "Seconds since the uplink's health state last changed.",
-            ["uplink"],
+            "Seconds since the uplink's health state in the family last changed.",
+            per_family,
         )
         transitions = CounterMetricFamily(
             "ecmpd_uplink_transitions_total",
-            "Health state changes of the uplink.",
-            labels=["uplink"],
+            "Health state changes of the uplink in the family.",
+            labels=per_family,
         )
         now = self._clock()
         for u in uplinks:
             name = str(u["name"])
-            shown = str(u.get("state", "unknown"))
-            up.add_metric([name], float(shown in ("up", "unknown")))
-            for s in UPLINK_STATES:
-                state.add_metric([name, s], float(shown == s))
-            if "health" in u:
-                for h in HEALTH_STATES:
-                    health.add_metric([name, h], float(u["health"] == h))
-            in_balancer.add_metric([name], float(bool(u.get("in_balancer"))))
-            weight.add_metric([name], float(u.get("weight", 0)))
+            # Carrier belongs to the interface, which every family shares.
             if u.get("carrier") is not None:
                 carrier.add_metric([name], float(bool(u["carrier"])))
-            # From the wall-clock `since`, not `for_s`: the snapshot may be a second
-            # old, the scrape is now.
-            if u.get("since") is not None:
-                seconds.add_metric([name], max(0.0, now - float(u["since"])))
-            transitions.add_metric([name], float(u.get("transitions", 0)))
+            for family, f in uplink_families(u):
+                key = [name, family]
+                shown = str(f.get("state", "unknown"))
+                up.add_metric(key, float(shown in ("up", "unknown")))
+                for s in UPLINK_STATES:
+                    state.add_metric([*key, s], float(shown == s))
+                if "health" in f:
+                    for h in HEALTH_STATES:
+                        health.add_metric([*key, h], float(f["health"] == h))
+                in_balancer.add_metric(key, float(bool(f.get("in_balancer"))))
+                weight.add_metric(key, float(f.get("weight", 0)))
+                # From the wall-clock `since`, not `for_s`: the snapshot may be a second
+                # old, the scrape is now.
+                if f.get("since") is not None:
+                    seconds.add_metric(key, max(0.0, now - float(f["since"])))
+                transitions.add_metric(key, float(f.get("transitions", 0)))
         yield from (up, state, health, in_balancer, weight, carrier, seconds, transitions)
 
     def _probes(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
-        labels = ["uplink", "target"]
+        labels = ["uplink", "family", "target"]
         rtt = _gauge(
             "ecmpd_probe_rtt_seconds", "Round-trip time of the last answered probe.", labels
         )
@@ -190,15 +201,16 @@ class EcmpdCollector:
             "ecmpd_probes_received_total", "Probes answered.", labels=labels
         )
         for u in uplinks:
-            for t in u.get("targets") or []:
-                key = [str(u["name"]), str(t["target"])]
-                if t.get("rtt_ms") is not None:
-                    rtt.add_metric(key, float(t["rtt_ms"]) / 1000)
-                if t.get("rtt_avg_ms") is not None:
-                    rtt_avg.add_metric(key, float(t["rtt_avg_ms"]) / 1000)
-                loss.add_metric(key, float(t.get("loss", 0)))
-                sent.add_metric(key, float(t.get("sent", 0)))
-                received.add_metric(key, float(t.get("received", 0)))
+            for family, f in uplink_families(u):
+                for t in f.get("targets") or []:
+                    key = [str(u["name"]), family, str(t["target"])]
+                    if t.get("rtt_ms") is not None:
+                        rtt.add_metric(key, float(t["rtt_ms"]) / 1000)
+                    if t.get("rtt_avg_ms") is not None:
+                        rtt_avg.add_metric(key, float(t["rtt_avg_ms"]) / 1000)
+                    loss.add_metric(key, float(t.get("loss", 0)))
+                    sent.add_metric(key, float(t.get("sent", 0)))
+                    received.add_metric(key, float(t.get("received", 0)))
         yield from (rtt, rtt_avg, loss, sent, received)
 
     def _interfaces(self, counters: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
@@ -237,6 +249,25 @@ class EcmpdCollector:
                 "Seconds since the daemon started.",
                 value=float(daemon["uptime_s"]),
             )
+
+
+def uplink_families(uplink: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(family label, figures) for each address family an uplink of a status carries.
+
+    Health is per family (an uplink can be up in IPv4 and down in IPv6), so each
+    family's own figures from `families`; the weight is the uplink's where a family
+    does not give its own (the daemon's status). A status without `families` has
+    only the top-level figures, which were IPv4's before IPv6 existed.
+    """
+    families: Mapping[str, Mapping[str, Any]] | None = uplink.get("families")
+    if not families:
+        return [("ipv4", uplink)]
+    # Only the weight falls back: the top-level targets and transitions add up every
+    # family's, and would be counted twice.
+    return [
+        (label, {"weight": uplink.get("weight", 0), **figures})
+        for label, figures in families.items()
+    ]
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:

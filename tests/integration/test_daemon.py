@@ -24,6 +24,7 @@ from tests.integration.daemonproc import (
     wait_for,
 )
 from tests.integration.kernelstate import ecmpd, ip_json, netlink_monitor
+from tests.integration.test_ipv6 import ipv6_gray_failure
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 
@@ -192,6 +193,52 @@ def test_hooks_run_with_the_change_in_their_environment(lab: Lab, tmp_path: Path
     assert "ECMPD_UPLINK=isp-b\n" in text
     assert "ECMPD_OLD_STATE=falling\nECMPD_REASON=" in text
     assert "ECMPD_IN_SERVICE=0" in text
+    assert "ECMPD_FAMILY=ipv4\n" in text and "ECMPD_FAMILY=ipv6" not in text  # IPv4-only lab
+
+
+def _hook_runs(directory: Path) -> list[dict[str, str]]:
+    """The ECMPD_* environment of every finished hook run (one file per run)."""
+    runs = []
+    for path in sorted(directory.iterdir()):
+        if not path.name.startswith("."):  # still being written
+            lines = path.read_text().splitlines()
+            runs.append(dict(line.split("=", 1) for line in lines if "=" in line))
+    return runs
+
+
+@pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
+def test_hooks_hear_the_family_of_an_ipv6_only_change(lab: Lab, tmp_path: Path) -> None:
+    hooks, runs = tmp_path / "hooks.d", tmp_path / "runs"
+    hooks.mkdir()
+    runs.mkdir()
+    script = hooks / "10-record"
+    # One file per run, so two runs at once (IPv4 and IPv6 of one uplink) cannot
+    # interleave; written under a dot name and renamed, so never read half-written.
+    script.write_text(f"#!/bin/sh\nenv | grep ^ECMPD_ > {runs}/.$$ && mv {runs}/.$$ {runs}/$$\n")
+    script.chmod(0o755)
+    config = write_lab_config(lab, tmp_path / "c.yaml", ipv6=True, extra={"hooks": str(hooks)})
+
+    def seen(**env: str) -> list[dict[str, str]]:
+        return [r for r in _hook_runs(runs) if env.items() <= r.items()]
+
+    def both_up() -> bool:
+        return all(
+            seen(ECMPD_UPLINK="isp-b", ECMPD_FAMILY=family, ECMPD_NEW_STATE="up")
+            for family in ("ipv4", "ipv6")
+        )
+
+    with running_daemon(lab, config, tmp_path):
+        wait_for(both_up, 5, "a hook run for each family of isp-b coming up")
+        ipv6_gray_failure(lab, "isp-b")
+        wait_for(lambda: bool(seen(ECMPD_UPLINK="isp-b", ECMPD_NEW_STATE="down")), 5, "down")
+        heal(lab, "isp-b")
+    down = seen(ECMPD_UPLINK="isp-b", ECMPD_NEW_STATE="down")
+    assert [r["ECMPD_FAMILY"] for r in down] == ["ipv6"]
+    assert down[0]["ECMPD_IN_SERVICE"] == "0"
+    assert down[0]["ECMPD_REASON"].startswith("ipv6: ")
+    # IPv4 never noticed: its only change was unknown -> up.
+    v4 = seen(ECMPD_UPLINK="isp-b", ECMPD_FAMILY="ipv4")
+    assert [(r["ECMPD_OLD_STATE"], r["ECMPD_NEW_STATE"]) for r in v4] == [("unknown", "up")]
 
 
 def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> None:

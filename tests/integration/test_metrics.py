@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,9 +27,11 @@ from tests.integration.daemonproc import (
     running_daemon,
     wait_for,
 )
+from tests.integration.test_ipv6 import ipv6_gray_failure
 
 PORT = 9474  # the documented default; free inside the lab's own router namespace
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+FAMILIES = ("ipv4", "ipv6")
 
 
 def parse_samples(text: str) -> Samples:
@@ -94,17 +98,17 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
         netns.call_in(lab.router, lambda: m.refresh(daemon.status))
         samples = scrape(lab.router)
         for isp in lab.isps:
-            up = {"uplink": isp.name}
+            up = {"uplink": isp.name, "family": "ipv4"}  # an IPv4-only lab
             assert sample(samples, "ecmpd_uplink_up", **up) == 1
             assert sample(samples, "ecmpd_uplink_state", state="up", **up) == 1
             assert sample(samples, "ecmpd_uplink_state", state="down", **up) == 0
             assert sample(samples, "ecmpd_uplink_in_balancer", **up) == 1
             assert sample(samples, "ecmpd_uplink_weight", **up) == isp.weight
-            assert sample(samples, "ecmpd_uplink_carrier", **up) == 1
+            assert sample(samples, "ecmpd_uplink_carrier", uplink=isp.name) == 1
             assert sample(samples, "ecmpd_uplink_transitions_total", **up) >= 1
             assert sample(samples, "ecmpd_uplink_state_seconds", **up) > 0
             for target in (str(isp.gateway), str(lab.servers[0])):
-                probe = {"uplink": isp.name, "target": target}
+                probe = {**up, "target": target}
                 assert sample(samples, "ecmpd_probes_sent_total", **probe) > 0
                 assert sample(samples, "ecmpd_probes_received_total", **probe) > 0
                 assert 0 < sample(samples, "ecmpd_probe_rtt_seconds", **probe) < 1
@@ -115,7 +119,9 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
                 assert sample(samples, "ecmpd_interface_packets_total", **where) > 0
         assert sample(samples, "ecmpd_reconciles_total") >= 1
         assert sample(samples, "ecmpd_kernel_ops_total") >= 1
-        before = sample(samples, "ecmpd_uplink_transitions_total", uplink="isp-b")
+        assert not any(dict(labels).get("family") == "ipv6" for _, labels in samples)
+        b4, a4 = {"uplink": "isp-b", "family": "ipv4"}, {"uplink": "isp-a", "family": "ipv4"}
+        before = sample(samples, "ecmpd_uplink_transitions_total", **b4)
 
         gray_failure(lab, "isp-b")
         try:
@@ -124,11 +130,11 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
             samples = scrape(lab.router)
         finally:
             heal(lab, "isp-b")
-        assert sample(samples, "ecmpd_uplink_up", uplink="isp-b") == 0
-        assert sample(samples, "ecmpd_uplink_state", state="down", uplink="isp-b") == 1
-        assert sample(samples, "ecmpd_uplink_in_balancer", uplink="isp-b") == 0
-        assert sample(samples, "ecmpd_uplink_transitions_total", uplink="isp-b") > before
-        assert sample(samples, "ecmpd_uplink_up", uplink="isp-a") == 1
+        assert sample(samples, "ecmpd_uplink_up", **b4) == 0
+        assert sample(samples, "ecmpd_uplink_state", state="down", **b4) == 1
+        assert sample(samples, "ecmpd_uplink_in_balancer", **b4) == 0
+        assert sample(samples, "ecmpd_uplink_transitions_total", **b4) > before
+        assert sample(samples, "ecmpd_uplink_up", **a4) == 1
         wait_for(lambda: daemon.uplink("isp-b")["state"] == "up", 10, "isp-b back")
 
 
@@ -172,7 +178,7 @@ def test_run_loop_refreshes_and_closes_on_cancel(lab_module: Lab, tmp_path: Path
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
         wait_for(lambda: all_up(daemon), 5, "all uplinks up")
         first, second, closed = netns.call_in(lab.router, lambda: asyncio.run(scenario(daemon)))
-    probe = {"uplink": "isp-a", "target": str(lab.isps[0].gateway)}
+    probe = {"uplink": "isp-a", "family": "ipv4", "target": str(lab.isps[0].gateway)}
     assert sample(second, "ecmpd_probes_sent_total", **probe) > sample(
         first, "ecmpd_probes_sent_total", **probe
     )
@@ -215,16 +221,111 @@ def test_daemon_serves_metrics_when_configured(lab_module: Lab, tmp_path: Path) 
                 time.sleep(0.1)
                 continue
             if all(
-                ("ecmpd_uplink_up", frozenset({("uplink", i.name)})) in samples for i in lab.isps
+                ("ecmpd_uplink_up", frozenset({("uplink", i.name), ("family", "ipv4")})) in samples
+                for i in lab.isps
             ):
                 break
             time.sleep(0.1)
         if not samples:
             pytest.skip("the daemon does not serve metrics yet (Metrics not wired in daemon.py)")
         for isp in lab.isps:
-            assert sample(samples, "ecmpd_uplink_up", uplink=isp.name) == 1
-            assert sample(samples, "ecmpd_uplink_in_balancer", uplink=isp.name) == 1
+            assert sample(samples, "ecmpd_uplink_up", uplink=isp.name, family="ipv4") == 1
+            assert sample(samples, "ecmpd_uplink_in_balancer", uplink=isp.name, family="ipv4") == 1
             where = {"interface": isp.uplink_if, "direction": "tx"}
             assert sample(samples, "ecmpd_interface_bytes_total", **where) > 0
         assert sample(samples, "ecmpd_reconciles_total") >= 1
         assert sample(samples, "ecmpd_build_info", version=__version__) == 1
+
+
+def status_families(status: dict[str, Any], name: str) -> dict[str, Any]:
+    """One uplink's per-family figures from a daemon status document."""
+    uplink = next(u for u in status["uplinks"] if u["name"] == name)
+    families: dict[str, Any] = uplink["families"]
+    return families
+
+
+def all_families_up(daemon: DaemonProc) -> bool:
+    """Every family of every uplink probed healthy."""
+    return all(
+        f["health"] == "up" for u in daemon.status()["uplinks"] for f in u["families"].values()
+    )
+
+
+@pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
+def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> None:
+    """The daemon's own endpoint, dual-stack: isp-b down in IPv6 alone shows as such."""
+    config = write_lab_config(
+        lab,
+        tmp_path / "dual.yaml",
+        ipv6=True,
+        extra={"metrics": {"listen": f"127.0.0.1:{PORT}"}},
+    )
+    b4, b6 = {"uplink": "isp-b", "family": "ipv4"}, {"uplink": "isp-b", "family": "ipv6"}
+
+    def scraped(check: Callable[[Samples], bool]) -> Samples:
+        """Scrape until check holds (the daemon refreshes its snapshot every second)."""
+        found: Samples = {}
+
+        def ok() -> bool:
+            nonlocal found
+            with contextlib.suppress(ConnectionRefusedError):
+                found = scrape(lab.router)
+            return bool(found) and check(found)
+
+        wait_for(ok, 5, "the scrape to show it", step=0.1)
+        return found
+
+    def shows(key: dict[str, str], up: float) -> Callable[[Samples], bool]:
+        return lambda s: s.get(("ecmpd_uplink_up", frozenset(key.items()))) == up
+
+    def healthy(s: Samples) -> bool:
+        return all(
+            s.get(("ecmpd_uplink_health", frozenset({**key, "health": "up"}.items()))) == 1
+            for key in (
+                {"uplink": isp.name, "family": family} for isp in lab.isps for family in FAMILIES
+            )
+        )
+
+    with running_daemon(lab, config, tmp_path) as daemon:
+        wait_for(lambda: all_families_up(daemon), 5, "every family up")
+        samples = scraped(healthy)  # a snapshot taken after every family came up
+        status = daemon.status()
+        for isp in lab.isps:
+            families = status_families(status, isp.name)
+            assert set(families) == set(FAMILIES)
+            for family, figures in families.items():
+                key = {"uplink": isp.name, "family": family}
+                assert sample(samples, "ecmpd_uplink_up", **key) == 1
+                assert sample(samples, "ecmpd_uplink_in_balancer", **key) == 1
+                assert sample(samples, "ecmpd_uplink_weight", **key) == isp.weight
+                assert sample(samples, "ecmpd_uplink_transitions_total", **key) >= 1
+                version = 6 if family == "ipv6" else 4
+                for target in figures["targets"]:
+                    assert ip_address(target["target"]).version == version
+                    probe = {**key, "target": target["target"]}
+                    assert sample(samples, "ecmpd_probes_sent_total", **probe) > 0
+                    assert sample(samples, "ecmpd_probes_received_total", **probe) > 0
+            assert sample(samples, "ecmpd_uplink_carrier", uplink=isp.name) == 1
+        before6 = sample(samples, "ecmpd_uplink_transitions_total", **b6)
+        before4 = sample(samples, "ecmpd_uplink_transitions_total", **b4)
+
+        ipv6_gray_failure(lab, "isp-b")
+        try:
+            samples = scraped(shows(b6, 0))
+        finally:
+            heal(lab, "isp-b")
+        assert sample(samples, "ecmpd_uplink_state", state="down", **b6) == 1
+        assert sample(samples, "ecmpd_uplink_in_balancer", **b6) == 0
+        assert sample(samples, "ecmpd_uplink_transitions_total", **b6) > before6
+        lost = [
+            sample(samples, "ecmpd_probe_loss_ratio", **b6, target=t["target"])
+            for t in status_families(status, "isp-b")["ipv6"]["targets"]
+        ]
+        assert max(lost) > 0
+        # IPv4 of the same uplink never noticed, and carrier is the interface's: still 1.
+        assert sample(samples, "ecmpd_uplink_up", **b4) == 1
+        assert sample(samples, "ecmpd_uplink_state", state="up", **b4) == 1
+        assert sample(samples, "ecmpd_uplink_in_balancer", **b4) == 1
+        assert sample(samples, "ecmpd_uplink_transitions_total", **b4) == before4
+        assert sample(samples, "ecmpd_uplink_carrier", uplink="isp-b") == 1
+        scraped(shows(b6, 1))  # and back

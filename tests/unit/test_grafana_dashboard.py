@@ -110,3 +110,27 @@ def test_every_query_uses_exported_metrics_and_labels() -> None:
         "ecmpd_uplink_transitions_total",
     ):
         assert metric in seen, metric
+
+
+def test_health_panels_keep_the_address_families_apart() -> None:
+    # Health is per family: summing IPv4 and IPv6 would show a half-failed uplink as
+    # neither up nor down, so these panels group and label by family too.
+    per_family = {
+        "Uplinks in service",
+        "Transitions (24 h)",
+        "Uplink state",
+        "In the balancer",
+        "Probes answered",
+        "Health transitions",
+    }
+    checked: set[str] = set()
+    for where, expr, legend in queries(dashboard()):
+        if where not in per_family:
+            continue
+        checked.add(where)
+        for group in GROUPING_RE.findall(expr):
+            assert "family" in {g.strip() for g in group.split(",")}, f"{where}: {expr}"
+        assert "family" in LEGEND_RE.findall(legend), f"{where}: legend {legend!r}"
+    assert checked == per_family
+    assert "family" in exported()["ecmpd_uplink_state"]
+    assert "family" not in exported()["ecmpd_uplink_carrier"]  # the interface's, shared

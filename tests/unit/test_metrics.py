@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
@@ -22,20 +23,15 @@ from ecmpd.metrics import (
 NOW = 1_700_000_100.0
 
 
-def uplink(name: str, interface: str, state: str, health: str, **more: Any) -> dict[str, Any]:
-    """One uplink of a status document, as Daemon.status() writes it."""
+def family(state: str, health: str, **more: Any) -> dict[str, Any]:
+    """One family's figures of an uplink, as Daemon.status() writes them under `families`."""
     entry: dict[str, Any] = {
-        "name": name,
-        "interface": interface,
         "state": state,
         "health": health,
         "since": NOW - 42.5,
         "for_s": 41.0,  # stale on purpose: the collector must use `since`
         "reason": "",
-        "weight": 1,
         "in_balancer": state == "up",
-        "table": 101,
-        "carrier": True,
         "transitions": 0,
         "detection_time_s": 0.85,
         "targets": [],
@@ -44,9 +40,56 @@ def uplink(name: str, interface: str, state: str, health: str, **more: Any) -> d
     return entry
 
 
+def uplink(
+    name: str,
+    interface: str,
+    state: str,
+    health: str,
+    ipv6: dict[str, Any] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """One uplink of a status document, as Daemon.status() writes it.
+
+    IPv4 gets state, health and the per-family keys of `more`; with `ipv6` the uplink
+    is dual-stack. The top level shows IPv4's figures, every family's targets and the
+    sum of their transitions, as the daemon does.
+    """
+    per_family = {k: more.pop(k) for k in ("since", "transitions", "targets") if k in more}
+    families = {"ipv4": family(state, health, **per_family)}
+    if ipv6 is not None:
+        families["ipv6"] = ipv6
+    entry: dict[str, Any] = {
+        "name": name,
+        "interface": interface,
+        **{k: v for k, v in families["ipv4"].items() if k not in ("transitions", "targets")},
+        "weight": 1,
+        "table": 101,
+        "carrier": True,
+        "transitions": sum(f["transitions"] for f in families.values()),
+        "targets": [t for f in families.values() for t in f["targets"]],
+        "degraded": len({f["in_balancer"] for f in families.values()}) > 1,
+        "families": families,
+    }
+    entry.update(more)
+    return entry
+
+
+def target(address: str, rtt_ms: float | None, sent: int, received: int) -> dict[str, Any]:
+    """One probe target's figures (the average is 1.5 times the last RTT)."""
+    return {
+        "target": address,
+        "rtt_ms": rtt_ms,
+        "rtt_avg_ms": None if rtt_ms is None else rtt_ms * 1.5,
+        "loss": round(1 - received / sent, 4),
+        "sent": sent,
+        "received": received,
+    }
+
+
 STATUS: dict[str, Any] = {
     "source": "daemon",
     "uplinks": [
+        # Dual-stack, up in IPv4 and down in IPv6 (its IPv6 target stopped answering).
         uplink(
             "isp-a",
             "wan-a",
@@ -55,25 +98,25 @@ STATUS: dict[str, Any] = {
             weight=2,
             transitions=1,
             targets=[
-                {
-                    "target": "10.1.0.1",
-                    "rtt_ms": 1.5,
-                    "rtt_avg_ms": 2.25,
-                    "loss": 0.0,
-                    "sent": 40,
-                    "received": 40,
-                },
-                {
-                    "target": "198.51.100.1",
-                    "rtt_ms": None,  # never answered: no rtt sample at all
-                    "rtt_avg_ms": None,
-                    "loss": 1.0,
-                    "sent": 40,
-                    "received": 0,
-                },
+                target("10.1.0.1", 1.5, 40, 40),
+                target("198.51.100.1", None, 40, 0),  # never answered: no rtt sample
             ],
+            ipv6=family(
+                "down",
+                "down",
+                since=NOW - 7.25,
+                transitions=2,
+                targets=[target("2001:db8:1::1", 3.0, 40, 10)],
+            ),
         ),
-        uplink("isp-b", "wan-b", "drained", "up", transitions=3),
+        uplink(
+            "isp-b",
+            "wan-b",
+            "drained",
+            "up",
+            transitions=3,
+            ipv6=family("drained", "rising", transitions=4),
+        ),
         uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
     ],
     "daemon": {
@@ -103,71 +146,104 @@ EXPECTED = f"""
 # TYPE ecmpd_build_info gauge
 ecmpd_build_info{{version="{__version__}"}} 1.0
 # TYPE ecmpd_uplink_up gauge
-ecmpd_uplink_up{{uplink="isp-a"}} 1.0
-ecmpd_uplink_up{{uplink="isp-b"}} 0.0
-ecmpd_uplink_up{{uplink="lte"}} 0.0
+ecmpd_uplink_up{{family="ipv4",uplink="isp-a"}} 1.0
+ecmpd_uplink_up{{family="ipv6",uplink="isp-a"}} 0.0
+ecmpd_uplink_up{{family="ipv4",uplink="isp-b"}} 0.0
+ecmpd_uplink_up{{family="ipv6",uplink="isp-b"}} 0.0
+ecmpd_uplink_up{{family="ipv4",uplink="lte"}} 0.0
 # TYPE ecmpd_uplink_state gauge
-ecmpd_uplink_state{{state="up",uplink="isp-a"}} 1.0
-ecmpd_uplink_state{{state="down",uplink="isp-a"}} 0.0
-ecmpd_uplink_state{{state="unknown",uplink="isp-a"}} 0.0
-ecmpd_uplink_state{{state="drained",uplink="isp-a"}} 0.0
-ecmpd_uplink_state{{state="up",uplink="isp-b"}} 0.0
-ecmpd_uplink_state{{state="down",uplink="isp-b"}} 0.0
-ecmpd_uplink_state{{state="unknown",uplink="isp-b"}} 0.0
-ecmpd_uplink_state{{state="drained",uplink="isp-b"}} 1.0
-ecmpd_uplink_state{{state="up",uplink="lte"}} 0.0
-ecmpd_uplink_state{{state="down",uplink="lte"}} 1.0
-ecmpd_uplink_state{{state="unknown",uplink="lte"}} 0.0
-ecmpd_uplink_state{{state="drained",uplink="lte"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="up",uplink="isp-a"}} 1.0
+ecmpd_uplink_state{{family="ipv4",state="down",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="drained",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="up",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="down",uplink="isp-a"}} 1.0
+ecmpd_uplink_state{{family="ipv6",state="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="drained",uplink="isp-a"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="up",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="drained",uplink="isp-b"}} 1.0
+ecmpd_uplink_state{{family="ipv6",state="up",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_state{{family="ipv6",state="drained",uplink="isp-b"}} 1.0
+ecmpd_uplink_state{{family="ipv4",state="up",uplink="lte"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="down",uplink="lte"}} 1.0
+ecmpd_uplink_state{{family="ipv4",state="unknown",uplink="lte"}} 0.0
+ecmpd_uplink_state{{family="ipv4",state="drained",uplink="lte"}} 0.0
 # TYPE ecmpd_uplink_health gauge
-ecmpd_uplink_health{{health="unknown",uplink="isp-a"}} 0.0
-ecmpd_uplink_health{{health="up",uplink="isp-a"}} 1.0
-ecmpd_uplink_health{{health="falling",uplink="isp-a"}} 0.0
-ecmpd_uplink_health{{health="down",uplink="isp-a"}} 0.0
-ecmpd_uplink_health{{health="rising",uplink="isp-a"}} 0.0
-ecmpd_uplink_health{{health="unknown",uplink="isp-b"}} 0.0
-ecmpd_uplink_health{{health="up",uplink="isp-b"}} 1.0
-ecmpd_uplink_health{{health="falling",uplink="isp-b"}} 0.0
-ecmpd_uplink_health{{health="down",uplink="isp-b"}} 0.0
-ecmpd_uplink_health{{health="rising",uplink="isp-b"}} 0.0
-ecmpd_uplink_health{{health="unknown",uplink="lte"}} 0.0
-ecmpd_uplink_health{{health="up",uplink="lte"}} 0.0
-ecmpd_uplink_health{{health="falling",uplink="lte"}} 0.0
-ecmpd_uplink_health{{health="down",uplink="lte"}} 1.0
-ecmpd_uplink_health{{health="rising",uplink="lte"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="up",uplink="isp-a"}} 1.0
+ecmpd_uplink_health{{family="ipv4",health="falling",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="down",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="rising",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="unknown",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="up",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="falling",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="down",uplink="isp-a"}} 1.0
+ecmpd_uplink_health{{family="ipv6",health="rising",uplink="isp-a"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="up",uplink="isp-b"}} 1.0
+ecmpd_uplink_health{{family="ipv4",health="falling",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="rising",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="unknown",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="up",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="falling",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_health{{family="ipv6",health="rising",uplink="isp-b"}} 1.0
+ecmpd_uplink_health{{family="ipv4",health="unknown",uplink="lte"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="up",uplink="lte"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="falling",uplink="lte"}} 0.0
+ecmpd_uplink_health{{family="ipv4",health="down",uplink="lte"}} 1.0
+ecmpd_uplink_health{{family="ipv4",health="rising",uplink="lte"}} 0.0
 # TYPE ecmpd_uplink_in_balancer gauge
-ecmpd_uplink_in_balancer{{uplink="isp-a"}} 1.0
-ecmpd_uplink_in_balancer{{uplink="isp-b"}} 0.0
-ecmpd_uplink_in_balancer{{uplink="lte"}} 0.0
+ecmpd_uplink_in_balancer{{family="ipv4",uplink="isp-a"}} 1.0
+ecmpd_uplink_in_balancer{{family="ipv6",uplink="isp-a"}} 0.0
+ecmpd_uplink_in_balancer{{family="ipv4",uplink="isp-b"}} 0.0
+ecmpd_uplink_in_balancer{{family="ipv6",uplink="isp-b"}} 0.0
+ecmpd_uplink_in_balancer{{family="ipv4",uplink="lte"}} 0.0
 # TYPE ecmpd_uplink_weight gauge
-ecmpd_uplink_weight{{uplink="isp-a"}} 2.0
-ecmpd_uplink_weight{{uplink="isp-b"}} 1.0
-ecmpd_uplink_weight{{uplink="lte"}} 1.0
+ecmpd_uplink_weight{{family="ipv4",uplink="isp-a"}} 2.0
+ecmpd_uplink_weight{{family="ipv6",uplink="isp-a"}} 2.0
+ecmpd_uplink_weight{{family="ipv4",uplink="isp-b"}} 1.0
+ecmpd_uplink_weight{{family="ipv6",uplink="isp-b"}} 1.0
+ecmpd_uplink_weight{{family="ipv4",uplink="lte"}} 1.0
 # TYPE ecmpd_uplink_carrier gauge
 ecmpd_uplink_carrier{{uplink="isp-a"}} 1.0
 ecmpd_uplink_carrier{{uplink="isp-b"}} 1.0
 ecmpd_uplink_carrier{{uplink="lte"}} 0.0
 # TYPE ecmpd_uplink_state_seconds gauge
-ecmpd_uplink_state_seconds{{uplink="isp-a"}} 42.5
-ecmpd_uplink_state_seconds{{uplink="isp-b"}} 42.5
-ecmpd_uplink_state_seconds{{uplink="lte"}} 42.5
+ecmpd_uplink_state_seconds{{family="ipv4",uplink="isp-a"}} 42.5
+ecmpd_uplink_state_seconds{{family="ipv6",uplink="isp-a"}} 7.25
+ecmpd_uplink_state_seconds{{family="ipv4",uplink="isp-b"}} 42.5
+ecmpd_uplink_state_seconds{{family="ipv6",uplink="isp-b"}} 42.5
+ecmpd_uplink_state_seconds{{family="ipv4",uplink="lte"}} 42.5
 # TYPE ecmpd_uplink_transitions_total counter
-ecmpd_uplink_transitions_total{{uplink="isp-a"}} 1.0
-ecmpd_uplink_transitions_total{{uplink="isp-b"}} 3.0
-ecmpd_uplink_transitions_total{{uplink="lte"}} 2.0
+ecmpd_uplink_transitions_total{{family="ipv4",uplink="isp-a"}} 1.0
+ecmpd_uplink_transitions_total{{family="ipv6",uplink="isp-a"}} 2.0
+ecmpd_uplink_transitions_total{{family="ipv4",uplink="isp-b"}} 3.0
+ecmpd_uplink_transitions_total{{family="ipv6",uplink="isp-b"}} 4.0
+ecmpd_uplink_transitions_total{{family="ipv4",uplink="lte"}} 2.0
 # TYPE ecmpd_probe_rtt_seconds gauge
-ecmpd_probe_rtt_seconds{{target="10.1.0.1",uplink="isp-a"}} 0.0015
+ecmpd_probe_rtt_seconds{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 0.0015
+ecmpd_probe_rtt_seconds{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 0.003
 # TYPE ecmpd_probe_rtt_avg_seconds gauge
-ecmpd_probe_rtt_avg_seconds{{target="10.1.0.1",uplink="isp-a"}} 0.00225
+ecmpd_probe_rtt_avg_seconds{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 0.00225
+ecmpd_probe_rtt_avg_seconds{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 0.0045
 # TYPE ecmpd_probe_loss_ratio gauge
-ecmpd_probe_loss_ratio{{target="10.1.0.1",uplink="isp-a"}} 0.0
-ecmpd_probe_loss_ratio{{target="198.51.100.1",uplink="isp-a"}} 1.0
+ecmpd_probe_loss_ratio{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 0.0
+ecmpd_probe_loss_ratio{{family="ipv4",target="198.51.100.1",uplink="isp-a"}} 1.0
+ecmpd_probe_loss_ratio{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 0.75
 # TYPE ecmpd_probes_sent_total counter
-ecmpd_probes_sent_total{{target="10.1.0.1",uplink="isp-a"}} 40.0
-ecmpd_probes_sent_total{{target="198.51.100.1",uplink="isp-a"}} 40.0
+ecmpd_probes_sent_total{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 40.0
+ecmpd_probes_sent_total{{family="ipv4",target="198.51.100.1",uplink="isp-a"}} 40.0
+ecmpd_probes_sent_total{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 40.0
 # TYPE ecmpd_probes_received_total counter
-ecmpd_probes_received_total{{target="10.1.0.1",uplink="isp-a"}} 40.0
-ecmpd_probes_received_total{{target="198.51.100.1",uplink="isp-a"}} 0.0
+ecmpd_probes_received_total{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 40.0
+ecmpd_probes_received_total{{family="ipv4",target="198.51.100.1",uplink="isp-a"}} 0.0
+ecmpd_probes_received_total{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 10.0
 # TYPE ecmpd_interface_bytes_total counter
 ecmpd_interface_bytes_total{{direction="rx",interface="wan-a"}} 1000.0
 ecmpd_interface_bytes_total{{direction="tx",interface="wan-a"}} 2000.0
@@ -227,19 +303,122 @@ def test_unknown_counts_as_up_and_uplinks_gone_on_reload_vanish() -> None:
     collector = EcmpdCollector(clock=lambda: NOW)
     collector.update({"uplinks": [uplink("isp-a", "wan-a", "unknown", "unknown")]})
     text = render(collector)
-    assert 'ecmpd_uplink_up{uplink="isp-a"} 1.0' in text
-    assert 'ecmpd_uplink_state{state="unknown",uplink="isp-a"} 1.0' in text
+    assert 'ecmpd_uplink_up{family="ipv4",uplink="isp-a"} 1.0' in text
+    assert 'ecmpd_uplink_state{family="ipv4",state="unknown",uplink="isp-a"} 1.0' in text
     assert "ecmpd_reconciles_total" not in text  # no daemon section: nothing invented
     collector.update({"uplinks": [uplink("isp-c", "wan-c", "up", "rising")]})
     text = render(collector)
     assert "isp-a" not in text
-    assert 'ecmpd_uplink_health{health="rising",uplink="isp-c"} 1.0' in text
+    assert 'ecmpd_uplink_health{family="ipv4",health="rising",uplink="isp-c"} 1.0' in text
 
 
 def test_state_seconds_never_goes_negative_when_clocks_step() -> None:
     collector = EcmpdCollector(clock=lambda: NOW - 100)
     collector.update({"uplinks": [uplink("isp-a", "wan-a", "up", "up")]})
-    assert 'ecmpd_uplink_state_seconds{uplink="isp-a"} 0.0' in render(collector)
+    assert 'ecmpd_uplink_state_seconds{family="ipv4",uplink="isp-a"} 0.0' in render(collector)
+
+
+def samples(status: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """{(sample name, labels): value} of a status rendered at NOW."""
+    collector = EcmpdCollector(clock=lambda: NOW)
+    collector.update(status)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for metric in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in metric.samples
+    }
+
+
+def families_of(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> set[str]:
+    """The family labels of one metric's samples."""
+    return {dict(labels)["family"] for metric, labels in found if metric == name}
+
+
+def test_an_ipv6_only_uplink_shows_only_ipv6_series() -> None:
+    v6 = family("up", "up", transitions=1, targets=[target("2001:db8:3::1", 2.0, 10, 10)])
+    isp_c = {
+        "name": "isp-c",
+        "interface": "wan-c",
+        **{k: v for k, v in v6.items() if k != "targets"},
+        "weight": 3,
+        "carrier": True,
+        "targets": v6["targets"],
+        "families": {"ipv6": v6},
+    }
+    found = samples({"uplinks": [isp_c]})
+    for name in (
+        "ecmpd_uplink_up",
+        "ecmpd_uplink_state",
+        "ecmpd_uplink_health",
+        "ecmpd_uplink_in_balancer",
+        "ecmpd_uplink_weight",
+        "ecmpd_uplink_state_seconds",
+        "ecmpd_uplink_transitions_total",
+        "ecmpd_probes_sent_total",
+        "ecmpd_probe_rtt_seconds",
+    ):
+        assert families_of(found, name) == {"ipv6"}, name
+    v6_key = frozenset({("uplink", "isp-c"), ("family", "ipv6")})
+    assert found[("ecmpd_uplink_weight", v6_key)] == 3
+    assert found[("ecmpd_uplink_carrier", frozenset({("uplink", "isp-c")}))] == 1
+
+
+def test_one_family_down_leaves_the_other_up() -> None:
+    found = samples(STATUS)
+    isp_a = {("uplink", "isp-a")}
+    assert found[("ecmpd_uplink_up", frozenset(isp_a | {("family", "ipv4")}))] == 1
+    assert found[("ecmpd_uplink_up", frozenset(isp_a | {("family", "ipv6")}))] == 0
+    assert found[("ecmpd_uplink_in_balancer", frozenset(isp_a | {("family", "ipv6")}))] == 0
+    # The top level's all-family sums are not what a family shows.
+    assert found[("ecmpd_uplink_transitions_total", frozenset(isp_a | {("family", "ipv4")}))] == 1
+    v6_probes = {labels for name, labels in found if name == "ecmpd_probes_sent_total"}
+    assert frozenset(isp_a | {("family", "ipv6"), ("target", "2001:db8:1::1")}) in v6_probes
+    assert frozenset(isp_a | {("family", "ipv4"), ("target", "2001:db8:1::1")}) not in v6_probes
+
+
+def test_a_status_without_families_shows_its_top_level_figures_as_ipv4() -> None:
+    old = uplink("isp-a", "wan-a", "down", "down", weight=2, transitions=5)
+    old["targets"] = [target("10.1.0.1", None, 20, 0)]
+    del old["families"]
+    found = samples({"uplinks": [old]})
+    key = frozenset({("uplink", "isp-a"), ("family", "ipv4")})
+    assert found[("ecmpd_uplink_up", key)] == 0
+    assert found[("ecmpd_uplink_weight", key)] == 2
+    assert found[("ecmpd_uplink_transitions_total", key)] == 5
+    assert found[("ecmpd_uplink_state_seconds", key)] == 42.5
+    assert found[("ecmpd_probes_sent_total", key | {("target", "10.1.0.1")})] == 20
+    assert families_of(found, "ecmpd_uplink_state") == {"ipv4"}
+
+
+def test_the_kernel_view_gives_each_family_its_group_weight() -> None:
+    # As `ecmpd status` builds it without a daemon (cli/status.py kernel_status):
+    # per family only state, the weight in that family's group and membership.
+    families = {
+        "ipv4": {"state": "up", "weight": 3, "in_balancer": True},
+        "ipv6": {"state": "down", "weight": 1, "in_balancer": False},
+    }
+    doc = {
+        "source": "kernel",
+        "uplinks": [
+            {
+                "name": "isp-a",
+                "interface": "wan-a",
+                **families["ipv4"],
+                "table": 101,
+                "carrier": None,
+                "families": families,
+            }
+        ],
+    }
+    found = samples(doc)
+    isp_a = {("uplink", "isp-a")}
+    assert found[("ecmpd_uplink_weight", frozenset(isp_a | {("family", "ipv4")}))] == 3
+    assert found[("ecmpd_uplink_weight", frozenset(isp_a | {("family", "ipv6")}))] == 1
+    assert found[("ecmpd_uplink_up", frozenset(isp_a | {("family", "ipv6")}))] == 0
+    assert families_of(found, "ecmpd_uplink_health") == set()  # no tracker, nothing invented
+    assert not any(name == "ecmpd_uplink_carrier" for name, _ in found)
 
 
 def test_metrics_uses_its_own_registry() -> None:
@@ -247,7 +426,7 @@ def test_metrics_uses_its_own_registry() -> None:
     assert (metrics.host, metrics.port) == ("::1", 9474)
     metrics.update(STATUS, COUNTERS)
     text = generate_latest(metrics.registry).decode()
-    assert 'ecmpd_uplink_up{uplink="isp-a"} 1.0' in text
+    assert 'ecmpd_uplink_up{family="ipv4",uplink="isp-a"} 1.0' in text
     assert "process_resident_memory_bytes" in text
     assert "ecmpd_" not in generate_latest(REGISTRY).decode()
 
