@@ -149,8 +149,9 @@ class Daemon:
         self.ipr = await self._k(open_iproute)
         self.writer = KernelWriter(self.ipr, Record(self.run_dir))
         self.writer.want_nat = config.mode is Mode.ROUTER
+        self.writer.want_defaults = config.follows_defaults()
         try:
-            await self._observe()
+            await self._observe(check=config)
             issues = check_against_kernel(config, self._facts)
             if issues:
                 raise StartupError("\n".join(str(i) for i in issues))
@@ -198,9 +199,11 @@ class Daemon:
         """Run a netlink call on the kernel thread."""
         return await asyncio.get_running_loop().run_in_executor(self._kernel, fn, *args)
 
-    async def _observe(self) -> None:
+    async def _observe(self, check: Config | None = None) -> None:
+        """Re-read the kernel; with `check`, also look for foreign routes in its tables."""
         assert self.writer is not None
-        self.observed, self._facts = await self._k(self.writer.observe)
+        tables = check.tables() if check is not None else ()
+        self.observed, self._facts = await self._k(self.writer.observe, tables)
 
     def _adopt(self, uplink: UplinkConfig, keep: UplinkRuntime | None = None) -> UplinkRuntime:
         """A runtime for an uplink, starting from what the kernel shows.
@@ -568,6 +571,12 @@ class Daemon:
         """Re-read the config; a bad one is reported and the old one kept."""
         try:
             config = load_config(self.config_path)
+            # The new config's tables may hold foreign routes, its uplinks follow DHCP/RA
+            # gateways the old one did not read: look before checking.
+            assert self.writer is not None
+            self.writer.want_defaults |= config.follows_defaults()
+            async with self._lock:
+                await self._observe(check=config)
             issues = check_against_kernel(config, self._facts)
             if issues:
                 raise ConfigError(issues)
@@ -578,6 +587,7 @@ class Daemon:
         self.config = config
         assert self.writer is not None
         self.writer.want_nat = config.mode is Mode.ROUTER
+        self.writer.want_defaults = config.follows_defaults()
         self.uplinks = {}
         for uplink in config.uplinks:
             keep = old.get(uplink.name)

@@ -29,7 +29,13 @@ from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.nexthop import NhMsg
 from ecmpd.kernel.observe import observe
 from ecmpd.kernel.record import Record
-from ecmpd.kernel.routemsg import RtMsg, route_message, scan_routes, to_addr
+from ecmpd.kernel.routemsg import (
+    DEFAULT_ROUTE_PROTOCOLS,
+    RtMsg,
+    route_message,
+    scan_routes,
+    to_addr,
+)
 from ecmpd.kernel.rules import dump_rules, rule_message
 from ecmpd.kernel.transport import NetlinkError, NetlinkSocket, netlink_for, release
 from ecmpd.lab import netns
@@ -282,6 +288,10 @@ def _populate(s: Space) -> None:
         "route add default via 10.0.1.2 metric 100",
         "route add default via 10.0.2.3 metric 200",
         "route add default via 10.0.2.2 metric 50",
+        # A routing daemon's default: not what `gateway: dhcp` follows, never asked for.
+        "route add default via 10.0.1.2 metric 300 proto bgp",
+        "-6 route add default via 2001:db8:1::2 dev u1 metric 300 proto bgp",
+        "-6 route add default via 2001:db8:1::3 dev u1 metric 400 proto dhcp",
         "route add 198.51.100.0/24 nexthop via 10.0.1.2 nexthop via 10.0.2.2",
         "-6 route add default via 2001:db8:2::2 dev u2",
         f"-6 route add 2001:db8:99::/48 nhid {GROUP6} table 200 proto 236",
@@ -337,14 +347,20 @@ def test_parsers_agree_with_pyroute2_decoding(space: Space) -> None:
             assert kr.gateway == _addr(m.get_attr("RTA_GATEWAY"))
             assert kr.prefsrc == _addr(m.get_attr("RTA_PREFSRC"))
             assert kr.metric == (m.get_attr("RTA_PRIORITY") or 0)
-        # One dump serves observe: owned routes in full, main defaults, every table.
-        scan = scan_routes(ipr, family)
+        # Kernel-filtered dumps serve observe: owned routes in full, the main defaults a
+        # DHCP client or RA installed, and which of the asked tables hold foreign routes.
+        every_table = {r.table for r in ours}
+        scan = scan_routes(ipr, family, sorted(every_table))
         assert scan.owned == [r for r in ours if r.protocol == RTPROT_ECMPD]
-        assert scan.main_defaults == [
-            r for r in ours if r.protocol != RTPROT_ECMPD and r.table == 254 and not r.dst.prefixlen
-        ]
+        defaults = [r for r in ours if r.table == 254 and not r.dst.prefixlen]
+        assert {r.protocol for r in defaults} - set(DEFAULT_ROUTE_PROTOCOLS)  # one left out
+        assert sorted(scan.main_defaults, key=repr) == sorted(
+            (r for r in defaults if r.protocol in DEFAULT_ROUTE_PROTOCOLS), key=repr
+        )
+        assert scan.main_defaults
         assert scan.tables == {r.table for r in ours if r.protocol != RTPROT_ECMPD}
-    assert 70001 in scan_routes(ipr, socket.AF_INET).tables
+        assert scan_routes(ipr, family).tables == set()  # none asked, none looked into
+    assert 70001 in scan_routes(ipr, socket.AF_INET, [70001]).tables
 
     ours_nh = nl.dump_nexthops(ipr)
     theirs_nh = _ref_dump(ipr, NhMsg, 106, 104, 0)
@@ -386,7 +402,7 @@ def test_parsers_agree_with_pyroute2_decoding(space: Space) -> None:
 def test_observe_reads_owned_objects_only_and_the_facts(space: Space) -> None:
     """Owned objects in full, foreign ones as conflicts only, gateways by lowest metric."""
     _populate(space)
-    observed, facts = observe(space.ipr, {})
+    observed, facts = observe(space.ipr, {}, [200, 300, 70000, 70001, 70002])
     assert {r.priority for r in observed.rules} == {10000, 10001, 10002, 10003, 10004}
     assert {g.id for g in observed.groups} == {GROUP, GROUP + 1, GROUP6}
     assert {n.id for n in observed.nexthops} == {NH1, NH2, NH6}
@@ -396,13 +412,16 @@ def test_observe_reads_owned_objects_only_and_the_facts(space: Space) -> None:
         (300, "10.98.0.0/16"),
         (200, "2001:db8:99::/48"),
     }
-    assert facts.foreign_tables == {70001}  # 300 holds only ecmpd's route
+    assert facts.foreign_tables == {70001}  # 300 holds only ecmpd's route; 70002 is empty
+    assert observe(space.ipr, {})[1].foreign_tables == set()  # only checked when asked
     assert facts.foreign_nexthop_ids == {77, 78}
     assert (Family.INET, 500) in facts.foreign_rule_priorities
     u1, u2 = facts.interfaces["u1"], facts.interfaces["u2"]
     assert u2.dhcp_gateway == IPv4Address("10.0.2.2")  # metric 50 beats 200 (10.0.2.3)
     assert u1.dhcp_gateway == IPv4Address("10.0.1.2")
-    assert u1.dhcp_gateway6 is None and u2.dhcp_gateway6 == IPv6Address("2001:db8:2::2")
+    assert u2.dhcp_gateway6 == IPv6Address("2001:db8:2::2")
+    # u1's bgp default has the lower metric but is no lease: the dhcp one is followed.
+    assert u1.dhcp_gateway6 == IPv6Address("2001:db8:1::3")
     assert {"10.0.1.1/24", "2001:db8:1::1/64"} <= {str(a) for a in u1.addresses}
     assert u1.up and u1.carrier and not u1.pointopoint
 

@@ -21,6 +21,7 @@ KEYS = {
     "apply": ("results", "targets", "met"),
     "failover": ("default", "tuned", "anchor_cron", "ratios", "false_transitions", "met"),
     "flows": ("moved_lookups", "moved_tcp", "recovered_share", "goodput", "met"),
+    "table": ("empty_table", "full_table", "ratio_observe_vs_unfiltered_dump"),
 }
 
 
@@ -85,6 +86,7 @@ def test_the_table_has_a_row_per_figure_with_its_anchor(bench: dict[str, Any]) -
         "apply": ("`ip -batch`", "classic multipath `ip route replace`"),
         "failover": ("cron ping every 60 s", "cron monitor:"),
         "flows": ("classic multipath route:", "a single default route:"),
+        "table": ("one unfiltered route dump:",),
     }
     for name, anchors in expected.items():
         if name in doc["missing"]:

@@ -96,8 +96,9 @@ def session(args: argparse.Namespace, *, check: bool = True) -> Iterator[Session
     try:
         writer = KernelWriter(ipr, Record(args.run_dir))
         writer.want_nat = config.mode is Mode.ROUTER
+        writer.want_defaults = config.follows_defaults()
         try:
-            observed, facts = writer.observe()
+            observed, facts = writer.observe(config.tables() if check else ())
             if check:
                 issues = kernel_issues(config, facts)
                 if issues:

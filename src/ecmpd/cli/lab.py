@@ -37,6 +37,7 @@ BENCHES = (
     ("apply", "apply_bench.py"),
     ("failover", "failover_bench.py"),
     ("flows", "flows_bench.py"),
+    ("table", "table_bench.py"),
 )
 # A benchmark told to stop (Ctrl-C, SIGTERM) removes its namespaces first: give it time.
 BENCH_STOP_GRACE_S = 60.0
@@ -327,6 +328,8 @@ def markdown_table(doc: dict[str, Any]) -> str:
         rows += _failover_rows(doc["failover"])
     if "flows" in doc:
         rows += _flows_rows(doc["flows"])
+    if "table" in doc:
+        rows += _table_rows(doc["table"])
     for name in doc.get("missing", []):
         rows.append((f"`{name}` benchmark", "not run: its script is missing", "", ""))
     for name, why in doc.get("failed", {}).items():
@@ -385,6 +388,29 @@ def _met(doc: dict[str, Any], *keys: str) -> str:
         if met is not None:
             marks.append("✓" if met else "✗")
     return f" {''.join(marks)}" if marks else ""
+
+
+def _table_rows(doc: dict[str, Any]) -> list[Row]:
+    routes = doc.get("routes")
+    full, empty = doc.get("full_table") or {}, doc.get("empty_table") or {}
+    return [
+        (
+            f"kernel read (observe) with {routes} BGP routes in main (`table_bench.py`)",
+            f"{_fmt(_get(full, 'observe_ms', 'median'), ' ms')} "
+            f"(empty table: {_fmt(_get(empty, 'observe_ms', 'median'), ' ms')})",
+            "one unfiltered route dump: "
+            f"{_fmt(_get(full, 'anchor_unfiltered_dump_ms', 'median'), ' ms')} "
+            f"(ecmpd takes {_times(doc.get('ratio_observe_vs_unfiltered_dump'))})",
+            "-",
+        ),
+        (
+            f"carrier loss to uplink out of the group, {routes} routes in main",
+            f"{_fmt(_get(full, 'carrier_path_ms', 'median'), ' ms')} "
+            f"(empty table: {_fmt(_get(empty, 'carrier_path_ms', 'median'), ' ms')})",
+            "-",
+            "-",
+        ),
+    ]
 
 
 def _apply_rows(doc: dict[str, Any]) -> list[Row]:

@@ -106,6 +106,14 @@ class Config(Section):
                 return uplink
         raise KeyError(name)
 
+    def tables(self) -> list[int]:
+        """Every routing table ecmpd fills: the uplinks' and the balancer's."""
+        return [*(u.table for u in self.uplinks), self.balancer.table]
+
+    def follows_defaults(self) -> bool:
+        """Whether an uplink takes its gateway from a default route (`dhcp`, `ra`)."""
+        return any(u.gateway == "dhcp" or u.gateway6 == "ra" for u in self.uplinks)
+
     def with_source(self, filename: str, lines: Mapping[str, int]) -> Config:
         """A copy that knows which file and lines it came from (for `line_of`)."""
         located = self.model_copy()

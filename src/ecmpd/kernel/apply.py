@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -75,6 +75,9 @@ class KernelWriter:
         self._unsaved = False
         # Set by callers whose config is in router mode: observe the nftables table.
         self.want_nat = False
+        # Cleared by callers whose config has no `gateway: dhcp` / `gateway6: ra`: the
+        # main table's default routes then need no reading (a walk of a full table).
+        self.want_defaults = True
         fault = os.environ.get(FAULT_ENV)
         self._fault_after = int(fault) if fault else None
 
@@ -92,9 +95,14 @@ class KernelWriter:
         """Close the raw sockets this writer opened (the caller closes `ipr`)."""
         self._finalizer()
 
-    def observe(self) -> tuple[DesiredState, KernelFacts]:
-        """The owned state and facts, refreshing the interface index map."""
-        observed, facts = observe(self.nl, self.record.sysctls)
+    def observe(self, check_tables: Collection[int] = ()) -> tuple[DesiredState, KernelFacts]:
+        """The owned state and facts, refreshing the interface index map.
+
+        `check_tables`: tables to inspect for foreign routes (for check_against_kernel).
+        """
+        observed, facts = observe(
+            self.nl, self.record.sysctls, check_tables, defaults=self.want_defaults
+        )
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
         if self.want_nat or self.record.nat:
             observed = replace(observed, nat=observe_nat())

@@ -41,7 +41,7 @@ from ecmpd.kernel.routemsg import (
     RtMsg,
     to_addr,
 )
-from ecmpd.model import IPAddress
+from ecmpd.model import RTPROT_ECMPD, IPAddress
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class LinkEvent:
 
 @dataclass(frozen=True)
 class RouteEvent:
-    """A route was added, replaced or deleted (route-cache clones left out)."""
+    """A default route or one of ecmpd's was added, replaced or deleted (no clones)."""
 
     family: int
     table: int
@@ -165,7 +165,14 @@ def _address(kind: int, data: bytes, offset: int) -> AddressEvent | None:
 
 
 def _route(kind: int, data: bytes, offset: int) -> RouteEvent | None:
-    """A RouteEvent from RTM_NEWROUTE/RTM_DELROUTE; None for clones and other families."""
+    """A RouteEvent for a default route or one of ecmpd's; None for any other route.
+
+    Read from the fixed header first: a routing daemon loading a full table sends a
+    million notifications, and decoding each would cost the daemon seconds of CPU.
+    """
+    dst_len, proto = data[offset + _HEADER.size + 1], data[offset + _HEADER.size + 5]
+    if dst_len != 0 and proto != RTPROT_ECMPD:
+        return None
     msg = _decoded(RtMsg, data, offset)
     family = msg["family"]
     if family not in (socket.AF_INET, socket.AF_INET6) or msg["flags"] & RTM_F_CLONED:

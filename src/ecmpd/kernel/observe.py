@@ -5,15 +5,16 @@ carries RTPROT_ECMPD, so an object without it is never read as ecmpd's (and neve
 changed or deleted); the ones inside ecmpd's priority block or tables are reported
 as conflicts instead.
 
-One dump per object kind (and per family for routes), parsed by hand: a route that is
-neither ecmpd's nor a main-table default is read from its fixed header alone.
+One dump per object kind, parsed by hand; routes are dumped with kernel-side filters
+(ecmpd's protocol, the main table's default-route installers, the checked tables), so
+a full BGP table in main is walked by the kernel but never sent.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
@@ -118,9 +119,22 @@ def read_interfaces(
     return result
 
 
-def observe(handle: Any, recorded_sysctls: Mapping[str, str]) -> tuple[ObservedState, KernelFacts]:
-    """What ecmpd owns now, and everything else the planner must respect."""
-    scans = {family: scan_routes(handle, family) for family in FAMILIES}
+def observe(
+    handle: Any,
+    recorded_sysctls: Mapping[str, str],
+    check_tables: Collection[int] = (),
+    *,
+    defaults: bool = True,
+) -> tuple[ObservedState, KernelFacts]:
+    """What ecmpd owns now, and everything else the planner must respect.
+
+    `check_tables`: the tables to look into for routes ecmpd did not create (what
+    check_against_kernel reports); the facts' foreign_tables cover only those.
+    `defaults`: read the main table's default routes (the DHCP/RA gateways).
+    """
+    scans = {
+        family: scan_routes(handle, family, check_tables, defaults=defaults) for family in FAMILIES
+    }
     links = read_interfaces(handle, scans)
     names = {i: f.name for i, f in links.items()}
 

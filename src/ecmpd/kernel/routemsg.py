@@ -8,9 +8,10 @@ decodes notifications with pyroute2.
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -147,7 +148,7 @@ class RouteScan:
 
     owned: list[KernelRoute] = field(default_factory=list)  # protocol RTPROT_ECMPD
     main_defaults: list[KernelRoute] = field(default_factory=list)  # main table, /0
-    tables: set[int] = field(default_factory=set)  # tables of every route not owned
+    tables: set[int] = field(default_factory=set)  # checked tables holding foreign routes
 
 
 def _network(family: int, raw: bytes | None, prefixlen: int) -> IPNetwork:
@@ -181,10 +182,19 @@ def parse_route(payload: bytes) -> KernelRoute | None:
     )
 
 
-def _dump(handle: Any, family: int) -> list[bytes]:
-    """The payloads of one family's route dump."""
-    body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-    return [p for kind, p in netlink_for(handle).dump(RTM_GETROUTE, body) if kind == RTM_NEWROUTE]
+def _dump(handle: Any, family: int, *, table: int = 0, protocol: int = 0) -> list[bytes]:
+    """The payloads of one family's route dump, filtered by the kernel on table/protocol."""
+    # The header's table byte holds ids below 256; RTA_TABLE carries any id.
+    body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, protocol, 0, 0, 0)
+    if table >= 256:
+        body += attr_u32(RTA_TABLE, table)
+    try:
+        answers = netlink_for(handle).dump(RTM_GETROUTE, body, strict=bool(table or protocol))
+    except NetlinkError as e:
+        if e.errno == errno.ENOENT and table:
+            return []  # IPv4 says so for a table that does not exist (yet): no routes
+        raise
+    return [p for kind, p in answers if kind == RTM_NEWROUTE]
 
 
 def dump_routes(handle: Any, family: int, table: int | None = None) -> list[KernelRoute]:
@@ -192,34 +202,36 @@ def dump_routes(handle: Any, family: int, table: int | None = None) -> list[Kern
 
     Multipath routes without a nexthop object report ifindex and gateway None.
     """
-    routes = (parse_route(p) for p in _dump(handle, family))
-    return [r for r in routes if r is not None and (table is None or r.table == table)]
+    routes = (parse_route(p) for p in _dump(handle, family, table=table or 0))
+    return [r for r in routes if r is not None]
 
 
-def scan_routes(handle: Any, family: int) -> RouteScan:
-    """One dump, decoded only where needed: owned routes, main-table defaults, other tables.
+# Who installs the main-table default routes `gateway: dhcp` / `gateway6: ra` follow:
+# boot (`ip route add`, dhclient, pppd), static, ra (the kernel's SLAAC), dhcp
+# (NetworkManager, systemd-networkd, dhcpcd). Routing daemons (bgp 186, ospf 188, ...)
+# are not asked for: their tables may hold a million routes.
+DEFAULT_ROUTE_PROTOCOLS = (3, 4, 9, 16)
 
-    Every other route is read from its fixed header alone (the attributes only when
-    its table id does not fit the header's byte).
+
+def scan_routes(
+    handle: Any, family: int, check_tables: Collection[int] = (), *, defaults: bool = True
+) -> RouteScan:
+    """What observe needs of one family's routes, each part dumped with a kernel filter.
+
+    Owned routes (one dump by protocol), main-table defaults if `defaults` (one small
+    dump per protocol that installs them), and which of `check_tables` hold routes
+    ecmpd did not create. A full BGP table costs kernel walks, not a transfer.
     """
     scan = RouteScan()
-    unpack = _RTMSG.unpack_from
-    for payload in _dump(handle, family):
-        _, dst_len, _, _, table, proto, _, _, flags = unpack(payload)
-        if flags & RTM_F_CLONED:
-            continue
-        if proto == RTPROT_ECMPD or (table == RT_TABLE_MAIN and dst_len == 0):
-            route = parse_route(payload)
-            assert route is not None
-            if proto == RTPROT_ECMPD:
-                scan.owned.append(route)
-            else:
+    scan.owned = [r for p in _dump(handle, family, protocol=RTPROT_ECMPD) if (r := parse_route(p))]
+    for proto in DEFAULT_ROUTE_PROTOCOLS if defaults else ():
+        for payload in _dump(handle, family, table=RT_TABLE_MAIN, protocol=proto):
+            if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
                 scan.main_defaults.append(route)
-                scan.tables.add(route.table)
-            continue
-        if table == RT_TABLE_COMPAT:
-            table = get_u32(parse_attrs(payload, _RTMSG.size), RTA_TABLE) or table
-        scan.tables.add(table)
+    for table in check_tables:
+        payloads = _dump(handle, family, table=table)
+        if any(_RTMSG.unpack_from(p)[5] != RTPROT_ECMPD for p in payloads):
+            scan.tables.add(table)
     return scan
 
 

@@ -28,6 +28,7 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors do not echo the request back
 NETLINK_EXT_ACK = 11  # errors carry the kernel's message
+NETLINK_GET_STRICT_CHK = 12
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
 NLM_F_DUMP = 0x300
@@ -132,7 +133,7 @@ class NetlinkSocket:
         sock.bind((0, 0))
         self._seq = 0
         self._buf = bytearray(RECV_BYTES)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls) -> NetlinkSocket:
@@ -174,14 +175,27 @@ class NetlinkSocket:
                         return answers
                     answers.append((kind, payload))
 
-    def dump(self, msg_type: int, body: bytes) -> list[Message]:
-        """Every message of a dump; retried when the kernel says it changed meanwhile."""
-        for _ in range(DUMP_TRIES - 1):
-            answers, interrupted = self._dump_once(msg_type, body)
-            if not interrupted:
-                return answers
-        # Still changing: a dump as consistent as pyroute2 would have returned.
-        return self._dump_once(msg_type, body)[0]
+    def dump(self, msg_type: int, body: bytes, *, strict: bool = False) -> list[Message]:
+        """Every message of a dump; retried when the kernel says it changed meanwhile.
+
+        `strict`: the kernel applies the request's filters (a route dump's table and
+        protocol) itself, so a router with a full BGP table sends ecmpd its few routes
+        instead of a million. Only for the dump: strict checking also refuses lookups
+        that ecmpd relies on (RTM_F_LOOKUP_TABLE on IPv6).
+        """
+        with self._lock:
+            if strict:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            try:
+                for _ in range(DUMP_TRIES - 1):
+                    answers, interrupted = self._dump_once(msg_type, body)
+                    if not interrupted:
+                        return answers
+                # Still changing: a dump as consistent as pyroute2 would have returned.
+                return self._dump_once(msg_type, body)[0]
+            finally:
+                if strict:
+                    self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 
     def _dump_once(self, msg_type: int, body: bytes) -> tuple[list[Message], bool]:
         with self._lock:
