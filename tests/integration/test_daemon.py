@@ -39,6 +39,15 @@ def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None
         status = daemon.uplink("isp-b")
         assert (status["state"], status["in_balancer"]) == ("down", False)
         assert status["reason"]
+        # What an operator sees meanwhile: `ecmpd watch` in the daemon's namespace.
+        frame = ecmpd(lab.router, lab.config_path, tmp_path / "run", "watch", "--once",
+                      env={"COLUMNS": "160"})  # a pipe is 80 columns to rich: cells elide
+        assert frame.returncode == 0, frame.stderr
+        rows = {line.split()[1]: line for line in frame.stdout.splitlines()
+                if len(line.split()) > 1 and line.split()[1] in ALL}
+        assert set(rows) == ALL, frame.stdout
+        assert "down" in rows["isp-b"] and "up" not in rows["isp-b"].split(), rows["isp-b"]
+        assert all("up" in rows[name].split() for name in ("isp-a", "isp-c")), rows
         heal(lab, "isp-b")
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
         assert daemon.uplink("isp-b")["state"] == "up"
