@@ -100,6 +100,16 @@ def resolve_uplink(
     learned = uplink.gateway == "dhcp" if family is Family.INET else uplink.gateway6 == "ra"
     if learned and gateway is None:
         admin_up = usable = False
+    # A gateway off the interface's prefixes (its address went, a new lease is in
+    # another subnet) cannot be routed to: the kernel would refuse its nexthop and
+    # routes, and that one refusal would hold up every other change of the reconcile.
+    if (
+        gateway is not None
+        and iface is not None
+        and not iface.assumed
+        and not iface.reaches(gateway)
+    ):
+        admin_up = usable = False
     return UplinkPlan(
         name=uplink.name,
         ifname=uplink.interface,

@@ -27,6 +27,19 @@ class InterfaceFacts:
     dhcp_gateway: IPAddress | None = None
     dhcp_gateway6: IPAddress | None = None
 
+    @property
+    def assumed(self) -> bool:
+        """Made up from the config (an export without the kernel), not read: index 0."""
+        return self.index == 0
+
+    def reaches(self, gateway: IPAddress) -> bool:
+        """Whether the gateway is on-link here: in one of its prefixes, link-local, or p2p."""
+        # Point-to-point links have no broadcast domain: the peer is reachable whatever
+        # its address (ecmpd marks their nexthops onlink).
+        if self.pointopoint or gateway.is_link_local:
+            return True
+        return any(gateway in a.network for a in self.addresses if a.version == gateway.version)
+
     def primary(self, family: Family) -> IPv4Interface | IPv6Interface | None:
         """The first address of a family (link-local IPv6 skipped), as `ip` lists it."""
         for addr in self.addresses:

@@ -173,6 +173,26 @@ def test_dhcp_without_a_lease_and_a_link_without_carrier_stay_out() -> None:
     assert not any("dhcp0" in c for c in cmds)
 
 
+def test_an_uplink_whose_address_went_stays_out_until_it_is_back() -> None:
+    """A lease expired (no address), or renumbered off the gateway's subnet."""
+    healthy = commands(TWO_UPLINKS)
+    for addresses in ((), (ip_interface("10.9.0.2/24"),)):
+        lost = InterfaceFacts("wan-b", 102, addresses=addresses)
+        facts = KernelFacts(interfaces={**FACTS.interfaces, "wan-b": lost})
+        cmds = commands(TWO_UPLINKS, facts=facts)
+        # The kernel would refuse these (ENETUNREACH), holding up every other change.
+        assert not any("10.2.0.1" in c for c in cmds), cmds
+        assert [c for c in cmds if c not in healthy] == [
+            "ip nexthop add id 248316104 group 248316005,1 type resilient buckets 512"
+            " idle_timer 60 unbalanced_timer 0 proto 236",
+            *(
+                ["ip rule add priority 10001 from 10.9.0.2 lookup 102 proto 236"]
+                if addresses
+                else []
+            ),
+        ]
+
+
 def test_the_reference_example_renders() -> None:
     example = (Path(__file__).parents[2] / "src/ecmpd/examples/ecmpd.example.yaml").read_text()
     facts = KernelFacts(

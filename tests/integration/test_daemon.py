@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ecmpd.config import CheckConfig
+from ecmpd.health.fsm import detection_time
+from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab, isp_link_down, isp_link_up
 from ecmpd.model import NH_ID_BASE
@@ -285,3 +288,26 @@ def test_control_socket_is_private(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path):
         mode = (tmp_path / "run" / "ecmpd.sock").stat().st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_probes_follow_a_renumbered_uplink(lab: Lab, tmp_path: Path) -> None:
+    """An uplink whose address changes (a new DHCP lease) keeps being probed, from the new one."""
+    data = yaml.safe_load(lab.config_path.read_text())
+    del data["uplinks"][1]["source"]  # the interface's address, whatever it is now
+    config = tmp_path / "renumber.yaml"
+    config.write_text(yaml.safe_dump(data))
+    wan = lab.isps[1].uplink_if
+    with running_daemon(lab, config, tmp_path) as daemon:
+        wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")
+        # As a DHCP client does: the old address goes, then the new one comes.
+        netns.run_in(lab.router, ["ip", "addr", "del", "10.2.0.2/24", "dev", wan], check=True)
+        netns.run_in(lab.router, ["ip", "addr", "add", "10.2.0.3/24", "dev", wan], check=True)
+        wait_for(lambda: "probe.rebind" in daemon.log(), 2, "the prober rebinds")
+        # Probes from the old address would go unanswered: 3 detection bounds of silence.
+        time.sleep(3 * detection_time(CheckConfig()))
+        assert daemon.uplink("isp-b")["health"] == "up"
+        assert '"uplink.down"' not in daemon.log()
+        assert "reconcile.failed" not in daemon.log()
+        assert group_members(lab) == ALL
+        rules = ip_json(lab.router, "rule", "show")
+        assert any(r.get("src") == "10.2.0.3" for r in rules), rules

@@ -21,12 +21,9 @@ def _missing_interface(name: str, facts: KernelFacts) -> str:
 
 def _gateway_on_link(gateway: IPv4Address | IPv6Address, iface: InterfaceFacts) -> str | None:
     """Why the gateway is not reachable on the interface's own prefixes, or None if it is."""
-    # Point-to-point links have no broadcast domain: the peer is reachable whatever its address.
-    if iface.pointopoint or gateway.is_link_local:
+    if iface.reaches(gateway):
         return None
     prefixes = [a for a in iface.addresses if a.version == gateway.version]
-    if any(gateway in a.network for a in prefixes):
-        return None
     have = ", ".join(str(a) for a in prefixes) or f"no IPv{gateway.version} address"
     return f"{gateway} is not in any prefix of {iface.name} ({have})"
 
