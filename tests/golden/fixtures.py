@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 
 from ecmpd.facts import InterfaceFacts, KernelFacts
 
@@ -46,5 +46,61 @@ LAB = """
         check: {targets: [10.2.0.1, 198.51.100.1]}
     rules:
       - {name: local, action: bypass}
+      - {name: everything-else, action: balance}
+"""
+
+# Dual-stack interfaces, one per kind of IPv6 gateway: link-local (wan-a), global
+# (wan-b), none on a point-to-point link (ppp6), and advertised by a router (ra0).
+FACTS6 = KernelFacts(
+    interfaces={
+        "wan-a": InterfaceFacts(
+            "wan-a",
+            101,
+            addresses=(
+                ip_interface("10.1.0.2/24"),
+                ip_interface("2001:db8:1::2/64"),
+                ip_interface("fe80::2/64"),
+            ),
+        ),
+        "wan-b": InterfaceFacts(
+            "wan-b",
+            102,
+            addresses=(ip_interface("10.2.0.2/24"), ip_interface("2001:db8:2::2/64")),
+        ),
+        "ppp6": InterfaceFacts(
+            "ppp6", 103, pointopoint=True, addresses=(ip_interface("2001:db8:9::9/128"),)
+        ),
+        "ra0": InterfaceFacts(
+            "ra0",
+            104,
+            addresses=(ip_interface("10.4.0.2/24"), ip_interface("2001:db8:4::77/64")),
+            dhcp_gateway6=IPv6Address("fe80::4"),
+        ),
+    }
+)
+
+# The lab's two ISPs dual-stack, an IPv6-only point-to-point uplink and one that follows
+# router advertisements; rules of both families and for both.
+DUAL = """
+    uplinks:
+      - name: isp-a
+        interface: wan-a
+        gateway: 10.1.0.1
+        gateway6: "fe80::1"
+        source6: "2001:db8:1::2"
+        weight: 1
+        table: 101
+      - name: isp-b
+        interface: wan-b
+        gateway: 10.2.0.1
+        gateway6: "2001:db8:2::1"
+        weight: 2
+        table: 102
+      - {name: lte, interface: ppp6, source6: "2001:db8:9::9", table: 103}
+      - {name: cable, interface: ra0, gateway: 10.4.0.1, gateway6: ra, table: 104}
+    rules:
+      - {name: local, action: bypass}
+      - {name: v6-pin, from: "2001:db8:77::/48", action: pin, uplink: isp-b}
+      - {name: v6-bank, to: "2001:db8:88::/48", action: main}
       - {name: everything-else, action: balance}
 """

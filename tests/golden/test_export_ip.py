@@ -10,7 +10,7 @@ from ecmpd.desired import desired_state
 from ecmpd.export import ipbatch
 from ecmpd.export.iptext import state_commands
 from ecmpd.facts import InterfaceFacts, KernelFacts
-from tests.golden.fixtures import FACTS, LAB
+from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
 
 # The resilient group's parameters, too long to repeat on one line.
 RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
@@ -106,3 +106,35 @@ def test_the_batch_lines_are_the_desired_state_commands() -> None:
         c for c in expected if not c.startswith("sysctl")
     ]
     assert not any("248316006" in line for line in lines)
+
+
+def test_every_nexthop_precedes_the_groups_in_the_ipv4_run() -> None:
+    # `ip -6` cannot add a group ("Invalid family for group") and the groups need their
+    # members first: IPv6 nexthops stay in the IPv4 run, their gateway telling the
+    # family; `via ::` (no gateway) tells it for the point-to-point one.
+    text = script(DUAL, FACTS6)
+    assert "# `via ::` adds an IPv6 nexthop without a gateway.\n" in text
+    nexthops = [line for line in text.splitlines() if line.startswith("nexthop add")]
+    assert [line.removesuffix(" proto 236").split(" type ")[0] for line in nexthops] == [
+        "nexthop add id 248316005 via 10.1.0.1 dev wan-a",
+        "nexthop add id 248316006 via 10.2.0.1 dev wan-b",
+        "nexthop add id 248316008 via 10.4.0.1 dev ra0",
+        "nexthop add id 248332389 via fe80::1 dev wan-a",
+        "nexthop add id 248332390 via 2001:db8:2::1 dev wan-b",
+        "nexthop add id 248332391 via :: dev ppp6",
+        "nexthop add id 248332392 via fe80::4 dev ra0",  # the advertised router
+        "nexthop add id 248316104 group 248316005,1/248316006,2/248316008,1",
+        "nexthop add id 248332488 group 248332389,1/248332390,2/248332391,1/248332392,1",
+    ]
+    assert "#6 route add default dev ppp6 src 2001:db8:9::9 metric 1024 table 103 proto 236\n" in (
+        text
+    )
+    assert "#6 rule add priority 10130 lookup 200 proto 236\n" in text
+    # `plan` says the plain command: there, `ip -6` gives the family.
+    config = parse_config(textwrap.dedent(DUAL), "lab.yaml")
+    commands = state_commands(desired_state(config, {}, FACTS6))
+    assert "ip -6 nexthop add id 248332391 dev ppp6 proto 236" in commands
+
+
+def test_without_ipv6_nothing_says_via_unspecified() -> None:
+    assert "via ::" not in script(LAB)

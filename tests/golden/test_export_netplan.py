@@ -14,7 +14,8 @@ import yaml
 
 from ecmpd.config import parse_config
 from ecmpd.export import netplan
-from tests.golden.fixtures import FACTS, LAB
+from ecmpd.facts import KernelFacts
+from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
 
 EVERY_KIND = """
     uplinks:
@@ -34,8 +35,8 @@ EVERY_KIND = """
 RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
 
 
-def render(yaml_text: str) -> str:
-    return netplan.render(parse_config(textwrap.dedent(yaml_text), "lab.yaml"), FACTS)
+def render(yaml_text: str, facts: KernelFacts = FACTS) -> str:
+    return netplan.render(parse_config(textwrap.dedent(yaml_text), "lab.yaml"), facts)
 
 
 def test_the_lab_config() -> None:
@@ -200,5 +201,70 @@ def test_netplan_accepts_every_rule_kind(tmp_path: Path) -> None:
             "PreferredSource": "100.64.9.9",
             "Scope": "link",
             "Table": "102",
+        }
+    ]
+
+
+def test_dual_stack_lands_in_yaml_and_in_the_command_comment() -> None:
+    text = render(DUAL, FACTS6)
+    data: dict[str, Any] = yaml.safe_load(text)
+    ethernets = data["network"]["ethernets"]
+    policy = [
+        (r.get("from"), r.get("to"), r["table"]) for r in ethernets["wan-a"]["routing-policy"]
+    ]
+    assert policy == [
+        ("10.1.0.2", None, 101),
+        ("2001:db8:1::2", None, 101),
+        (None, "2001:db8:88::/48", 254),
+        ("0.0.0.0/0", None, 200),  # everything-else, once per family
+        ("::/0", None, 200),
+    ]
+    assert "`from: 0.0.0.0/0` and `from: ::/0` are `from all`." in text
+    assert ethernets["wan-a"]["routes"][1] == {
+        "to": "default",
+        "via": "fe80::1",
+        "from": "2001:db8:1::2",
+        "metric": 1024,
+        "table": 101,
+    }
+    assert ethernets["ppp6"]["routes"] == [
+        {"to": "default", "from": "2001:db8:9::9", "metric": 1024, "table": 103}
+    ]
+    # gateway6: ra: advertisements accepted; the table keeps the router of export time.
+    assert ethernets["ra0"]["accept-ra"] is True
+    assert ethernets["ra0"]["routes"][1]["via"] == "fe80::4"
+    assert "        - to: default  # the advertised router at export time\n" in text
+    # A rule both families have is one reason, with both commands.
+    assert text.count("#   - rule local (10100): suppress_prefixlength 0\n") == 1
+    assert (
+        "#   ip -6 rule add priority 10100 lookup main suppress_prefixlength 0 proto 236\n" in text
+    )
+    assert "#   ip rule add priority 10100 lookup main suppress_prefixlength 0 proto 236\n" in text
+    assert "#   ip -6 nexthop add id 248332391 dev ppp6 proto 236\n" in text
+
+
+def test_netplan_generates_the_dual_stack_policy(tmp_path: Path) -> None:
+    files = netplan_generate(render(DUAL, FACTS6), tmp_path)
+    wan_a = files["10-netplan-wan-a.network"]
+    assert {"From": "::/0", "Table": "200", "Priority": "10130"} in sections(
+        wan_a, "RoutingPolicyRule"
+    )
+    assert {
+        "Destination": "::/0",
+        "Gateway": "fe80::1",
+        "PreferredSource": "2001:db8:1::2",
+        "Metric": "1024",
+        "Table": "101",
+    } in sections(wan_a, "Route")
+    ra0 = files["10-netplan-ra0.network"]
+    assert sections(ra0, "Network")[0]["IPv6AcceptRA"] == "yes"
+    # netplan adds Scope=link to a route without a gateway; IPv6 routes have no scope.
+    assert sections(files["10-netplan-ppp6.network"], "Route") == [
+        {
+            "Destination": "::/0",
+            "PreferredSource": "2001:db8:9::9",
+            "Scope": "link",
+            "Metric": "1024",
+            "Table": "103",
         }
     ]

@@ -8,7 +8,7 @@ from ecmpd.config import parse_config
 from ecmpd.export import networkd
 from ecmpd.export.render import config_facts, join
 from ecmpd.facts import KernelFacts
-from tests.golden.fixtures import FACTS, LAB
+from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
 
 EVERY_KIND = """
     balancer: {group: hash-threshold}
@@ -223,3 +223,133 @@ def test_without_the_kernel_the_address_is_left_to_the_reader() -> None:
     # No prefix known: no connected route, but the default route and reply rule stay.
     assert [name for name, _ in parse(wan_a)].count("Route") == 2
     assert ("From", "10.1.0.2") in parse(wan_a)[4][1]
+
+
+def rules_of(text: str) -> list[dict[str, str]]:
+    return [dict(keys) for name, keys in parse(text) if name == "RoutingPolicyRule"]
+
+
+def routes_of(text: str) -> list[dict[str, str]]:
+    return [dict(keys) for name, keys in parse(text) if name == "Route"]
+
+
+def test_dual_stack_rules_without_addresses_serve_both_families() -> None:
+    out = files(DUAL, FACTS6)
+    assert list(out) == [
+        "10-ecmpd-wan-a.network",
+        "10-ecmpd-wan-b.network",
+        "10-ecmpd-ppp6.network",
+        "10-ecmpd-ra0.network",
+    ]
+    # networkd takes a rule without From=/To= for IPv4 alone: Family=both gives it to
+    # IPv6 as well, as ecmpd does (reply rules and v6-bank have addresses to tell).
+    assert rules_of(out["10-ecmpd-wan-a.network"]) == [
+        {"From": "10.1.0.2", "Table": "101", "Priority": "10000"},
+        {"From": "2001:db8:1::2", "Table": "101", "Priority": "10000"},
+        {"Family": "both", "Table": "main", "Priority": "10100", "SuppressPrefixLength": "0"},
+        {"To": "2001:db8:88::/48", "Table": "main", "Priority": "10120"},
+        {"Family": "both", "Table": "200", "Priority": "10130"},
+    ]
+    assert rules_of(out["10-ecmpd-wan-b.network"])[-1] == {
+        "From": "2001:db8:77::/48",
+        "Table": "102",
+        "Priority": "10110",
+    }
+
+
+def test_ipv6_routes_for_each_kind_of_gateway() -> None:
+    out = files(DUAL, FACTS6)
+    wan_a = routes_of(out["10-ecmpd-wan-a.network"])
+    # A link-local gateway needs no GatewayOnLink: the .network file names the link.
+    assert wan_a[1] == {
+        "Destination": "::/0",
+        "Gateway": "fe80::1",
+        "PreferredSource": "2001:db8:1::2",
+        "Metric": "1024",
+        "Table": "101",
+    }
+    assert wan_a[5] == {
+        "Destination": "::/0",
+        "MultiPathRoute": "fe80::4@ra0 1",  # the dict keeps the last of them
+        "Metric": "1024",
+        "Table": "200",
+    }
+    multipath = [v for k, v in parse(out["10-ecmpd-wan-a.network"])[7][1] if k == "MultiPathRoute"]
+    assert multipath == ["fe80::1@wan-a 1", "2001:db8:2::1@wan-b 2", "fe80::4@ra0 1"]
+    assert (
+        "# ppp6 (weight 1) left out, MultiPathRoute= needs a gateway"
+        in out["10-ecmpd-wan-a.network"]
+    )
+    # Point-to-point without a gateway: a device route.
+    assert routes_of(out["10-ecmpd-ppp6.network"]) == [
+        {
+            "Destination": "::/0",
+            "PreferredSource": "2001:db8:9::9",
+            "Metric": "1024",
+            "Table": "103",
+        }
+    ]
+
+
+def test_gateway6_ra_accepts_advertisements_and_follows_the_router() -> None:
+    ra0 = files(DUAL, FACTS6)["10-ecmpd-ra0.network"]
+    sections = parse(ra0)
+    # Its IPv6 address comes by SLAAC: not written as a static one.
+    assert sections[1] == ("Network", [("IPv6AcceptRA", "yes"), ("Address", "10.4.0.2/24")])
+    assert routes_of(ra0)[1] == {
+        "Destination": "::/0",
+        "Gateway": "_ipv6ra",
+        "PreferredSource": "2001:db8:4::77",
+        "Metric": "1024",
+        "Table": "104",
+    }
+    assert "# gateway6: ra: the advertised router (fe80::4 at export time)\n" in ra0
+    # MultiPathRoute= takes addresses only: the router of export time, said so.
+    first = files(DUAL, FACTS6)["10-ecmpd-wan-a.network"]
+    assert (
+        "# ra0: the router advertised at export time (no _ipv6ra here)\n"
+        "MultiPathRoute=fe80::4@ra0 1\n"
+    ) in first
+
+
+def test_gateway6_ra_without_a_router_at_export_time_still_gets_its_route() -> None:
+    config = parse_config(
+        textwrap.dedent("""
+        uplinks:
+          - {name: isp-a, interface: wan-a, gateway: 10.1.0.1}
+          - {name: cable, interface: ra0, gateway6: ra, source6: "2001:db8:4::77"}
+    """),
+        "lab.yaml",
+    )
+    out = networkd.files(config, config_facts(config))  # offline: no router known
+    ra0 = out["10-ecmpd-ra0.network"]
+    assert routes_of(ra0) == [
+        {
+            "Destination": "::/0",
+            "Gateway": "_ipv6ra",
+            "PreferredSource": "2001:db8:4::77",
+            "Metric": "1024",
+            "Table": "102",
+        }
+    ]
+    assert "# gateway6: ra: the advertised router\n" in ra0
+    assert "@ra0" not in out["10-ecmpd-wan-a.network"]  # no router to balance over yet
+
+
+def test_an_ipv6_rule_unlike_its_ipv4_twin_keeps_its_own_section() -> None:
+    # A strict pin to an uplink without IPv6 refuses IPv6 instead of looking it up.
+    out = files(
+        """
+        uplinks:
+          - {name: isp-a, interface: wan-a, gateway: 10.1.0.1}
+          - {name: lte, interface: ppp6, source6: "2001:db8:9::9"}
+        rules:
+          - {name: pinned, iif: lan0, action: pin, uplink: isp-a, strict: true}
+    """,
+        FACTS6,
+    )
+    pinned = [r for r in rules_of(out["10-ecmpd-wan-a.network"]) if r["Priority"] == "10100"]
+    assert pinned == [
+        {"IncomingInterface": "lan0", "Table": "101", "Priority": "10100"},
+        {"Family": "ipv6", "IncomingInterface": "lan0", "Type": "unreachable", "Priority": "10100"},
+    ]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ecmpd.config import parse_config
-from ecmpd.export import routeros
+from ecmpd.export import routeros, routeros_routes
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from tests.golden.fixtures import DUAL, FACTS6
 
 EXAMPLE = Path(__file__).parents[2] / "src/ecmpd/examples/ecmpd.example.yaml"
 EXAMPLE_FACTS = KernelFacts(
@@ -127,7 +128,7 @@ def test_a_check_target_shared_by_every_uplink_falls_back_to_the_gateway() -> No
     ],
 )
 def test_gateway_counts(weights: list[int], counts: list[int], exact: bool) -> None:
-    assert routeros.gateway_counts(weights) == (counts, exact)
+    assert routeros_routes.gateway_counts(weights) == (counts, exact)
 
 
 def test_lost_precision_is_said_in_the_script() -> None:
@@ -212,13 +213,174 @@ def test_point_to_point_and_dhcp_uplinks() -> None:
     assert "gateway=192.0.2.9,10.5.0.1 target-scope=11 \\\n    check-gateway=ping" in text
 
 
-def test_dual_stack_renders_the_ipv4_policy_and_says_ipv6_is_left_out() -> None:
-    text = script("""
-    uplinks:
-      - {name: isp-a, interface: wan-a, gateway: 10.1.0.1, gateway6: "fe80::1",
-         source6: "2001:db8:1::2"}
-      - {name: isp-b, interface: wan-b, gateway: 10.2.0.1}
+def test_dual_stack_renders_both_families_in_the_same_tables() -> None:
+    text = script(DUAL, FACTS6)
+    header, _, body = text.partition("\n\n")
+    assert "IPv6" not in header  # nothing left out to warn about
+    assert body == textwrap.dedent("""\
+        /ip settings
+        set ipv4-multipath-hash-policy=l4
+
+        /ipv6 settings
+        set multipath-hash-policy=l4
+        # cable: gateway6: ra: RouterOS learns the router from its
+        # advertisements (into main); the uplink tables below keep the one known at
+        # export time. This accepts advertisements on every interface: where RouterOS
+        # has accept-router-advertisements-on=, narrow that to the uplinks.
+        set accept-router-advertisements=yes
+
+        /routing table
+        add name=ecmp fib comment="ecmpd balancer (table 200)"
+        add name=isp-a fib comment="ecmpd uplink isp-a (table 101)"
+        add name=isp-b fib comment="ecmpd uplink isp-b (table 102)"
+        add name=lte fib comment="ecmpd uplink lte (table 103)"
+        add name=cable fib comment="ecmpd uplink cable (table 104)"
+
+        /ip route
+        add dst-address=0.0.0.0/0 gateway=10.1.0.1 check-gateway=ping \\
+            pref-src=10.1.0.2 routing-table=isp-a comment="ecmpd isp-a default"
+        add dst-address=10.1.0.0/24 gateway=wan-a pref-src=10.1.0.2 \\
+            routing-table=isp-a comment="ecmpd isp-a connected"
+        add dst-address=0.0.0.0/0 gateway=10.2.0.1 check-gateway=ping \\
+            pref-src=10.2.0.2 routing-table=isp-b comment="ecmpd isp-b default"
+        add dst-address=10.2.0.0/24 gateway=wan-b pref-src=10.2.0.2 \\
+            routing-table=isp-b comment="ecmpd isp-b connected"
+        add dst-address=0.0.0.0/0 gateway=10.4.0.1 check-gateway=ping \\
+            pref-src=10.4.0.2 routing-table=cable comment="ecmpd cable default"
+        add dst-address=10.4.0.0/24 gateway=ra0 pref-src=10.4.0.2 routing-table=cable \\
+            comment="ecmpd cable connected"
+        # isp-a:isp-b:cable weights 1:2:1 -> gateways repeated 1:2:1
+        add dst-address=0.0.0.0/0 gateway=10.1.0.1,10.2.0.1,10.2.0.1,10.4.0.1 \\
+            check-gateway=ping routing-table=ecmp comment="ecmpd balancer"
+
+        /ipv6 route
+        add dst-address=::/0 gateway=fe80::1%wan-a check-gateway=ping \\
+            pref-src=2001:db8:1::2 routing-table=isp-a comment="ecmpd isp-a default"
+        add dst-address=2001:db8:1::/64 gateway=wan-a pref-src=2001:db8:1::2 \\
+            routing-table=isp-a comment="ecmpd isp-a connected"
+        add dst-address=::/0 gateway=2001:db8:2::1 check-gateway=ping \\
+            pref-src=2001:db8:2::2 routing-table=isp-b comment="ecmpd isp-b default"
+        add dst-address=2001:db8:2::/64 gateway=wan-b pref-src=2001:db8:2::2 \\
+            routing-table=isp-b comment="ecmpd isp-b connected"
+        add dst-address=::/0 gateway=ppp6 pref-src=2001:db8:9::9 routing-table=lte \\
+            comment="ecmpd lte default"
+        # cable: IPv6 gateway from router advertisements at export time
+        add dst-address=::/0 gateway=fe80::4%ra0 check-gateway=ping \\
+            pref-src=2001:db8:4::77 routing-table=cable comment="ecmpd cable default"
+        add dst-address=2001:db8:4::/64 gateway=ra0 pref-src=2001:db8:4::77 \\
+            routing-table=cable comment="ecmpd cable connected"
+        # isp-a:isp-b:lte:cable weights 1:2:1:1 -> gateways repeated 1:2:1:1
+        add dst-address=::/0 \\
+            gateway=fe80::1%wan-a,2001:db8:2::1,2001:db8:2::1,ppp6,fe80::4%ra0 \\
+            check-gateway=ping routing-table=ecmp comment="ecmpd balancer"
+
+        /routing rule
+        # Appended after any rules already there: move them up (place-before=) if needed.
+        # A rule without addresses serves IPv4 and IPv6 alike, as its tables do.
+        add src-address=10.1.0.2/32 action=lookup-only-in-table table=isp-a \\
+            comment="ecmpd reply:isp-a"
+        add src-address=2001:db8:1::2/128 action=lookup-only-in-table table=isp-a \\
+            comment="ecmpd reply:isp-a"
+        add src-address=10.2.0.2/32 action=lookup-only-in-table table=isp-b \\
+            comment="ecmpd reply:isp-b"
+        add src-address=2001:db8:2::2/128 action=lookup-only-in-table table=isp-b \\
+            comment="ecmpd reply:isp-b"
+        add src-address=2001:db8:9::9/128 action=lookup-only-in-table table=lte \\
+            comment="ecmpd reply:lte"
+        add src-address=10.4.0.2/32 action=lookup-only-in-table table=cable \\
+            comment="ecmpd reply:cable"
+        add src-address=2001:db8:4::77/128 action=lookup-only-in-table table=cable \\
+            comment="ecmpd reply:cable"
+        add min-prefix=0 action=lookup-only-in-table table=main comment="ecmpd local"
+        # v6-pin: non-strict pin: falls back to main while isp-b is down
+        add src-address=2001:db8:77::/48 action=lookup table=isp-b \\
+            comment="ecmpd v6-pin"
+        add dst-address=2001:db8:88::/48 action=lookup-only-in-table table=main \\
+            comment="ecmpd v6-bank"
+        # everything-else: when_all_down keep: falls back to main when every gateway fails
+        add action=lookup table=ecmp comment="ecmpd everything-else"
     """)
-    assert "# IPv6 (gateway6/source6) is not part of this export yet" in text
-    assert "fe80::1" not in text and "2001:db8" not in text
-    assert "10.1.0.1" in text and "10.2.0.1" in text
+
+
+def test_ipv6_check_targets_beyond_the_gateway_take_the_recursive_recipe() -> None:
+    text = script(
+        """
+        uplinks:
+          - {name: isp-a, interface: wan-a, gateway6: "fe80::1", source6: "2001:db8:1::2",
+             check: {targets: ["fe80::1", "2001:db8:100::1", "2001:db8:100::9"]}}
+          - {name: isp-b, interface: wan-b, gateway6: "2001:db8:2::1",
+             check: {targets: ["2001:db8:100::9"], method: "tcp:443"}}
+    """,
+        FACTS6,
+    )
+    assert "/ip route" not in text  # IPv6 alone: no IPv4 to route
+    assert (
+        "# isp-a: checked through 2001:db8:100::1 by a recursive route; the host route\n"
+        "# to it, in main, also sends the router's own traffic to it that way.\n"
+        "# isp-a: RouterOS follows one target of 2001:db8:100::1, 2001:db8:100::9\n"
+        "add dst-address=2001:db8:100::1/128 gateway=fe80::1%wan-a scope=10 \\\n"
+        '    comment="ecmpd isp-a check target"\n'
+        "add dst-address=::/0 gateway=2001:db8:100::1 target-scope=11 \\\n"
+        "    check-gateway=ping pref-src=2001:db8:1::2 routing-table=isp-a \\\n"
+        '    comment="ecmpd isp-a default"\n'
+    ) in text
+    # Said in the only section isp-b has: its IPv6 one.
+    assert (
+        "# isp-b: check targets 2001:db8:100::9 shared with another uplink, and a host\n"
+        "# route leads out of one only: check-gateway pings the gateway instead\n"
+        "# isp-b: check method tcp:443: check-gateway only pings\n"
+    ) in text
+    assert "gateway=2001:db8:100::1,2001:db8:2::1 target-scope=11" in text
+
+
+def test_a_learned_ipv6_gateway_not_known_yet_is_said_and_left_out() -> None:
+    facts = KernelFacts(
+        interfaces={**FACTS6.interfaces, "ra0": InterfaceFacts("ra0", 104)}  # no router yet
+    )
+    text = script(
+        """
+        uplinks:
+          - {name: isp-b, interface: wan-b, gateway: 10.2.0.1, gateway6: "2001:db8:2::1"}
+          - {name: cable, interface: ra0, gateway6: ra}
+    """,
+        facts,
+    )
+    ip_routes = text.split("/ip route")[1].split("/ipv6 route")[0]
+    assert "cable" not in ip_routes  # carries no IPv4: nothing to say there
+    assert "# cable: no IPv6 gateway known at export time (no router advertisement?)\n" in text
+    # The IPv6 balanced route has isp-b alone.
+    assert (
+        "# cable: no IPv6 gateway known at export time (no router advertisement?)\n"
+        "# isp-b weights 1 -> gateways repeated 1\n"
+        "add dst-address=::/0 gateway=2001:db8:2::1 check-gateway=ping \\\n"
+        '    routing-table=ecmp comment="ecmpd balancer"\n'
+    ) in text
+
+
+def test_an_address_less_rule_of_both_families_is_one_routeros_rule() -> None:
+    # A strict pin to an uplink without IPv6: ecmpd's IPv6 rule refuses; RouterOS's
+    # one rule looks up a table holding no IPv6 route, which refuses just the same.
+    text = script(
+        """
+        mode: router
+        uplinks:
+          - {name: isp-a, interface: wan-a, gateway: 10.1.0.1}
+          - {name: lte, interface: ppp6, source6: "2001:db8:9::9"}
+        rules:
+          - {name: pinned, iif: lan0, action: pin, uplink: isp-a, strict: true}
+          - {name: rest, action: balance}
+    """,
+        FACTS6,
+    )
+    rules = text.split("/routing rule")[1]
+    assert rules.count("ecmpd pinned") == 1 and rules.count("ecmpd rest") == 1
+    assert (
+        "add interface=lan0 action=lookup-only-in-table table=isp-a \\\n"
+        '    comment="ecmpd pinned"\n'
+    ) in rules
+    assert "action=unreachable" not in rules
+    # No NAT66: the IPv6-only uplink gets no masquerade.
+    assert text.endswith(
+        "/ip firewall nat\n"
+        'add chain=srcnat out-interface=wan-a action=masquerade comment="ecmpd isp-a"\n'
+    )

@@ -2,7 +2,7 @@
 
 Two identical labs: `ecmpd apply` in one, the exported script (run exactly as its
 header says) in the other; then rules, routes, nexthops (groups and resilient
-parameters included) and sysctls must match object by object.
+parameters included) and sysctls must match object by object, in both families.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ecmpd.export.ipbatch import FILENAME
+from ecmpd.export.ipbatch import FILENAME, NO_GATEWAY6
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
@@ -61,6 +62,30 @@ RULES: dict[str, Any] = {
         ]
     },
 }
+# every-rule-kind with every uplink dual-stack (see write_config).
+DUAL_STACK = "dual-stack"
+CASES = sorted([*RULES, DUAL_STACK])
+IPV6_SYSCTLS = ("net.ipv6.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_fields")
+
+
+def write_config(lab: Lab, case: str) -> None:
+    """The lab's config for a case; dual-stack: each kind of IPv6 gateway once.
+
+    isp-a has its link-local gateway (fe80::1 on its device), isp-b a global one, and
+    isp-c none: a gateway-less IPv6 default route and nexthop, as on a point-to-point
+    link, which the IPv4 run of the script must still create as IPv6.
+    """
+    if case != DUAL_STACK:
+        write_lab_config(lab, lab.config_path, extra=RULES[case])
+        return
+    write_lab_config(
+        lab, lab.config_path, extra=RULES["every-rule-kind"], ipv6=True, link_local=["isp-a"]
+    )
+    data = yaml.safe_load(lab.config_path.read_text())
+    isp_c = data["uplinks"][2]
+    gateway6 = isp_c.pop("gateway6")
+    isp_c["check"]["targets"].remove(gateway6)
+    lab.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def export_ip(lab: Lab, run_dir: Path) -> str:
@@ -95,24 +120,29 @@ def comparable(ns: str) -> dict[str, Any]:
         nh.get("resilient_args", {}).pop("unbalanced_time", None)
     # snapshot() lists IPv4 rules only; the IPv6 ones ecmpd made count as much.
     state["rules6"] = [r for r in ip_json(ns, "-6", "rule", "show") if r.get("protocol") == "236"]
-    state["sysctls"] = snap["sysctls"]
+    # `ip nexthop` does not print a nexthop's family; `ip -6 nexthop` lists IPv6 ones only.
+    state["nexthops6"] = [
+        nh for nh in ip_json(ns, "-6", "nexthop", "show") if nh.get("protocol") == "236"
+    ]
+    state["sysctls"] = snap["sysctls"] | {k: netns.read_sysctl(ns, k) for k in IPV6_SYSCTLS}
     return state
 
 
-@pytest.mark.parametrize("rules", sorted(RULES))
+@pytest.mark.parametrize("case", CASES)
 def test_ip_batch_export_builds_exactly_what_apply_builds(
-    lab_factory: LabFactory, tmp_path: Path, rules: str
+    lab_factory: LabFactory, tmp_path: Path, case: str
 ) -> None:
     applied = lab_factory(shaping=False)
     exported = lab_factory(shaping=False)
     for lab in (applied, exported):
-        write_lab_config(lab, lab.config_path, extra=RULES[rules])
+        write_config(lab, case)
 
     r = ecmpd(applied.router, applied.config_path, tmp_path / "run-a", "apply")
     assert r.returncode == 0, r.stderr
     script = export_ip(exported, tmp_path / "run-b")
-    if rules == "every-rule-kind":
-        assert "\n#6 rule add " in script  # the IPv6 rule rides in the marked lines
+    if case != "default":
+        assert "\n#6 rule add " in script  # the IPv6 rules ride in the marked lines
+    assert (NO_GATEWAY6 in script) == (case == DUAL_STACK)
     run_as_documented(exported, script, tmp_path)
 
     want, got = comparable(applied.router), comparable(exported.router)
@@ -120,7 +150,16 @@ def test_ip_batch_export_builds_exactly_what_apply_builds(
         assert want[kind], f"apply built no {kind}"
         assert got[kind] == want[kind], kind
     assert got["rules6"] == want["rules6"]
-    assert bool(want["rules6"]) == (rules == "every-rule-kind")
+    assert bool(want["rules6"]) == (case != "default")
+    assert got["nexthops6"] == want["nexthops6"]
+    if case == DUAL_STACK:
+        wan = {isp.name: isp.uplink_if for isp in applied.isps}
+        gateways6 = {nh["dev"]: nh.get("gateway") for nh in want["nexthops6"]}
+        assert gateways6 == {
+            wan["isp-a"]: "fe80::1",
+            wan["isp-b"]: str(applied.isps[1].gateway6),
+            wan["isp-c"]: None,
+        }
     assert got["sysctls"] == want["sysctls"]
 
     # ecmpd takes the exported objects for its own and in step with the config; it

@@ -12,7 +12,15 @@ from __future__ import annotations
 from ecmpd.config import Config
 from ecmpd.desired import DEFAULT4, DEFAULT6, SCOPE_LINK, desired_state
 from ecmpd.export.iptext import state_commands
-from ecmpd.export.networkd import FULL_MASK, home_interfaces, prefix, route_home, rule_home
+from ecmpd.export.networkd import (
+    FULL_MASK,
+    follows_ra,
+    home_interfaces,
+    is_ra_default,
+    prefix,
+    route_home,
+    rule_home,
+)
 from ecmpd.facts import KernelFacts
 from ecmpd.model import DesiredState, Family, Route, RouteType, Rule, RuleAction
 
@@ -29,17 +37,18 @@ def render(config: Config, facts: KernelFacts) -> str:
     """netplan YAML for what netplan can express; the rest as commands in a comment."""
     state = desired_state(config, {}, facts)
     names = dict(state.rule_names)
-    rules = sorted(state.rules, key=lambda r: r.priority)
+    rules = sorted(state.rules, key=lambda r: (r.priority, r.family))
     kept_rules = [r for r in rules if not rule_limits(r)]
     kept_routes = [r for r in state.routes if r.nhid is None]
-    lines = _header(config, any(r.src is None and r.dst is None for r in kept_rules))
+    lines = _header(config, {r.family for r in kept_rules if r.src is None and r.dst is None})
     lines += _leftovers(config, state, kept_rules, kept_routes, names)
     lines += ["network:", "  version: 2", "  ethernets:"]
     for ifname in home_interfaces(config):
         uplinks = ", ".join(u.name for u in config.uplinks if u.interface == ifname)
         lines.append(f"    {ifname}:  # uplink {uplinks}")
-        routes = [_route(r) for r in _sorted_routes(kept_routes) if route_home(r, config) == ifname]
-        lines += _sequence("routes", routes)
+        home_routes = [r for r in _sorted_routes(kept_routes) if route_home(r, config) == ifname]
+        lines += _accept_ra(config, ifname, home_routes)
+        lines += _sequence("routes", [_route(r, is_ra_default(r, config)) for r in home_routes])
         policy = [
             _rule(r, names.get(r.priority, ""))
             for r in kept_rules
@@ -67,7 +76,8 @@ def rule_limits(rule: Rule) -> list[str]:
     return limits
 
 
-def _header(config: Config, catch_all: bool) -> list[str]:
+def _header(config: Config, catch_all: set[Family]) -> list[str]:
+    """What the file is; `catch_all`: the families with a rule matching every address."""
     last = config.rule_priority + 999
     lines = [
         f"# ecmpd export --format netplan: the policy of {config.filename} for netplan",
@@ -78,7 +88,9 @@ def _header(config: Config, catch_all: bool) -> list[str]:
         f"# {config.rule_priority}-{last}: do not use both).",
     ]
     if catch_all:
-        lines.append("# netplan wants from or to in a rule: `from: 0.0.0.0/0` is `from all`.")
+        alls = " and ".join(f"`from: {_everything(f)}`" for f in sorted(catch_all))
+        verb = "are" if len(catch_all) > 1 else "is"
+        lines.append(f"# netplan wants from or to in a rule: {alls} {verb} `from all`.")
     return lines
 
 
@@ -105,13 +117,14 @@ def _leftovers(
         )
     if rest.sysctls:
         reasons.append("sysctls (or put them in /etc/sysctl.d/90-ecmpd.conf)")
-    for rule in sorted(rest.rules, key=lambda r: r.priority):
+    for rule in sorted(rest.rules, key=lambda r: (r.priority, r.family)):
         name = names.get(rule.priority, str(rule.priority))
         reasons.append(f"rule {name} ({rule.priority}): {', '.join(rule_limits(rule))}")
     if not reasons:
         return []
     lines = ["#", "# netplan cannot express:"]
-    lines += [f"#   - {reason}" for reason in reasons]
+    # A rule ecmpd gives both families is one reason (its two commands are below).
+    lines += [f"#   - {reason}" for reason in dict.fromkeys(reasons)]
     lines += [
         "# Run these once netplan has brought the links up, e.g. from a networkd-dispatcher",
         "# hook (/etc/networkd-dispatcher/routable.d/50-ecmpd) or a oneshot unit ordered",
@@ -126,12 +139,29 @@ def _sorted_routes(routes: list[Route]) -> list[Route]:
     return sorted(routes, key=lambda r: (r.table, r.dst.prefixlen, str(r.dst), r.metric))
 
 
-def _route(route: Route) -> Entry:
-    """One `routes:` entry."""
+def _accept_ra(config: Config, ifname: str, routes: list[Route]) -> list[str]:
+    """`accept-ra: true` on a `gateway6: ra` link, and how its table's route is made."""
+    if not follows_ra(config, ifname):
+        return []
+    lines = ["      # gateway6: ra: addresses and the default route in main come from router"]
+    if any(is_ra_default(r, config) for r in routes):
+        lines.append("      # advertisements; the uplink table's default route keeps the router of")
+        lines.append("      # export time (a netplan route cannot follow one).")
+    else:
+        lines.append("      # advertisements; no router was known at export time, so the uplink")
+        lines.append("      # table has no IPv6 default route: add one when there is.")
+    # networkd, netplan's backend, ignores advertisements on a router (forwarding on)
+    # unless told to accept them.
+    return [*lines, "      accept-ra: true"]
+
+
+def _route(route: Route, advertised: bool = False) -> Entry:
+    """One `routes:` entry (`advertised`: its gateway is the router of export time)."""
     entry: Entry = []
     if route.type is RouteType.UNREACHABLE:
         entry.append(("type", "unreachable"))
-    entry.append(("to", "default" if route.dst in (DEFAULT4, DEFAULT6) else str(route.dst)))
+    to = "default" if route.dst in (DEFAULT4, DEFAULT6) else str(route.dst)
+    entry.append(("to", f"{to}  # the advertised router at export time" if advertised else to))
     if route.gateway is not None:
         entry.append(("via", str(route.gateway)))
     if route.onlink:
@@ -154,7 +184,7 @@ def _rule(rule: Rule, name: str) -> Entry:
     if rule.dst is not None:
         entry.append(("to", prefix(rule.dst)))
     if rule.src is None and rule.dst is None:
-        entry.append(("from", str(DEFAULT6 if rule.family is Family.INET6 else DEFAULT4)))
+        entry.append(("from", _everything(rule.family)))
     if rule.fwmark is not None:
         entry.append(("mark", str(rule.fwmark)))
     entry.append(("table", str(rule.table)))
@@ -163,6 +193,11 @@ def _rule(rule: Rule, name: str) -> Entry:
         key, value = entry[0]
         entry[0] = (key, f"{value}  # {name}")
     return entry
+
+
+def _everything(family: Family) -> str:
+    """The prefix of every address of a family: netplan's way to say `from all`."""
+    return str(DEFAULT6 if family is Family.INET6 else DEFAULT4)
 
 
 def _sequence(key: str, entries: list[Entry]) -> list[str]:

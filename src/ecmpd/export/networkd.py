@@ -1,18 +1,28 @@
 """`export --format networkd`: systemd-networkd `.network` files, one per uplink interface.
 
 Rules and routes that belong to no single link (the balanced route, bypass/main/balance
-rules) go into the first uplink's file: networkd ties every object to a link.
+rules) go into the first uplink's file: networkd ties every object to a link. Checked
+against systemd.network(5) of systemd 252 (Debian bookworm).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from ecmpd.config import Config
-from ecmpd.desired import MAIN_TABLE, SCOPE_LINK, desired_state
+from ecmpd.desired import (
+    DEFAULT6,
+    IPV6_METRIC,
+    MAIN_TABLE,
+    SCOPE_LINK,
+    desired_state,
+    resolve_uplink,
+)
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
     DesiredState,
+    Family,
     GroupType,
     IPNetwork,
     Nexthop,
@@ -26,6 +36,8 @@ from ecmpd.model import (
 Section = tuple[str, list[str]]
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 FULL_MASK = 0xFFFFFFFF
+# networkd puts the gateway of the link's router advertisements into a route with this.
+RA_GATEWAY = "_ipv6ra"
 
 
 def files(config: Config, facts: KernelFacts) -> dict[str, str]:
@@ -38,12 +50,12 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
         first = ifname == homes[0]
         sections: list[Section] = [("Match", [f"Name={ifname}"])]
         sections.append(_network(config, ifname, facts.interfaces.get(ifname)))
-        for route in _sorted_routes(state.routes):
+        for route in _routes(config, state, facts):
             if route_home(route, config) == ifname:
                 sections.append(_route(route, config, state))
-        for rule in sorted(state.rules, key=lambda r: r.priority):
+        for rule, family in policy_rules(state.rules):
             if rule_home(rule, config) == ifname:
-                sections.append(_rule(rule, names.get(rule.priority, "")))
+                sections.append(_rule(rule, names.get(rule.priority, ""), family))
         header = _header(config, ifname, state if first else None)
         out[f"10-ecmpd-{ifname}.network"] = _text(header, sections)
     return out
@@ -70,6 +82,74 @@ def rule_home(rule: Rule, config: Config) -> str:
 def route_home(route: Route, config: Config) -> str:
     """The link whose file holds a route: its device's, else the first uplink's."""
     return route.ifname or config.uplinks[0].interface
+
+
+def follows_ra(config: Config, ifname: str) -> bool:
+    """Whether an uplink on this link takes its IPv6 gateway from router advertisements."""
+    return any(u.interface == ifname and u.gateway6 == "ra" for u in config.uplinks)
+
+
+def ra_tables(config: Config) -> frozenset[int]:
+    """The tables of the uplinks that take their IPv6 gateway from router advertisements."""
+    return frozenset(u.table for u in config.uplinks if u.gateway6 == "ra")
+
+
+def _routes(config: Config, state: DesiredState, facts: KernelFacts) -> list[Route]:
+    """The state's routes, and an IPv6 default route for each `gateway6: ra` table lacking one."""
+    # Without a router at export time ecmpd has no such route yet; networkd fills in
+    # the gateway (Gateway=_ipv6ra) whenever one advertises itself.
+    routes = set(state.routes)
+    have = {r.table for r in routes if is_ra_default(r, config)}
+    for uplink in config.uplinks:
+        if uplink.gateway6 != "ra" or uplink.table in have:
+            continue
+        source = resolve_uplink(uplink, facts, True, Family.INET6).source
+        routes.add(
+            Route(
+                family=Family.INET6,
+                table=uplink.table,
+                dst=DEFAULT6,
+                ifname=uplink.interface,
+                prefsrc=source.ip if source is not None else None,
+                metric=IPV6_METRIC,
+            )
+        )
+    return _sorted_routes(routes)
+
+
+def is_ra_default(route: Route, config: Config) -> bool:
+    """Whether this is the IPv6 default route of a `gateway6: ra` uplink's own table."""
+    return (
+        route.family is Family.INET6
+        and route.dst.prefixlen == 0
+        and route.nhid is None
+        and route.table in ra_tables(config)
+    )
+
+
+def policy_rules(rules: Iterable[Rule]) -> list[tuple[Rule, str]]:
+    """The rules in priority order, each with the Family= its section needs ("": none).
+
+    A rule without From=/To= is IPv4 to networkd unless Family= says otherwise. ecmpd
+    gives such a rule to both families when an uplink carries IPv6, mostly as two equal
+    rules: those become one section with Family=both; an IPv6 one that differs from
+    its IPv4 twin (a strict pin to an uplink without IPv6) keeps its own, Family=ipv6.
+    """
+    ordered = sorted(rules, key=lambda r: (r.priority, r.family))
+    present = frozenset(ordered)
+    out: list[tuple[Rule, str]] = []
+    for rule in ordered:
+        if rule.src is not None or rule.dst is not None:
+            out.append((rule, ""))
+            continue
+        v6 = rule.family is Family.INET6
+        twin = replace(rule, family=Family.INET if v6 else Family.INET6)
+        if twin not in present:
+            out.append((rule, "ipv6" if v6 else ""))
+        elif not v6:
+            out.append((rule, "both"))
+        # else: the twin of an IPv4 rule already written with Family=both
+    return out
 
 
 def prefix(net: IPNetwork) -> str:
@@ -114,13 +194,22 @@ def _network(config: Config, ifname: str, iface: InterfaceFacts | None) -> Secti
     if dhcp:
         lines.append("# gateway: dhcp: the lease's default route goes to main, as ecmpd expects.")
         lines.append("DHCP=ipv4")
+    ra = follows_ra(config, ifname)
+    if ra:
+        # networkd ignores advertisements where forwarding is on (router mode) unless
+        # told otherwise; its RA route goes to main, where ecmpd reads the gateway from.
+        lines.append("# gateway6: ra: IPv6 addresses (SLAAC) and the default route in main come")
+        lines.append("# from router advertisements.")
+        lines.append("IPv6AcceptRA=yes")
     # ifindex 0 marks facts built from the config alone: no real prefix is known.
     if iface is None or iface.index <= 0:
         lines.append(f"# Address= unknown (exported without reading the kernel): add {ifname}'s.")
         return ("Network", lines)
     for address in iface.addresses:
-        if (address.version == 4 and dhcp) or (address.version == 6 and address.is_link_local):
-            continue  # the lease's, or the kernel's own
+        if (address.version == 4 and dhcp) or (address.version == 6 and ra):
+            continue  # the lease's, or the advertised prefix's
+        if address.version == 6 and address.is_link_local:
+            continue  # the kernel's own
         lines.append(f"Address={address}")
     return ("Network", lines)
 
@@ -133,11 +222,16 @@ def _route(route: Route, config: Config, state: DesiredState) -> Section:
     lines.append(f"Destination={route.dst}")
     if route.nhid is not None:
         group = next((g for g in state.groups if g.id == route.nhid), None)
-        lines += _multipath(group, {n.id: n for n in state.nexthops})
-    if route.gateway is not None:
+        ra_links = frozenset(u.interface for u in config.uplinks if u.gateway6 == "ra")
+        lines += _multipath(group, {n.id: n for n in state.nexthops}, ra_links)
+    if is_ra_default(route, config):
+        known = f" ({route.gateway} at export time)" if route.gateway is not None else ""
+        lines.append(f"# gateway6: ra: the advertised router{known}")
+        lines.append(f"Gateway={RA_GATEWAY}")
+    elif route.gateway is not None:
         lines.append(f"Gateway={route.gateway}")
-    if route.onlink:
-        lines.append("GatewayOnLink=yes")
+        if route.onlink:
+            lines.append("GatewayOnLink=yes")
     if route.prefsrc is not None:
         lines.append(f"PreferredSource={route.prefsrc}")
     if route.scope == SCOPE_LINK:
@@ -158,7 +252,9 @@ def _route_role(route: Route, config: Config) -> str:
     return f"uplink table {route.table}: {what}"
 
 
-def _multipath(group: NexthopGroup | None, nexthops: Mapping[int, Nexthop]) -> list[str]:
+def _multipath(
+    group: NexthopGroup | None, nexthops: Mapping[int, Nexthop], ra_links: frozenset[str]
+) -> list[str]:
     """MultiPathRoute= lines for a group's members (weights 1..256, as the kernel's)."""
     if group is None:
         return []
@@ -175,13 +271,17 @@ def _multipath(group: NexthopGroup | None, nexthops: Mapping[int, Nexthop]) -> l
                 f"# {nh.ifname} (weight {weight}) left out, MultiPathRoute= needs a gateway"
             )
             continue
+        if nh.family is Family.INET6 and nh.ifname in ra_links:
+            lines.append(f"# {nh.ifname}: the router advertised at export time (no _ipv6ra here)")
         lines.append(f"MultiPathRoute={nh.gateway}@{nh.ifname} {weight}")
     return lines
 
 
-def _rule(rule: Rule, name: str) -> Section:
+def _rule(rule: Rule, name: str, family: str = "") -> Section:
     """A [RoutingPolicyRule] section with every selector the rule has."""
     lines = [f"# {name}"] if name else []
+    if family:
+        lines.append(f"Family={family}")
     if rule.src is not None:
         lines.append(f"From={prefix(rule.src)}")
     if rule.dst is not None:
