@@ -34,6 +34,8 @@ def test_apply_builds_the_balanced_state_and_reapply_changes_nothing(
     lab: Lab, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
+    before_policy = netns.read_sysctl(lab.router, "net.ipv4.fib_multipath_hash_policy")
+    assert before_policy != "1"  # or applying would not change it
     first = apply_ok(lab, run)
     assert first["changes"] == len(first["ops"]) > 0  # type: ignore[arg-type]
 
@@ -62,6 +64,9 @@ def test_apply_builds_the_balanced_state_and_reapply_changes_nothing(
     with netlink_monitor(lab.router) as events:
         r = ecmpd(lab.router, lab.config_path, run, "down")
         assert r.returncode == 0, r.stderr
+    # It says what it restored: the value before ecmpd, read back from the kernel.
+    assert f"sysctl -w net.ipv4.fib_multipath_hash_policy={before_policy}\n" in r.stdout
+    assert netns.read_sysctl(lab.router, "net.ipv4.fib_multipath_hash_policy") == before_policy
     netlink_ops = [o for o in first["ops"] if o["type"] != "Sysctl"]  # type: ignore[attr-defined]
     assert len(events) >= len(netlink_ops) - 1
 

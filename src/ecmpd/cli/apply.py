@@ -42,15 +42,18 @@ def run(args: argparse.Namespace) -> int:
     with run_lock(args.run_dir), session(args) as s:
         try:
             # The session observed under the run lock already: no second observe.
+            restored = dict(s.writer.record.sysctls)  # a sysctl left behind gets these back
             result = reconcile(s.writer, s.desired(), before=s.observed)
         except ApplyError as err:
             raise CommandError(f"apply failed: {err}", EXIT_KERNEL) from err
     if args.json:
-        print_json({"changes": len(result.ops), "ops": [op_json(op) for op in result.ops]})
+        print_json(
+            {"changes": len(result.ops), "ops": [op_json(op, restored) for op in result.ops]}
+        )
     elif not result.ops:
         print("# already in step: no changes")
     else:
         for op in result.ops:
-            print(op_command(op))
+            print(op_command(op, restored))
         print(f"# {len(result.ops)} changes applied")
     return EXIT_OK

@@ -23,16 +23,20 @@ def run(args: argparse.Namespace) -> int:
     # No config needed: ownership is by protocol id and the run-dir record.
     with run_lock(args.run_dir):
         ipr = open_iproute()
+        record = Record(args.run_dir)
+        restored = dict(record.sysctls)  # what `down` writes back (the record empties)
         try:
-            result = reconcile(KernelWriter(ipr, Record(args.run_dir)), DesiredState())
+            result = reconcile(KernelWriter(ipr, record), DesiredState())
         except ApplyError as err:
             raise CommandError(f"down failed: {err}", EXIT_KERNEL) from err
         finally:
             ipr.close()
     if args.json:
-        print_json({"changes": len(result.ops), "ops": [op_json(op) for op in result.ops]})
+        print_json(
+            {"changes": len(result.ops), "ops": [op_json(op, restored) for op in result.ops]}
+        )
     else:
         for op in result.ops:
-            print(op_command(op))
+            print(op_command(op, restored))
         print(f"# {len(result.ops)} objects removed or restored")
     return EXIT_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from ecmpd.cli.common import EXIT_OK, print_json, session
@@ -16,12 +17,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def op_json(op: Op) -> dict[str, Any]:
+def op_json(op: Op, restored: Mapping[str, str] | None = None) -> dict[str, Any]:
     """An operation for scripts: kind, object type, the equivalent command, the object."""
     return {
         "op": op.kind.value,
         "type": type(op.obj).__name__,
-        "command": op_command(op),
+        "command": op_command(op, restored),
         "object": {k: v for k, v in vars(op.obj).items() if v is not None},
     }
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ecmpd.model import (
     RTPROT_ECMPD,
     DesiredState,
@@ -137,10 +139,14 @@ def command(verb: str, obj: KernelObject) -> str:
     return f"{_ip(obj.family)} route {verb} {route_args(obj)}"
 
 
-def op_command(op: Op) -> str:
-    """The command an operation amounts to (sysctl deletes restore the recorded value)."""
+def op_command(op: Op, restored: Mapping[str, str] | None = None) -> str:
+    """The command an operation amounts to (sysctl deletes restore the recorded value).
+
+    `restored`: the values recorded before ecmpd's first write, to show them.
+    """
     if op.kind is OpKind.DELETE and isinstance(op.obj, Sysctl):
-        return f"sysctl -w {op.obj.name}=<value before ecmpd>"
+        value = (restored or {}).get(op.obj.name, "<value before ecmpd>")
+        return f"sysctl -w {op.obj.name}={value}"
     verb = {OpKind.ADD: "add", OpKind.REPLACE: "replace", OpKind.DELETE: "del"}[op.kind]
     return command(verb, op.obj)
 
