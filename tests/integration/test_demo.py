@@ -26,6 +26,9 @@ RESTORE_MAX_MS = 16000
 BACK_IN_GROUP_MS = 5000
 SHARE_PP = 8.0  # |share - weight's share| per uplink, percentage points
 AGGREGATE_FRACTION = 0.8
+# The demo's IPv6 flows send 0.33 Mbit/s each; the daemon's IPv6 probes, a few kbit/s.
+MIN_IPV6_FLOW_MBIT = 0.1
+PROBES_ONLY_MBIT = 0.05
 
 
 def children_of(pid: int) -> list[str]:
@@ -101,8 +104,8 @@ def test_the_demo_leaves_no_namespace_and_no_process(demo: dict[str, Any]) -> No
 def test_progress_lines_tell_what_happens(demo: dict[str, Any]) -> None:
     err = demo["stderr"]
     for step in ("building the lab", "lab up", "uplinks up and balanced", "gray failure on",
-                 "out of the group", "deliver again", "heals", "back in the group",
-                 "removing the lab"):  # fmt: skip
+                 "out of the group", "out of the IPv6 group", "deliver again", "heals",
+                 "back in the group", "in the IPv6 group", "removing the lab"):  # fmt: skip
         assert step in err, step
 
 
@@ -158,6 +161,39 @@ def test_the_isp_recovers_and_takes_its_share_again(demo: dict[str, Any]) -> Non
     assert kinds == ["start", "fault", "removed", "restored", "heal", "back", "rebalanced"]
     times = [e["t"] for e in doc["events"]]
     assert times == sorted(times)
+
+
+def test_ipv6_fails_over_and_recovers_with_ipv4(demo: dict[str, Any]) -> None:
+    doc = demo["doc"]
+    assert all(i["gateway6"].startswith("2001:db8:") for i in doc["lab"]["isps"])
+    v6 = doc["ipv6"]
+    # The gray failure drops IPv6 too: the failed uplink leaves the IPv6 group, timed from
+    # the kernel's group as the IPv4 removal is, and comes back after the heal.
+    assert REMOVAL_MS[0] < v6["removal_ms"] < REMOVAL_MS[1], v6
+    assert "bad round" in v6["reason_down"]
+    assert 0 < v6["back_in_group_ms"] < BACK_IN_GROUP_MS, v6
+
+
+def test_light_ipv6_flows_are_delivered_and_seen_where_the_router_sent_them(
+    demo: dict[str, Any],
+) -> None:
+    flows = demo["doc"]["ipv6"]["steady_flows"]
+    n = flows["flows"]
+    assert flows["delivered"] == n and flows["errors"] == [], flows
+    assert flows["delivered_mbit"] > 0
+    assert sum(flows["by_isp"].values()) == n and flows["moved"] == 0, flows
+    # Two measurements agree: the ISP that forwarded each flow, and the IPv6 bytes the
+    # router's kernel counted out of each uplink. Not share for share: flows in a full
+    # queue lose packets and slow down or resend; an uplink with none has probes only.
+    for name, count in flows["by_isp"].items():
+        out = flows["out_mbit"][name]
+        if count:
+            assert out > MIN_IPV6_FLOW_MBIT * count, (name, flows)
+        else:
+            assert out < PROBES_ONLY_MBIT, (name, flows)
+    # Light: the IPv4 figures above are the bulk traffic's.
+    steady = demo["doc"]["phases"]["steady"]
+    assert sum(flows["out_mbit"].values()) < 0.1 * steady["aggregate_mbit"]
 
 
 def test_healthy_flows_never_move_and_never_fail(demo: dict[str, Any]) -> None:

@@ -138,8 +138,10 @@ def test_plan_follows_the_addressing_plan(tmp_path: Path) -> None:
 
 
 def test_plan_follows_the_ipv6_addressing_plan(tmp_path: Path) -> None:
-    assert plan_lab(workdir=tmp_path).servers6 == []  # IPv6 is opt-in
-    lab = plan_lab(isps=8, servers=4, workdir=tmp_path, prefix="ecmpd-test-", ipv6=True)
+    ipv4_only = plan_lab(workdir=tmp_path, ipv6=False)
+    assert ipv4_only.servers6 == [] and {i.gateway6 for i in ipv4_only.isps} == {None}
+    lab = plan_lab(isps=8, servers=4, workdir=tmp_path, prefix="ecmpd-test-")  # dual-stack
+    assert lab.ipv6
     assert lab.isps[7].gateway6 == IPv6Address("2001:db8:8::1")
     assert lab.isps[7].address6 == IPv6Interface("2001:db8:8::2/64")
     assert lab.servers6 == [IPv6Address(f"2001:db8:100::{k}") for k in range(1, 5)]
@@ -151,11 +153,14 @@ def test_plan_follows_the_ipv6_addressing_plan(tmp_path: Path) -> None:
     dual = lab_config(lab, ipv6=True, link_local=["isp-b"])
     assert [u.get("gateway6") for u in dual["uplinks"][:2]] == ["2001:db8:1::1", "fe80::1"]
     assert dual["uplinks"][1]["check"]["targets"] == [
-        "10.2.0.1", "198.51.100.1", "fe80::1", "2001:db8:100::1"
+        "10.2.0.1",
+        "198.51.100.1",
+        "fe80::1",
+        "2001:db8:100::1",
     ]
-    assert "gateway6" not in lab_config(lab)["uplinks"][0]
+    assert "gateway6" not in lab_config(lab)["uplinks"][0]  # the config's IPv6 is opt-in
     with pytest.raises(ValueError):
-        lab_config(plan_lab(workdir=tmp_path), ipv6=True)
+        lab_config(ipv4_only, ipv6=True)
 
 
 def test_plan_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -198,13 +203,16 @@ def test_run_in_refuses_a_shell_string() -> None:
 
 def test_every_namespace_exists_with_its_addresses(lab: Lab) -> None:
     assert sorted(_our_namespaces(lab.prefix)) == sorted(lab.namespaces())
-    addrs = _json(lab.router, ["ip", "-j", "-4", "addr", "show"])
+    addrs = _json(lab.router, ["ip", "-j", "addr", "show"])
     have = {(a["ifname"], f"{i['local']}/{i['prefixlen']}") for a in addrs for i in a["addr_info"]}
     for isp in lab.isps:
-        assert (isp.uplink_if, str(isp.address)) in have
+        # Dual-stack by default; the IPv6 address usable at once (no DAD pending).
+        assert {(isp.uplink_if, str(isp.address)), (isp.uplink_if, str(isp.address6))} <= have
         assert _link(lab.router, isp.uplink_if)["operstate"] == "UP"
+    assert not [i for a in addrs for i in a["addr_info"] if i.get("tentative")]
     # The default route is ecmpd's to install, never the lab's.
     assert _json(lab.router, ["ip", "-j", "route", "show", "default"]) == []
+    assert _json(lab.router, ["ip", "-j", "-6", "route", "show", "default"]) == []
     assert netns.read_sysctl(lab.internet, "net.ipv4.ip_forward") == "1"
     assert netns.read_sysctl(lab.isps[0].ns, "net.ipv4.conf.all.rp_filter") == "2"
 
@@ -337,18 +345,30 @@ def test_a_clashing_prefix_fails_without_harming_the_first_lab(
     assert sorted(_our_namespaces(first.prefix)) == sorted(first.namespaces())
 
 
-@pytest.mark.parametrize("lab", [{"ipv6": True, "isps": 2}], indirect=True)
+@pytest.mark.parametrize("lab", [{"isps": 2}], indirect=True)
 def test_an_ipv6_lab_round_trips_and_answers_on_ipv6(lab: Lab) -> None:
     assert load_lab(save_lab(lab)) == lab
     server = lab.servers6[0]
     for isp in lab.isps:
         assert isp.gateway6 is not None
-        netns.run_in(lab.router, ["ip", "-6", "route", "replace", str(server), "via",
-                                  str(isp.gateway6)], check=True)
+        netns.run_in(
+            lab.router,
+            ["ip", "-6", "route", "replace", str(server), "via", str(isp.gateway6)],
+            check=True,
+        )
         assert ping6(lab.router, server) == 3, f"no IPv6 replies via {isp.name}"
     assert netns.read_sysctl(lab.internet, "net.ipv6.conf.all.forwarding") == "1"
     # The default route is ecmpd's to install, in IPv6 too.
     assert _json(lab.router, ["ip", "-j", "-6", "route", "show", "default"]) == []
+
+
+@pytest.mark.parametrize("lab", [{"isps": 1, "ipv6": False}], indirect=True)
+def test_an_ipv4_only_lab_has_no_global_ipv6(lab: Lab) -> None:
+    for ns in lab.namespaces():
+        addrs = _json(ns, ["ip", "-j", "-6", "addr", "show", "scope", "global"])
+        assert [a for a in addrs if a["addr_info"]] == [], ns
+    assert load_lab(save_lab(lab)) == lab
+    assert ping(lab.router, lab.isps[0].gateway) == 3
 
 
 def ping6(ns: str, dst: IPv6Address, *, count: int = 3, timeout: float = 2.0) -> int:
@@ -387,6 +407,8 @@ def test_written_config_parses_and_lists_the_uplinks(lab: Lab, tmp_path: Path) -
     assert [u["weight"] for u in built["uplinks"]] == [2, 4, 1]
     assert [u["interface"] for u in built["uplinks"]] == ["wan-a", "wan-b", "wan-c"]
     assert [r["name"] for r in built["rules"]] == ["local", "everything-else"]
+    # A dual-stack lab, an IPv4 config: lab_config(ipv6=True) asks for IPv6.
+    assert lab.ipv6 and not [u for u in built["uplinks"] if "gateway6" in u]
     other = write_lab_config(lab, tmp_path / "x.yaml", extra={"hash": "l3"})
     assert yaml.safe_load(other.read_text())["hash"] == "l3"
 

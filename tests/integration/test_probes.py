@@ -24,7 +24,7 @@ from ecmpd.health.icmp import IcmpProber
 from ecmpd.health.packets import build_echo
 from ecmpd.health.probes import ProbeCounters, Prober, open_prober, probe_round
 from ecmpd.lab import netns
-from ecmpd.lab.topology import ISP_CORE_IF, ISP_CUSTOMER_IF, IspInfo, Lab, core_link
+from ecmpd.lab.topology import ISP_CORE_IF, LINK_LOCAL_GATEWAY6, IspInfo, Lab, core_link
 from ecmpd.model import NH_ID_BASE, Family, IPAddress
 from tests.integration.kernelstate import ecmpd, ip_json
 
@@ -494,24 +494,12 @@ def test_tcp_probes_count_syn_ack_and_rst_as_reachable_and_silence_as_lost(
 def test_icmpv6_and_tcp_over_ipv6_to_global_and_link_local_gateways(
     lab: Lab, tmp_path: Path
 ) -> None:
+    # The lab is dual-stack: the router's uplink and the ISP's port (which also answers
+    # on fe80::1, as routers often do) have their IPv6 addresses already.
     isp = lab.isps[0]
-    router, gateway, link_local = (
-        IPv6Address("2001:db8:1::2"),
-        IPv6Address("2001:db8:1::1"),
-        IPv6Address("fe80::1"),
-    )
-    # nodad: usable at once, no duplicate address detection to wait for.
-    netns.run_in(
-        lab.router,
-        ["ip", "-6", "addr", "add", f"{router}/64", "dev", isp.uplink_if, "nodad"],
-        check=True,
-    )
-    for address in (gateway, link_local):
-        netns.run_in(
-            isp.ns,
-            ["ip", "-6", "addr", "add", f"{address}/64", "dev", ISP_CUSTOMER_IF, "nodad"],
-            check=True,
-        )
+    assert isp.address6 is not None and isp.gateway6 is not None
+    router, gateway, link_local = isp.address6.ip, isp.gateway6, LINK_LOCAL_GATEWAY6.ip
+    assert link_local.is_link_local and not gateway.is_link_local
 
     async def main() -> tuple[dict[IPAddress, float | None], list[float | None], ProbeCounters]:
         async with (

@@ -1,13 +1,14 @@
 """`ecmpd lab demo`: a router with three ISPs under real traffic, a gray failure, recovery.
 
 Builds the lab (router, a LAN with clients, 3 ISPs shaped to 100/200/50 Mbit/s, an
-internet with servers), starts the real `ecmpd run` in the router's namespace, drives
-bulk TCP flows from the LAN to the internet and shows what the kernel and the daemon
-report. Then one ISP silently drops everything (link and ARP stay up): the daemon's
-probes notice, the uplink leaves the nexthop group, the flows it carried come back on
-the others; the ISP heals and takes its share again. Every figure is measured in the
-run (interface counters, kernel route lookups, the sinks' clocks, the daemon's status),
-none is taken from the plan.
+internet with servers; dual-stack), starts the real `ecmpd run` in the router's namespace
+with every uplink carrying IPv4 and IPv6, drives bulk TCP flows from the LAN to the
+internet (and, in the steady phase, a few light IPv6 ones) and shows what the kernel and
+the daemon report. Then one ISP silently drops everything, both families (link and ARP
+stay up): the daemon's probes notice, the uplink leaves both nexthop groups, the flows it
+carried come back on the others; the ISP heals and takes its share again. Every figure
+is measured in the run (interface counters, kernel route lookups and nexthop groups, the
+sinks' clocks, the daemon's status), none is taken from the plan.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
 from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
+from ecmpd.lab.traffic6 import Traffic6
 from ecmpd.live import Snapshot, UplinkView, health_figures, target_shares
+from ecmpd.model import Family
 
 DEFAULT_DURATION_S = 60.0
 PHASES = ("steady", "failure", "recovery")
@@ -77,6 +80,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "hash": ["src-ip", "dst-ip", "ip-proto", "src-port", "dst-port"],
     "balancer": {"idle_timer": 2},
 }
+# An inet table: it drops IPv4 and IPv6 alike (neighbour discovery too, ARP not).
 GRAY_FAILURE_NFT = """
 table inet gray {
     chain input_drop { type filter hook input priority 0; policy drop; }
@@ -120,13 +124,22 @@ class DemoDaemon(LabDaemon):
         except RuntimeError as exc:
             raise DemoError(str(exc)) from exc
 
+    def every_family_in_service(self) -> bool:
+        """Whether each family of each uplink is up and in its balancer group."""
+        return all(
+            f["health"] == "up" and f["in_balancer"]
+            for u in self.uplinks().values()
+            for f in u.get("families", {"": u}).values()
+        )
+
     def wait_all_up(self, timeout: float) -> None:
-        """Waits until every uplink is up (not merely unknown) and in the balancer."""
+        """Waits until every uplink is up (not merely unknown) and in the balancer, in
+        every family it carries."""
         deadline = time.monotonic() + timeout
         while True:
             self.alive()
             with contextlib.suppress(DaemonNotRunning, OSError):
-                if self.all_in_service():
+                if self.every_family_in_service():
                     return
             if time.monotonic() > deadline:
                 raise DemoError(f"the uplinks were not all up after {timeout:g} s")
@@ -134,39 +147,56 @@ class DemoDaemon(LabDaemon):
 
 
 class GroupWatch:
-    """The router's balancer group as the kernel holds it, polled every few milliseconds."""
+    """The router's balancer groups (IPv4 and IPv6) as the kernel holds them, polled often."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.group = nexthop_id(BALANCER_TABLE)
-        self.names = {nexthop_id(FIRST_TABLE + i): isp.name for i, isp in enumerate(lab.isps)}
+    def __init__(self, lab: Lab, families: tuple[Family, ...] = (Family.INET,)) -> None:
+        self.groups = {f: nexthop_id(BALANCER_TABLE, f) for f in families}
+        self.names = {
+            nexthop_id(FIRST_TABLE + i, f): isp.name
+            for f in families
+            for i, isp in enumerate(lab.isps)
+        }
         self.sock = netns.call_in(lab.router, NetlinkSocket.open)
-        self.current: frozenset[str] = frozenset()
-        self.changes: list[tuple[float, frozenset[str]]] = []
+        self.now: dict[Family, frozenset[str]] = dict.fromkeys(families, frozenset())
+        self.history: dict[Family, list[tuple[float, frozenset[str]]]] = {f: [] for f in families}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def members(self) -> frozenset[str]:
-        """The uplinks in the group now (a fresh read; any thread)."""
-        group = nl.get_nexthop(self.sock, self.group)
+    @property
+    def current(self) -> frozenset[str]:
+        """The IPv4 group's uplinks at the last poll."""
+        return self.now[Family.INET]
+
+    @property
+    def changes(self) -> list[tuple[float, frozenset[str]]]:
+        """When the IPv4 group changed, and to what."""
+        return self.history[Family.INET]
+
+    def members(self, family: Family = Family.INET) -> frozenset[str]:
+        """The uplinks in the family's group now (a fresh read; any thread)."""
+        group = nl.get_nexthop(self.sock, self.groups[family])
         if group is None or group.members is None:
             return frozenset()
         return frozenset(self.names.get(m, str(m)) for m, _ in group.members)
 
     def __enter__(self) -> GroupWatch:
-        self.current = self.members()
-        self.changes.append((time.monotonic(), self.current))
+        self._poll()
         self._thread = threading.Thread(target=self._run, name="group-watch", daemon=True)
         self._thread.start()
         return self
 
+    def _poll(self) -> None:
+        for family in self.groups:
+            members = self.members(family)
+            if members != self.now[family] or not self.history[family]:
+                self.history[family].append((time.monotonic(), members))
+                self.now[family] = members
+
     def _run(self) -> None:
         try:
             while not self._stop.wait(GROUP_POLL_S):
-                members = self.members()
-                if members != self.current:
-                    self.changes.append((time.monotonic(), members))
-                    self.current = members
+                self._poll()
         except BaseException as exc:  # reported by check() in the demo's thread
             self.error = exc
 
@@ -249,9 +279,11 @@ class Marks:
 
     fault: float | None = None
     removed: float | None = None
+    removed6: float | None = None  # out of the IPv6 group
     restored: float | None = None
     heal: float | None = None
     back: float | None = None
+    back6: float | None = None
     rebalanced: float | None = None
     end: float | None = None
 
@@ -265,6 +297,7 @@ class Demo:
     watch: GroupWatch
     poller: StatusPoller
     traffic: Traffic
+    traffic6: Traffic6
     fail: IspInfo
     progress: Progress
     live: bool
@@ -276,6 +309,7 @@ class Demo:
     interrupted: int = 0
     resumed: list[float] = field(default_factory=list)  # per interrupted slot, after the fault
     reasons: dict[str, str] = field(default_factory=dict)
+    ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
     _next_progress: float = 0.0
 
     def event(self, kind: str, text: str, at: float | None = None) -> None:
@@ -290,6 +324,7 @@ class Demo:
     def tick(self) -> None:
         """Checks every part is alive; prints a progress line now and then (no live view)."""
         self.traffic.check()
+        self.traffic6.check()
         self.watch.check()
         self.daemon.alive()
         now = time.monotonic()
@@ -327,10 +362,17 @@ class Demo:
         """Steady traffic, the gray failure and the restore, the heal and the recovery."""
         steady_s, failure_s, recovery_s = (duration_s * f for f in PHASE_SPLIT)
         name = self.fail.name
-        self.event("start", f"{self.traffic.flows} TCP flows start from the LAN")
+        self.event(
+            "start",
+            f"{self.traffic.flows} TCP flows start from the LAN "
+            f"(and {self.traffic6.n} light IPv6 ones, for the steady phase)",
+        )
         self.sleep_until(self.t0 + max(MIN_STEADY_S, steady_s))
 
         self.phase = PHASES[1]
+        # The IPv6 flows measure the steady split only: their replies all come back
+        # through ISP a (the LAN's prefix is its), which a failure of ISP a would cut.
+        self.ipv6_flows = self.traffic6.finish()
         self.affected = self.traffic.slots_on(name)
         fault = self.marks.fault = time.monotonic()
         nft(self.fail.ns, GRAY_FAILURE_NFT)
@@ -343,11 +385,18 @@ class Demo:
         removed = self.marks.removed = self.wait_for(
             lambda: self._left(name), REMOVAL_TIMEOUT_S, f"{name} to leave the group"
         )
+        removed6 = self.marks.removed6 = self.wait_for(
+            lambda: self._left(name, Family.INET6),
+            REMOVAL_TIMEOUT_S,
+            f"{name} to leave the IPv6 group",
+        )
         self.reasons["down"] = self._reason(name)
+        self.reasons["down6"] = self._reason(name, "ipv6")
         self.event(
             "removed",
             f"{name} out of the group [bold]{(removed - fault) * 1000:.0f} ms[/] after the fault"
-            + (f" ({self.reasons['down']})" if self.reasons["down"] else ""),
+            + (f" ({self.reasons['down']})" if self.reasons["down"] else "")
+            + f", out of the IPv6 group after [bold]{(removed6 - fault) * 1000:.0f} ms[/]",
             at=removed,
         )
         restored = self.marks.restored = self.wait_for(
@@ -370,10 +419,17 @@ class Demo:
         back = self.marks.back = self.wait_for(
             lambda: self._joined(name), RECOVERY_TIMEOUT_S, f"{name} to rejoin the group"
         )
+        back6 = self.marks.back6 = self.wait_for(
+            lambda: self._joined(name, Family.INET6),
+            RECOVERY_TIMEOUT_S,
+            f"{name} to rejoin the IPv6 group",
+        )
         self.reasons["up"] = self._reason(name)
+        self.reasons["up6"] = self._reason(name, "ipv6")
         self.event(
             "back",
-            f"{name} back in the group [bold]{(back - heal) * 1000:.0f} ms[/] after the heal",
+            f"{name} back in the group [bold]{(back - heal) * 1000:.0f} ms[/] after the heal, "
+            f"in the IPv6 group after [bold]{(back6 - heal) * 1000:.0f} ms[/]",
             at=back,
         )
         end = max(heal + recovery_s, back + AFTER_BACK_S)
@@ -391,20 +447,31 @@ class Demo:
         self.marks.end = time.monotonic()
         self.phase = "summary"
 
-    def _reason(self, name: str) -> str:
-        """The daemon's reason for the uplink's state, asked now (the poller's may be stale)."""
+    def _reason(self, name: str, family: str | None = None) -> str:
+        """The daemon's reason for the uplink's state (in one family: "ipv4", "ipv6"),
+        asked now (the poller's may be stale)."""
+
+        def of(uplink: dict[str, Any]) -> str:
+            entry = uplink["families"][family] if family else uplink
+            return str(entry.get("reason", ""))
+
         with contextlib.suppress(DaemonNotRunning, OSError, ValueError, KeyError):
             for u in self.daemon.status(timeout=2.0)["uplinks"]:
                 if u["name"] == name:
-                    return str(u.get("reason", ""))
-        return str((self.poller.uplink(name) or {}).get("reason", ""))
+                    return of(u)
+        with contextlib.suppress(KeyError):
+            return of(self.poller.uplink(name) or {})
+        return ""
 
-    def _left(self, name: str) -> float | None:
-        return next((t for t, m in self.watch.changes if name not in m), None)
+    def _left(self, name: str, family: Family = Family.INET) -> float | None:
+        fault = self.marks.fault or 0.0
+        return next(
+            (t for t, m in self.watch.history[family] if t >= fault and name not in m), None
+        )
 
-    def _joined(self, name: str) -> float | None:
+    def _joined(self, name: str, family: Family = Family.INET) -> float | None:
         heal = self.marks.heal or 0.0
-        return next((t for t, m in self.watch.changes if t >= heal and name in m), None)
+        return next((t for t, m in self.watch.history[family] if t >= heal and name in m), None)
 
     def _restored(self) -> float | None:
         """When the last flow slot hit by the fault delivered again (None: not yet)."""
@@ -442,8 +509,15 @@ class Demo:
             events=tuple((e["t"], e["text"]) for e in self.events),
             history_step_s=HISTORY_STEP_S,
             caption=self._caption(),
-            note=f"router namespace {self.lab.router} · Ctrl-C stops and removes the lab",
+            note=f"{self._ipv6_line()} · router namespace {self.lab.router} · "
+            "Ctrl-C stops and removes the lab",
         )
+
+    def _ipv6_line(self) -> str:
+        """Each uplink in or out of the kernel's IPv6 group (the table shows IPv4)."""
+        members = self.watch.now.get(Family.INET6, frozenset())
+        states = [f"{n} {'in' if n in members else 'OUT'}" for n in (i.name for i in self.lab.isps)]
+        return "IPv6 group: " + ", ".join(states)
 
     def _caption(self) -> str:
         """What to look at in the current phase."""
@@ -528,7 +602,9 @@ def run_demo(
     """
     preflight()
     started = time.monotonic()
-    progress("building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF), internet ...")
+    progress(
+        "building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF), internet; IPv4 and IPv6 ..."
+    )
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(
             lab_session(workdir=workdir / "lab", isps=3, lan=True, prefix=options.prefix)
@@ -536,7 +612,7 @@ def run_demo(
         fail = _pick(lab, options.fail)
         built = time.monotonic()
         progress(f"lab up in {built - started:.1f} s: {' '.join(lab.namespaces())}")
-        config = write_lab_config(lab, workdir / "demo.yaml", extra=DEMO_CONFIG)
+        config = write_lab_config(lab, workdir / "demo.yaml", extra=DEMO_CONFIG, ipv6=True)
         progress("starting `ecmpd run` in the router namespace ...")
         daemon = stack.enter_context(
             DemoDaemon(lab, config, workdir / "run", workdir / "daemon.log")
@@ -545,8 +621,11 @@ def run_demo(
         ready = time.monotonic()
         uplinks = daemon.status(timeout=2.0)["uplinks"]
         detection = {u["name"]: u["detection_time_s"] for u in uplinks}
-        progress(f"ecmpd: all {len(lab.isps)} uplinks up and balanced after {ready - built:.1f} s")
-        watch = stack.enter_context(GroupWatch(lab))
+        progress(
+            f"ecmpd: all {len(lab.isps)} uplinks up and balanced, IPv4 and IPv6, "
+            f"after {ready - built:.1f} s"
+        )
+        watch = stack.enter_context(GroupWatch(lab, (Family.INET, Family.INET6)))
         poller = stack.enter_context(StatusPoller(daemon))
         traffic = stack.enter_context(
             Traffic(
@@ -559,7 +638,8 @@ def run_demo(
                 seed=options.seed,
             )
         )
-        demo = Demo(lab, daemon, watch, poller, traffic, fail, progress, live is not None)
+        traffic6 = stack.enter_context(Traffic6(lab))
+        demo = Demo(lab, daemon, watch, poller, traffic, traffic6, fail, progress, live is not None)
         if live is not None:
             stack.enter_context(live(demo.snapshot))
         demo.run(options.duration_s)
@@ -591,6 +671,7 @@ def summarize(demo: Demo, options: DemoOptions) -> dict[str, Any]:
     """The run's figures as a JSON-ready document."""
     m, lab, traffic, name = demo.marks, demo.lab, demo.traffic, demo.fail.name
     assert m.fault and m.removed and m.restored and m.heal and m.back and m.end, "run() first"
+    assert m.removed6 and m.back6, "run() first"
     samples = traffic.all_samples()
     everyone = [isp.name for isp in lab.isps]
     others = [n for n in everyone if n != name]
@@ -632,6 +713,8 @@ def summarize(demo: Demo, options: DemoOptions) -> dict[str, Any]:
                     "interface": isp.uplink_if,
                     "rate_mbit": isp.rate_mbit,
                     "weight": isp.weight,
+                    "gateway6": str(isp.gateway6),
+                    "address6": str(isp.address6),
                 }
                 for isp in lab.isps
             ],
@@ -666,6 +749,15 @@ def summarize(demo: Demo, options: DemoOptions) -> dict[str, Any]:
             "back_in_group_ms": _ms(m.back - m.heal),
             "rebalanced_ms": _ms(m.rebalanced - m.back) if m.rebalanced else None,
             "reason": demo.reasons.get("up", ""),
+        },
+        # The failed uplink's IPv6 nexthop, timed from the kernel's IPv6 group as the IPv4
+        # one is from its group; and the steady phase's light IPv6 flows.
+        "ipv6": {
+            "removal_ms": _ms(m.removed6 - m.fault),
+            "back_in_group_ms": _ms(m.back6 - m.heal),
+            "reason_down": demo.reasons.get("down6", ""),
+            "reason_up": demo.reasons.get("up6", ""),
+            "steady_flows": demo.ipv6_flows,
         },
         "flows_moved": {
             # Connections on the failed uplink when it failed or opened onto it before it
@@ -805,6 +897,7 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         f"{name} back in the group {rec['back_in_group_ms'] / 1000:.1f} s after the heal"
         f"{rebalanced}; then {_split(recovery)}",
     )
+    table.add_row("IPv6", _ipv6(result["ipv6"], name))
     errors = result["errors"]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors["kinds"].items()))
     table.add_row(
@@ -821,6 +914,24 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         "removed",
     )
     return table
+
+
+def _ipv6(v6: dict[str, Any], name: str) -> str:
+    """The summary's IPv6 line: the failed uplink's IPv6 nexthop, the light flows' split."""
+    flows = v6["steady_flows"]
+    targets = flows["target_share"]
+    by_isp = " · ".join(f"{n} {k}" for n, k in flows["by_isp"].items())
+    shares = " · ".join(
+        f"{n} {share:.0%} [magenta]({targets[n]:.0%})[/]" for n, share in flows["out_share"].items()
+    )
+    style = "green" if flows["delivered"] == flows["flows"] else "red"
+    delivered = f"[{style}]{flows['delivered']} delivered[/]"
+    return (
+        f"{name} out of the IPv6 group after [bold]{v6['removal_ms']:.0f} ms[/], back "
+        f"{v6['back_in_group_ms'] / 1000:.1f} s after the heal; steady phase: "
+        f"{flows['flows']} light flows from {flows['client']} (no NAT), {delivered}, "
+        f"forwarded by {by_isp}; IPv6 bytes out {shares}"
+    )
 
 
 def _split(phase: dict[str, Any]) -> str:
