@@ -37,8 +37,13 @@ PIN_C6 = IPv6Network("2001:db8:100::8/125")
 RULES = [
     {"name": "local", "action": "bypass"},
     # The LAN's prefix is isp-a's delegation: source-specific routing, no NAT66.
-    {"name": "lan6", "from": str(LAN_HOST6.network), "action": "pin", "uplink": "isp-a",
-     "strict": True},
+    {
+        "name": "lan6",
+        "from": str(LAN_HOST6.network),
+        "action": "pin",
+        "uplink": "isp-a",
+        "strict": True,
+    },
     {"name": "pin-c6", "to": str(PIN_C6), "action": "pin", "uplink": "isp-c"},
     {"name": "everything-else", "action": "balance"},
 ]
@@ -64,13 +69,16 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
     """A dual-stack lab (isp-b by its link-local gateway) with a LAN, ecmpd applied."""
     require_netns()
     workdir = tmp_path_factory.mktemp("lab6")
-    with lab_session(
-        workdir=workdir, isps=3, lan=True, prefix=next_lab_prefix(), ipv6=True
-    ) as lab:
+    with lab_session(workdir=workdir, isps=3, lan=True, prefix=next_lab_prefix(), ipv6=True) as lab:
         # Host mode: forwarding by hand, to look up forwarded flows too.
         netns.write_sysctls(lab.router, {"net.ipv6.conf.all.forwarding": "1"})
-        config = write_lab_config(lab, workdir / "dual.yaml", ipv6=True, link_local=["isp-b"],
-                                  extra={"mode": "host", "rules": RULES})
+        config = write_lab_config(
+            lab,
+            workdir / "dual.yaml",
+            ipv6=True,
+            link_local=["isp-b"],
+            extra={"mode": "host", "rules": RULES},
+        )
         first = _apply(lab, config, workdir / "run")
         yield Applied(lab, config, workdir / "run", first)
 
@@ -106,11 +114,17 @@ def _flows(lab: Lab, n: int, seed: int = 11) -> list[Flow]:
             src = rng.choice(sources)
         elif kind < 0.4:
             src, iif = LAN_HOST6.ip + rng.randint(0, 1000), "lan0"
-        flows.append(Flow(dst=rng.choice(dsts), src=src, iif=iif, ip_proto=rng.choice((6, 17)),
-                          sport=rng.randint(1024, 65535), dport=rng.randint(1, 65535)))
+        flows.append(
+            Flow(
+                dst=rng.choice(dsts),
+                src=src,
+                iif=iif,
+                ip_proto=rng.choice((6, 17)),
+                sport=rng.randint(1024, 65535),
+                dport=rng.randint(1, 65535),
+            )
+        )
     return flows
-
-
 
 
 def _expected(lab: Lab, f: Flow) -> tuple[str, str]:
@@ -139,8 +153,10 @@ def test_apply_builds_both_families_and_reapply_changes_nothing(applied: Applied
     assert members(lab, GROUP4) == members(lab, GROUP6) == ALL
     nexthops = {n["id"]: n for n in ip_json(lab.router, "-d", "nexthop", "show")}
     # isp-b's IPv6 gateway is link-local: its nexthop names the device.
-    assert (nexthops[NH_ID_BASE + V6 + 102]["gateway"], nexthops[NH_ID_BASE + V6 + 102]["dev"]) \
-        == ("fe80::1", "wan-b")
+    assert (nexthops[NH_ID_BASE + V6 + 102]["gateway"], nexthops[NH_ID_BASE + V6 + 102]["dev"]) == (
+        "fe80::1",
+        "wan-b",
+    )
     rules6 = ip_json(lab.router, "-6", "rule", "show")
     ours = [r for r in rules6 if r.get("protocol") in ("236", 236)]
     assert [(r["priority"], r.get("src"), r["table"]) for r in ours[:3]] == [
@@ -179,9 +195,13 @@ def test_ipv6_traffic_leaves_by_each_uplink_table(applied: Applied) -> None:
     lab = applied.lab
     for isp in lab.isps:
         assert isp.address6 is not None
-        r = netns.run_in(lab.router, ["ip", "-6", "-j", "route", "get", str(lab.servers6[0]),
-                                      "from", str(isp.address6.ip)],
-                         capture_output=True, text=True, check=True)
+        r = netns.run_in(
+            lab.router,
+            ["ip", "-6", "-j", "route", "get", str(lab.servers6[0]), "from", str(isp.address6.ip)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert json.loads(r.stdout)[0]["dev"] == isp.uplink_if
         assert _echo6(lab.router, lab.servers6[0], isp.address6.ip) == 3
 
@@ -214,8 +234,7 @@ def test_new_ipv6_flows_split_by_weight_within_two_points(applied: Applied) -> N
     rng = random.Random(5)
     balanced = [s for s in lab.servers6 if s not in PIN_C6]
     flows = {
-        (rng.choice(balanced), rng.choice((6, 17)), rng.randint(1024, 65535),
-         rng.randint(1, 65535))
+        (rng.choice(balanced), rng.choice((6, 17)), rng.randint(1024, 65535), rng.randint(1, 65535))
         for _ in range(21000)
     }
     assert len(flows) >= 20000
@@ -257,14 +276,40 @@ def test_explain_agrees_with_ip_route_get_for_every_ipv6_flow(applied: Applied) 
 
 def test_explain_cli_for_ipv6(applied: Applied, tmp_path: Path) -> None:
     lab = applied.lab
-    r = ecmpd(lab.router, applied.config, tmp_path, "explain", "2001:db8:100::9", "--proto",
-              "tcp", "--sport", "40000", "--dport", "443", "--json")
+    r = ecmpd(
+        lab.router,
+        applied.config,
+        tmp_path,
+        "explain",
+        "2001:db8:100::9",
+        "--proto",
+        "tcp",
+        "--sport",
+        "40000",
+        "--dport",
+        "443",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert (doc["uplink"], doc["rule"], doc["interface"]) == ("isp-c", "pin-c6", "wan-c")
-    human = ecmpd(lab.router, applied.config, tmp_path, "explain", str(lab.servers6[0]),
-                  "--from", str(LAN_HOST6.ip), "--iif", "lan0", "--proto", "udp",
-                  "--sport", "5000", "--dport", "53")
+    human = ecmpd(
+        lab.router,
+        applied.config,
+        tmp_path,
+        "explain",
+        str(lab.servers6[0]),
+        "--from",
+        str(LAN_HOST6.ip),
+        "--iif",
+        "lan0",
+        "--proto",
+        "udp",
+        "--sport",
+        "5000",
+        "--dport",
+        "53",
+    )
     assert "leaves by isp-a (wan-a via 2001:db8:1::1)" in human.stdout, human.stdout
     assert "rule lan6" in human.stdout
     assert f"[{LAN_HOST6.ip}]:5000" in human.stdout
@@ -277,7 +322,8 @@ def _foreign6(ns: str) -> dict[str, Any]:
     """Every IPv6 rule, route and nexthop not carrying ecmpd's protocol id."""
     mine = ("236", 236)
     routes = [
-        r for r in ip_json(ns, "-6", "route", "show", "table", "all")
+        r
+        for r in ip_json(ns, "-6", "route", "show", "table", "all")
         if r.get("protocol") not in mine
         and not (r.get("protocol") == "kernel" and str(r.get("dst", "")).startswith("fe80:"))
     ]
@@ -291,19 +337,36 @@ def _foreign6(ns: str) -> dict[str, Any]:
 
 
 @DUAL_STACK_LAB
-def test_foreign_ipv6_rules_routes_and_nexthops_are_never_touched(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_foreign_ipv6_rules_routes_and_nexthops_are_never_touched(lab: Lab, tmp_path: Path) -> None:
     ns = lab.router
     for argv in (
-        ["ip", "-6", "rule", "add", "priority", "500", "from", "2001:db8:999::/64",
-         "lookup", "300"],
-        ["ip", "-6", "rule", "add", "priority", "20500", "to", "2001:db8:998::/64",
-         "lookup", "main"],
+        [
+            "ip",
+            "-6",
+            "rule",
+            "add",
+            "priority",
+            "500",
+            "from",
+            "2001:db8:999::/64",
+            "lookup",
+            "300",
+        ],
+        [
+            "ip",
+            "-6",
+            "rule",
+            "add",
+            "priority",
+            "20500",
+            "to",
+            "2001:db8:998::/64",
+            "lookup",
+            "main",
+        ],
         ["ip", "-6", "route", "add", "2001:db8:999::/64", "dev", "wan-a", "table", "300"],
         ["ip", "-6", "route", "add", "2001:db8:998::/64", "via", "2001:db8:1::1"],
-        ["ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan-c", "metric",
-         "2000"],
+        ["ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan-c", "metric", "2000"],
         ["ip", "-6", "nexthop", "add", "id", "77", "via", "2001:db8:2::1", "dev", "wan-b"],
     ):
         netns.run_in(ns, argv, check=True, capture_output=True)
@@ -328,12 +391,15 @@ def test_foreign_ipv6_rules_routes_and_nexthops_are_never_touched(
 
 def ipv6_gray_failure(lab: Lab, isp: str) -> None:
     """The ISP drops every IPv6 packet (neighbour discovery too); IPv4 flows on."""
-    nft(lab.ns(isp), """
+    nft(
+        lab.ns(isp),
+        """
         table inet gray6 {
             chain input_drop { type filter hook input priority 0; meta nfproto ipv6 drop; }
             chain forward_drop { type filter hook forward priority 0; meta nfproto ipv6 drop; }
         }
-    """)
+    """,
+    )
 
 
 def _family(daemon: Any, name: str, family: str) -> dict[str, Any]:
@@ -368,7 +434,9 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         assert all(m == ALL for m in v4_members)  # IPv4 never noticed
         uplink = daemon.uplink("isp-b")
         assert (uplink["families"]["ipv6"]["state"], uplink["families"]["ipv4"]["state"]) == (
-            "down", "up")
+            "down",
+            "up",
+        )
         assert uplink["families"]["ipv6"]["in_balancer"] is False
         assert uplink["families"]["ipv4"]["in_balancer"] is True
         assert (uplink["state"], uplink["degraded"]) == ("up", True)
@@ -389,8 +457,11 @@ def test_carrier_loss_takes_both_families_out_at_once(lab: Lab, tmp_path: Path) 
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: _all_up(daemon), 5, "every family up")
         isp_link_down(lab, "isp-c")
-        wait_for(lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL - {"isp-c"}, 2,
-                 "isp-c out of both groups")
+        wait_for(
+            lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL - {"isp-c"},
+            2,
+            "isp-c out of both groups",
+        )
         assert {f["state"] for f in daemon.uplink("isp-c")["families"].values()} == {"down"}
         isp_link_up(lab, "isp-c")
         wait_for(lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL, 5, "isp-c back")
@@ -457,8 +528,13 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
         advertise(isp_ns, "cust0", first, lifetime_s=0)
         wait_for(lambda: ra_routers() == {str(second)}, 2, "the kernel swaps routers")
         wait_for(lambda: _nexthop6_gateway(lab, 102) == str(second), 2, "nexthop follows")
-        wait_for(lambda: [t["target"] for t in _family(daemon, "isp-b", "ipv6")["targets"]]
-                 == [str(second)], 2, "the probe follows the router")
+        wait_for(
+            lambda: (
+                [t["target"] for t in _family(daemon, "isp-b", "ipv6")["targets"]] == [str(second)]
+            ),
+            2,
+            "the probe follows the router",
+        )
         wait_for(lambda: _family(daemon, "isp-b", "ipv6")["health"] == "up", 5, "new one up")
         assert members(lab, GROUP6) == ALL
 
@@ -466,3 +542,57 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
         advertise(isp_ns, "cust0", second, lifetime_s=0)
         wait_for(lambda: members(lab, GROUP6) == ALL - {"isp-b"}, 2, "isp-b leaves IPv6")
         assert members(lab, GROUP4) == ALL
+
+
+@pytest.mark.parametrize("lab", [{"ipv6": True, "lan": True}], indirect=True)
+def test_explain_says_when_linux_cannot_tell_a_forwarded_ipv6_flows_uplink(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Router mode's custom hash: IPv6 route lookups skip a step forwarding takes."""
+    config = write_lab_config(lab, tmp_path / "router.yaml", ipv6=True)
+    run = tmp_path / "run"
+    _apply(lab, config, run)
+
+    def explain(dst: str, src: str) -> dict[str, Any]:
+        r = ecmpd(
+            lab.router,
+            config,
+            run,
+            "explain",
+            dst,
+            "--from",
+            src,
+            "--iif",
+            "lan0",
+            "--proto",
+            "tcp",
+            "--sport",
+            "40000",
+            "--dport",
+            "443",
+            "--json",
+        )
+        assert r.returncode == 0, r.stderr
+        answer: dict[str, Any] = json.loads(r.stdout)
+        return answer
+
+    v6 = explain(str(lab.servers6[0]), str(LAN_HOST6.ip))
+    assert (v6["rule"], v6["uplink"], v6["candidates"]) == ("everything-else", None, sorted(ALL)), (
+        v6
+    )
+    assert v6["kernel_lookup_uplink"] in ALL  # what `ip -6 route get` says, not to be trusted
+    text = ecmpd(
+        lab.router,
+        config,
+        run,
+        "explain",
+        str(lab.servers6[0]),
+        "--from",
+        str(LAN_HOST6.ip),
+        "--iif",
+        "lan0",
+    ).stdout
+    assert "leaves by one of isp-a, isp-b, isp-c" in text and "cannot say which" in text
+    # IPv4 builds a packet for its lookup: the kernel's answer is the forwarding's.
+    v4 = explain(str(lab.servers[0]), "10.200.1.7")
+    assert v4["uplink"] in ALL and v4["candidates"] == []

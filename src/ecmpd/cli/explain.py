@@ -9,11 +9,12 @@ from typing import Any
 
 from ecmpd.cli.common import EXIT_CONFIG, EXIT_OK, CommandError, print_json, session
 from ecmpd.config import Config
-from ecmpd.desired import desired_state
+from ecmpd.desired import desired_state, nexthop_id
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
-from ecmpd.model import DesiredState, IPAddress
+from ecmpd.kernel.sysctl import read_sysctl
+from ecmpd.model import DesiredState, Family, IPAddress
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
@@ -83,8 +84,12 @@ def explain_flow(
     rule = deciding_rule(observed.rules, flow, table, matched)
     ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
     uplink = next((u.name for u in config.uplinks if u.interface == ifname), None)
+    candidates = _unaskable_group(config, observed, flow, table)
     return {
-        "uplink": uplink,
+        # None when the kernel cannot be asked (then `candidates` holds the choice).
+        "uplink": None if candidates else uplink,
+        "candidates": candidates,
+        "kernel_lookup_uplink": uplink,
         "rule": names.get(rule.priority) if rule else None,
         "priority": rule.priority if rule else None,
         "table": table,
@@ -94,6 +99,35 @@ def explain_flow(
         "nhid": answer.nhid if answer else None,
         "error": error,
     }
+
+
+def _unaskable_group(
+    config: Config, observed: DesiredState, flow: Flow, table: int | None
+) -> list[str]:
+    """The uplinks of the group a forwarded IPv6 flow is balanced over, when Linux's
+    lookup cannot say which one forwarding picks; [] when it can.
+
+    With a custom hash policy (router mode's), IPv6 forwarding hashes the packet and then
+    mixes in the (here empty) inner-header hash (rt6_multipath_custom_hash_skb); a route
+    lookup has no packet and skips that step, so `ip -6 route get ... iif` names another
+    member for about half the flows (measured in the lab; IPv4 builds a packet and agrees).
+    """
+    if flow.dst.version != 6 or flow.iif is None:
+        return []
+    # An IPv6 lookup's answer names no nexthop id: the route it used in `table` does.
+    routes = [
+        r
+        for r in observed.routes
+        if r.family is Family.INET6 and r.table == table and r.nhid and flow.dst in r.dst
+    ]
+    route = max(routes, key=lambda r: r.dst.prefixlen, default=None)
+    group = next((g for g in observed.groups if route and g.id == route.nhid), None)
+    if group is None or len(group.members) < 2:
+        return []
+    if read_sysctl("net.ipv6.fib_multipath_hash_policy") != "3":
+        return []
+    by_nexthop = {nexthop_id(u.table, Family.INET6): u.name for u in config.uplinks}
+    return sorted(by_nexthop[m] for m, _ in group.members if m in by_nexthop)
 
 
 def _main_prefixlen(ipr: Any, flow: Flow) -> int | None:
@@ -111,6 +145,12 @@ def describe(flow: Flow, r: dict[str, Any]) -> str:
     head = f"{proto} {src} -> {dst}".strip()
     if r["error"]:
         where = f"no route ({r['error']})"
+    elif r["candidates"]:
+        where = (
+            f"leaves by one of {', '.join(r['candidates'])} (balanced; Linux cannot say which "
+            "for a forwarded IPv6 flow under a custom hash: its lookup, naming "
+            f"{r['kernel_lookup_uplink']}, skips a step of forwarding's hash)"
+        )
     elif r["uplink"]:
         where = f"leaves by {r['uplink']} ({r['interface']} via {r['gateway'] or 'direct'})"
     else:
