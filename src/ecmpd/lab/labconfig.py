@@ -42,8 +42,10 @@ def lab_config(
     """Returns the lab's ecmpd config as plain data (extra is merged in, dicts deeply).
 
     ipv6: every uplink is dual-stack (gateway6, source6, IPv6 check targets), which
-    needs a lab built with IPv6; the ISPs named in link_local give their link-local
-    gateway (fe80::1, which routes name with the device) instead of the global one.
+    needs a lab built with IPv6 (the default); the ISPs named in link_local give their
+    link-local gateway (fe80::1, which routes name with the device) instead of the global
+    one. Off by default although the lab is dual-stack: the tests driven by the lab's
+    config count IPv4 objects, ops and health transitions, and ask for IPv6 by name.
     """
     if ipv6 and not lab.ipv6:
         raise ValueError("this lab has no IPv6 (build it with ipv6=True)")
