@@ -6,8 +6,8 @@ wait for it. Here a namespace gets 4 veth uplinks, ecmpd's state, and N routes o
 protocol bgp in main; then, with and without those routes, in the same run:
 
 - observe_ms: ecmpd's read of the kernel (owned objects + facts), kernel-filtered;
-- carrier_path_ms: what the daemon does on carrier loss: observe, plan, take the
-  uplink out of the balancer (one group replace), measured end to end;
+- carrier_path_ms: what the daemon does on carrier loss: re-read links and nexthops
+  (observe_links), plan, take the uplink out of the balancer (one group replace);
 - anchor_unfiltered_dump_ms: one unfiltered route dump of both families, parsed from
   the fixed header only: the floor of any reader that is sent every route (ecmpd's
   own observe before the dumps were filtered).
@@ -124,8 +124,8 @@ def measure(writer: KernelWriter, config_text: str, reps: int) -> dict[str, Any]
     failed = desired_state(config, {first: False}, facts)
 
     def carrier_path() -> int:
-        # What the daemon does on carrier loss: re-read, plan, execute (daemon._reconcile).
-        now, _ = writer.observe()
+        # What the daemon does on carrier loss: re-read links and nexthops, plan, execute.
+        now, _ = writer.observe_links(observed, facts)
         ops = diff(failed, now)
         execute_all(writer, ops)
         return len(ops)
@@ -136,11 +136,13 @@ def measure(writer: KernelWriter, config_text: str, reps: int) -> dict[str, Any]
         check(ops == 1, f"taking one uplink out took {ops} operations, not 1")
         carrier_ms.append(ms)
         reconcile(writer, healthy)  # back, untimed: only the way out is quoted
+    links_ms, _ = sample(reps, lambda: writer.observe_links(observed, facts))
     anchor_ms, seen = sample(reps, lambda: unfiltered_dump(writer))
     return {
         "routes_in_kernel": seen,
         "observe_ms": summary(observe_ms),
         "carrier_path_ms": summary(carrier_ms),
+        "observe_links_ms": summary(links_ms),
         "anchor_unfiltered_dump_ms": summary(anchor_ms),
     }
 

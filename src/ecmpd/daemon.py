@@ -506,10 +506,16 @@ class Daemon:
                         },
                     )
                 async with self._lock:
-                    await self._observe()
+                    # Links and nexthops only: no walk of a full routing table on the
+                    # way to taking the uplink out. The full re-read follows at once.
+                    assert self.writer is not None
+                    self.observed, self._facts = await self._k(
+                        self.writer.observe_links, self.observed, self._facts
+                    )
                     await self._reconcile_locked(
                         f"{event.ifname} carrier {'up' if carrier else 'lost'}"
                     )
+                self._schedule_resync(EVENT_DEBOUNCE)
                 for t, family in moved:
                     self._run_hooks(t, family)
             else:

@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -27,7 +28,7 @@ from ecmpd.kernel import record as record_module
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.nexthop import NhMsg
-from ecmpd.kernel.observe import observe
+from ecmpd.kernel.observe import observe, observe_links
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import (
     DEFAULT_ROUTE_PROTOCOLS,
@@ -594,3 +595,22 @@ def test_one_socket_per_namespace_is_shared_by_threads(space: Space) -> None:
         t.join()
     assert errors == []
     assert isinstance(sock, NetlinkSocket)
+
+
+def test_a_carrier_events_light_reread_sees_what_a_full_one_does(space: Space) -> None:
+    """observe_links (links + nexthops) after carrier loss agrees with a full observe."""
+    _populate(space)
+    before, facts = observe(space.ipr, {})
+    subprocess.run(["ip", "-n", space.peer, "link", "set", "p1", "down"], check=True)
+    # The flush follows the carrier change (linkwatch): the daemon hears RTM_NEWLINK after it.
+    wait = time.monotonic() + 5
+    while NH1 in {n.id for n in observe(space.ipr, {})[0].nexthops}:
+        assert time.monotonic() < wait, "the kernel never flushed the nexthop on u1"
+        time.sleep(0.01)
+    full, full_facts = observe(space.ipr, {})
+    light, light_facts = observe_links(space.ipr, before, facts)
+    assert not light_facts.interfaces["u1"].carrier
+    assert NH1 not in {n.id for n in light.nexthops}
+    assert (light.nexthops, light.groups) == (full.nexthops, full.groups)
+    assert light_facts == full_facts
+    assert light.routes == before.routes  # kept, not re-read: a full observe follows

@@ -15,7 +15,7 @@ from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel import nftables
 from ecmpd.kernel.nftables import NatPlan
-from ecmpd.kernel.observe import observe
+from ecmpd.kernel.observe import observe, observe_links
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import route_message
 from ecmpd.kernel.rules import RTM_DELRULE, RTM_NEWRULE, rule_message
@@ -107,6 +107,14 @@ class KernelWriter:
         if self.want_nat or self.record.nat:
             observed = replace(observed, nat=observe_nat())
         return observed, facts
+
+    def observe_links(
+        self, before: DesiredState, facts: KernelFacts
+    ) -> tuple[DesiredState, KernelFacts]:
+        """After a carrier event: links and nexthops re-read, the rest kept (see observe_links)."""
+        observed, fresh = observe_links(self.nl, before, facts)
+        self.ifindex = {name: f.index for name, f in fresh.interfaces.items()}
+        return observed, fresh
 
     @contextmanager
     def batch(self, ops: Sequence[Op]) -> Iterator[None]:

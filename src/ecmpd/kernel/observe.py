@@ -12,6 +12,7 @@ a full BGP table in main is walked by the kernel but never sent.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 from collections.abc import Collection, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.kernel import nexthop as nl
-from ecmpd.kernel.routemsg import KernelRoute, RouteScan, scan_routes
+from ecmpd.kernel.routemsg import KernelRoute, scan_routes
 from ecmpd.kernel.rules import dump_rules
 from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.kernel.transport import get_str, netlink_for, parse_attrs
@@ -85,18 +86,12 @@ def default_gateways(defaults: list[KernelRoute]) -> dict[int, IPAddress]:
     return gateways
 
 
-def read_interfaces(
-    handle: Any, scans: Mapping[int, RouteScan] | None = None
-) -> dict[int, InterfaceFacts]:
-    """Every interface by index, with its addresses and main-table default gateway.
+Gateways = tuple[Mapping[int, IPAddress], Mapping[int, IPAddress]]  # IPv4, IPv6 by ifindex
 
-    `scans` (one route scan per family) saves dumping the routes again when the caller
-    has them already.
-    """
-    if scans is None:
-        scans = {family: scan_routes(handle, family) for family in FAMILIES}
-    gw4 = default_gateways(scans[socket.AF_INET].main_defaults)
-    gw6 = default_gateways(scans[socket.AF_INET6].main_defaults)
+
+def read_interfaces(handle: Any, gateways: Gateways) -> dict[int, InterfaceFacts]:
+    """Every interface by index, with its addresses and main-table default gateways."""
+    gw4, gw6 = gateways
     addrs = read_addresses(handle)
     result: dict[int, InterfaceFacts] = {}
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
@@ -135,7 +130,11 @@ def observe(
     scans = {
         family: scan_routes(handle, family, check_tables, defaults=defaults) for family in FAMILIES
     }
-    links = read_interfaces(handle, scans)
+    gateways = (
+        default_gateways(scans[socket.AF_INET].main_defaults),
+        default_gateways(scans[socket.AF_INET6].main_defaults),
+    )
+    links = read_interfaces(handle, gateways)
     names = {i: f.name for i, f in links.items()}
 
     rules, foreign_prios = set(), set()
@@ -148,22 +147,7 @@ def observe(
     routes = {_route(kr, names) for scan in scans.values() for kr in scan.owned}
     foreign_tables = set().union(*(scan.tables for scan in scans.values())) - RESERVED_TABLES
 
-    nexthops, groups, foreign_ids = set(), set(), set()
-    for kn in nl.dump_nexthops(handle):
-        if kn.protocol != RTPROT_ECMPD:
-            foreign_ids.add(kn.id)
-        elif kn.members is not None:
-            groups.add(_group(kn))
-        elif kn.ifindex is not None:
-            nexthops.add(
-                Nexthop(
-                    id=kn.id,
-                    family=Family(kn.family),
-                    ifname=names.get(kn.ifindex, f"if{kn.ifindex}"),
-                    gateway=kn.gateway,
-                    onlink=kn.onlink,
-                )
-            )
+    nexthops, groups, foreign_ids = read_nexthops(handle, names)
 
     sysctls = {Sysctl(name, read_sysctl(name) or "") for name in recorded_sysctls}
     observed = DesiredState(
@@ -180,6 +164,54 @@ def observe(
         foreign_nexthop_ids=frozenset(foreign_ids),
     )
     return observed, facts
+
+
+def read_nexthops(
+    handle: Any, names: Mapping[int, str]
+) -> tuple[set[Nexthop], set[NexthopGroup], set[int]]:
+    """ecmpd's nexthops and groups, and the ids of foreign nexthops."""
+    nexthops, groups, foreign_ids = set(), set(), set()
+    for kn in nl.dump_nexthops(handle):
+        if kn.protocol != RTPROT_ECMPD:
+            foreign_ids.add(kn.id)
+        elif kn.members is not None:
+            groups.add(_group(kn))
+        elif kn.ifindex is not None:
+            nexthops.add(
+                Nexthop(
+                    id=kn.id,
+                    family=Family(kn.family),
+                    ifname=names.get(kn.ifindex, f"if{kn.ifindex}"),
+                    gateway=kn.gateway,
+                    onlink=kn.onlink,
+                )
+            )
+    return nexthops, groups, foreign_ids
+
+
+def observe_links(
+    handle: Any, before: ObservedState, facts: KernelFacts
+) -> tuple[ObservedState, KernelFacts]:
+    """A carrier event's re-read: links, addresses and nexthops; the rest as `before`.
+
+    Carrier loss flushes the nexthops on the device (silently) and changes links, never
+    ecmpd's rules or gateway routes, nor the main table's defaults: those need no
+    re-read, which with a full routing table in main is a walk of it. A full observe
+    follows soon anyway (the daemon's debounced resync).
+    """
+    gateways = (
+        {f.index: f.dhcp_gateway for f in facts.interfaces.values() if f.dhcp_gateway},
+        {f.index: f.dhcp_gateway6 for f in facts.interfaces.values() if f.dhcp_gateway6},
+    )
+    links = read_interfaces(handle, gateways)
+    nexthops, groups, foreign_ids = read_nexthops(handle, {i: f.name for i, f in links.items()})
+    observed = dataclasses.replace(before, nexthops=frozenset(nexthops), groups=frozenset(groups))
+    fresh = dataclasses.replace(
+        facts,
+        interfaces={f.name: f for f in links.values()},
+        foreign_nexthop_ids=frozenset(foreign_ids),
+    )
+    return observed, fresh
 
 
 def _route(kr: KernelRoute, names: Mapping[int, str]) -> Route:
