@@ -7,7 +7,7 @@ import textwrap
 from ecmpd.config import parse_config
 from ecmpd.export import networkd
 from ecmpd.export.render import config_facts, join
-from ecmpd.facts import KernelFacts
+from ecmpd.facts import InterfaceFacts, KernelFacts
 from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
 
 EVERY_KIND = """
@@ -211,7 +211,21 @@ def test_every_rule_kind_parses_back() -> None:
     dhcp0 = parse(out["10-ecmpd-dhcp0.network"])
     # The lease's address is networkd's DHCP client's business, not a static Address=.
     assert dhcp0[1] == ("Network", [("DHCP", "ipv4")])
-    assert ("Gateway", "10.5.0.1") in dhcp0[2][1]
+    # The uplink table's default follows the lease, as ecmpd does (systemd.network(5)).
+    assert ("Gateway", "_dhcp4") in dhcp0[2][1]
+    assert "# gateway: dhcp: the lease's gateway (10.5.0.1 at export time)" in out[
+        "10-ecmpd-dhcp0.network"
+    ]
+
+
+def test_a_dhcp_uplink_without_a_lease_still_gets_its_tables_default() -> None:
+    text = """
+        uplinks:
+          - {name: cable, interface: dhcp0, gateway: dhcp}
+    """
+    facts = KernelFacts(interfaces={"dhcp0": InterfaceFacts("dhcp0", 5)})
+    routes = routes_of(files(text, facts)["10-ecmpd-dhcp0.network"])
+    assert {"Destination": "0.0.0.0/0", "Gateway": "_dhcp4", "Table": "101"} in routes
 
 
 def test_without_the_kernel_the_address_is_left_to_the_reader() -> None:

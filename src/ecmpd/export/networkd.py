@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ecmpd.config import Config
 from ecmpd.desired import (
+    DEFAULT4,
     DEFAULT6,
     IPV6_METRIC,
     MAIN_TABLE,
@@ -38,6 +39,7 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 FULL_MASK = 0xFFFFFFFF
 # networkd puts the gateway of the link's router advertisements into a route with this.
 RA_GATEWAY = "_ipv6ra"
+DHCP_GATEWAY = "_dhcp4"
 
 
 def files(config: Config, facts: KernelFacts) -> dict[str, str]:
@@ -95,26 +97,40 @@ def ra_tables(config: Config) -> frozenset[int]:
 
 
 def _routes(config: Config, state: DesiredState, facts: KernelFacts) -> list[Route]:
-    """The state's routes, and an IPv6 default route for each `gateway6: ra` table lacking one."""
-    # Without a router at export time ecmpd has no such route yet; networkd fills in
-    # the gateway (Gateway=_ipv6ra) whenever one advertises itself.
+    """The state's routes, and a default route for each `dhcp`/`ra` uplink table lacking one."""
+    # Without a lease or router at export time ecmpd has no such route yet; networkd
+    # fills in the gateway (Gateway=_dhcp4 / _ipv6ra) whenever one is learnt.
     routes = set(state.routes)
-    have = {r.table for r in routes if is_ra_default(r, config)}
+    have = {(r.family, r.table) for r in routes if learned_gateway(r, config)}
     for uplink in config.uplinks:
-        if uplink.gateway6 != "ra" or uplink.table in have:
-            continue
-        source = resolve_uplink(uplink, facts, True, Family.INET6).source
-        routes.add(
-            Route(
-                family=Family.INET6,
-                table=uplink.table,
-                dst=DEFAULT6,
-                ifname=uplink.interface,
-                prefsrc=source.ip if source is not None else None,
-                metric=IPV6_METRIC,
+        for family, learns in ((Family.INET, uplink.gateway == "dhcp"),
+                               (Family.INET6, uplink.gateway6 == "ra")):  # fmt: skip
+            if not learns or (family, uplink.table) in have:
+                continue
+            source = resolve_uplink(uplink, facts, True, family).source
+            routes.add(
+                Route(
+                    family=family,
+                    table=uplink.table,
+                    dst=DEFAULT6 if family is Family.INET6 else DEFAULT4,
+                    ifname=uplink.interface,
+                    prefsrc=source.ip if source is not None else None,
+                    metric=IPV6_METRIC if family is Family.INET6 else 0,
+                )
             )
-        )
     return _sorted_routes(routes)
+
+
+def learned_gateway(route: Route, config: Config) -> str | None:
+    """networkd's name for the gateway a `dhcp`/`ra` uplink's own default route follows."""
+    if route.dst.prefixlen != 0 or route.nhid is not None:
+        return None
+    if is_ra_default(route, config):
+        return RA_GATEWAY
+    dhcp_tables = {u.table for u in config.uplinks if u.gateway == "dhcp"}
+    if route.family is Family.INET and route.table in dhcp_tables:
+        return DHCP_GATEWAY
+    return None
 
 
 def is_ra_default(route: Route, config: Config) -> bool:
@@ -224,10 +240,15 @@ def _route(route: Route, config: Config, state: DesiredState) -> Section:
         group = next((g for g in state.groups if g.id == route.nhid), None)
         ra_links = frozenset(u.interface for u in config.uplinks if u.gateway6 == "ra")
         lines += _multipath(group, {n.id: n for n in state.nexthops}, ra_links)
-    if is_ra_default(route, config):
+    if learned := learned_gateway(route, config):
         known = f" ({route.gateway} at export time)" if route.gateway is not None else ""
-        lines.append(f"# gateway6: ra: the advertised router{known}")
-        lines.append(f"Gateway={RA_GATEWAY}")
+        what = (
+            "gateway6: ra: the advertised router"
+            if learned == RA_GATEWAY
+            else ("gateway: dhcp: the lease's gateway")
+        )
+        lines.append(f"# {what}{known}")
+        lines.append(f"Gateway={learned}")
     elif route.gateway is not None:
         lines.append(f"Gateway={route.gateway}")
         if route.onlink:
