@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -10,7 +9,6 @@ import random
 import secrets
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from ecmpd.kernel.nexthop import (
     set_route,
 )
 from ecmpd.kernel.transport import release
+from ecmpd.lab import netns
 from ecmpd.model import (
     NH_ID_BASE,
     RTPROT_ECMPD,
@@ -55,7 +54,6 @@ TABLE = 1000
 RTPROT_STATIC = 4
 NH1, NH2, NH3 = NH_ID_BASE + 1, NH_ID_BASE + 2, NH_ID_BASE + 3
 GROUP = NH_ID_BASE + 100
-CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 
 
@@ -91,28 +89,7 @@ def netlink_socket_in(ns: str) -> socket.socket:
     SIGTERM-to-KeyboardInterrupt handler lets that child live on as a second pytest
     run; setns() in a thread switches only that thread, so nothing forks.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    opened: list[socket.socket | OSError] = []
-
-    def enter_and_open() -> None:
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code))
-            opened.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-        except OSError as e:
-            opened.append(e)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=enter_and_open)
-    thread.start()
-    thread.join()
-    (result,) = opened
-    if isinstance(result, OSError):
-        raise result
-    return result
+    return netns.socket_in(ns, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
 @dataclass

@@ -13,7 +13,6 @@ there, so a caller on a thread outside that namespace never reaches its own.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -21,8 +20,9 @@ import socket
 import struct
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
+
+from ecmpd.kernel import threadns
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -38,7 +38,6 @@ NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
 SIOCGSKNS = 0x894C
-CLONE_NEWNET = 0x40000000
 # Dump datagrams are at most 32 KiB (the kernel caps them); a message that does not fit
 # a buffer this size is reported (MSG_TRUNC), never silently cut.
 RECV_BYTES = 1 << 20
@@ -253,15 +252,6 @@ def _check_error(flags: int, payload: bytes) -> None:
     raise NetlinkError(code, text)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-NsKey = tuple[int, int]  # (st_dev, st_ino) of a network namespace
-
-
-def _thread_netns() -> NsKey:
-    st = os.stat("/proc/thread-self/ns/net")
-    return (st.st_dev, st.st_ino)
-
-
 class SocketsBeside:
     """Raw sockets opened beside other sockets: one per network namespace met.
 
@@ -271,7 +261,7 @@ class SocketsBeside:
     """
 
     def __init__(self) -> None:
-        self._by_ns: dict[NsKey, NetlinkSocket] = {}
+        self._by_ns: dict[threadns.NsKey, NetlinkSocket] = {}
         self._lock = threading.Lock()
 
     def get(self, fileno: int) -> NetlinkSocket:
@@ -289,12 +279,16 @@ class SocketsBeside:
                 st = os.fstat(ns_fd)
                 key = (st.st_dev, st.st_ino)
             else:
-                key = _thread_netns()
+                key = threadns.thread_netns()
             with self._lock:
                 nl = self._by_ns.get(key)
                 if nl is None or nl.closed:
-                    here = ns_fd < 0 or key == _thread_netns()
-                    nl = NetlinkSocket.open() if here else _in_namespace(ns_fd, NetlinkSocket.open)
+                    here = ns_fd < 0 or key == threadns.thread_netns()
+                    nl = (
+                        NetlinkSocket.open()
+                        if here
+                        else threadns.in_thread(NetlinkSocket.open, "ecmpd-netlink-open", ns_fd)
+                    )
                     self._by_ns[key] = nl
                 return nl
         finally:
@@ -307,31 +301,6 @@ class SocketsBeside:
             for nl in self._by_ns.values():
                 nl.close()
             self._by_ns.clear()
-
-
-def _in_namespace(ns_fd: int, make: Callable[[], NetlinkSocket]) -> NetlinkSocket:
-    """Run `make` in a throwaway thread moved into the namespace `ns_fd` (no fork)."""
-    result: list[NetlinkSocket] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-            want = os.fstat(ns_fd)
-            if _thread_netns() != (want.st_dev, want.st_ino):
-                raise RuntimeError("setns did not take effect")
-            result.append(make())
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=worker, name="ecmpd-netlink-open", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 _beside: weakref.WeakKeyDictionary[Any, SocketsBeside] = weakref.WeakKeyDictionary()

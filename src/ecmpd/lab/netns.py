@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import re
@@ -21,12 +20,12 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from ecmpd.kernel import threadns
+
 NETNS_DIR = Path("/var/run/netns")
-CLONE_NEWNET = 0x40000000
 # Namespace names become file names and show up in `ip netns list`; keeping them
 # short and plain keeps every tool (and a human reading the list) happy.
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
@@ -81,7 +80,7 @@ def create_netns(name: str) -> None:
     if path.exists():
         raise FileExistsError(errno.EEXIST, "network namespace exists", name)
     try:
-        _run_in_thread(lambda: _unshare_and_attach(name))
+        threadns.in_thread(lambda: _unshare_and_attach(name), "netns-create")
     except BaseException:
         # A failure after the mount point was made leaves an empty file that
         # `ip netns list` would show; it is ours (it did not exist above).
@@ -98,27 +97,8 @@ def _unshare_and_attach(name: str) -> None:
     unshare moves only the calling thread, and the mount keeps the namespace alive
     after the thread ends.
     """
-    if _libc.unshare(CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), name)
+    threadns.unshare()
     pr_netns.attach(name, f"{os.getpid()}/task/{threading.get_native_id()}")
-
-
-def _run_in_thread(func: Callable[[], None]) -> None:
-    """Runs func in a throwaway thread (its namespace changes die with it)."""
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            func()
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=worker, name="netns-create", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
 
 
 def remove_netns(name: str) -> None:
@@ -241,38 +221,12 @@ def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socke
 
 
 def call_in(name: str, func: Callable[[], T]) -> T:
-    """Runs func inside the namespace, in a throwaway thread, and returns its result."""
-    result: list[T] = []
-    errors: list[BaseException] = []
+    """Runs func inside the namespace, in a throwaway thread, and returns its result.
 
-    def worker() -> None:
-        try:
-            _enter_thread(name)
-            result.append(func())
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    # setns() moves only the calling thread, and /proc/sys/net and new sockets
-    # follow the thread's namespace: no fork, and no way for func to run in
-    # the root namespace (it runs only after setns succeeded and was checked).
-    thread = threading.Thread(target=worker, name=f"netns:{name}", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
-
-
-def _enter_thread(name: str) -> None:
-    """Moves the calling thread into the namespace and verifies it got there."""
+    No fork, and no way for func to run in the root namespace (see kernel.threadns).
+    """
     with netns_fd(name) as fd:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), name)
-        want = os.fstat(fd)
-    got = os.stat("/proc/thread-self/ns/net")
-    if (got.st_dev, got.st_ino) != (want.st_dev, want.st_ino):
-        raise RuntimeError(f"setns into {name} did not take effect")
+        return threadns.in_thread(func, f"netns:{name}", fd, name)
 
 
 def _argv(ns: str, argv: Sequence[str]) -> list[str]:
