@@ -16,17 +16,37 @@ from typing import Any
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
+# The status document's family keys, in the order shown, and their short labels.
+FAMILY_LABELS = {"ipv4": "v4", "ipv6": "v6"}
+# States that explain a family being out of its group; out in any other is marked.
+OUT_OF_GROUP_STATES = frozenset({"down", "drained"})
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars
 SPARKS = "▁▂▃▄▅▆▇█"
 FIXED_WIDTH = 74
 MIN_BAR, MAX_BAR = 3, 30
+UNBOUNDED = 10_000  # cells: wider than any terminal
 # Share within this many percentage points of the weight's is on target (green), within
 # twice as many close (yellow); beyond, red.
 SHARE_TOLERANCE_PP = 3.0
+
+
+@dataclass(frozen=True)
+class FamilyView:
+    """One address family of an uplink: the daemon tracks health per family."""
+
+    family: str  # ipv4, ipv6 (the status document's keys)
+    state: str  # up, down, unknown, drained
+    in_balancer: bool
+
+    @property
+    def out(self) -> bool:
+        """Out of its group although its state does not say why (e.g. not applied yet)."""
+        return not self.in_balancer and self.state not in OUT_OF_GROUP_STATES
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,20 @@ class UplinkView:
     flows: int | None = None
     health: str | None = None
     history: tuple[float, ...] = ()  # throughput, oldest first, one point per history step
+    # Each family it carries (when the source tells); the fields above are the primary's.
+    families: tuple[FamilyView, ...] = ()
+
+    @property
+    def mixed(self) -> bool:
+        """Its families differ (one up, one down; or one out of its group): worth a glance."""
+        return len({(f.state, f.out) for f in self.families}) > 1
+
+    @property
+    def down(self) -> bool:
+        """Down in every family it carries."""
+        if self.families:
+            return all(f.state == "down" for f in self.families)
+        return self.state == "down"
 
 
 @dataclass(frozen=True)
@@ -111,7 +145,30 @@ class UplinkTable:
         spare = max(0, options.max_width - FIXED_WIDTH)
         throughput = max(MIN_BAR, min(MAX_BAR, spare * 3 // 5))
         share = max(MIN_BAR, min(MAX_BAR, spare - throughput))
-        yield _table(self.snapshot, throughput, share)
+        table = _table(self.snapshot, throughput, share)
+        # Wider columns than that estimate (out / in, a state per family) would have rich
+        # squeeze every column's figures into "…": narrow the bars instead, while they can.
+        while (over := _width(console, options, table) - options.max_width) > 0:
+            narrower = _narrower(throughput, share, over)
+            if narrower == (throughput, share):
+                break
+            throughput, share = narrower
+            table = _table(self.snapshot, throughput, share)
+        yield table
+
+
+def _width(console: Console, options: ConsoleOptions, table: Table) -> int:
+    """The table's natural width (a measure within the console's width is clamped to it)."""
+    return Measurement.get(console, options.update_width(UNBOUNDED), table).maximum
+
+
+def _narrower(throughput: int, share: int, over: int) -> tuple[int, int]:
+    """The two bar widths, together `over` cells narrower (3:2, neither below MIN_BAR)."""
+    cut = min(throughput - MIN_BAR, (over * 3 + 4) // 5)
+    rest = min(share - MIN_BAR, over - cut)
+    # The share bar at its minimum: the throughput bar gives what is left.
+    cut = min(throughput - MIN_BAR, over - rest)
+    return throughput - cut, share - rest
 
 
 def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
@@ -130,12 +187,11 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
     total = sum(u.mbit for u in snap.uplinks)
     targets = target_shares(snap.uplinks)
     for u in snap.uplinks:
-        style = STATE_STYLE.get(u.state, "white")
         row: list[RenderableType] = [
-            Text(u.name, style="bold"),
-            Text(f"● {u.state}", style=style),
+            Text(u.name, style="bold yellow" if u.mixed else "bold"),
+            _state(u),
             # A down uplink's figures are its window's past answers: no RTT to show now.
-            Text("-" if u.rtt_ms is None or u.state == "down" else f"{u.rtt_ms:.1f} ms"),
+            Text("-" if u.rtt_ms is None or u.down else f"{u.rtt_ms:.1f} ms"),
             _loss(u.loss),
         ]
         if any(v.flows is not None for v in snap.uplinks):
@@ -146,6 +202,21 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
         row.append(_share(u.mbit / total if total > 0 else 0.0, targets[u.name], share_bar))
         table.add_row(*row)
     return table
+
+
+def _state(u: UplinkView) -> Text:
+    """One state ("● up"), or each family's when they differ ("v4 ● up · v6 ● down")."""
+    if not u.mixed:
+        return Text(f"● {u.state}", style=STATE_STYLE.get(u.state, "white"))
+    text = Text()
+    for i, f in enumerate(u.families):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(f"{FAMILY_LABELS.get(f.family, f.family)} ")
+        text.append(f"● {f.state}", style=STATE_STYLE.get(f.state, "white"))
+        if f.out:
+            text.append(" out", style="bold yellow")
+    return text
 
 
 def _loss(loss: float | None) -> Text:
@@ -270,11 +341,37 @@ def _events(events: Iterable[tuple[float, str]]) -> Table:
 
 
 def health_figures(uplink: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """(rtt ms, loss) of a status entry: the best target's average RTT, the worst loss."""
+    """(rtt ms, loss) of a status entry: the best target's average RTT, the worst loss.
+
+    With families, the RTT is that of the families not down: a down family's figures are
+    its window's past answers, while the other family's are current.
+    """
     targets = uplink.get("targets") or []
-    rtts = [float(t["rtt_avg_ms"]) for t in targets if t.get("rtt_avg_ms") is not None]
+    families = uplink.get("families") or {}
+    timed = (
+        [t for f in families.values() if f.get("state") != "down" for t in f.get("targets") or []]
+        if families
+        else targets
+    )
+    rtts = [float(t["rtt_avg_ms"]) for t in timed if t.get("rtt_avg_ms") is not None]
     losses = [float(t.get("loss", 0.0)) for t in targets]
     return (min(rtts) if rtts else None), (max(losses) if losses else None)
+
+
+def family_views(uplink: Mapping[str, Any]) -> tuple[FamilyView, ...]:
+    """Each family of a status entry, IPv4 first; () when the entry has no `families`."""
+    families: Mapping[str, Mapping[str, Any]] = uplink.get("families") or {}
+    order = [k for k in FAMILY_LABELS if k in families] + sorted(
+        k for k in families if k not in FAMILY_LABELS
+    )
+    return tuple(
+        FamilyView(
+            family=key,
+            state=str(families[key].get("state", "unknown")),
+            in_balancer=bool(families[key].get("in_balancer")),
+        )
+        for key in order
+    )
 
 
 # --- redrawing ----------------------------------------------------------------------

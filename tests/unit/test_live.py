@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ from rich.console import Console
 
 from ecmpd.cli.watch import Feed, parse_capacities
 from ecmpd.live import (
+    FamilyView,
     LiveView,
     Snapshot,
     UplinkView,
     bar,
+    family_views,
     health_figures,
     render,
     sparkline,
@@ -155,6 +158,106 @@ def test_render_fits_narrow_and_wide_terminals() -> None:
         assert max(len(line) for line in text_of(FAILURE, width).splitlines()) <= width
 
 
+def row_of(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"│ {name} "))
+
+
+def dual(
+    v4: str, v6: str, *, in4: bool | None = None, in6: bool | None = None
+) -> tuple[FamilyView, FamilyView]:
+    """The families of a dual-stack uplink; each in its group when up unless told."""
+    return (
+        FamilyView("ipv4", v4, v4 == "up" if in4 is None else in4),
+        FamilyView("ipv6", v6, v6 == "up" if in6 is None else in6),
+    )
+
+
+def test_a_dual_stack_uplink_whose_families_agree_shows_one_state() -> None:
+    a, b, c = FAILURE.uplinks
+    snap = replace(
+        FAILURE,
+        uplinks=(
+            replace(a, families=dual("up", "up")),
+            replace(b, families=dual("down", "down")),
+            replace(c, families=(FamilyView("ipv4", "up", True),)),
+        ),
+    )
+    assert not any(u.mixed for u in snap.uplinks)
+    # The same frame as without families: nothing to tell apart.
+    assert text_of(snap) == text_of(FAILURE)
+
+
+def test_a_degraded_uplink_shows_each_family_at_100_columns() -> None:
+    a, b, c = FAILURE.uplinks
+    snap = replace(
+        FAILURE,
+        uplinks=(
+            replace(a, families=dual("up", "up")),
+            # IPv4 answers, IPv6 does not: still in the (IPv4) balancer, out of the IPv6 one.
+            replace(b, state="up", in_balancer=True, families=dual("up", "down")),
+            replace(c, families=dual("up", "up")),
+        ),
+    )
+    text = text_of(snap)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text  # the bars made room, no figure was cut
+    row_b = row_of(text, "isp-b")
+    assert "v4 ● up · v6 ● down" in row_b and "51.7 ms" in row_b and "33%" in row_b
+    assert "● up " in row_of(text, "isp-a") and "v6" not in row_of(text, "isp-a")
+    assert row_b.rstrip(" │").endswith("0%  57%")  # its IPv4 weight counts again
+
+
+def test_a_degraded_uplink_stands_out_in_colour() -> None:
+    a, b, _ = FAILURE.uplinks
+    snap = replace(
+        FAILURE,
+        uplinks=(replace(a, families=dual("up", "up")), replace(b, families=dual("down", "up"))),
+    )
+    console = Console(record=True, width=100, file=io.StringIO(), color_system="standard")
+    console.print(render(snap))
+    rows = [line for line in console.export_text(styles=True).splitlines() if "●" in line]
+    row_a, row_b = (next(line for line in rows if name in line) for name in ("isp-a", "isp-b"))
+    # Its name in bold yellow (isp-a's in plain bold), each family's state in its colour.
+    assert "\x1b[1misp-a " in row_a and "\x1b[1;33misp-b " in row_b
+    assert "\x1b[31m● down\x1b[0m" in row_b and "\x1b[32m● up" in row_b
+
+
+def test_a_family_out_of_its_group_for_no_reason_its_state_gives_is_marked() -> None:
+    a, b, _ = FAILURE.uplinks
+    up_but_out = replace(a, families=dual("up", "up", in6=False))
+    drained = replace(b, state="drained", families=dual("drained", "drained"))
+    snap = replace(FAILURE, uplinks=(up_but_out, drained))
+    assert up_but_out.mixed and not drained.mixed
+    text = text_of(snap)
+    assert "v4 ● up · v6 ● up out" in row_of(text, "isp-a")
+    assert "● drained" in row_of(text, "isp-b") and "out" not in row_of(text, "isp-b")
+
+
+def test_rtt_is_hidden_only_when_every_family_is_down() -> None:
+    a, b, _ = FAILURE.uplinks
+    half = replace(a, state="down", rtt_ms=20.0, families=dual("down", "up"))
+    whole = replace(b, rtt_ms=20.0, families=dual("down", "down"))
+    text = text_of(replace(FAILURE, uplinks=(half, whole)))
+    assert "v4 ● down · v6 ● up" in row_of(text, "isp-a") and "20.0 ms" in row_of(text, "isp-a")
+    assert "20.0 ms" not in row_of(text, "isp-b")
+
+
+def test_the_watch_columns_fit_100_columns_with_a_degraded_uplink() -> None:
+    for families in ((), dual("up", "down")):
+        snap = Snapshot(
+            title="ecmpd watch · 2 uplinks",
+            uplinks=(
+                view("up-a", "up", 1, 40.0, tx_mbit=40.0, rx_mbit=2.0, families=families),
+                view("up-b", "unknown", 3, 120.0, tx_mbit=3.0, rx_mbit=120.0, rtt_ms=5.0),
+            ),
+        )
+        text = text_of(snap)
+        assert max(len(line) for line in text.splitlines()) <= 100
+        # out / in makes the table wider than the bars' estimate: they narrow, nothing is cut.
+        assert "…" not in text and "throughput, Mbit/s" in text and "5.0 ms" in text
+        assert ("v4 ● up · v6 ● down" in text) == bool(families)
+
+
 def test_bar_and_sparkline_primitives() -> None:
     assert bar(0.5, 4, "cyan").plain == "██  "
     assert bar(1.7, 3, "cyan").plain == "███"
@@ -174,6 +277,33 @@ def test_health_figures_take_the_best_rtt_and_the_worst_loss() -> None:
     }
     assert health_figures(status) == (9.0, 1.0)
     assert health_figures({"targets": []}) == (None, None)
+
+
+def test_health_figures_time_the_families_not_down() -> None:
+    v4 = {"rtt_avg_ms": 5.0, "loss": 1.0}  # a down family's RTT is from before it failed
+    v6 = {"rtt_avg_ms": 8.0, "loss": 0.0}
+    status: dict[str, Any] = {
+        "targets": [v4, v6],
+        "families": {
+            "ipv4": {"state": "down", "targets": [v4]},
+            "ipv6": {"state": "up", "targets": [v6]},
+        },
+    }
+    assert health_figures(status) == (8.0, 1.0)
+    status["families"]["ipv6"]["state"] = "down"
+    assert health_figures(status) == (None, 1.0)
+
+
+def test_family_views_come_ipv4_first_from_the_status() -> None:
+    status = {
+        "state": "up",
+        "families": {
+            "ipv6": {"state": "down", "in_balancer": False},
+            "ipv4": {"state": "up", "in_balancer": True},
+        },
+    }
+    assert family_views(status) == dual("up", "down")
+    assert family_views({"state": "up"}) == ()
 
 
 def test_live_view_redraws_from_fresh_snapshots_and_stops() -> None:
@@ -255,6 +385,29 @@ def test_feed_turns_status_and_counters_into_rates_and_shares() -> None:
     text = text_of(feed.snapshot())
     assert "ecmpd pid 42, up 7 s, 2 kernel updates" in text
     assert "25%  25%" in text and "75%  75%" in text
+
+
+def test_feed_shows_each_family_of_a_degraded_uplink() -> None:
+    fake = Fake()
+    plain = fake.status
+
+    def dual_stack() -> Mapping[str, Any]:
+        status = dict(plain())
+        b = dict(status["uplinks"][1])
+        # As the daemon reports it: top-level figures are IPv4's, IPv6 failed on its own.
+        b["families"] = {
+            "ipv4": {"state": "up", "in_balancer": True, "targets": []},
+            "ipv6": {"state": "down", "in_balancer": False, "targets": []},
+        }
+        status["uplinks"] = [status["uplinks"][0], b]
+        return status
+
+    feed = Feed(dual_stack, fake.counters, clock=lambda: fake.now)
+    feed.sample()
+    a, b = feed.snapshot().uplinks
+    assert a.families == () and b.families == dual("up", "down") and b.mixed
+    text = text_of(feed.snapshot())
+    assert "v4 ● up · v6 ● down" in row_of(text, "b") and "v6" not in row_of(text, "a")
 
 
 def test_feed_keeps_history_per_step_and_survives_a_silent_daemon() -> None:

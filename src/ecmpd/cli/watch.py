@@ -1,8 +1,8 @@
 """`ecmpd watch`: the live view of a running daemon, with the kernel's interface counters.
 
-State, health, RTT and loss come from the daemon's status (control socket); throughput
-and shares from /proc/thread-self/net/dev of the namespace the command runs in, which
-must be the daemon's (in the lab: `ip netns exec <router> ecmpd watch`).
+State (per address family), health, RTT and loss come from the daemon's status (control
+socket); throughput and shares from /proc/thread-self/net/dev of the namespace the command
+runs in, which must be the daemon's (in the lab: `ip netns exec <router> ecmpd watch`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError
 from ecmpd.control import DaemonNotRunning, request
-from ecmpd.live import LiveView, Snapshot, UplinkView, health_figures, render
+from ecmpd.live import LiveView, Snapshot, UplinkView, family_views, health_figures, render
 from ecmpd.metrics import InterfaceCounters, read_interface_counters, status_interfaces
 
 HISTORY_STEP_S = 1.0
@@ -157,6 +157,7 @@ class Feed:
                         rtt_ms=rtt,
                         loss=loss,
                         history=tuple(self.history.get(str(u["name"]), ())),
+                        families=family_views(u),
                     )
                 )
             daemon = status.get("daemon") or {}

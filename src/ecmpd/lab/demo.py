@@ -42,7 +42,7 @@ from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
 from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
 from ecmpd.lab.traffic6 import Traffic6
-from ecmpd.live import Snapshot, UplinkView, health_figures, target_shares
+from ecmpd.live import Snapshot, UplinkView, family_views, health_figures, target_shares
 from ecmpd.model import Family
 
 DEFAULT_DURATION_S = 60.0
@@ -509,15 +509,16 @@ class Demo:
             events=tuple((e["t"], e["text"]) for e in self.events),
             history_step_s=HISTORY_STEP_S,
             caption=self._caption(),
-            note=f"{self._ipv6_line()} · router namespace {self.lab.router} · "
+            note=f"{self._ipv6_group()} · namespace {self.lab.router} · "
             "Ctrl-C stops and removes the lab",
         )
 
-    def _ipv6_line(self) -> str:
-        """Each uplink in or out of the kernel's IPv6 group (the table shows IPv4)."""
+    def _ipv6_group(self) -> str:
+        """Who is out of the kernel's IPv6 group: the table's per-family states are the
+        daemon's, this is the kernel's measure (as the share column's is for IPv4)."""
         members = self.watch.now.get(Family.INET6, frozenset())
-        states = [f"{n} {'in' if n in members else 'OUT'}" for n in (i.name for i in self.lab.isps)]
-        return "IPv6 group: " + ", ".join(states)
+        out = [isp.name for isp in self.lab.isps if isp.name not in members]
+        return "IPv6 group: " + (f"{', '.join(out)} out" if out else "all in")
 
     def _caption(self) -> str:
         """What to look at in the current phase."""
@@ -556,6 +557,7 @@ class Demo:
                     loss=loss,
                     flows=flows.get(isp.name),
                     history=_history(samples, isp.name) if with_history else (),
+                    families=family_views(status),
                 )
             )
         return views
