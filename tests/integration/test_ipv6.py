@@ -441,6 +441,12 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         assert uplink["families"]["ipv4"]["in_balancer"] is True
         assert (uplink["state"], uplink["degraded"]) == ("up", True)
         assert any(t["target"] == "2001:db8:100::1" for t in uplink["targets"])
+        # `ecmpd watch` shows the degraded uplink's families apart.
+        frame = ecmpd(lab.router, config, tmp_path / "run", "watch", "--once",
+                      env={"COLUMNS": "160"})
+        assert frame.returncode == 0, frame.stderr
+        row = next(line for line in frame.stdout.splitlines() if " isp-b " in line)
+        assert "v4 ● up · v6 ● down" in row, frame.stdout
         heal(lab, "isp-b")
         back = wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b back in IPv6")
         assert back < recovery_time(CheckConfig()) + 1.0, back
