@@ -548,6 +548,14 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
         advertise(isp_ns, "cust0", second, lifetime_s=0)
         wait_for(lambda: members(lab, GROUP6) == ALL - {"isp-b"}, 2, "isp-b leaves IPv6")
         assert members(lab, GROUP4) == ALL
+    # Without the daemon, status reads what the kernel learnt: no router now.
+    advertise(isp_ns, "cust0", first, lifetime_s=600)
+    wait_for(lambda: ra_routers() == {str(first)}, 2, "the kernel learns the router again")
+    status = ecmpd(lab.router, config, tmp_path / "run", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    uplinks = {u["name"]: u for u in json.loads(status.stdout)["uplinks"]}
+    assert uplinks["isp-b"]["gateway6"] == f"ra ({first})"
+    assert uplinks["isp-a"]["gateway6"] == str(lab.isps[0].gateway6)
 
 
 @pytest.mark.parametrize("lab", [{"ipv6": True, "lan": True}], indirect=True)

@@ -23,6 +23,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _gateway(configured: object, learned: object) -> str | None:
+    """The configured gateway; `dhcp`/`ra` with what the kernel learnt, e.g. `ra (fe80::1)`."""
+    if configured is None:
+        return None
+    if configured in ("dhcp", "ra"):
+        return f"{configured} ({learned or 'none yet'})"
+    return str(configured)
+
+
 def kernel_status(s: Session) -> dict[str, Any]:
     """The status document built from the kernel alone.
 
@@ -61,8 +70,8 @@ def kernel_status(s: Session) -> dict[str, Any]:
                 "interface": u.interface,
                 **primary,
                 "table": u.table,
-                "gateway": str(u.gateway) if u.gateway is not None else None,
-                "gateway6": str(u.gateway6) if u.gateway6 is not None else None,
+                "gateway": _gateway(u.gateway, iface.dhcp_gateway if iface else None),
+                "gateway6": _gateway(u.gateway6, iface.dhcp_gateway6 if iface else None),
                 "carrier": iface.carrier if iface else None,
                 "families": families,
             }
