@@ -321,6 +321,33 @@ def gray_failure(ns: str) -> float:
     return nft(ns, GRAY_FAILURE_NFT)
 
 
+def family_gray_failure(ns: str, nfproto: str) -> float:
+    """The namespace (an ISP) drops one address family only ("ipv4" or "ipv6"), its own
+    answers too; the other family flows on.
+
+    Tables of the `inet` family see no ARP, so an IPv4 fault leaves ARP up, as
+    gray_failure does; an IPv6 fault drops neighbour discovery too (it is ICMPv6).
+    heal() undoes it (it flushes the whole ruleset).
+    """
+    if nfproto not in ("ipv4", "ipv6"):
+        raise ValueError(f"nfproto must be ipv4 or ipv6, not {nfproto!r}")
+    return nft(
+        ns,
+        f"""
+        table inet gray_{nfproto} {{
+            chain input_drop {{
+                type filter hook input priority 0;
+                meta nfproto {nfproto} drop
+            }}
+            chain forward_drop {{
+                type filter hook forward priority 0;
+                meta nfproto {nfproto} drop
+            }}
+        }}
+        """,
+    )
+
+
 def random_loss(ns: str, percent: int) -> float:
     """The namespace drops a random share of what it receives and forwards (nft numgen)."""
     return nft(

@@ -78,6 +78,7 @@ def test_quick_failover_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix:
     assert loss["loss"] == 0.05 and loss["duration_s"] > 0 and _number(loss["count"])
     for per_config in loss["per_config"].values():
         assert per_config["probe_loss_observed"] > 0  # the loss really happened
+    _check_dual_stack(doc)
     cost = doc["daemon_cost"]
     assert (cost["uplinks"], cost["targets"], cost["rate_hz"]) == (8, 2, 10)
     assert 0 < cost["cpu_percent"] < 100 and 5 < cost["rss_mb"] < 500
@@ -88,3 +89,27 @@ def test_quick_failover_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert lab_prefix not in listed.stdout
     assert netns.list_netns(lab_prefix) == []
+
+
+def _check_dual_stack(doc: dict[str, Any]) -> None:
+    """The IPv6 phase: both families timed in the same lab, neither touching the other."""
+    dual = doc["ipv6"]
+    assert dual["failed_runs"] == [], dual["failed_runs"]
+    assert dual["targets_per_family"] == {"ipv4": 2, "ipv6": 2}
+    assert {r["family"] for r in dual["runs"]} == {"ipv4", "ipv6"}
+    for family in ("ipv6", "ipv4"):
+        assert dual[f"{family}_removal_s"]["n"] == 2, family
+        assert _sane_seconds(dual[f"{family}_removal_s"], 3.0), dual[f"{family}_removal_s"]
+        assert _sane_seconds(dual[f"{family}_recovery_s"], 5.0), dual[f"{family}_recovery_s"]
+    for run in dual["runs"]:
+        # Nothing is judged lost before a probe's timeout: the removal was the daemon's doing.
+        assert run["removal_s"] >= dual["check"]["timeout_s"], run
+        # The other family's group was read all along (2 ms polls over a second or more).
+        assert run["other_family_polls"] > 50, run
+    assert dual["other_family_changes"] == {"ipv6": 0, "ipv4": 0}, dual["runs"]
+    # The same check in both families: neither should take several times the other.
+    for key in ("ipv6_vs_ipv4_removal_median", "ipv6_vs_ipv4_recovery_median"):
+        assert 0.2 < doc["ratios"][key] < 5, (key, doc["ratios"][key])
+    # IPv6 is held to IPv4's gray-failure target for the default check.
+    targets = doc["targets"]
+    assert targets["ipv6_detection_s"] == targets["ipv6_recovery_s"] == targets["restore_default_s"]

@@ -19,7 +19,7 @@ BENCH_TIMEOUT_S = 600
 # What each benchmark's document must carry for the README's table.
 KEYS = {
     "apply": ("results", "targets", "met"),
-    "failover": ("default", "tuned", "anchor_cron", "ratios", "false_transitions", "met"),
+    "failover": ("default", "tuned", "anchor_cron", "ratios", "false_transitions", "ipv6", "met"),
     "flows": ("moved_lookups", "moved_tcp", "recovered_share", "goodput", "met"),
     "table": ("empty_table", "full_table", "ratio_observe_vs_unfiltered_dump"),
 }
@@ -84,7 +84,12 @@ def test_the_table_has_a_row_per_figure_with_its_anchor(bench: dict[str, Any]) -
     assert all(line.count(" | ") == 3 for line in rows), rows
     expected = {
         "apply": ("`ip -batch`", "classic multipath `ip route replace`"),
-        "failover": ("cron ping every 60 s", "cron monitor:"),
+        "failover": (
+            "cron ping every 60 s",
+            "cron monitor:",
+            "IPv6 gray failure: out of the IPv6 group / back",
+            "IPv4 gray failure, same lab:",
+        ),
         "flows": ("classic multipath route:", "a single default route:"),
         "table": ("one unfiltered route dump:",),
     }

@@ -483,6 +483,7 @@ def _failover_rows(doc: dict[str, Any]) -> list[Row]:
                 f"≤ {_fmt(_get(doc, 'targets', target_key), ' s')}" + _met(doc, target_key),
             )
         )
+    rows += _ipv6_rows(doc)
     carrier = _get(doc, "default", "carrier_removal_ms") or {}
     rows.append(
         (
@@ -519,6 +520,40 @@ def _failover_rows(doc: dict[str, Any]) -> list[Row]:
         )
     )
     return rows
+
+
+def _ipv6_rows(doc: dict[str, Any]) -> list[Row]:
+    """The dual-stack lab's row: IPv6 out of / back in its group, beside IPv4 in the same lab."""
+    dual = doc.get("ipv6")
+    if not isinstance(dual, dict):
+        return []  # a document from before the IPv6 phase
+
+    def pair(family: str, stat: str) -> str:
+        removal = _get(dual, f"{family}_removal_s", stat)
+        return f"{_fmt(removal, ' s')} / {_fmt(_get(dual, f'{family}_recovery_s', stat), ' s')}"
+
+    # During the IPv6 faults, the IPv4 group must keep every uplink.
+    changed = _get(dual, "other_family_changes", "ipv6")
+    untouched = ""
+    if changed == 0:
+        untouched = "; IPv4 group untouched"
+    elif changed is not None:
+        untouched = f"; IPv4 group changed in {changed} run(s)"
+    ratios = [_get(doc, "ratios", f"ipv6_vs_ipv4_{k}_median") for k in ("removal", "recovery")]
+    return [
+        (
+            "IPv6 gray failure: out of the IPv6 group / back (default check, worst case "
+            f"{_fmt(dual.get('detection_bound_s'), ' s')} / "
+            f"{_fmt(dual.get('recovery_bound_s'), ' s')}; "
+            f"{_fmt(_get(dual, 'ipv6_removal_s', 'n'))} runs)",
+            f"{pair('ipv6', 'median')} median, {pair('ipv6', 'max')} worst{untouched}",
+            f"IPv4 gray failure, same lab: {pair('ipv4', 'median')} median, "
+            f"{pair('ipv4', 'max')} worst (IPv6 takes {' / '.join(_times(r) for r in ratios)})",
+            f"≤ {_fmt(_get(doc, 'targets', 'ipv6_detection_s'), ' s')} / "
+            f"≤ {_fmt(_get(doc, 'targets', 'ipv6_recovery_s'), ' s')}"
+            + _met(doc, "ipv6_detection_s", "ipv6_recovery_s"),
+        )
+    ]
 
 
 def _flows_rows(doc: dict[str, Any]) -> list[Row]:
