@@ -292,6 +292,9 @@ def bench_uplinks(spaces: Namespaces, n: int, reps: int, flips: int) -> dict[str
         with run_dir() as run_e, run_dir() as run_a:
             ecmpd_host, anchor = open_host(names[0], run_e), open_host(names[2], run_a)
             hosts += [ecmpd_host, anchor]
+            for host in (ecmpd_host, anchor):
+                # As `ecmpd apply` sets it: no dhcp/ra uplink, no main defaults to read.
+                host.writer.want_defaults = config.follows_defaults()
             return measure(ecmpd_host, anchor, uplinks, config, threshold, reps, flips)
     finally:
         for host in hosts:
