@@ -25,6 +25,8 @@ import yaml
 
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
+from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
+from ecmpd.model import Family
 
 T = TypeVar("T")
 OPERSTATE_TIMEOUT = 10.0
@@ -261,14 +263,6 @@ def run_dir() -> Iterator[Path]:
 
 # --- The daemon in a namespace, faults, and what a process costs (failover_bench.py) ---
 
-# `inet` tables see both the ISP's own traffic (input: its answers to gateway probes)
-# and what it forwards (the customer's traffic and probes to servers).
-GRAY_FAILURE_NFT = """
-table inet gray {
-    chain input_drop { type filter hook input priority 0; policy drop; }
-    chain forward_drop { type filter hook forward priority 0; policy drop; }
-}
-"""
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.005) -> float:
@@ -318,34 +312,15 @@ def nft(ns: str, script: str) -> float:
 
 def gray_failure(ns: str) -> float:
     """The namespace (an ISP) drops everything, its own answers too; link and ARP stay up."""
-    return nft(ns, GRAY_FAILURE_NFT)
+    return nft(ns, gray_failure_ruleset())
 
 
-def family_gray_failure(ns: str, nfproto: str) -> float:
-    """The namespace (an ISP) drops one address family only ("ipv4" or "ipv6"), its own
-    answers too; the other family flows on.
+def family_gray_failure(ns: str, family: Family) -> float:
+    """The namespace (an ISP) drops one address family only; the other flows on.
 
-    Tables of the `inet` family see no ARP, so an IPv4 fault leaves ARP up, as
-    gray_failure does; an IPv6 fault drops neighbour discovery too (it is ICMPv6).
     heal() undoes it (it flushes the whole ruleset).
     """
-    if nfproto not in ("ipv4", "ipv6"):
-        raise ValueError(f"nfproto must be ipv4 or ipv6, not {nfproto!r}")
-    return nft(
-        ns,
-        f"""
-        table inet gray_{nfproto} {{
-            chain input_drop {{
-                type filter hook input priority 0;
-                meta nfproto {nfproto} drop
-            }}
-            chain forward_drop {{
-                type filter hook forward priority 0;
-                meta nfproto {nfproto} drop
-            }}
-        }}
-        """,
-    )
+    return nft(ns, gray_failure_ruleset(family))
 
 
 def random_loss(ns: str, percent: int) -> float:
@@ -369,7 +344,7 @@ def random_loss(ns: str, percent: int) -> float:
 
 def heal(ns: str) -> float:
     """Undoes gray_failure or random_loss."""
-    return nft(ns, "flush ruleset\n")
+    return nft(ns, HEAL_RULESET)
 
 
 def thread_in(ns: str, target: Callable[[], None], name: str) -> threading.Thread:

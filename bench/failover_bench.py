@@ -981,7 +981,7 @@ def family_gray_run(
 
     time.sleep(rng.uniform(0, FAULT_JITTER))
     t_fault = time.monotonic()
-    nft_s = family_gray_failure(isp.ns, name)
+    nft_s = family_gray_failure(isp.ns, family)
     try:
         out = f"{isp.name} out of {name}"
         t_out = wait_until(lambda: isp.name not in members(), REMOVAL_TIMEOUT, out, GROUP_POLL)

@@ -12,6 +12,7 @@ from typing import Any
 from ecmpd.kernel import nexthop as nl
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
+from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
 from ecmpd.lab.topology import Lab
 from ecmpd.model import NH_ID_BASE
 
@@ -81,17 +82,12 @@ def nft(ns: str, script: str) -> None:
 
 def gray_failure(lab: Lab, isp: str) -> None:
     """The ISP drops everything (its own answers and what it forwards); link and ARP stay up."""
-    nft(lab.ns(isp), """
-        table inet gray {
-            chain input_drop { type filter hook input priority 0; policy drop; }
-            chain forward_drop { type filter hook forward priority 0; policy drop; }
-        }
-    """)
+    nft(lab.ns(isp), gray_failure_ruleset())
 
 
 def heal(lab: Lab, isp: str) -> None:
     """Undo gray_failure or random_loss."""
-    nft(lab.ns(isp), "flush ruleset\n")
+    nft(lab.ns(isp), HEAL_RULESET)
 
 
 def random_loss(lab: Lab, isp: str, percent: int) -> None:

@@ -21,10 +21,11 @@ from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
+from ecmpd.lab.faults import gray_failure_ruleset
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.ra import advertise
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
-from ecmpd.model import NH_ID_BASE
+from ecmpd.model import NH_ID_BASE, Family
 from tests.conftest import next_lab_prefix, require_netns
 from tests.integration.daemonproc import heal, nft, running_daemon, wait_for
 from tests.integration.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
@@ -391,15 +392,7 @@ def test_foreign_ipv6_rules_routes_and_nexthops_are_never_touched(lab: Lab, tmp_
 
 def ipv6_gray_failure(lab: Lab, isp: str) -> None:
     """The ISP drops every IPv6 packet (neighbour discovery too); IPv4 flows on."""
-    nft(
-        lab.ns(isp),
-        """
-        table inet gray6 {
-            chain input_drop { type filter hook input priority 0; meta nfproto ipv6 drop; }
-            chain forward_drop { type filter hook forward priority 0; meta nfproto ipv6 drop; }
-        }
-    """,
-    )
+    nft(lab.ns(isp), gray_failure_ruleset(Family.INET6))
 
 
 def _family(daemon: Any, name: str, family: str) -> dict[str, Any]:

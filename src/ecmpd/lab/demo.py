@@ -38,6 +38,7 @@ from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
+from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
 from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
 from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
@@ -80,13 +81,6 @@ DEMO_CONFIG: dict[str, Any] = {
     "hash": ["src-ip", "dst-ip", "ip-proto", "src-port", "dst-port"],
     "balancer": {"idle_timer": 2},
 }
-# An inet table: it drops IPv4 and IPv6 alike (neighbour discovery too, ARP not).
-GRAY_FAILURE_NFT = """
-table inet gray {
-    chain input_drop { type filter hook input priority 0; policy drop; }
-    chain forward_drop { type filter hook forward priority 0; policy drop; }
-}
-"""
 
 
 class DemoError(RuntimeError):
@@ -375,7 +369,7 @@ class Demo:
         self.ipv6_flows = self.traffic6.finish()
         self.affected = self.traffic.slots_on(name)
         fault = self.marks.fault = time.monotonic()
-        nft(self.fail.ns, GRAY_FAILURE_NFT)
+        nft(self.fail.ns, gray_failure_ruleset())  # both families (neighbour discovery too)
         self.event(
             "fault",
             f"gray failure on [bold]{name}[/]: it drops everything, link and ARP stay up "
@@ -414,7 +408,7 @@ class Demo:
 
         self.phase = PHASES[2]
         heal = self.marks.heal = time.monotonic()
-        nft(self.fail.ns, "flush ruleset\n")
+        nft(self.fail.ns, HEAL_RULESET)
         self.event("heal", f"{name} heals", at=heal)
         back = self.marks.back = self.wait_for(
             lambda: self._joined(name), RECOVERY_TIMEOUT_S, f"{name} to rejoin the group"
