@@ -62,15 +62,10 @@ echo "== log"; cat /run/networkd.log
 """
 # One router advertisement out of an interface of the current namespace.
 SEND_RA = """
-import socket, sys
-from ecmpd.lab.ra import ALL_NODES, RA_HOP_LIMIT, router_advertisement
-ifname, source = sys.argv[1:]
-index = socket.if_nametoindex(ifname)
-with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, RA_HOP_LIMIT)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-    sock.bind((source, 0, 0, index))
-    sock.sendto(router_advertisement(600), (ALL_NODES, 0, 0, index))
+import sys
+from ipaddress import IPv6Address
+from ecmpd.lab.ra import send_advertisement
+send_advertisement(sys.argv[1], IPv6Address(sys.argv[2]), 600)
 """
 NETWORKD = Path("/usr/lib/systemd/systemd-networkd")
 

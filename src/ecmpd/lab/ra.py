@@ -41,14 +41,19 @@ def router_advertisement(lifetime_s: int) -> bytes:
     )
 
 
-def advertise(ns: str, ifname: str, source: IPv6Address, lifetime_s: int) -> None:
-    """Send one router advertisement from `source` (link-local) out of ns's ifname."""
+def send_advertisement(ifname: str, source: IPv6Address, lifetime_s: int) -> None:
+    """Send one router advertisement from `source` (link-local) out of ifname, in the
+    calling thread's namespace."""
     if not source.is_link_local:
         raise ValueError(f"{source}: router advertisements come from link-local addresses")
-    ifindex = netns.call_in(ns, lambda: socket.if_nametoindex(ifname))
-    sock = netns.socket_in(ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    with sock:
+    ifindex = socket.if_nametoindex(ifname)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, RA_HOP_LIMIT)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
         sock.bind((str(source), 0, 0, ifindex))
         sock.sendto(router_advertisement(lifetime_s), (ALL_NODES, 0, 0, ifindex))
+
+
+def advertise(ns: str, ifname: str, source: IPv6Address, lifetime_s: int) -> None:
+    """Send one router advertisement from `source` (link-local) out of ns's ifname."""
+    netns.call_in(ns, lambda: send_advertisement(ifname, source, lifetime_s))
