@@ -24,6 +24,7 @@ from common import (
     Namespaces,
     VethUplink,
     build_uplinks,
+    check,
     emit,
     install_sigterm,
     ip_batch,
@@ -68,16 +69,6 @@ NOTES = [
     "failover_ms: ecmpd's one nexthop-group replace removing uplink 0 (default resilient "
     "group); failback_ms puts it back.",
 ]
-
-
-class BenchError(Exception):
-    """The benchmark saw ecmpd (or the anchor) do something other than expected."""
-
-
-def check(condition: bool, message: str) -> None:
-    """Raises BenchError unless condition holds (asserts vanish under python -O)."""
-    if not condition:
-        raise BenchError(message)
 
 
 def netlink_ops(ops: Sequence[Op]) -> int:

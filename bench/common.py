@@ -37,6 +37,17 @@ UPLINK_IFINDEX = 1001
 FIRST_TABLE = 101
 
 
+class BenchError(Exception):
+    """The benchmark saw ecmpd (or an anchor, or a fault) do something other than
+    expected: its figures would mean nothing."""
+
+
+def check(condition: bool, message: str) -> None:
+    """Raises BenchError unless condition holds (asserts vanish under python -O)."""
+    if not condition:
+        raise BenchError(message)
+
+
 def progress(message: str) -> None:
     """One progress line on stderr (stdout carries only the JSON document)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -262,7 +273,6 @@ def run_dir() -> Iterator[Path]:
 
 
 # --- The daemon in a namespace, faults, and what a process costs (failover_bench.py) ---
-
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.005) -> float:

@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 from common import (
+    BenchError,
     Daemon,
     emit,
     family_gray_failure,
@@ -181,10 +182,6 @@ NOTES = [
     "daemon_cost: utime+stime of the daemon process (/proc/PID/stat, all threads) over the "
     "wall time, after all uplinks were up; rss from /proc/PID/status.",
 ]
-
-
-class BenchError(Exception):
-    """The benchmark saw something other than expected (a fault not taking effect, ...)."""
 
 
 # --- traffic ------------------------------------------------------------------------

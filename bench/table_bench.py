@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from common import (
     Namespaces,
     build_uplinks,
+    check,
     emit,
     install_sigterm,
     ip_batch,
@@ -61,16 +62,6 @@ BATCH_LINES = 50_000  # routes per `ip -batch` run while loading the table
 RTPROT_BGP = 186
 # The routes sit behind uplink 0's gateway: what a BGP session on that uplink installs.
 ROUTE_BASE = 0xAC100000  # 172.16.0.0: N /32s counted up from here (172.16.0.0/12 fits 1M)
-
-
-class BenchError(Exception):
-    """ecmpd did something other than expected: its figures would mean nothing."""
-
-
-def check(condition: bool, message: str) -> None:
-    """Raises BenchError unless condition holds (asserts vanish under python -O)."""
-    if not condition:
-        raise BenchError(message)
 
 
 def route_lines(first: int, count: int, gateway: str) -> list[str]:
