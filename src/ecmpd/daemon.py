@@ -148,8 +148,7 @@ class Daemon:
         config = self._load()
         self.ipr = await self._k(open_iproute)
         self.writer = KernelWriter(self.ipr, Record(self.run_dir))
-        self.writer.want_nat = config.mode is Mode.ROUTER
-        self.writer.want_defaults = config.follows_defaults()
+        self._serve(config)
         try:
             await self._observe(check=config)
             issues = check_against_kernel(config, self._facts)
@@ -194,6 +193,12 @@ class Daemon:
             return load_config(self.config_path)
         except ConfigError as err:
             raise StartupError(str(err)) from err
+
+    def _serve(self, config: Config) -> None:
+        """What the writer reads for this config: the NAT table, the main defaults."""
+        assert self.writer is not None
+        self.writer.want_nat = config.mode is Mode.ROUTER
+        self.writer.want_defaults = config.follows_defaults()
 
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a netlink call on the kernel thread."""
@@ -591,9 +596,7 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         old = self.uplinks
         self.config = config
-        assert self.writer is not None
-        self.writer.want_nat = config.mode is Mode.ROUTER
-        self.writer.want_defaults = config.follows_defaults()
+        self._serve(config)
         self.uplinks = {}
         for uplink in config.uplinks:
             keep = old.get(uplink.name)
