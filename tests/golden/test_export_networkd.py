@@ -213,9 +213,10 @@ def test_every_rule_kind_parses_back() -> None:
     assert dhcp0[1] == ("Network", [("DHCP", "ipv4")])
     # The uplink table's default follows the lease, as ecmpd does (systemd.network(5)).
     assert ("Gateway", "_dhcp4") in dhcp0[2][1]
-    assert "# gateway: dhcp: the lease's gateway (10.5.0.1 at export time)" in out[
-        "10-ecmpd-dhcp0.network"
-    ]
+    assert (
+        "# gateway: dhcp: the lease's gateway (10.5.0.1 at export time)"
+        in out["10-ecmpd-dhcp0.network"]
+    )
 
 
 def test_a_dhcp_uplink_without_a_lease_still_gets_its_tables_default() -> None:

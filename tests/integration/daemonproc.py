@@ -76,8 +76,7 @@ def group_members(lab: Lab) -> set[str]:
 
 def nft(ns: str, script: str) -> None:
     """Load an nftables script in a namespace, atomically (`nft -f -`, no shell)."""
-    netns.run_in(ns, ["nft", "-f", "-"], input=script, text=True, check=True,
-                 capture_output=True)
+    netns.run_in(ns, ["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True)
 
 
 def gray_failure(lab: Lab, isp: str) -> None:
@@ -92,7 +91,9 @@ def heal(lab: Lab, isp: str) -> None:
 
 def random_loss(lab: Lab, isp: str, percent: int) -> None:
     """The ISP drops a random share of packets (nftables numgen; netem is not available)."""
-    nft(lab.ns(isp), f"""
+    nft(
+        lab.ns(isp),
+        f"""
         table inet lossy {{
             chain input_loss {{
                 type filter hook input priority 0;
@@ -103,4 +104,5 @@ def random_loss(lab: Lab, isp: str, percent: int) -> None:
                 numgen random mod 100 < {percent} drop
             }}
         }}
-    """)
+    """,
+    )

@@ -46,7 +46,8 @@ def snapshot(ns: str) -> dict[str, Any]:
     # IPv6 link-local routes appear whenever the kernel finishes autoconfiguring a
     # fresh veth (DAD), independent of ecmpd; they would make snapshots racy.
     routes = [
-        r for r in routes
+        r
+        for r in routes
         if not (r.get("protocol") == "kernel" and str(r.get("dst", "")).startswith("fe80:"))
     ]
     for r in routes:  # link state flags change with carrier, not with ecmpd
@@ -112,12 +113,24 @@ def ip_route_get(ns: str, flows: Sequence[Flow]) -> list[dict[str, Any]]:
             words += ["from", str(f.src)]
         if f.iif:
             words += ["iif", f.iif]
-        words += ["ipproto", {6: "tcp", 17: "udp"}[f.ip_proto or 6],
-                  "sport", str(f.sport), "dport", str(f.dport)]
+        words += [
+            "ipproto",
+            {6: "tcp", 17: "udp"}[f.ip_proto or 6],
+            "sport",
+            str(f.sport),
+            "dport",
+            str(f.dport),
+        ]
         lines.append(" ".join(words))
     family = ["-6"] if flows and flows[0].dst.version == 6 else []
-    out = netns.run_in(ns, ["ip", *family, "-j", "-batch", "-"], input="\n".join(lines) + "\n",
-                       capture_output=True, text=True, check=True)
+    out = netns.run_in(
+        ns,
+        ["ip", *family, "-j", "-batch", "-"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     answers = [json.loads(line)[0] for line in out.stdout.splitlines() if line.strip()]
     assert len(answers) == len(flows)
     return answers

@@ -43,13 +43,20 @@ def test_apply_builds_the_balanced_state_and_reapply_changes_nothing(
     group = nexthops[GROUP_ID]
     assert group["type"] == "resilient"
     assert sorted((m["id"], m.get("weight", 1)) for m in group["group"]) == [
-        (NH_ID_BASE + 101, 2), (NH_ID_BASE + 102, 4), (NH_ID_BASE + 103, 1)
+        (NH_ID_BASE + 101, 2),
+        (NH_ID_BASE + 102, 4),
+        (NH_ID_BASE + 103, 1),
     ]
     assert group["resilient_args"]["buckets"] == 512
     balanced = ip_json(lab.router, "route", "show", "table", "200")
     assert balanced == [
-        {"dst": "default", "nhid": GROUP_ID, "protocol": "236", "flags": [],
-         "nexthops": balanced[0]["nexthops"]}
+        {
+            "dst": "default",
+            "nhid": GROUP_ID,
+            "protocol": "236",
+            "flags": [],
+            "nexthops": balanced[0]["nexthops"],
+        }
     ] or (balanced[0]["dst"] == "default" and balanced[0]["nhid"] == GROUP_ID)
     rules = [r for r in ip_json(lab.router, "rule", "show") if 10000 <= r["priority"] < 11000]
     assert [r["priority"] for r in rules] == [10000, 10001, 10002, 10100, 10110]
@@ -97,10 +104,14 @@ def test_foreign_routes_rules_tables_and_nexthops_are_never_touched(
 def test_conflicts_with_foreign_objects_are_refused_before_any_change(
     lab: Lab, tmp_path: Path
 ) -> None:
-    netns.run_in(lab.router, ["ip", "rule", "add", "priority", "10500", "lookup", "300"],
-                 check=True)
-    netns.run_in(lab.router, ["ip", "route", "add", "192.0.2.0/24", "via", "10.1.0.1",
-                              "table", "200"], check=True)
+    netns.run_in(
+        lab.router, ["ip", "rule", "add", "priority", "10500", "lookup", "300"], check=True
+    )
+    netns.run_in(
+        lab.router,
+        ["ip", "route", "add", "192.0.2.0/24", "via", "10.1.0.1", "table", "200"],
+        check=True,
+    )
     before = snapshot(lab.router)
     r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "apply")
     assert r.returncode == 1
@@ -121,12 +132,17 @@ def test_a_failure_midway_rolls_back_to_the_state_before(lab: Lab, tmp_path: Pat
     apply_ok(lab, run)
     applied = snapshot(lab.router)
     changed = write_lab_config(
-        lab, tmp_path / "changed.yaml",
-        extra={"hash": "l3", "balancer": {"group": "hash-threshold"},
-               "rules": [{"name": "local", "action": "bypass"},
-                         {"name": "pinned", "to": "203.0.113.0/28", "action": "pin",
-                          "uplink": "isp-c"},
-                         {"name": "rest", "action": "balance"}]},
+        lab,
+        tmp_path / "changed.yaml",
+        extra={
+            "hash": "l3",
+            "balancer": {"group": "hash-threshold"},
+            "rules": [
+                {"name": "local", "action": "bypass"},
+                {"name": "pinned", "to": "203.0.113.0/28", "action": "pin", "uplink": "isp-c"},
+                {"name": "rest", "action": "balance"},
+            ],
+        },
     )
     for fault_after in ("1", "4", "8"):
         r = ecmpd(lab.router, changed, run, "apply", env={"ECMPD_FAULT_AFTER_OPS": fault_after})
@@ -152,9 +168,7 @@ def test_down_restores_everything_including_sysctls(lab: Lab, tmp_path: Path) ->
     assert json.loads(again.stdout)["changes"] == 0
 
 
-def test_bad_config_changes_nothing_and_names_file_line_and_field(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_bad_config_changes_nothing_and_names_file_line_and_field(lab: Lab, tmp_path: Path) -> None:
     data = yaml.safe_load(lab.config_path.read_text())
     data["uplinks"][1]["gateway"] = "10.2.0.300"
     bad = tmp_path / "bad.yaml"
@@ -177,9 +191,15 @@ def test_plan_prints_ip_commands_and_status_reads_the_kernel(lab: Lab, tmp_path:
     apply_ok(lab, run)
     status = json.loads(ecmpd(lab.router, lab.config_path, run, "status", "--json").stdout)
     assert [(u["name"], u["state"], u["weight"], u["in_balancer"]) for u in status["uplinks"]] == [
-        ("isp-a", "up", 2, True), ("isp-b", "up", 4, True), ("isp-c", "up", 1, True)
+        ("isp-a", "up", 2, True),
+        ("isp-b", "up", 4, True),
+        ("isp-c", "up", 1, True),
     ]
     assert [r["name"] for r in status["rules"]] == [
-        "reply:isp-a", "reply:isp-b", "reply:isp-c", "local", "everything-else"
+        "reply:isp-a",
+        "reply:isp-b",
+        "reply:isp-c",
+        "local",
+        "everything-else",
     ]
     assert ecmpd(lab.router, lab.config_path, run, "plan").stdout.startswith("# nothing to do")

@@ -43,11 +43,15 @@ def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None
         assert (status["state"], status["in_balancer"]) == ("down", False)
         assert status["reason"]
         # What an operator sees meanwhile: `ecmpd watch` in the daemon's namespace.
-        frame = ecmpd(lab.router, lab.config_path, tmp_path / "run", "watch", "--once",
-                      env={"COLUMNS": "160"})  # a pipe is 80 columns to rich: cells elide
+        frame = ecmpd(
+            lab.router, lab.config_path, tmp_path / "run", "watch", "--once", env={"COLUMNS": "160"}
+        )  # a pipe is 80 columns to rich: cells elide
         assert frame.returncode == 0, frame.stderr
-        rows = {line.split()[1]: line for line in frame.stdout.splitlines()
-                if len(line.split()) > 1 and line.split()[1] in ALL}
+        rows = {
+            line.split()[1]: line
+            for line in frame.stdout.splitlines()
+            if len(line.split()) > 1 and line.split()[1] in ALL
+        }
         assert set(rows) == ALL, frame.stdout
         assert "down" in rows["isp-b"] and "up" not in rows["isp-b"].split(), rows["isp-b"]
         assert all("up" in rows[name].split() for name in ("isp-a", "isp-c")), rows
@@ -92,14 +96,16 @@ def test_five_percent_loss_causes_no_failover(lab: Lab, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["keep", "main", "unreachable"])
 def test_all_uplinks_down(lab: Lab, tmp_path: Path, policy: str) -> None:
-    config = write_lab_config(lab, tmp_path / "c.yaml",
-                              extra={"balancer": {"when_all_down": policy}})
+    config = write_lab_config(
+        lab, tmp_path / "c.yaml", extra={"balancer": {"when_all_down": policy}}
+    )
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 5, "up")
         for isp in ALL:
             gray_failure(lab, isp)
-        wait_for(lambda: all(u["state"] == "down" for u in daemon.status()["uplinks"]), 5,
-                 "all down")
+        wait_for(
+            lambda: all(u["state"] == "down" for u in daemon.status()["uplinks"]), 5, "all down"
+        )
         time.sleep(0.2)
         routes = ip_json(lab.router, "route", "show", "table", "200")
         if policy == "keep":
@@ -114,9 +120,7 @@ def test_all_uplinks_down(lab: Lab, tmp_path: Path, policy: str) -> None:
         wait_for(lambda: group_members(lab) == ALL, 5, "all back")
 
 
-def test_sighup_reloads_good_configs_and_keeps_the_old_one_on_bad(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_sighup_reloads_good_configs_and_keeps_the_old_one_on_bad(lab: Lab, tmp_path: Path) -> None:
     config = tmp_path / "live.yaml"
     config.write_text(lab.config_path.read_text())
     with running_daemon(lab, config, tmp_path) as daemon:
@@ -148,8 +152,10 @@ def test_restart_adopts_the_kernel_with_zero_changes(lab: Lab, tmp_path: Path) -
         wait_for(lambda: group_members(lab) == ALL - {"isp-c"}, 3, "isp-c removed")
         assert daemon.stop() == 0
     assert group_members(lab) == ALL - {"isp-c"}  # SIGTERM left forwarding in place
-    with netlink_monitor(lab.router) as events, \
-            running_daemon(lab, lab.config_path, tmp_path / "again") as daemon:
+    with (
+        netlink_monitor(lab.router) as events,
+        running_daemon(lab, lab.config_path, tmp_path / "again") as daemon,
+    ):
         time.sleep(2.0)
         assert daemon.uplink("isp-c")["state"] == "down"
     assert events == []
@@ -197,8 +203,11 @@ def test_hooks_run_with_the_change_in_their_environment(lab: Lab, tmp_path: Path
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "up")
         gray_failure(lab, "isp-b")
-        wait_for(lambda: "ECMPD_NEW_STATE=down" in (out.read_text() if out.exists() else ""),
-                 5, "hook saw down")
+        wait_for(
+            lambda: "ECMPD_NEW_STATE=down" in (out.read_text() if out.exists() else ""),
+            5,
+            "hook saw down",
+        )
         heal(lab, "isp-b")
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
     text = out.read_text()
@@ -260,8 +269,24 @@ def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> Non
     isp_b = lab.ns("isp-b")
     # A second router on isp-b's segment, as a new DHCP lease would hand out.
     netns.run_in(isp_b, ["ip", "addr", "add", "10.2.0.254/24", "dev", "cust0"], check=True)
-    netns.run_in(lab.router, ["ip", "route", "add", "default", "via", "10.2.0.1", "dev",
-                              "wan-b", "proto", "dhcp", "metric", "100"], check=True)
+    netns.run_in(
+        lab.router,
+        [
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.2.0.1",
+            "dev",
+            "wan-b",
+            "proto",
+            "dhcp",
+            "metric",
+            "100",
+        ],
+        check=True,
+    )
     data = yaml.safe_load(lab.config_path.read_text())
     data["uplinks"][1]["gateway"] = "dhcp"
     data["uplinks"][1]["check"] = {"targets": [str(lab.servers[0])]}
@@ -276,8 +301,24 @@ def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> Non
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")
         assert gateway() == "10.2.0.1"
-        netns.run_in(lab.router, ["ip", "route", "replace", "default", "via", "10.2.0.254",
-                                  "dev", "wan-b", "proto", "dhcp", "metric", "100"], check=True)
+        netns.run_in(
+            lab.router,
+            [
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                "10.2.0.254",
+                "dev",
+                "wan-b",
+                "proto",
+                "dhcp",
+                "metric",
+                "100",
+            ],
+            check=True,
+        )
         wait_for(lambda: gateway() == "10.2.0.254", 2, "nexthop follows the new lease")
         routes = ip_json(lab.router, "route", "show", "table", "102")
         assert any(r.get("gateway") == "10.2.0.254" for r in routes)

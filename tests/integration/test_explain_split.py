@@ -44,8 +44,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         add_lan_clients(lab, 20)
         # Host mode here: forwarding is switched on by hand to look up forwarded flows.
         netns.write_sysctls(lab.router, {"net.ipv4.ip_forward": "1"})
-        config = write_lab_config(lab, workdir / "pins.yaml",
-                                  extra={"mode": "host", "rules": RULES})
+        config = write_lab_config(
+            lab, workdir / "pins.yaml", extra={"mode": "host", "rules": RULES}
+        )
         r = ecmpd(lab.router, config, workdir / "run", "apply")
         assert r.returncode == 0, r.stderr
         yield Applied(lab, config)
@@ -64,12 +65,17 @@ def _flows(lab: Lab, n: int, seed: int = 7) -> list[Flow]:
             src = rng.choice(sources)
         elif kind < 0.45:
             src, iif = rng.choice([*lab.lan_clients, PINNED_CLIENT]), "lan0"
-        flows.append(Flow(dst=rng.choice(dsts), src=src, iif=iif,
-                          ip_proto=rng.choice((6, 17)),
-                          sport=rng.randint(1024, 65535), dport=rng.randint(1, 65535)))
+        flows.append(
+            Flow(
+                dst=rng.choice(dsts),
+                src=src,
+                iif=iif,
+                ip_proto=rng.choice((6, 17)),
+                sport=rng.randint(1024, 65535),
+                dport=rng.randint(1, 65535),
+            )
+        )
     return flows
-
-
 
 
 def _expected_rule(lab: Lab, f: Flow) -> tuple[str, str]:
@@ -108,14 +114,40 @@ def test_explain_agrees_with_ip_route_get_for_every_flow(applied: Applied) -> No
 
 def test_explain_cli_names_rule_and_uplink(applied: Applied, tmp_path: Path) -> None:
     lab = applied.lab
-    r = ecmpd(lab.router, applied.config, tmp_path, "explain", "203.0.113.3", "--proto", "tcp",
-              "--sport", "40000", "--dport", "443", "--json")
+    r = ecmpd(
+        lab.router,
+        applied.config,
+        tmp_path,
+        "explain",
+        "203.0.113.3",
+        "--proto",
+        "tcp",
+        "--sport",
+        "40000",
+        "--dport",
+        "443",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert (doc["uplink"], doc["rule"], doc["interface"]) == ("isp-c", "pin-c", "wan-c")
-    human = ecmpd(lab.router, applied.config, tmp_path, "explain", "198.51.100.9",
-                  "--from", str(PINNED_CLIENT), "--iif", "lan0", "--proto", "udp",
-                  "--sport", "5000", "--dport", "53")
+    human = ecmpd(
+        lab.router,
+        applied.config,
+        tmp_path,
+        "explain",
+        "198.51.100.9",
+        "--from",
+        str(PINNED_CLIENT),
+        "--iif",
+        "lan0",
+        "--proto",
+        "udp",
+        "--sport",
+        "5000",
+        "--dport",
+        "53",
+    )
     assert "leaves by isp-a" in human.stdout and "rule vpn-client" in human.stdout
 
 

@@ -435,8 +435,9 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         assert (uplink["state"], uplink["degraded"]) == ("up", True)
         assert any(t["target"] == "2001:db8:100::1" for t in uplink["targets"])
         # `ecmpd watch` shows the degraded uplink's families apart.
-        frame = ecmpd(lab.router, config, tmp_path / "run", "watch", "--once",
-                      env={"COLUMNS": "160"})
+        frame = ecmpd(
+            lab.router, config, tmp_path / "run", "watch", "--once", env={"COLUMNS": "160"}
+        )
         assert frame.returncode == 0, frame.stderr
         row = next(line for line in frame.stdout.splitlines() if " isp-b " in line)
         assert "v4 ● up · v6 ● down" in row, frame.stdout

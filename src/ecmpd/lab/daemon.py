@@ -60,9 +60,7 @@ class LabDaemon:
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         """The daemon's status document."""
-        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)[
-            "status"
-        ]
+        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)["status"]
         return status
 
     def uplinks(self) -> dict[str, dict[str, Any]]:
