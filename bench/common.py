@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pyroute2
 import yaml
 
+from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
@@ -34,7 +35,6 @@ OPERSTATE_TIMEOUT = 10.0
 # and a veth whose two ends share an index gets its carrier-up delayed by the
 # kernel's linkwatch (non-urgent) by up to a second per link.
 UPLINK_IFINDEX = 1001
-FIRST_TABLE = 101
 
 
 class BenchError(Exception):
@@ -171,7 +171,7 @@ def plan_uplinks(n: int, weights: Sequence[int] = (1, 2, 3, 4)) -> list[VethUpli
                 address=IPv4Interface(f"{net}.2/24"),
                 gateway=IPv4Interface(f"{net}.1/24"),
                 weight=weights[i % len(weights)],
-                table=FIRST_TABLE + i,
+                table=FIRST_UPLINK_TABLE + i,
             )
         )
     return uplinks

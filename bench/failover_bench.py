@@ -66,13 +66,14 @@ from common import (
 )
 
 from ecmpd.config import CheckConfig, Config, parse_config
+from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.desired import FAMILIES, nexthop_id
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.kernel import nexthop as nl
 from ecmpd.lab import netns
-from ecmpd.lab.labconfig import FIRST_TABLE, lab_config
+from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.topology import ISP_CUSTOMER_IF, IspInfo, Lab, lab_session
-from ecmpd.model import Family
+from ecmpd.model import FAMILY_NAMES, Family
 
 # Traffic: 32 UDP flows x 200 datagrams/s, and a new TCP connection every 20 ms.
 UDP_FLOWS = 32
@@ -113,7 +114,6 @@ LOSS_PERCENT = 5
 # A family gray failure is held this long after the group change (and the other
 # family's group watched all along), so the daemon has time to get the other one wrong.
 FAMILY_HOLD = 0.5
-FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 
 FULL = {
     "runs": 10,
@@ -457,7 +457,7 @@ class GroupWatch:
     def __init__(self, lab: Lab, family: Family = Family.INET) -> None:
         self.group = nexthop_id(BALANCER_TABLE, family)
         self.names = {
-            nexthop_id(FIRST_TABLE + i, family): isp.name for i, isp in enumerate(lab.isps)
+            nexthop_id(FIRST_UPLINK_TABLE + i, family): isp.name for i, isp in enumerate(lab.isps)
         }
         self.ipr = netns.iproute(lab.router)
 

@@ -60,11 +60,12 @@ from common import (
 )
 
 from ecmpd.config.hashspec import parse_hash
+from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.desired import nexthop_id
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
-from ecmpd.lab.labconfig import FIRST_TABLE, lab_config
+from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.topology import (
     FIRST_LAN_CLIENT,
     ROUTER_LAN_IF,
@@ -249,7 +250,9 @@ class GroupWatch:
 
     def __init__(self, lab: Lab) -> None:
         self.group = nexthop_id(BALANCER_TABLE)
-        self.names = {nexthop_id(FIRST_TABLE + i): isp.name for i, isp in enumerate(lab.isps)}
+        self.names = {
+            nexthop_id(FIRST_UPLINK_TABLE + i): isp.name for i, isp in enumerate(lab.isps)
+        }
         self.ipr = netns.iproute(lab.router)
 
     def members(self) -> frozenset[str]:
@@ -724,7 +727,7 @@ class NewFlows:
 
 def bucket_counts(lab: Lab) -> Counter[str]:
     """How many of the resilient group's buckets each uplink holds (read-only dump)."""
-    names = {nexthop_id(FIRST_TABLE + i): isp.name for i, isp in enumerate(lab.isps)}
+    names = {nexthop_id(FIRST_UPLINK_TABLE + i): isp.name for i, isp in enumerate(lab.isps)}
 
     def dump() -> str:
         # The child inherits this thread's namespace; `ip netns exec` would cost more.

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network, ip_network
 
 from ecmpd.config import Config, Mode, RuleActionName, RuleConfig, UplinkConfig, WhenAllDown
-from ecmpd.config.semantic import IPV6_ID_OFFSET, carries_ipv4, carries_ipv6
+from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
-    NH_ID_BASE,
+    FAMILY_NAMES,
+    MAIN_TABLE,
     DesiredState,
     Family,
     GroupType,
@@ -30,7 +31,9 @@ from ecmpd.model import (
     Sysctl,
 )
 
-MAIN_TABLE = 254
+# Re-exported while daemon.py and cli/status.py still import it from here (its home is model).
+from ecmpd.model import nexthop_id as nexthop_id
+
 SCOPE_LINK = 253
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")
@@ -62,11 +65,6 @@ class UplinkPlan:
     usable: bool  # the interface exists, is up and has carrier: a nexthop can exist
     in_service: bool  # usable and healthy: a member of the balancer
     family: Family = Family.INET
-
-
-def nexthop_id(table: int, family: Family = Family.INET) -> int:
-    """The id of an object ecmpd owns for a table (uplink nexthop or balancer group)."""
-    return NH_ID_BASE + table + (IPV6_ID_OFFSET if family is Family.INET6 else 0)
 
 
 def carries(uplink: UplinkConfig, family: Family) -> bool:
@@ -457,7 +455,7 @@ L4_FIELDS_MASK = 0x37
 
 def _sysctls(config: Config) -> set[Sysctl]:
     """The multipath hash policy (and custom field set) ecmpd sets, per family in use."""
-    families = ["ipv4", "ipv6"] if has_ipv6(config) else ["ipv4"]
+    families = [FAMILY_NAMES[f] for f in FAMILIES if f is Family.INET or has_ipv6(config)]
     sysctls: set[Sysctl] = set()
     policy, mask = config.hash.policy, config.hash.fields_mask()
     if policy == 1 and config.mode is Mode.ROUTER:

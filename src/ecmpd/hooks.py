@@ -21,11 +21,10 @@ import os
 from pathlib import Path
 
 from ecmpd.health.fsm import Transition
-from ecmpd.model import Family
+from ecmpd.model import FAMILY_NAMES, Family
 
 log = logging.getLogger("ecmpd.hooks")
 HOOK_TIMEOUT = 30.0
-FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 
 
 def hook_programs(directory: Path) -> list[Path]:

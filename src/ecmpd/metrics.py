@@ -20,10 +20,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -33,52 +32,12 @@ from prometheus_client.process_collector import ProcessCollector
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
+from ecmpd.kernel.netdev import read_interface_counters
 
 log = logging.getLogger("ecmpd.metrics")
 
-# /proc/net is a link to /proc/self/net, which shows the namespace of the process's
-# main thread; thread-self shows the reading thread's (what netns.call_in moved).
-PROC_NET_DEV = Path("/proc/thread-self/net/dev")
 UPLINK_STATES = ("up", "down", "unknown", "drained")
 HEALTH_STATES = ("unknown", "up", "falling", "down", "rising")
-# /proc/net/dev column -> the kind in ecmpd's keys (rx_bytes, tx_dropped, ...).
-_PROC_FIELDS = {"bytes": "bytes", "packets": "packets", "errs": "errors", "drop": "dropped"}
-
-InterfaceCounters = dict[str, dict[str, int]]
-
-
-def parse_proc_net_dev(text: str) -> InterfaceCounters:
-    """Per-interface counters of a /proc/net/dev text: {rx,tx}_{bytes,packets,errors,dropped}."""
-    lines = text.splitlines()
-    if len(lines) < 2 or lines[1].count("|") != 2:
-        raise ValueError("not a /proc/net/dev table: no column header")
-    # Columns are read from the header rather than by position, so a kernel that
-    # adds columns cannot shift what each number means.
-    _, rx_head, tx_head = lines[1].split("|")
-    columns = [f"rx_{c}" for c in rx_head.split()] + [f"tx_{c}" for c in tx_head.split()]
-    result: InterfaceCounters = {}
-    for line in lines[2:]:
-        name, sep, numbers = line.partition(":")  # names never contain ':' (dev_valid_name)
-        if not sep:
-            continue
-        values = dict(zip(columns, (int(v) for v in numbers.split()), strict=False))
-        result[name.strip()] = {
-            f"{direction}_{ours}": values.get(f"{direction}_{theirs}", 0)
-            for direction in ("rx", "tx")
-            for theirs, ours in _PROC_FIELDS.items()
-        }
-    return result
-
-
-def read_interface_counters(
-    ifnames: Iterable[str] | None = None, path: Path = PROC_NET_DEV
-) -> InterfaceCounters:
-    """The kernel's counters of the calling thread's namespace (only ifnames, if given)."""
-    counters = parse_proc_net_dev(path.read_text(encoding="ascii"))
-    if ifnames is None:
-        return counters
-    wanted = set(ifnames)
-    return {name: c for name, c in counters.items() if name in wanted}
 
 
 @dataclass(frozen=True)

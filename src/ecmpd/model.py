@@ -16,10 +16,23 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 # 0xEC: unassigned in iproute2's rt_protos (bird=12, babel=42, bgp=186..).
 RTPROT_ECMPD = 236
 
+# The kernel's reserved routing tables (RT_TABLE_DEFAULT, _MAIN, _LOCAL), by the names
+# `ip` and systemd-networkd give them.
+MAIN_TABLE = 254
+TABLE_NAMES = {253: "default", MAIN_TABLE: "main", 255: "local"}
+
 # Nexthop object ids are global per network namespace. ecmpd takes ids in its own
 # block: uplink nexthops are NH_ID_BASE + the uplink's table id, the balancer group
 # is NH_ID_BASE + the balancer table id (tables are unique, so ids are too).
 NH_ID_BASE = 0x0ECD0000
+# IPv6 nexthop objects and groups take the ids of their IPv4 twins plus this offset.
+# With plan.SWAP_ID_OFFSET (0x8000) above both, every id of every family stays apart
+# as long as ecmpd's tables are at most 0x3FFF (config.semantic checks it).
+IPV6_ID_OFFSET = 0x4000
+
+# A nexthop group member's weight: 1..256 (kernel.nexthop sends weight - 1, low byte
+# and high byte apart; config and lab weights are kept in this range).
+MAX_WEIGHT = 256
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -30,6 +43,16 @@ class Family(enum.IntEnum):
 
     INET = 2
     INET6 = 10
+
+
+# How ecmpd names a family wherever people read it: status, --json, metrics labels,
+# hook environments (and nftables' `meta nfproto` keywords are the same words).
+FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
+
+
+def nexthop_id(table: int, family: Family = Family.INET) -> int:
+    """The id of an object ecmpd owns for a table (uplink nexthop or balancer group)."""
+    return NH_ID_BASE + table + (IPV6_ID_OFFSET if family is Family.INET6 else 0)
 
 
 class RuleAction(enum.Enum):

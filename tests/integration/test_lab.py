@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ecmpd.lab import netns
-from ecmpd.lab.labconfig import lab_config, rate_weights, write_lab_config
+from ecmpd.lab.labconfig import lab_config, write_lab_config
 from ecmpd.lab.shaping import MIN_BURST_BYTES, tbf_for
 from ecmpd.lab.topology import (
     ISP_CUSTOMER_IF,
@@ -104,12 +104,6 @@ def _wait_for(check: Any, timeout: float = 3.0) -> bool:
 
 
 # --- pure: no root needed ----------------------------------------------------
-
-
-def test_rate_weights_reduce_by_gcd() -> None:
-    assert rate_weights([100, 200, 50]) == [2, 4, 1]
-    assert rate_weights([100, 100]) == [1, 1]
-    assert rate_weights([1000, 3]) == [256, 1]
 
 
 def test_tbf_burst_is_at_least_4ms_and_32k() -> None:

@@ -23,10 +23,19 @@ from ecmpd.config.resolve import allocate_tables, weights_from_bandwidths
         ([7], [1]),
         ([257, 1], [256, 1]),
         ([512, 3], [256, 2]),  # 1.5 rounds half up
+        ([100, 200, 50], [2, 4, 1]),  # the lab's default ISP rates (Mbit/s)
+        ([1000, 3], [256, 1]),  # coprime: scaled, the ratio kept as the range allows
+        ([512, 5], [256, 3]),  # 2.5 rounds half up, not to even (round() would give 2)
     ],
 )
 def test_weights_from_bandwidths(bandwidths: list[int], weights: list[int]) -> None:
     assert weights_from_bandwidths(bandwidths) == weights
+
+
+@pytest.mark.parametrize("bandwidths", [[], [0, 100], [-1]])
+def test_weights_need_positive_bandwidths(bandwidths: list[int]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        weights_from_bandwidths(bandwidths)
 
 
 def test_weights_scale_keeps_ratio_and_range() -> None:

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from ecmpd.cli.watch import Feed, parse_capacities
+from ecmpd.kernel.netdev import InterfaceCounters
 from ecmpd.live import (
     FamilyView,
     LiveView,
@@ -24,7 +25,6 @@ from ecmpd.live import (
     sparkline,
     target_shares,
 )
-from ecmpd.metrics import InterfaceCounters
 
 
 def view(name: str, state: str, weight: int, mbit: float, **more: Any) -> UplinkView:

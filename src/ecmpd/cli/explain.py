@@ -9,12 +9,12 @@ from typing import Any
 
 from ecmpd.cli.common import EXIT_CONFIG, EXIT_OK, CommandError, print_json, session
 from ecmpd.config import Config
-from ecmpd.desired import desired_state, nexthop_id
+from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.sysctl import read_sysctl
-from ecmpd.model import DesiredState, Family, IPAddress
+from ecmpd.model import MAIN_TABLE, DesiredState, Family, IPAddress, nexthop_id
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": socket.IPPROTO_ICMP}
 
@@ -80,7 +80,7 @@ def explain_flow(
     except nl.RouteLookupError as err:
         answer, error = None, str(err)
     table = answer.table if answer else None
-    matched = _main_prefixlen(ipr, flow) if table == 254 else None
+    matched = _main_prefixlen(ipr, flow) if table == MAIN_TABLE else None
     rule = deciding_rule(observed.rules, flow, table, matched)
     ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
     uplink = next((u.name for u in config.uplinks if u.interface == ifname), None)
@@ -133,7 +133,8 @@ def _unaskable_group(
 def _main_prefixlen(ipr: Any, flow: Flow) -> int | None:
     """The prefix length of the main table's longest match (to judge suppress_prefixlength)."""
     family = socket.AF_INET if flow.dst.version == 4 else socket.AF_INET6
-    lengths = [r.dst.prefixlen for r in nl.dump_routes(ipr, family, 254) if flow.dst in r.dst]
+    routes = nl.dump_routes(ipr, family, MAIN_TABLE)
+    lengths = [r.dst.prefixlen for r in routes if flow.dst in r.dst]
     return max(lengths, default=None)
 
 

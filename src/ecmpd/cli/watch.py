@@ -18,8 +18,9 @@ from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError
 from ecmpd.control import DaemonNotRunning, request
+from ecmpd.kernel.netdev import InterfaceCounters, read_interface_counters
 from ecmpd.live import LiveView, Snapshot, UplinkView, family_views, health_figures, render
-from ecmpd.metrics import InterfaceCounters, read_interface_counters, status_interfaces
+from ecmpd.metrics import status_interfaces
 
 HISTORY_STEP_S = 1.0
 HISTORY_POINTS = 300

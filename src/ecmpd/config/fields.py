@@ -18,10 +18,8 @@ from pydantic import BeforeValidator, ValidationInfo
 
 import ecmpd.config.units as units
 from ecmpd.config.units import show
-from ecmpd.model import PortRange
+from ecmpd.model import TABLE_NAMES, PortRange
 
-# Tables the kernel keeps for itself: 253 default, 254 main, 255 local; 0 is "unspecified".
-RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}
 MAX_TABLE = 2**32 - 1
 _NAME = re.compile(r"^[a-z0-9-]+$")
 # Validation context key set by the loader: some values are read more strictly from YAML.
@@ -66,8 +64,8 @@ def parse_table(value: object) -> int:
     """A routing table id, refusing 0 and the kernel's own tables."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected a table id (an integer), got {show(value)}")
-    if value in RESERVED_TABLES:
-        raise ValueError(f"table {value} is the kernel's {RESERVED_TABLES[value]} table")
+    if value in TABLE_NAMES:
+        raise ValueError(f"table {value} is the kernel's {TABLE_NAMES[value]} table")
     if not 1 <= value <= MAX_TABLE:
         raise ValueError(f"must be between 1 and {MAX_TABLE}, got {value}")
     return value

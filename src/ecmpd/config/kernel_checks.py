@@ -7,10 +7,10 @@ from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.config.issues import ConfigIssue, did_you_mean, sort_issues
 from ecmpd.config.schema import PRIORITY_SPAN, Config
-from ecmpd.config.semantic import IPV6_ID_OFFSET, carries_ipv6
+from ecmpd.config.semantic import carries_ipv6
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.facts import InterfaceFacts, KernelFacts
-from ecmpd.model import NH_ID_BASE, Family
+from ecmpd.model import Family, nexthop_id
 
 Finding = tuple[str, str]
 
@@ -80,17 +80,18 @@ def _tables(config: Config, facts: KernelFacts) -> Iterator[Finding]:
     """ecmpd's tables and nexthop ids are not already someone else's."""
     owned = [(f"uplinks[{i}].table", u.table) for i, u in enumerate(config.uplinks)]
     owned.append(("balancer.table", config.balancer.table))
-    # IPv6 objects only exist when an uplink has IPv6; their ids sit at an offset.
-    offsets = [0]
+    # IPv6 objects only exist when an uplink has IPv6.
+    families = [Family.INET]
     if any(carries_ipv6(u) for u in config.uplinks):
-        offsets.append(IPV6_ID_OFFSET)
+        families.append(Family.INET6)
     for path, table in owned:
         if table in facts.foreign_tables:
             yield path, f"table {table} already holds routes ecmpd did not create"
-        for offset in offsets:
-            nhid = NH_ID_BASE + table + offset
+        for family in families:
+            nhid = nexthop_id(table, family)
             if nhid in facts.foreign_nexthop_ids:
-                ours = f"ecmpd's{' IPv6' if offset else ''} for table {table}"
+                ipv6 = " IPv6" if family is Family.INET6 else ""
+                ours = f"ecmpd's{ipv6} for table {table}"
                 yield path, f"nexthop id {nhid} ({ours}) is taken by a foreign nexthop"
 
 

@@ -7,13 +7,19 @@ from collections.abc import Iterable
 
 from ecmpd.config.schema import Config
 from ecmpd.config.uplink import UplinkConfig
+from ecmpd.model import MAX_WEIGHT
 
 FIRST_UPLINK_TABLE = 101
-MAX_WEIGHT = 256
 
 
 def weights_from_bandwidths(bandwidths: list[int]) -> list[int]:
-    """Weights in the bandwidths' ratio: divided by their gcd, scaled into 1..256 if needed."""
+    """Weights in the bandwidths' ratio: divided by their gcd, scaled into 1..256 if needed.
+
+    The one rounding of a rate into a weight: a config's bandwidths and the lab's ISP
+    rates (lab.topology) both go through here.
+    """
+    if not bandwidths or min(bandwidths) < 1:
+        raise ValueError(f"bandwidths must be positive, got {bandwidths}")
     divisor = math.gcd(*bandwidths)
     reduced = [b // divisor for b in bandwidths]
     largest = max(reduced)

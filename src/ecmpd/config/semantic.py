@@ -12,13 +12,11 @@ from ecmpd.config.issues import did_you_mean
 from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.units import PORT_PROTOCOLS
 from ecmpd.config.uplink import UplinkConfig
+from ecmpd.model import IPV6_ID_OFFSET
 
 Finding = tuple[str, str]
 
-# IPv6 nexthop objects and groups take the ids of their IPv4 twins plus this offset
-# (desired.nexthop_id). With plan.SWAP_ID_OFFSET (0x8000) above both, every id of
-# every family stays apart as long as ecmpd's tables are at most 0x3FFF.
-IPV6_ID_OFFSET = 0x4000
+# IPv6 nexthop ids are their IPv4 twins' plus IPV6_ID_OFFSET (model.nexthop_id).
 MAX_DUAL_STACK_TABLE = IPV6_ID_OFFSET - 1
 
 

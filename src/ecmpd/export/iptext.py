@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from ecmpd.model import (
     RTPROT_ECMPD,
+    TABLE_NAMES,
     DesiredState,
     Family,
     GroupType,
@@ -24,7 +25,6 @@ from ecmpd.model import (
 )
 from ecmpd.plan import KernelObject, Op, OpKind, diff
 
-TABLE_NAMES = {254: "main", 255: "local", 253: "default"}
 PROTO = f"proto {RTPROT_ECMPD}"
 
 

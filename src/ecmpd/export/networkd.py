@@ -15,13 +15,13 @@ from ecmpd.desired import (
     DEFAULT4,
     DEFAULT6,
     IPV6_METRIC,
-    MAIN_TABLE,
     SCOPE_LINK,
     desired_state,
     resolve_uplink,
 )
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
+    MAIN_TABLE,
     DesiredState,
     Family,
     GroupType,

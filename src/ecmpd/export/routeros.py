@@ -14,10 +14,10 @@ import re
 from ecmpd.config import Config, RuleActionName, WhenAllDown
 from ecmpd.config.hashspec import FIELD_BITS
 from ecmpd.config.semantic import carries_ipv4
-from ecmpd.desired import MAIN_TABLE, desired_state, has_ipv6
+from ecmpd.desired import desired_state, has_ipv6
 from ecmpd.export.routeros_routes import BALANCER_TABLE, MAX_GATEWAYS, route_section, table_name
 from ecmpd.facts import KernelFacts
-from ecmpd.model import DesiredState, Family, Rule, RuleAction
+from ecmpd.model import MAIN_TABLE, DesiredState, Family, Rule, RuleAction
 
 FILENAME = "ecmpd.rsc"
 HASH_POLICIES = {0: "l3", 1: "l4", 2: "l3-inner"}

@@ -14,9 +14,9 @@ from collections import Counter
 
 from ecmpd.config import Config, UplinkConfig
 from ecmpd.config.semantic import carries_ipv4
-from ecmpd.desired import MAIN_TABLE, UplinkPlan, carries, resolve_uplink
+from ecmpd.desired import UplinkPlan, carries, resolve_uplink
 from ecmpd.facts import KernelFacts
-from ecmpd.model import DesiredState, Family, IPAddress, Route, RouteType
+from ecmpd.model import MAIN_TABLE, DesiredState, Family, IPAddress, Route, RouteType
 
 BALANCER_TABLE = "ecmp"
 # The most gateways one route gets, counting repeats. An assumption, not a documented

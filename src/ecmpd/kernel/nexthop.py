@@ -40,7 +40,7 @@ from ecmpd.kernel.transport import (
     netlink_for,
     parse_attrs,
 )
-from ecmpd.model import RTPROT_ECMPD, GroupType, IPAddress, Nexthop, NexthopGroup
+from ecmpd.model import MAX_WEIGHT, RTPROT_ECMPD, GroupType, IPAddress, Nexthop, NexthopGroup
 
 __all__ = [
     "KernelNexthop",
@@ -64,7 +64,6 @@ RTM_GETNEXTHOP = 106
 NEXTHOP_GRP_TYPE_MPATH = 0
 NEXTHOP_GRP_TYPE_RES = 1
 CLOCK_T_HZ = 100  # USER_HZ: the unit of the resilient group timers on the wire
-MAX_WEIGHT = 256
 NHA_ID, NHA_GROUP, NHA_GROUP_TYPE, NHA_BLACKHOLE, NHA_OIF, NHA_GATEWAY = 1, 2, 3, 4, 5, 6
 NHA_RES_GROUP = 12
 NHA_RES_GROUP_BUCKETS, NHA_RES_GROUP_IDLE_TIMER, NHA_RES_GROUP_UNBALANCED_TIMER = 1, 2, 3

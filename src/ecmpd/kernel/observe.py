@@ -27,6 +27,7 @@ from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.kernel.transport import get_str, netlink_for, parse_attrs
 from ecmpd.model import (
     RTPROT_ECMPD,
+    TABLE_NAMES,
     DesiredState,
     Family,
     GroupType,
@@ -41,8 +42,7 @@ from ecmpd.model import (
 
 IFF_UP = 0x1
 IFF_POINTOPOINT = 0x10
-RESERVED_TABLES = {0, 253, 254, 255}
-MAIN_TABLE = 254
+RESERVED_TABLES = {0, *TABLE_NAMES}  # 0: unspecified
 FAMILIES: tuple[int, int] = (socket.AF_INET, socket.AF_INET6)
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22

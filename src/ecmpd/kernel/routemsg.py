@@ -38,7 +38,7 @@ from ecmpd.kernel.transport import (
     netlink_for,
     parse_attrs,
 )
-from ecmpd.model import RTPROT_ECMPD, IPAddress, IPNetwork, Route
+from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, IPAddress, IPNetwork, Route
 
 __all__ = ["NetlinkError", "RouteLookupError"]
 
@@ -49,7 +49,6 @@ RTNH_F_ONLINK = 4
 RTM_F_CLONED = 0x200
 RTM_F_LOOKUP_TABLE = 0x1000  # report the table the lookup hit, not always main
 RT_TABLE_COMPAT = 252
-RT_TABLE_MAIN = 254
 RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 
@@ -225,7 +224,7 @@ def scan_routes(
     scan = RouteScan()
     scan.owned = [r for p in _dump(handle, family, protocol=RTPROT_ECMPD) if (r := parse_route(p))]
     for proto in DEFAULT_ROUTE_PROTOCOLS if defaults else ():
-        for payload in _dump(handle, family, table=RT_TABLE_MAIN, protocol=proto):
+        for payload in _dump(handle, family, table=MAIN_TABLE, protocol=proto):
             if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
                 scan.main_defaults.append(route)
     for table in check_tables:

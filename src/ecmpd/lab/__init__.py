@@ -1,6 +1,6 @@
 """Network-namespace labs: an ecmpd router with several ISPs and a shared internet."""
 
-from ecmpd.lab.labconfig import lab_config, rate_weights, write_lab_config
+from ecmpd.lab.labconfig import lab_config, write_lab_config
 from ecmpd.lab.netns import popen_in, run_in
 from ecmpd.lab.topology import (
     IspInfo,
@@ -29,7 +29,6 @@ __all__ = [
     "load_lab",
     "plan_lab",
     "popen_in",
-    "rate_weights",
     "run_in",
     "save_lab",
     "write_lab_config",

@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ecmpd import __version__
+from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.control import DaemonNotRunning
 from ecmpd.desired import nexthop_id
 from ecmpd.kernel import nexthop as nl
@@ -39,7 +40,7 @@ from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
-from ecmpd.lab.labconfig import FIRST_TABLE, write_lab_config
+from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
 from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
 from ecmpd.lab.traffic6 import Traffic6
@@ -146,7 +147,7 @@ class GroupWatch:
     def __init__(self, lab: Lab, families: tuple[Family, ...] = (Family.INET,)) -> None:
         self.groups = {f: nexthop_id(BALANCER_TABLE, f) for f in families}
         self.names = {
-            nexthop_id(FIRST_TABLE + i, f): isp.name
+            nexthop_id(FIRST_UPLINK_TABLE + i, f): isp.name
             for f in families
             for i, isp in enumerate(lab.isps)
         }

@@ -8,9 +8,8 @@ link and ARP stay up — the failure only probes can find.
 
 from __future__ import annotations
 
-from ecmpd.model import Family
+from ecmpd.model import FAMILY_NAMES, Family
 
-NFPROTO = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 HEAL_RULESET = "flush ruleset\n"  # undoes any fault (the lab's ISPs hold no other rules)
 
 
@@ -22,7 +21,8 @@ def gray_failure_ruleset(family: Family | None = None) -> str:
     if family is None:
         table, verdict = "gray", "policy drop;"
     else:
-        table, verdict = f"gray_{NFPROTO[family]}", f"meta nfproto {NFPROTO[family]} drop;"
+        name = FAMILY_NAMES[family]  # also nftables' nfproto keyword
+        table, verdict = f"gray_{name}", f"meta nfproto {name} drop;"
     return (
         f"table inet {table} {{\n"
         f"    chain input_drop {{ type filter hook input priority 0; {verdict} }}\n"

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ecmpd.config.resolve import FIRST_UPLINK_TABLE
+
 if TYPE_CHECKING:
     from ecmpd.lab.topology import Lab
 
-FIRST_TABLE = 101
 LINK_LOCAL_GATEWAY6 = "fe80::1"  # what every lab ISP also answers on (topology)
-MAX_WEIGHT = 256
-
-
-def rate_weights(rates_mbit: Sequence[int]) -> list[int]:
-    """Returns weights proportional to rates, reduced by their gcd (100/200/50 -> 2/4/1)."""
-    if not rates_mbit or any(r < 1 for r in rates_mbit):
-        raise ValueError(f"rates must be positive, got {list(rates_mbit)}")
-    divisor = math.gcd(*rates_mbit)
-    weights = [r // divisor for r in rates_mbit]
-    top = max(weights)
-    if top > MAX_WEIGHT:
-        # Coprime odd rates (e.g. 1000 and 3) do not reduce; keep the ratio as
-        # closely as the 1..256 weight range allows.
-        weights = [max(1, round(w * MAX_WEIGHT / top)) for w in weights]
-    return weights
 
 
 def lab_config(
@@ -57,7 +42,7 @@ def lab_config(
             "gateway": str(isp.gateway),
             "source": str(isp.address.ip),
             "weight": isp.weight,
-            "table": FIRST_TABLE + i,
+            "table": FIRST_UPLINK_TABLE + i,
             "check": {"targets": [str(isp.gateway), str(lab.servers[0])]},
         }
         if ipv6 and isp.gateway6 is not None and isp.address6 is not None:

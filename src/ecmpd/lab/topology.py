@@ -40,6 +40,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from ecmpd.config.resolve import weights_from_bandwidths
 from ecmpd.kernel.transport import (
     NLM_F_CREATE,
     NLM_F_EXCL,
@@ -50,8 +51,9 @@ from ecmpd.kernel.transport import (
     release,
 )
 from ecmpd.lab import labconfig, netns
-from ecmpd.lab.labconfig import rate_weights, write_lab_config
+from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.shaping import shape, tbf_for
+from ecmpd.model import MAX_WEIGHT
 
 MAX_ISPS = 8
 MAX_SERVERS = 254
@@ -223,9 +225,9 @@ def plan_lab(
     rates = [rates_mbit[i % len(rates_mbit)] for i in range(isps)]
     for rate in rates:
         tbf_for(rate)  # validates the range
-    weights = list(weights) if weights is not None else rate_weights(rates)
-    if len(weights) != isps or any(not 1 <= w <= 256 for w in weights):
-        raise ValueError(f"weights must be {isps} values in 1..256, got {weights}")
+    weights = list(weights) if weights is not None else weights_from_bandwidths(rates)
+    if len(weights) != isps or any(not 1 <= w <= MAX_WEIGHT for w in weights):
+        raise ValueError(f"weights must be {isps} values in 1..{MAX_WEIGHT}, got {weights}")
     prefix = netns.new_prefix() if prefix is None else prefix
     netns.check_name(f"{prefix}internet")  # the longest role name must be valid
     workdir = Path(workdir)

@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ecmpd.kernel.netdev import read_interface_counters
 from ecmpd.kernel.routemsg import RouteLookupError, route_get
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.topology import ROUTER_LAN_IF, Lab, add_lan_clients
-from ecmpd.metrics import read_interface_counters
 
 SINK_PORT = 5201
 HEADER = struct.Struct("!II")  # slot, connection serial: the first bytes of every stream
