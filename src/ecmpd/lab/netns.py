@@ -30,6 +30,11 @@ T = TypeVar("T")
 
 
 NETLINK_ROUTE = 0
+# The multipath hash key is random per boot (and per namespace) unless set: a lab
+# whose flows must land the same way on every boot sets its own. Kernels before 6.11
+# have no such sysctl and keep a random key; tests there rely on enough flows alone.
+HASH_SEED_SYSCTL = "net.ipv4.fib_multipath_hash_seed"  # IPv4 and IPv6 alike
+LAB_HASH_SEED = "3735928559"
 
 
 def new_prefix() -> str:
@@ -75,7 +80,8 @@ def unavailable_reason() -> str | None:
 
 
 def create_netns(name: str) -> None:
-    """Creates a named namespace; refuses (FileExistsError) to adopt an existing one."""
+    """Creates a named namespace with the lab's multipath hash seed; refuses
+    (FileExistsError) to adopt an existing one."""
     path = netns_path(name)
     if path.exists():
         raise FileExistsError(errno.EEXIST, "network namespace exists", name)
@@ -99,6 +105,9 @@ def _unshare_and_attach(name: str) -> None:
     """
     threadns.unshare()
     pr_netns.attach(name, f"{os.getpid()}/task/{threading.get_native_id()}")
+    seed = Path("/proc/sys", *HASH_SEED_SYSCTL.split("."))
+    if seed.exists():
+        seed.write_text(LAB_HASH_SEED + "\n")
 
 
 def remove_netns(name: str) -> None:
