@@ -202,3 +202,30 @@ def test_main_registers_install_unit(capsys: pytest.CaptureFixture[str]) -> None
         pytest.skip("install-unit is not registered in ecmpd.cli.main yet")
     assert status == 0
     assert "Type=notify" in capsys.readouterr().out
+
+
+def test_install_unit_refuses_what_private_tmp_hides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ecmpd or a config below /tmp is gone for a PrivateTmp=yes service: no unit."""
+    target = tmp_path / "units"
+    config = tmp_path / "edge.yaml"  # pytest's tmp_path is below /tmp
+    assert config.is_relative_to("/tmp")
+    args = parse(["-c", str(config), "install-unit", "--dir", str(target)])
+    with pytest.raises(CommandError) as err:
+        args.func(args)
+    assert err.value.status == 1
+    assert str(config) in str(err.value) and "PrivateTmp" in str(err.value)
+    assert not target.exists()
+    # The installation itself below /tmp (here: every path counts as /tmp).
+    monkeypatch.setattr(install_unit, "TMP_DIRS", (Path("/"),))
+    args = parse(["-c", DEFAULT_CONFIG, "install-unit", "--dir", str(target)])
+    with pytest.raises(CommandError, match="PrivateTmp"):
+        args.func(args)
+    assert not target.exists()
+    # --print writes nothing: it shows the unit and says what is wrong with it.
+    args = parse(["-c", DEFAULT_CONFIG, "install-unit", "--print"])
+    assert args.func(args) == 0
+    out, errors = capsys.readouterr()
+    assert "Type=notify" in out
+    assert "PrivateTmp" in errors and install_unit.ecmpd_command()[0] in errors

@@ -18,6 +18,9 @@ DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATE_EXE = "/usr/local/bin/ecmpd"
 # ProtectHome=yes hides these: an ecmpd installed below them would not start.
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
+# PrivateTmp=yes gives the service empty ones of these: an ecmpd (or a config) below
+# them is not there at run time, and would not outlive a reboot's clean-up anyway.
+TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,14 +79,31 @@ def render(name: str, command: list[str], config: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _under_home(executable: str) -> bool:
-    """Whether ProtectHome=yes would hide the executable, its Python or the ecmpd package."""
+def _installation(executable: str) -> tuple[Path, ...]:
+    """The paths a unit starting `executable` needs: it, its Python and the ecmpd package."""
     package = Path(__file__).resolve().parent.parent
     # The console script's interpreter is this one (pip wrote its shebang from it),
     # and a venv's python is often a link into a home (pyenv, uv).
     python = Path(sys.executable).resolve()
-    paths = (Path(executable), Path(executable).resolve(), python, package)
-    return any(p.is_relative_to(home) for p in paths for home in HOME_DIRS)
+    return (Path(executable), Path(executable).resolve(), python, package)
+
+
+def _below(paths: tuple[Path, ...], dirs: tuple[Path, ...]) -> list[Path]:
+    """The paths that lie below one of dirs."""
+    return [p for p in paths if any(p.is_relative_to(d) for d in dirs)]
+
+
+def _under_home(executable: str) -> bool:
+    """Whether ProtectHome=yes would hide the executable, its Python or the ecmpd package."""
+    return bool(_below(_installation(executable), HOME_DIRS))
+
+
+def hidden_by_private_tmp(command: list[str], config: str | None) -> list[Path]:
+    """What PrivateTmp=yes would hide from the unit: installation paths, the config."""
+    paths = _installation(command[0])
+    if config is not None:
+        paths += (Path(config), Path(config).resolve())
+    return list(dict.fromkeys(_below(paths, TMP_DIRS)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +111,17 @@ def run(args: argparse.Namespace) -> int:
     # A config other than the default is baked in: systemd does not see this shell's
     # $ECMPD_CONFIG.
     config = None if args.config == DEFAULT_CONFIG else os.path.abspath(args.config)
-    text = render(name, ecmpd_command(), config)
+    command = ecmpd_command()
+    text = render(name, command, config)
+    hidden = hidden_by_private_tmp(command, config)
+    if hidden:
+        why = (
+            f"{', '.join(map(str, hidden))}: below /tmp, which the unit's PrivateTmp=yes hides"
+            " (and a reboot may clear): install ecmpd and its config elsewhere"
+        )
+        if not args.print:
+            raise CommandError(why, EXIT_CONFIG)
+        print(f"ecmpd: warning: {why}", file=sys.stderr)
     if args.print:
         sys.stdout.write(text)
         return EXIT_OK
