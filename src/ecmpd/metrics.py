@@ -16,6 +16,7 @@ one series per family the uplink carries; carrier belongs to the interface and h
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -36,6 +37,10 @@ from ecmpd.kernel.netdev import read_interface_counters
 
 log = logging.getLogger("ecmpd.metrics")
 
+# How long a scrape waits for the daemon's loop to take a fresh snapshot before it
+# serves the last one (a busy loop must not hang Prometheus).
+SCRAPE_REFRESH_TIMEOUT = 0.5
+
 UPLINK_STATES = ("up", "down", "unknown", "drained")
 HEALTH_STATES = ("unknown", "up", "falling", "down", "rising")
 
@@ -54,6 +59,8 @@ class EcmpdCollector:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.snapshot = Snapshot()
         self._clock = clock
+        # Called (on the scraping thread) before each collect, to take a fresh snapshot.
+        self.before_collect: Callable[[], None] | None = None
 
     def update(
         self,
@@ -65,6 +72,8 @@ class EcmpdCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as prometheus-client's registry asks for them."""
+        if self.before_collect is not None:
+            self.before_collect()
         snap = self.snapshot
         build = GaugeMetricFamily(
             "ecmpd_build_info", "ecmpd's version (always 1).", labels=["version"]
@@ -309,13 +318,45 @@ class Metrics:
             counters = {}
         self.update(status, counters)
 
+    def refresh_from_thread(
+        self, loop: asyncio.AbstractEventLoop, status_fn: Callable[[], Mapping[str, Any]]
+    ) -> None:
+        """Refresh on the daemon's loop and wait for it (call from a scraping thread).
+
+        A scrape right after a failover then shows it, instead of the snapshot of up to
+        one interval before; a loop that does not answer in time serves the last one.
+        """
+
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def refresh() -> None:
+            if not done.set_running_or_notify_cancel():
+                return  # the scrape gave up waiting
+            try:
+                self.refresh(status_fn)
+            except Exception as err:  # a status hiccup: serve the last snapshot
+                log.warning("metrics.refresh_failed", extra={"error": str(err)})
+            done.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(refresh)
+        except RuntimeError:  # the loop is closed: the last snapshot is all there is
+            return
+        try:
+            done.result(SCRAPE_REFRESH_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            done.cancel()
+            log.warning("metrics.scrape_refresh_late", extra={"timeout": SCRAPE_REFRESH_TIMEOUT})
+
     async def run(self, status_fn: Callable[[], Mapping[str, Any]], interval: float = 1.0) -> None:
-        """Serve and refresh from status_fn every interval, until cancelled.
+        """Serve and refresh from status_fn every interval and at each scrape, until cancelled.
 
         A listen failure is logged and ends only this task: the daemon keeps routing
         (a missing endpoint shows in Prometheus as a failed scrape, a dead daemon would
         take failover with it).
         """
+        loop = asyncio.get_running_loop()
+        self.collector.before_collect = lambda: self.refresh_from_thread(loop, status_fn)
         try:
             self.start()
         except OSError as err:

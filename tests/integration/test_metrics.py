@@ -23,6 +23,7 @@ from ecmpd.metrics import Metrics
 from tests.integration.daemonproc import (
     DaemonProc,
     gray_failure,
+    group_members,
     heal,
     running_daemon,
     wait_for,
@@ -32,6 +33,7 @@ from tests.integration.test_ipv6 import ipv6_gray_failure
 PORT = 9474  # the documented default; free inside the lab's own router namespace
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 FAMILIES = ("ipv4", "ipv6")
+ALL = {"isp-a", "isp-b", "isp-c"}
 
 
 def parse_samples(text: str) -> Samples:
@@ -329,3 +331,39 @@ def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> No
         assert sample(samples, "ecmpd_uplink_transitions_total", **b4) == before4
         assert sample(samples, "ecmpd_uplink_carrier", uplink="isp-b") == 1
         scraped(shows(b6, 1))  # and back
+
+
+def serving(ns: str) -> bool:
+    """Whether the endpoint answers a scrape yet."""
+    try:
+        scrape(ns)
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_a_scrape_right_after_a_failover_shows_it(lab_module: Lab, tmp_path: Path) -> None:
+    """The exposition is taken at scrape time: no lag behind the kernel's group."""
+    lab = lab_module
+    config = write_lab_config(
+        lab, tmp_path / "metrics.yaml", extra={"metrics": {"listen": f"127.0.0.1:{PORT}"}}
+    )
+    a4 = {"uplink": "isp-a", "family": "ipv4"}
+    with running_daemon(lab, config, tmp_path) as daemon:
+        wait_for(lambda: all_up(daemon), 5, "all uplinks up")
+        wait_for(lambda: group_members(lab) == ALL, 2, "every uplink in the group")
+        wait_for(lambda: serving(lab.router), 3, "the endpoint to listen", step=0.05)
+        try:
+            gray_failure(lab, "isp-a")
+            # Polled at 5 ms: the scrape follows the kernel's change by a few ms, far
+            # less than the one-second refresh the exposition had before.
+            wait_for(lambda: "isp-a" not in group_members(lab), 10, "isp-a out")
+            samples = scrape(lab.router)
+            assert sample(samples, "ecmpd_uplink_in_balancer", **a4) == 0
+            assert sample(samples, "ecmpd_uplink_up", **a4) == 0
+        finally:
+            heal(lab, "isp-a")
+        wait_for(lambda: group_members(lab) == ALL, 10, "isp-a back")
+        samples = scrape(lab.router)
+        assert sample(samples, "ecmpd_uplink_in_balancer", **a4) == 1
+        assert sample(samples, "ecmpd_uplink_up", **a4) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -439,3 +440,19 @@ def test_status_interfaces() -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_a_scrape_serves_the_last_snapshot_when_the_loop_does_not_answer() -> None:
+    """A loop that is not running never takes the snapshot: the scrape waits, then serves."""
+    metrics = Metrics(MetricsConfig(listen="127.0.0.1:9474"))
+    metrics.update({"uplinks": []})
+    before = metrics.collector.snapshot
+    loop = asyncio.new_event_loop()
+    try:
+        metrics.refresh_from_thread(loop, lambda: {"uplinks": [{"name": "never"}]})
+    finally:
+        loop.close()
+    assert metrics.collector.snapshot is before
+    # A closed loop (the daemon stopping): no wait at all.
+    metrics.refresh_from_thread(loop, lambda: {"uplinks": [{"name": "never"}]})
+    assert metrics.collector.snapshot is before
