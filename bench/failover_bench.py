@@ -887,8 +887,8 @@ def loss_phase(sides: Sequence[Side], cron: CronMonitor | None, seconds: float) 
         downs_before, uplinks_before = before[side.name]
         uplinks = side.daemon.uplinks()
         downs = side.daemon.count_events("uplink.down") - downs_before
-        lost = sum(t["sent"] - t["received"] for u in uplinks.values() for t in u["targets"])
-        sent = sum(t["sent"] for u in uplinks.values() for t in u["targets"])
+        lost = sum(t.sent - t.received for u in uplinks.values() for t in u.targets)
+        sent = sum(t.sent for u in uplinks.values() for t in u.targets)
         check = side.config.uplinks[0].check
         expected = expected_false_downs(check, LOSS_PERCENT / 100, len(uplinks), seconds)
         per_config[side.name] = {
@@ -896,7 +896,7 @@ def loss_phase(sides: Sequence[Side], cron: CronMonitor | None, seconds: float) 
             "down_events": downs,
             "group_departures": departures[side.name],
             "transitions": sum(
-                uplinks[n]["transitions"] - uplinks_before[n]["transitions"] for n in uplinks
+                uplinks[n].transitions - uplinks_before[n].transitions for n in uplinks
             ),
             "expected_count": float(f"{expected:.3g}"),
             "probe_loss_observed": round(lost / sent, 4) if sent else None,
@@ -940,10 +940,8 @@ class DualStack:
     def every_family_in_service(self) -> bool:
         """Whether the daemon has each uplink up and in the balancer in both families."""
         wanted = set(FAMILY_NAMES.values())
-        return all(
-            set(u["families"]) == wanted
-            and all(f["health"] == "up" and f["in_balancer"] for f in u["families"].values())
-            for u in self.daemon.uplinks().values()
+        return self.daemon.every_family_in_service() and all(
+            set(u.families) == wanted for u in self.daemon.uplinks().values()
         )
 
     def settle(self) -> None:
@@ -1098,7 +1096,8 @@ def cost_phase(workdir: Path, prefix: str, seconds: float) -> dict[str, Any]:
         with running_daemon(lab.router, path, workdir / "daemon") as daemon:
             wait_until(daemon.all_in_service, RECOVERY_TIMEOUT, "8 uplinks up", 0.05)
             pid = daemon.pid
-            if daemon.status()["daemon"]["pid"] != pid:
+            counters = daemon.status().daemon
+            if counters is None or counters.pid != pid:
                 raise BenchError("the Popen pid is not the daemon's (ip netns exec did not exec)")
             time.sleep(1.0)  # past start-up
             sent0 = probes_sent(daemon)
@@ -1141,7 +1140,7 @@ def cost_phase(workdir: Path, prefix: str, seconds: float) -> dict[str, Any]:
 
 def probes_sent(daemon: Daemon) -> int:
     """Probes the daemon has sent so far, over every uplink and target."""
-    return sum(t["sent"] for u in daemon.uplinks().values() for t in u["targets"])
+    return sum(t.sent for u in daemon.uplinks().values() for t in u.targets)
 
 
 # --- the run ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The daemon's control socket: one JSON request per line, one JSON answer per line.
 
 A unix socket in the run dir, mode 0600 (root only): `status`, `reload`, `drain`,
-`undrain`. The CLI's `status`, `drain` and `undrain` talk to it.
+`undrain`, `health`. The CLI's `status`, `watch`, `drain` and `undrain` talk to it; a
+status travels as `Status.to_json()`, read back with `request_status`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from ecmpd.status import Status
 
 SOCKET_NAME = "ecmpd.sock"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -80,3 +83,11 @@ def request(run_dir: Path, message: dict[str, Any], timeout: float = 5.0) -> dic
         raise DaemonNotRunning(f"the daemon on {path} closed the connection")
     answer: dict[str, Any] = json.loads(line)
     return answer
+
+
+def request_status(run_dir: Path, timeout: float = 5.0) -> Status:
+    """The daemon's status (DaemonNotRunning, OSError, or ValueError for a bad answer)."""
+    answer = request(run_dir, {"cmd": "status"}, timeout)
+    if not answer.get("ok", True) or "status" not in answer:
+        raise ValueError(f"the daemon did not give its status: {answer.get('error', answer)}")
+    return Status.from_json(answer["status"])

@@ -33,9 +33,9 @@ from ecmpd.config import (
     load_config,
 )
 from ecmpd.control import serve
-from ecmpd.desired import carries, desired_state, nexthop_id, resolve_uplink
+from ecmpd.desired import carries, desired_state, resolve_uplink
 from ecmpd.facts import KernelFacts
-from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition, detection_time
+from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition
 from ecmpd.health.probes import Prober, open_prober
 from ecmpd.health.scheduler import ProbeScheduler
 from ecmpd.hooks import run_hooks
@@ -45,9 +45,18 @@ from ecmpd.kernel.monitor import KernelMonitor, LinkEvent, NexthopEvent, Resync,
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.record import Record
 from ecmpd.metrics import Metrics
-from ecmpd.model import RTPROT_ECMPD, DesiredState, Family, IPAddress
+from ecmpd.model import (
+    FAMILY_NAMES,
+    MAIN_TABLE,
+    RTPROT_ECMPD,
+    DesiredState,
+    Family,
+    IPAddress,
+    nexthop_id,
+)
 from ecmpd.plan import diff
 from ecmpd.sdnotify import notify, watchdog_interval
+from ecmpd.status import Clock, DaemonCounters, FamilyReport, Status, UplinkReport, daemon_status
 
 log = logging.getLogger("ecmpd.daemon")
 T = TypeVar("T")
@@ -56,10 +65,8 @@ T = TypeVar("T")
 # without targets) gets a placeholder that is never probed, so carrier alone decides.
 NO_TARGET: Target = IPv4Address("0.0.0.0")
 NO_TARGET6: Target = IPv6Address("::")
-FAMILY_NAMES = {Family.INET: "ipv4", Family.INET6: "ipv6"}
 RESYNC_PERIOD = 30.0  # full re-read against drift nobody told us about
 EVENT_DEBOUNCE = 0.01  # coalesce a burst of kernel events into one re-read
-MAIN_TABLE = 254
 
 
 class StartupError(Exception):
@@ -628,95 +635,39 @@ class Daemon:
         ops = await self._reconcile(f"{'drain' if drained else 'undrain'} {name}")
         return {"ok": True, "ops": ops}
 
-    def status(self) -> dict[str, Any]:
-        """The status document: the kernel view plus health figures.
-
-        Each uplink's top-level figures are those of its primary family (IPv4 when it
-        carries IPv4, as before IPv6 existed), `targets` lists every family's, and
-        `families` has the full view per family, keyed `ipv4` / `ipv6`.
-        """
+    def status(self) -> Status:
+        """The status: health per uplink and family, membership from the kernel."""
         assert self.config is not None
-        now = time.monotonic()
-        uplinks = []
-        for name, rt in self.uplinks.items():
-            families = {
-                FAMILY_NAMES[family]: self._family_status(rt, fam, now)
-                for family, fam in rt.families.items()
-            }
-            primary = families[FAMILY_NAMES[rt.primary.family]]
-            in_service = {f["in_balancer"] for f in families.values()}
-            uplinks.append(
-                {
-                    "name": name,
-                    "interface": rt.config.interface,
-                    **{k: primary[k] for k in _PRIMARY_KEYS},
-                    "weight": rt.config.weight,
-                    "table": rt.config.table,
-                    "carrier": rt.carrier,
-                    "transitions": rt.transitions,
-                    "targets": [t for f in families.values() for t in f["targets"]],
-                    # One family in service and another out: worth a glance.
-                    "degraded": len(in_service) > 1,
-                    "families": families,
-                }
+        counters = DaemonCounters(
+            pid=os.getpid(),
+            uptime_s=round(time.time() - self.started, 1),
+            reconciles=self.counters.reconciles,
+            ops=self.counters.ops,
+            failures=self.counters.failures,
+            resyncs=self.counters.resyncs,
+        )
+        reports = [
+            UplinkReport(
+                config=rt.config,
+                families={family: _report(fam) for family, fam in rt.families.items()},
             )
-        return {
-            "source": "daemon",
-            "uplinks": uplinks,
-            "daemon": {
-                "pid": os.getpid(),
-                "uptime_s": round(time.time() - self.started, 1),
-                "reconciles": self.counters.reconciles,
-                "ops": self.counters.ops,
-                "failures": self.counters.failures,
-                "resyncs": self.counters.resyncs,
-            },
-        }
-
-    def _family_status(self, rt: UplinkRuntime, fam: FamilyHealth, now: float) -> dict[str, Any]:
-        """One uplink's figures in one family."""
-        assert self.config is not None
-        group_id = nexthop_id(self.config.balancer.table, fam.family)
-        group = next((g for g in self.observed.groups if g.id == group_id), None)
-        members = dict(group.members) if group else {}
-        tracker = fam.tracker
-        state = tracker.state
-        if rt.config.name in self.drained:
-            shown = "drained"
-        elif state in (HealthState.UP, HealthState.FALLING):
-            shown = "up"
-        elif state is HealthState.UNKNOWN:
-            shown = "unknown"
-        else:
-            shown = "down"
-        return {
-            "state": shown,
-            "health": state.value,
-            "since": round(time.time() - (now - tracker.since), 3),
-            "for_s": round(now - tracker.since, 3),
-            "reason": tracker.reason,
-            "in_balancer": nexthop_id(rt.config.table, fam.family) in members,
-            "transitions": fam.transitions,
-            "detection_time_s": round(detection_time(rt.config.check), 3),
-            "targets": [
-                {
-                    "target": str(s.target),
-                    "rtt_ms": _ms(s.rtt_last),
-                    "rtt_avg_ms": _ms(s.rtt_avg),
-                    "loss": round(s.loss, 4),
-                    "sent": s.sent,
-                    "received": s.received,
-                }
-                for s in tracker.stats()
-            ]
-            if fam.targets
-            else [],
-        }
+            for rt in self.uplinks.values()
+        ]
+        clock = Clock(monotonic=time.monotonic(), wall=time.time())
+        return daemon_status(
+            self.config.balancer.table,
+            reports,
+            self.observed,
+            self._facts,
+            self.drained,
+            counters,
+            clock,
+        )
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         if cmd == "status":
-            return {"ok": True, "status": self.status()}
+            return {"ok": True, "status": self.status().to_json()}
         if cmd == "reload":
             return await self.reload()
         if cmd in ("drain", "undrain"):
@@ -726,16 +677,17 @@ class Daemon:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
 
-# What an uplink's top-level status shows of its primary family.
-_PRIMARY_KEYS = (
-    "state",
-    "health",
-    "since",
-    "for_s",
-    "reason",
-    "in_balancer",
-    "detection_time_s",
-)
+def _report(fam: FamilyHealth) -> FamilyReport:
+    """One family's health as the status shows it."""
+    tracker = fam.tracker
+    return FamilyReport(
+        state=tracker.state,
+        since=tracker.since,
+        reason=tracker.reason,
+        transitions=fam.transitions,
+        targets=tuple(tracker.stats()) if fam.targets else (),
+        carrier=tracker.carrier,
+    )
 
 
 def _for_hooks(t: Transition, family: Family) -> Transition:
@@ -744,7 +696,3 @@ def _for_hooks(t: Transition, family: Family) -> Transition:
     (ECMPD_FAMILY says it too; the prefix stays for hooks that only read the reason.)
     """
     return replace(t, reason=f"ipv6: {t.reason}") if family is Family.INET6 else t
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)

@@ -8,10 +8,9 @@ callable that takes a fresh snapshot.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -19,6 +18,8 @@ from rich.live import Live
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+from ecmpd.status import UplinkStatus
 
 STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
 # The status document's family keys, in the order shown, and their short labels.
@@ -340,35 +341,28 @@ def _events(events: Iterable[tuple[float, str]]) -> Table:
 # --- from a daemon status document ------------------------------------------------
 
 
-def health_figures(uplink: Mapping[str, Any]) -> tuple[float | None, float | None]:
+def health_figures(uplink: UplinkStatus) -> tuple[float | None, float | None]:
     """(rtt ms, loss) of a status entry: the best target's average RTT, the worst loss.
 
-    With families, the RTT is that of the families not down: a down family's figures are
-    its window's past answers, while the other family's are current.
+    The RTT is that of the families not down: a down family's figures are its window's
+    past answers, while the other family's are current.
     """
-    targets = uplink.get("targets") or []
-    families = uplink.get("families") or {}
-    timed = (
-        [t for f in families.values() if f.get("state") != "down" for t in f.get("targets") or []]
-        if families
-        else targets
-    )
-    rtts = [float(t["rtt_avg_ms"]) for t in timed if t.get("rtt_avg_ms") is not None]
-    losses = [float(t.get("loss", 0.0)) for t in targets]
+    timed = [t for f in uplink.families.values() if f.state != "down" for t in f.targets]
+    rtts = [t.rtt_avg_ms for t in timed if t.rtt_avg_ms is not None]
+    losses = [t.loss for t in uplink.targets]
     return (min(rtts) if rtts else None), (max(losses) if losses else None)
 
 
-def family_views(uplink: Mapping[str, Any]) -> tuple[FamilyView, ...]:
-    """Each family of a status entry, IPv4 first; () when the entry has no `families`."""
-    families: Mapping[str, Mapping[str, Any]] = uplink.get("families") or {}
-    order = [k for k in FAMILY_LABELS if k in families] + sorted(
-        k for k in families if k not in FAMILY_LABELS
+def family_views(uplink: UplinkStatus) -> tuple[FamilyView, ...]:
+    """Each family of a status entry, IPv4 first."""
+    order = [k for k in FAMILY_LABELS if k in uplink.families] + sorted(
+        k for k in uplink.families if k not in FAMILY_LABELS
     )
     return tuple(
         FamilyView(
             family=key,
-            state=str(families[key].get("state", "unknown")),
-            in_balancer=bool(families[key].get("in_balancer")),
+            state=uplink.families[key].state.value,
+            in_balancer=uplink.families[key].in_balancer,
         )
         for key in order
     )

@@ -1,7 +1,7 @@
 """Prometheus exposition of the daemon's status: uplink health, probes, interface counters.
 
-Design: one custom collector renders every metric from the latest snapshot (the status
-document plus the kernel's interface counters) at scrape time. The numbers already live
+Design: one custom collector renders every metric from the latest snapshot (a `Status`
+plus the kernel's interface counters) at scrape time. The numbers already live
 elsewhere (trackers, probers, the kernel), so mirroring them into prometheus-client's
 own Gauge/Counter objects would only add a second copy to keep in step; and uplinks that
 disappear on reload vanish from the next scrape with no label bookkeeping. The snapshot
@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -33,7 +32,9 @@ from prometheus_client.process_collector import ProcessCollector
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
+from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import read_interface_counters
+from ecmpd.status import DaemonCounters, DisplayState, Status, UplinkStatus
 
 log = logging.getLogger("ecmpd.metrics")
 
@@ -41,15 +42,12 @@ log = logging.getLogger("ecmpd.metrics")
 # serves the last one (a busy loop must not hang Prometheus).
 SCRAPE_REFRESH_TIMEOUT = 0.5
 
-UPLINK_STATES = ("up", "down", "unknown", "drained")
-HEALTH_STATES = ("unknown", "up", "falling", "down", "rising")
-
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one scrape renders: a status document and interface counters."""
+    """What one scrape renders: a status and interface counters."""
 
-    status: Mapping[str, Any] | None = None
+    status: Status | None = None
     counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
@@ -64,7 +62,7 @@ class EcmpdCollector:
 
     def update(
         self,
-        status: Mapping[str, Any] | None,
+        status: Status | None,
         counters: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         """Replace the snapshot (one assignment: scrapes never see half an update)."""
@@ -82,15 +80,14 @@ class EcmpdCollector:
         yield build
         if snap.status is None:
             return
-        uplinks: Sequence[Mapping[str, Any]] = snap.status.get("uplinks", [])
+        uplinks = snap.status.uplinks
         yield from self._uplinks(uplinks)
         yield from self._probes(uplinks)
         yield from self._interfaces(snap.counters)
-        daemon = snap.status.get("daemon")
-        if daemon is not None:
-            yield from self._daemon(daemon)
+        if snap.status.daemon is not None:
+            yield from self._daemon(snap.status.daemon)
 
-    def _uplinks(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    def _uplinks(self, uplinks: Sequence[UplinkStatus]) -> Iterator[Metric]:
         per_family = ["uplink", "family"]
         up = _gauge(
             "ecmpd_uplink_up",
@@ -131,29 +128,27 @@ class EcmpdCollector:
         )
         now = self._clock()
         for u in uplinks:
-            name = str(u["name"])
             # Carrier belongs to the interface, which every family shares.
-            if u.get("carrier") is not None:
-                carrier.add_metric([name], float(bool(u["carrier"])))
-            for family, f in uplink_families(u):
-                key = [name, family]
-                shown = str(f.get("state", "unknown"))
-                up.add_metric(key, float(shown in ("up", "unknown")))
-                for s in UPLINK_STATES:
-                    state.add_metric([*key, s], float(shown == s))
-                if "health" in f:
-                    for h in HEALTH_STATES:
-                        health.add_metric([*key, h], float(f["health"] == h))
-                in_balancer.add_metric(key, float(bool(f.get("in_balancer"))))
-                weight.add_metric(key, float(f.get("weight", 0)))
+            if u.carrier is not None:
+                carrier.add_metric([u.name], float(u.carrier))
+            for family, f in u.families.items():
+                key = [u.name, family]
+                up.add_metric(key, float(f.state in (DisplayState.UP, DisplayState.UNKNOWN)))
+                for s in DisplayState:
+                    state.add_metric([*key, s.value], float(f.state is s))
+                if f.health is not None:
+                    for h in HealthState:
+                        health.add_metric([*key, h.value], float(f.health is h))
+                in_balancer.add_metric(key, float(f.in_balancer))
+                weight.add_metric(key, float(f.weight))
                 # From the wall-clock `since`, not `for_s`: the snapshot may be a second
                 # old, the scrape is now.
-                if f.get("since") is not None:
-                    seconds.add_metric(key, max(0.0, now - float(f["since"])))
-                transitions.add_metric(key, float(f.get("transitions", 0)))
+                if f.since is not None:
+                    seconds.add_metric(key, max(0.0, now - f.since))
+                transitions.add_metric(key, float(f.transitions or 0))
         yield from (up, state, health, in_balancer, weight, carrier, seconds, transitions)
 
-    def _probes(self, uplinks: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    def _probes(self, uplinks: Sequence[UplinkStatus]) -> Iterator[Metric]:
         labels = ["uplink", "family", "target"]
         rtt = _gauge(
             "ecmpd_probe_rtt_seconds", "Round-trip time of the last answered probe.", labels
@@ -169,16 +164,16 @@ class EcmpdCollector:
             "ecmpd_probes_received_total", "Probes answered.", labels=labels
         )
         for u in uplinks:
-            for family, f in uplink_families(u):
-                for t in f.get("targets") or []:
-                    key = [str(u["name"]), family, str(t["target"])]
-                    if t.get("rtt_ms") is not None:
-                        rtt.add_metric(key, float(t["rtt_ms"]) / 1000)
-                    if t.get("rtt_avg_ms") is not None:
-                        rtt_avg.add_metric(key, float(t["rtt_avg_ms"]) / 1000)
-                    loss.add_metric(key, float(t.get("loss", 0)))
-                    sent.add_metric(key, float(t.get("sent", 0)))
-                    received.add_metric(key, float(t.get("received", 0)))
+            for family, f in u.families.items():
+                for t in f.targets:
+                    key = [u.name, family, t.target]
+                    if t.rtt_ms is not None:
+                        rtt.add_metric(key, t.rtt_ms / 1000)
+                    if t.rtt_avg_ms is not None:
+                        rtt_avg.add_metric(key, t.rtt_avg_ms / 1000)
+                    loss.add_metric(key, t.loss)
+                    sent.add_metric(key, float(t.sent))
+                    received.add_metric(key, float(t.received))
         yield from (rtt, rtt_avg, loss, sent, received)
 
     def _interfaces(self, counters: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
@@ -198,44 +193,21 @@ class EcmpdCollector:
                     families[kind].add_metric([ifname, direction], float(value))
         yield from families.values()
 
-    def _daemon(self, daemon: Mapping[str, Any]) -> Iterator[Metric]:
-        for key, name, doc in (
-            ("reconciles", "ecmpd_reconciles_total", "Reconciles that changed the kernel."),
-            ("ops", "ecmpd_kernel_ops_total", "Kernel operations executed."),
+    def _daemon(self, daemon: DaemonCounters) -> Iterator[Metric]:
+        for value, name, doc in (
+            (daemon.reconciles, "ecmpd_reconciles_total", "Reconciles that changed the kernel."),
+            (daemon.ops, "ecmpd_kernel_ops_total", "Kernel operations executed."),
             (
-                "failures",
+                daemon.failures,
                 "ecmpd_reconcile_failures_total",
                 "Reconciles whose kernel operations failed (retried after a re-read).",
             ),
-            ("resyncs", "ecmpd_resyncs_total", "Full re-reads of the kernel state."),
+            (daemon.resyncs, "ecmpd_resyncs_total", "Full re-reads of the kernel state."),
         ):
-            if key in daemon:
-                yield CounterMetricFamily(name, doc, value=float(daemon[key]))
-        if "uptime_s" in daemon:
-            yield GaugeMetricFamily(
-                "ecmpd_uptime_seconds",
-                "Seconds since the daemon started.",
-                value=float(daemon["uptime_s"]),
-            )
-
-
-def uplink_families(uplink: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(family label, figures) for each address family an uplink of a status carries.
-
-    Health is per family (an uplink can be up in IPv4 and down in IPv6), so each
-    family's own figures from `families`; the weight is the uplink's where a family
-    does not give its own (the daemon's status). A status without `families` has
-    only the top-level figures, which were IPv4's before IPv6 existed.
-    """
-    families: Mapping[str, Mapping[str, Any]] | None = uplink.get("families")
-    if not families:
-        return [("ipv4", uplink)]
-    # Only the weight falls back: the top-level targets and transitions add up every
-    # family's, and would be counted twice.
-    return [
-        (label, {"weight": uplink.get("weight", 0), **figures})
-        for label, figures in families.items()
-    ]
+            yield CounterMetricFamily(name, doc, value=float(value))
+        yield GaugeMetricFamily(
+            "ecmpd_uptime_seconds", "Seconds since the daemon started.", value=daemon.uptime_s
+        )
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -248,11 +220,6 @@ def is_loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def status_interfaces(status: Mapping[str, Any]) -> list[str]:
-    """The uplink interfaces named in a status document."""
-    return sorted({str(u["interface"]) for u in status.get("uplinks", []) if "interface" in u})
 
 
 class Metrics:
@@ -302,24 +269,24 @@ class Metrics:
 
     def update(
         self,
-        status: Mapping[str, Any] | None,
+        status: Status | None,
         counters: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         """Show this status (and interface counters) from the next scrape on."""
         self.collector.update(status, counters)
 
-    def refresh(self, status_fn: Callable[[], Mapping[str, Any]]) -> None:
+    def refresh(self, status_fn: Callable[[], Status]) -> None:
         """Take a status and the counters of its interfaces (call on the daemon's loop)."""
         status = status_fn()
         try:
-            counters = read_interface_counters(status_interfaces(status))
+            counters = read_interface_counters(status.interfaces())
         except (OSError, ValueError) as err:  # no procfs: still serve the health figures
             log.debug("metrics.counters_unavailable", extra={"error": str(err)})
             counters = {}
         self.update(status, counters)
 
     def refresh_from_thread(
-        self, loop: asyncio.AbstractEventLoop, status_fn: Callable[[], Mapping[str, Any]]
+        self, loop: asyncio.AbstractEventLoop, status_fn: Callable[[], Status]
     ) -> None:
         """Refresh on the daemon's loop and wait for it (call from a scraping thread).
 
@@ -348,7 +315,7 @@ class Metrics:
             done.cancel()
             log.warning("metrics.scrape_refresh_late", extra={"timeout": SCRAPE_REFRESH_TIMEOUT})
 
-    async def run(self, status_fn: Callable[[], Mapping[str, Any]], interval: float = 1.0) -> None:
+    async def run(self, status_fn: Callable[[], Status], interval: float = 1.0) -> None:
         """Serve and refresh from status_fn every interval and at each scrape, until cancelled.
 
         A listen failure is logged and ends only this task: the daemon keeps routing

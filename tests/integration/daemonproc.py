@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from ecmpd.kernel import nexthop as nl
 from ecmpd.lab import netns
@@ -15,6 +14,7 @@ from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
 from ecmpd.lab.topology import Lab
 from ecmpd.model import NH_ID_BASE
+from ecmpd.status import UplinkStatus
 
 GROUP_ID = NH_ID_BASE + 200
 
@@ -26,7 +26,7 @@ class DaemonProc(LabDaemon):
         super().__init__(lab.router, config, run_dir, log)
         self.lab = lab
 
-    def uplink(self, name: str) -> dict[str, Any]:
+    def uplink(self, name: str) -> UplinkStatus:
         return self.uplinks()[name]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:

@@ -34,14 +34,14 @@ ALL = {"isp-a", "isp-b", "isp-c"}
 
 def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")
+        wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "isp-b up")
         assert group_members(lab) == ALL
         gray_failure(lab, "isp-b")
         took = wait_for(lambda: group_members(lab) == ALL - {"isp-b"}, 3, "isp-b removed")
         assert took < 1.5, took  # default check: detection bound 0.85 s
         status = daemon.uplink("isp-b")
-        assert (status["state"], status["in_balancer"]) == ("down", False)
-        assert status["reason"]
+        assert (status.state, status.in_balancer) == ("down", False)
+        assert status.reason
         # What an operator sees meanwhile: `ecmpd watch` in the daemon's namespace.
         frame = ecmpd(
             lab.router, lab.config_path, tmp_path / "run", "watch", "--once", env={"COLUMNS": "160"}
@@ -57,17 +57,17 @@ def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None
         assert all("up" in rows[name].split() for name in ("isp-a", "isp-c")), rows
         heal(lab, "isp-b")
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
-        assert daemon.uplink("isp-b")["state"] == "up"
-        assert daemon.uplink("isp-a")["transitions"] == 1  # unknown -> up only
+        assert daemon.uplink("isp-b").state == "up"
+        assert daemon.uplink("isp-a").transitions == 1  # unknown -> up only
 
 
 def test_carrier_loss_acts_at_once_and_nexthops_come_back(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-c")["health"] == "up", 5, "isp-c up")
+        wait_for(lambda: daemon.uplink("isp-c").health == "up", 5, "isp-c up")
         isp_link_down(lab, "isp-c")
         took = wait_for(lambda: group_members(lab) == ALL - {"isp-c"}, 2, "isp-c removed")
         assert took < 0.05, took
-        assert daemon.uplink("isp-c")["carrier"] is False
+        assert daemon.uplink("isp-c").carrier is False
         isp_link_up(lab, "isp-c")
         # The kernel deleted isp-c's nexthop with the carrier; the daemon re-creates it
         # and probing brings the uplink back.
@@ -78,20 +78,20 @@ def test_carrier_loss_acts_at_once_and_nexthops_come_back(lab: Lab, tmp_path: Pa
 
 def test_five_percent_loss_causes_no_failover(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 5, "up")
-        before = {u["name"]: u["transitions"] for u in daemon.status()["uplinks"]}
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
+        before = {u.name: u.transitions for u in daemon.status().uplinks}
         for isp in ALL:
             random_loss(lab, isp, 5)
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline:
             assert group_members(lab) == ALL
             time.sleep(0.05)
-        for u in daemon.status()["uplinks"]:
-            assert u["state"] == "up", u
-            lost = sum(t["sent"] - t["received"] for t in u["targets"])
+        for u in daemon.status().uplinks:
+            assert u.state == "up", u
+            lost = sum(t.sent - t.received for t in u.targets)
             assert lost > 0, u  # the loss really happened
         # Only hysteresis (up -> falling -> up) may have moved; nothing left service.
-        assert all(daemon.uplink(n)["in_balancer"] for n in before)
+        assert all(daemon.uplink(n).in_balancer for n in before)
 
 
 @pytest.mark.parametrize("policy", ["keep", "main", "unreachable"])
@@ -100,12 +100,10 @@ def test_all_uplinks_down(lab: Lab, tmp_path: Path, policy: str) -> None:
         lab, tmp_path / "c.yaml", extra={"balancer": {"when_all_down": policy}}
     )
     with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 5, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
         for isp in ALL:
             gray_failure(lab, isp)
-        wait_for(
-            lambda: all(u["state"] == "down" for u in daemon.status()["uplinks"]), 5, "all down"
-        )
+        wait_for(lambda: all(u.state == "down" for u in daemon.status().uplinks), 5, "all down")
         time.sleep(0.2)
         routes = ip_json(lab.router, "route", "show", "table", "200")
         if policy == "keep":
@@ -124,19 +122,19 @@ def test_sighup_reloads_good_configs_and_keeps_the_old_one_on_bad(lab: Lab, tmp_
     config = tmp_path / "live.yaml"
     config.write_text(lab.config_path.read_text())
     with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-a")["health"] == "up", 5, "up")
-        since = daemon.uplink("isp-a")["since"]
+        wait_for(lambda: daemon.uplink("isp-a").health == "up", 5, "up")
+        since = daemon.uplink("isp-a").since
         data = yaml.safe_load(config.read_text())
         data["uplinks"][2]["weight"] = 3
         config.write_text(yaml.safe_dump(data))
         daemon.send(signal.SIGHUP)
         wait_for(lambda: _weight(lab, "isp-c") == 3, 5, "weight 3")
-        assert daemon.uplink("isp-a")["since"] == since  # unchanged uplink kept its health
+        assert daemon.uplink("isp-a").since == since  # unchanged uplink kept its health
         config.write_text("uplinks: [{name: BAD}]\n")
         daemon.send(signal.SIGHUP)
         wait_for(lambda: "config.reload_failed" in daemon.log(), 5, "reload failure logged")
         assert _weight(lab, "isp-c") == 3
-        assert daemon.uplink("isp-a")["health"] == "up"
+        assert daemon.uplink("isp-a").health == "up"
 
 
 def _weight(lab: Lab, isp: str) -> int:
@@ -147,7 +145,7 @@ def _weight(lab: Lab, isp: str) -> int:
 
 def test_restart_adopts_the_kernel_with_zero_changes(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 5, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
         gray_failure(lab, "isp-c")
         wait_for(lambda: group_members(lab) == ALL - {"isp-c"}, 3, "isp-c removed")
         assert daemon.stop() == 0
@@ -157,13 +155,13 @@ def test_restart_adopts_the_kernel_with_zero_changes(lab: Lab, tmp_path: Path) -
         running_daemon(lab, lab.config_path, tmp_path / "again") as daemon,
     ):
         time.sleep(2.0)
-        assert daemon.uplink("isp-c")["state"] == "down"
+        assert daemon.uplink("isp-c").state == "down"
     assert events == []
 
 
 def test_kill_9_leaves_forwarding_working(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 5, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
         daemon.stop(signal.SIGKILL)
     assert group_members(lab) == ALL
     routes = ip_json(lab.router, "route", "show", "table", "200")
@@ -172,11 +170,11 @@ def test_kill_9_leaves_forwarding_working(lab: Lab, tmp_path: Path) -> None:
 
 def test_drain_and_undrain_through_the_daemon(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-a")["health"] == "up", 5, "up")
+        wait_for(lambda: daemon.uplink("isp-a").health == "up", 5, "up")
         r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "drain", "isp-a")
         assert r.returncode == 0, r.stderr
         assert group_members(lab) == ALL - {"isp-a"}
-        assert daemon.uplink("isp-a")["state"] == "drained"
+        assert daemon.uplink("isp-a").state == "drained"
         r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "undrain", "isp-a")
         assert r.returncode == 0, r.stderr
         assert group_members(lab) == ALL
@@ -201,7 +199,7 @@ def test_hooks_run_with_the_change_in_their_environment(lab: Lab, tmp_path: Path
     slow.chmod(0o755)
     config = write_lab_config(lab, tmp_path / "c.yaml", extra={"hooks": str(hooks)})
     with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "up")
+        wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "up")
         gray_failure(lab, "isp-b")
         wait_for(
             lambda: "ECMPD_NEW_STATE=down" in (out.read_text() if out.exists() else ""),
@@ -299,7 +297,7 @@ def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> Non
         return None if found is None else str(found)
 
     with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")
+        wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "isp-b up")
         assert gateway() == "10.2.0.1"
         netns.run_in(
             lab.router,
@@ -339,14 +337,14 @@ def test_probes_follow_a_renumbered_uplink(lab: Lab, tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(data))
     wan = lab.isps[1].uplink_if
     with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-b")["health"] == "up", 5, "isp-b up")
+        wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "isp-b up")
         # As a DHCP client does: the old address goes, then the new one comes.
         netns.run_in(lab.router, ["ip", "addr", "del", "10.2.0.2/24", "dev", wan], check=True)
         netns.run_in(lab.router, ["ip", "addr", "add", "10.2.0.3/24", "dev", wan], check=True)
         wait_for(lambda: "probe.rebind" in daemon.log(), 2, "the prober rebinds")
         # Probes from the old address would go unanswered: 3 detection bounds of silence.
         time.sleep(3 * detection_time(CheckConfig()))
-        assert daemon.uplink("isp-b")["health"] == "up"
+        assert daemon.uplink("isp-b").health == "up"
         assert '"uplink.down"' not in daemon.log()
         assert "reconcile.failed" not in daemon.log()
         assert group_members(lab) == ALL

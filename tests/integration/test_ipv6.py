@@ -26,8 +26,9 @@ from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.ra import advertise
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
 from ecmpd.model import NH_ID_BASE, Family
+from ecmpd.status import FamilyStatus
 from tests.conftest import next_lab_prefix, require_netns
-from tests.integration.daemonproc import heal, nft, running_daemon, wait_for
+from tests.integration.daemonproc import DaemonProc, heal, nft, running_daemon, wait_for
 from tests.integration.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
 
 ALL = {"isp-a", "isp-b", "isp-c"}
@@ -395,15 +396,12 @@ def ipv6_gray_failure(lab: Lab, isp: str) -> None:
     nft(lab.ns(isp), gray_failure_ruleset(Family.INET6))
 
 
-def _family(daemon: Any, name: str, family: str) -> dict[str, Any]:
-    families: dict[str, Any] = daemon.uplink(name)["families"]
-    return dict(families[family])
+def _family(daemon: DaemonProc, name: str, family: str) -> FamilyStatus:
+    return daemon.uplink(name).families[family]
 
 
-def _all_up(daemon: Any) -> bool:
-    return all(
-        f["health"] == "up" for u in daemon.status()["uplinks"] for f in u["families"].values()
-    )
+def _all_up(daemon: DaemonProc) -> bool:
+    return all(f.health == "up" for u in daemon.status().uplinks for f in u.families.values())
 
 
 @DUAL_STACK_LAB
@@ -426,14 +424,14 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         assert took <= detection_time(CheckConfig()) + 0.5, took
         assert all(m == ALL for m in v4_members)  # IPv4 never noticed
         uplink = daemon.uplink("isp-b")
-        assert (uplink["families"]["ipv6"]["state"], uplink["families"]["ipv4"]["state"]) == (
+        assert (uplink.families["ipv6"].state, uplink.families["ipv4"].state) == (
             "down",
             "up",
         )
-        assert uplink["families"]["ipv6"]["in_balancer"] is False
-        assert uplink["families"]["ipv4"]["in_balancer"] is True
-        assert (uplink["state"], uplink["degraded"]) == ("up", True)
-        assert any(t["target"] == "2001:db8:100::1" for t in uplink["targets"])
+        assert uplink.families["ipv6"].in_balancer is False
+        assert uplink.families["ipv4"].in_balancer is True
+        assert (uplink.state, uplink.degraded) == ("up", True)
+        assert any(t.target == "2001:db8:100::1" for t in uplink.targets)
         # `ecmpd watch` shows the degraded uplink's families apart.
         frame = ecmpd(
             lab.router, config, tmp_path / "run", "watch", "--once", env={"COLUMNS": "160"}
@@ -444,11 +442,11 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         heal(lab, "isp-b")
         back = wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b back in IPv6")
         assert back < recovery_time(CheckConfig()) + 1.0, back
-        assert _family(daemon, "isp-b", "ipv6")["state"] == "up"
+        assert _family(daemon, "isp-b", "ipv6").state == "up"
         assert members(lab, GROUP4) == ALL
         # isp-c probes its link-local gateway through the device, and is up.
-        assert _family(daemon, "isp-c", "ipv6")["targets"][0]["target"] == "fe80::1"
-        assert daemon.uplink("isp-a")["transitions"] == 2  # unknown -> up, once per family
+        assert _family(daemon, "isp-c", "ipv6").targets[0].target == "fe80::1"
+        assert daemon.uplink("isp-a").transitions == 2  # unknown -> up, once per family
 
 
 @DUAL_STACK_LAB
@@ -462,7 +460,7 @@ def test_carrier_loss_takes_both_families_out_at_once(lab: Lab, tmp_path: Path) 
             2,
             "isp-c out of both groups",
         )
-        assert {f["state"] for f in daemon.uplink("isp-c")["families"].values()} == {"down"}
+        assert {f.state for f in daemon.uplink("isp-c").families.values()} == {"down"}
         isp_link_up(lab, "isp-c")
         wait_for(lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL, 5, "isp-c back")
 
@@ -481,8 +479,8 @@ def test_an_ipv6_only_uplink_beside_ipv4_ones(lab: Lab, tmp_path: Path) -> None:
         wait_for(lambda: _all_up(daemon), 5, "every family up")
         assert members(lab, GROUP4) == {"isp-a", "isp-b"}
         assert members(lab, GROUP6) == ALL
-        assert set(daemon.uplink("isp-c")["families"]) == {"ipv6"}
-        assert daemon.uplink("isp-c")["state"] == "up"
+        assert set(daemon.uplink("isp-c").families) == {"ipv6"}
+        assert daemon.uplink("isp-c").state == "up"
 
 
 def _nexthop6_gateway(lab: Lab, table: int) -> str | None:
@@ -511,7 +509,7 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
 
     with running_daemon(lab, config, tmp_path) as daemon:
         # No router yet: the daemon starts all the same; isp-b carries IPv4 only.
-        wait_for(lambda: _family(daemon, "isp-a", "ipv6")["health"] == "up", 5, "isp-a up")
+        wait_for(lambda: _family(daemon, "isp-a", "ipv6").health == "up", 5, "isp-a up")
         assert members(lab, GROUP6) == ALL - {"isp-b"}
         assert members(lab, GROUP4) == ALL
         assert _nexthop6_gateway(lab, 102) is None
@@ -520,8 +518,8 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
         wait_for(lambda: ra_routers() == {str(first)}, 2, "the kernel learns the router")
         wait_for(lambda: members(lab, GROUP6) == ALL, 2, "isp-b joins the IPv6 group")
         assert _nexthop6_gateway(lab, 102) == str(first)
-        wait_for(lambda: _family(daemon, "isp-b", "ipv6")["health"] == "up", 5, "probed up")
-        assert _family(daemon, "isp-b", "ipv6")["targets"][0]["target"] == str(first)
+        wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "probed up")
+        assert _family(daemon, "isp-b", "ipv6").targets[0].target == str(first)
 
         # The ISP swaps routers: the new one announces itself, the old one withdraws.
         advertise(isp_ns, "cust0", second, lifetime_s=600)
@@ -529,13 +527,11 @@ def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> 
         wait_for(lambda: ra_routers() == {str(second)}, 2, "the kernel swaps routers")
         wait_for(lambda: _nexthop6_gateway(lab, 102) == str(second), 2, "nexthop follows")
         wait_for(
-            lambda: (
-                [t["target"] for t in _family(daemon, "isp-b", "ipv6")["targets"]] == [str(second)]
-            ),
+            lambda: [t.target for t in _family(daemon, "isp-b", "ipv6").targets] == [str(second)],
             2,
             "the probe follows the router",
         )
-        wait_for(lambda: _family(daemon, "isp-b", "ipv6")["health"] == "up", 5, "new one up")
+        wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "new one up")
         assert members(lab, GROUP6) == ALL
 
         # The last router leaves: isp-b's IPv6 goes, its IPv4 stays.

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterator
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +19,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
 from ecmpd.metrics import Metrics
+from ecmpd.status import Status
 from tests.integration.daemonproc import (
     DaemonProc,
     gray_failure,
@@ -75,7 +75,7 @@ def scrape(ns: str, port: int = PORT) -> Samples:
 
 def all_up(daemon: DaemonProc) -> bool:
     """Every uplink probed healthy."""
-    return all(u["health"] == "up" for u in daemon.status()["uplinks"])
+    return all(u.health == "up" for u in daemon.status().uplinks)
 
 
 @contextlib.contextmanager
@@ -127,7 +127,7 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
 
         gray_failure(lab, "isp-b")
         try:
-            wait_for(lambda: daemon.uplink("isp-b")["state"] == "down", 5, "isp-b down")
+            wait_for(lambda: daemon.uplink("isp-b").state == "down", 5, "isp-b down")
             netns.call_in(lab.router, lambda: m.refresh(daemon.status))
             samples = scrape(lab.router)
         finally:
@@ -137,7 +137,7 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
         assert sample(samples, "ecmpd_uplink_in_balancer", **b4) == 0
         assert sample(samples, "ecmpd_uplink_transitions_total", **b4) > before
         assert sample(samples, "ecmpd_uplink_up", **a4) == 1
-        wait_for(lambda: daemon.uplink("isp-b")["state"] == "up", 10, "isp-b back")
+        wait_for(lambda: daemon.uplink("isp-b").state == "up", 10, "isp-b back")
 
 
 def test_run_loop_refreshes_and_closes_on_cancel(lab_module: Lab, tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_run_survives_a_taken_port(lab_module: Lab, caplog: pytest.LogCaptureFix
     async def scenario() -> None:
         metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{PORT}"))
         # Logged and the task ends: the daemon around it keeps routing.
-        await asyncio.wait_for(metrics.run(lambda: {"uplinks": []}), 5)
+        await asyncio.wait_for(metrics.run(lambda: Status(source="daemon", uplinks=())), 5)
 
     with netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM) as taken:
         # Earlier tests' connections may leave the port in TIME_WAIT.
@@ -239,18 +239,9 @@ def test_daemon_serves_metrics_when_configured(lab_module: Lab, tmp_path: Path) 
         assert sample(samples, "ecmpd_build_info", version=__version__) == 1
 
 
-def status_families(status: dict[str, Any], name: str) -> dict[str, Any]:
-    """One uplink's per-family figures from a daemon status document."""
-    uplink = next(u for u in status["uplinks"] if u["name"] == name)
-    families: dict[str, Any] = uplink["families"]
-    return families
-
-
 def all_families_up(daemon: DaemonProc) -> bool:
     """Every family of every uplink probed healthy."""
-    return all(
-        f["health"] == "up" for u in daemon.status()["uplinks"] for f in u["families"].values()
-    )
+    return all(f.health == "up" for u in daemon.status().uplinks for f in u.families.values())
 
 
 @pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
@@ -293,7 +284,7 @@ def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> No
         samples = scraped(healthy)  # a snapshot taken after every family came up
         status = daemon.status()
         for isp in lab.isps:
-            families = status_families(status, isp.name)
+            families = status.uplink(isp.name).families
             assert set(families) == set(FAMILIES)
             for family, figures in families.items():
                 key = {"uplink": isp.name, "family": family}
@@ -302,9 +293,9 @@ def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> No
                 assert sample(samples, "ecmpd_uplink_weight", **key) == isp.weight
                 assert sample(samples, "ecmpd_uplink_transitions_total", **key) >= 1
                 version = 6 if family == "ipv6" else 4
-                for target in figures["targets"]:
-                    assert ip_address(target["target"]).version == version
-                    probe = {**key, "target": target["target"]}
+                for target in figures.targets:
+                    assert ip_address(target.target).version == version
+                    probe = {**key, "target": target.target}
                     assert sample(samples, "ecmpd_probes_sent_total", **probe) > 0
                     assert sample(samples, "ecmpd_probes_received_total", **probe) > 0
             assert sample(samples, "ecmpd_uplink_carrier", uplink=isp.name) == 1
@@ -320,8 +311,8 @@ def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> No
         assert sample(samples, "ecmpd_uplink_in_balancer", **b6) == 0
         assert sample(samples, "ecmpd_uplink_transitions_total", **b6) > before6
         lost = [
-            sample(samples, "ecmpd_probe_loss_ratio", **b6, target=t["target"])
-            for t in status_families(status, "isp-b")["ipv6"]["targets"]
+            sample(samples, "ecmpd_probe_loss_ratio", **b6, target=t.target)
+            for t in status.uplink("isp-b").families["ipv6"].targets
         ]
         assert max(lost) > 0
         # IPv4 of the same uplink never noticed, and carrier is the interface's: still 1.

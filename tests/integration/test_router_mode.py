@@ -93,7 +93,7 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
     config = write_lab_config(lab, tmp_path / "router.yaml")
     run_dir = tmp_path / "daemon" / "run"
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 10, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
         with chat(lab, specs, echo_timeout=ECHO_TIMEOUT) as (_, pool):
             pool.wait_ready(30)
             time.sleep(0.5)
@@ -226,7 +226,7 @@ def test_pins_hold_for_forwarded_traffic_and_explain_names_them(
     config = write_lab_config(lab, tmp_path / "pins.yaml", extra={"rules": PIN_RULES})
     run_dir = tmp_path / "daemon" / "run"
     with running_daemon(lab, config, tmp_path / "daemon") as daemon, ChatServer(lab.internet):
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 10, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
 
         # A pinned source: every connection, to any server, leaves by isp-a.
         flows = [(pinned, server, 0) for server in [*lab.servers, *docs[:4]] for _ in range(2)]
@@ -268,7 +268,7 @@ def test_explain_agrees_with_the_uplink_a_forwarded_flow_takes(
     config = write_lab_config(lab, tmp_path / "explain.yaml", extra=extra)
     run_dir = tmp_path / "daemon" / "run"
     with running_daemon(lab, config, tmp_path / "daemon") as daemon, ChatServer(lab.internet):
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 10, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
         predicted, seen = {}, {}
         for sport in range(41000, 41000 + EXPLAINED_FLOWS):
             answer = explain(lab, config, run_dir, server, client, sport)
@@ -296,7 +296,7 @@ def test_a_loss_burst_on_the_lan_moves_no_connection(
     config = write_lab_config(lab, tmp_path / "burst.yaml", extra=extra)
     specs = [(lab.lan_clients[i % 20], lab.servers[i % len(lab.servers)], 0) for i in range(60)]
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 10, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
         with chat(lab, specs, echo_timeout=ECHO_TIMEOUT) as (_, pool):
             pool.wait_ready(20)
             start = time.monotonic()
@@ -327,7 +327,7 @@ def test_sticky_clients_keep_one_public_address(lab_factory: LabFactory, tmp_pat
     config = write_lab_config(lab, tmp_path / "sticky.yaml", extra={"hash": ["src-ip"]})
     destinations = [*lab.servers, *lab.alt_servers[:4]]
     with running_daemon(lab, config, tmp_path / "daemon") as daemon, ChatServer(lab.internet):
-        wait_for(lambda: all(u["health"] == "up" for u in daemon.status()["uplinks"]), 10, "up")
+        wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
         flows = [
             (client, destinations[(k * 7 + j) % len(destinations)], 0)
             for k, client in enumerate(lab.lan_clients)

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from ecmpd.cli.watch import Feed, parse_capacities
+from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import InterfaceCounters
 from ecmpd.live import (
     FamilyView,
@@ -24,6 +25,14 @@ from ecmpd.live import (
     render,
     sparkline,
     target_shares,
+)
+from ecmpd.status import (
+    DaemonCounters,
+    DisplayState,
+    FamilyStatus,
+    Status,
+    TargetStatus,
+    UplinkStatus,
 )
 
 
@@ -267,43 +276,41 @@ def test_bar_and_sparkline_primitives() -> None:
     assert sparkline([0.01], 100, 1) == " "  # probes alone are not traffic
 
 
+def fam(state: str, *targets: tuple[float | None, float], up: bool | None = None) -> FamilyStatus:
+    """A family of a daemon's status with targets of these (average RTT ms, loss)."""
+    return FamilyStatus(
+        state=DisplayState(state),
+        health=HealthState.UP if state == "up" else HealthState.DOWN,
+        in_balancer=state == "up" if up is None else up,
+        weight=1,
+        targets=tuple(
+            TargetStatus(target=f"10.0.0.{i}", rtt_avg_ms=rtt, loss=loss)
+            for i, (rtt, loss) in enumerate(targets)
+        ),
+    )
+
+
+def entry(name: str, interface: str = "wan", **families: FamilyStatus) -> UplinkStatus:
+    """An uplink of a daemon's status."""
+    return UplinkStatus(name=name, interface=interface, table=101, families=families)
+
+
 def test_health_figures_take_the_best_rtt_and_the_worst_loss() -> None:
-    status = {
-        "targets": [
-            {"rtt_avg_ms": 12.5, "loss": 0.0},
-            {"rtt_avg_ms": 9.0, "loss": 0.25},
-            {"rtt_avg_ms": None, "loss": 1.0},
-        ]
-    }
+    status = entry("a", ipv4=fam("up", (12.5, 0.0), (9.0, 0.25), (None, 1.0)))
     assert health_figures(status) == (9.0, 1.0)
-    assert health_figures({"targets": []}) == (None, None)
+    assert health_figures(entry("a", ipv4=fam("up"))) == (None, None)
 
 
 def test_health_figures_time_the_families_not_down() -> None:
-    v4 = {"rtt_avg_ms": 5.0, "loss": 1.0}  # a down family's RTT is from before it failed
-    v6 = {"rtt_avg_ms": 8.0, "loss": 0.0}
-    status: dict[str, Any] = {
-        "targets": [v4, v6],
-        "families": {
-            "ipv4": {"state": "down", "targets": [v4]},
-            "ipv6": {"state": "up", "targets": [v6]},
-        },
-    }
-    assert health_figures(status) == (8.0, 1.0)
-    status["families"]["ipv6"]["state"] = "down"
-    assert health_figures(status) == (None, 1.0)
+    v4 = (5.0, 1.0)  # a down family's RTT is from before it failed
+    v6 = (8.0, 0.0)
+    assert health_figures(entry("a", ipv4=fam("down", v4), ipv6=fam("up", v6))) == (8.0, 1.0)
+    assert health_figures(entry("a", ipv4=fam("down", v4), ipv6=fam("down", v6))) == (None, 1.0)
 
 
 def test_family_views_come_ipv4_first_from_the_status() -> None:
-    status = {
-        "state": "up",
-        "families": {
-            "ipv6": {"state": "down", "in_balancer": False},
-            "ipv4": {"state": "up", "in_balancer": True},
-        },
-    }
-    assert family_views(status) == dual("up", "down")
-    assert family_views({"state": "up"}) == ()
+    assert family_views(entry("a", ipv6=fam("down"), ipv4=fam("up"))) == dual("up", "down")
+    assert family_views(entry("a", ipv4=fam("up"))) == (FamilyView("ipv4", "up", True),)
 
 
 def test_live_view_redraws_from_fresh_snapshots_and_stops() -> None:
@@ -334,31 +341,16 @@ class Fake:
         self.bytes = {"wan-a": [0, 0], "wan-b": [0, 0]}
         self.state_b = "up"
 
-    def status(self) -> Mapping[str, Any]:
-        return {
-            "source": "daemon",
-            "uplinks": [
-                {
-                    "name": "a",
-                    "interface": "wan-a",
-                    "state": "up",
-                    "health": "up",
-                    "weight": 1,
-                    "in_balancer": True,
-                    "targets": [{"rtt_avg_ms": 5.0, "loss": 0.0}],
-                },
-                {
-                    "name": "b",
-                    "interface": "wan-b",
-                    "state": self.state_b,
-                    "health": "up",
-                    "weight": 3,
-                    "in_balancer": self.state_b == "up",
-                    "targets": [],
-                },
-            ],
-            "daemon": {"pid": 42, "uptime_s": 7.0, "reconciles": 2},
-        }
+    def status(self) -> Status:
+        b = fam(self.state_b).model_copy(update={"weight": 3, "health": HealthState.UP})
+        return Status(
+            source="daemon",
+            uplinks=(
+                entry("a", "wan-a", ipv4=fam("up", (5.0, 0.0))),
+                entry("b", "wan-b", ipv4=b),
+            ),
+            daemon=DaemonCounters(pid=42, uptime_s=7.0, reconciles=2),
+        )
 
     def counters(self, names: Sequence[str]) -> InterfaceCounters:
         assert sorted(names) == ["wan-a", "wan-b"]
@@ -391,21 +383,16 @@ def test_feed_shows_each_family_of_a_degraded_uplink() -> None:
     fake = Fake()
     plain = fake.status
 
-    def dual_stack() -> Mapping[str, Any]:
-        status = dict(plain())
-        b = dict(status["uplinks"][1])
-        # As the daemon reports it: top-level figures are IPv4's, IPv6 failed on its own.
-        b["families"] = {
-            "ipv4": {"state": "up", "in_balancer": True, "targets": []},
-            "ipv6": {"state": "down", "in_balancer": False, "targets": []},
-        }
-        status["uplinks"] = [status["uplinks"][0], b]
-        return status
+    def dual_stack() -> Status:
+        status = plain()
+        # IPv6 failed on its own.
+        b = entry("b", "wan-b", ipv4=fam("up"), ipv6=fam("down"))
+        return status.model_copy(update={"uplinks": (status.uplinks[0], b)})
 
     feed = Feed(dual_stack, fake.counters, clock=lambda: fake.now)
     feed.sample()
     a, b = feed.snapshot().uplinks
-    assert a.families == () and b.families == dual("up", "down") and b.mixed
+    assert not a.mixed and b.families == dual("up", "down") and b.mixed
     text = text_of(feed.snapshot())
     assert "v4 ● up · v6 ● down" in row_of(text, "b") and "v6" not in row_of(text, "a")
 
@@ -420,7 +407,7 @@ def test_feed_keeps_history_per_step_and_survives_a_silent_daemon() -> None:
     a, _ = feed.snapshot().uplinks
     assert a.history == pytest.approx((80.0, 80.0))  # two whole seconds, the third still open
 
-    def silent() -> Mapping[str, Any]:
+    def silent() -> Status:
         raise OSError("connection refused")
 
     feed._status_fn = silent

@@ -1,9 +1,8 @@
-"""The Prometheus collector, rendered from hand-made status documents."""
+"""The Prometheus collector, rendered from hand-made typed statuses."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -11,31 +10,46 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
+from ecmpd.health.fsm import HealthState
 from ecmpd.metrics import (
     EcmpdCollector,
     Metrics,
     is_loopback,
-    status_interfaces,
+)
+from ecmpd.status import (
+    DaemonCounters,
+    DisplayState,
+    FamilyStatus,
+    Status,
+    TargetStatus,
+    UplinkStatus,
 )
 
 NOW = 1_700_000_100.0
 
 
-def family(state: str, health: str, **more: Any) -> dict[str, Any]:
-    """One family's figures of an uplink, as Daemon.status() writes them under `families`."""
-    entry: dict[str, Any] = {
-        "state": state,
-        "health": health,
-        "since": NOW - 42.5,
-        "for_s": 41.0,  # stale on purpose: the collector must use `since`
-        "reason": "",
-        "in_balancer": state == "up",
-        "transitions": 0,
-        "detection_time_s": 0.85,
-        "targets": [],
-    }
-    entry.update(more)
-    return entry
+def family(
+    state: str,
+    health: str,
+    *,
+    weight: int = 1,
+    since: float = NOW - 42.5,
+    transitions: int = 0,
+    targets: tuple[TargetStatus, ...] = (),
+) -> FamilyStatus:
+    """One family's figures of an uplink, as the daemon's status has them."""
+    return FamilyStatus(
+        state=DisplayState(state),
+        health=HealthState(health),
+        in_balancer=state == "up",
+        weight=weight,
+        since=since,
+        for_s=41.0,  # stale on purpose: the collector must use `since`
+        reason="",
+        transitions=transitions,
+        detection_time_s=0.85,
+        targets=targets,
+    )
 
 
 def uplink(
@@ -43,89 +57,73 @@ def uplink(
     interface: str,
     state: str,
     health: str,
-    ipv6: dict[str, Any] | None = None,
-    **more: Any,
-) -> dict[str, Any]:
-    """One uplink of a status document, as Daemon.status() writes it.
-
-    IPv4 gets state, health and the per-family keys of `more`; with `ipv6` the uplink
-    is dual-stack. The top level shows IPv4's figures, every family's targets and the
-    sum of their transitions, as the daemon does.
-    """
-    per_family = {k: more.pop(k) for k in ("since", "transitions", "targets") if k in more}
-    families = {"ipv4": family(state, health, **per_family)}
+    ipv6: FamilyStatus | None = None,
+    *,
+    weight: int = 1,
+    carrier: bool = True,
+    transitions: int = 0,
+    targets: tuple[TargetStatus, ...] = (),
+) -> UplinkStatus:
+    """One uplink of a daemon's status: IPv4 as given, dual-stack with `ipv6`."""
+    families = {
+        "ipv4": family(state, health, weight=weight, transitions=transitions, targets=targets)
+    }
     if ipv6 is not None:
-        families["ipv6"] = ipv6
-    entry: dict[str, Any] = {
-        "name": name,
-        "interface": interface,
-        **{k: v for k, v in families["ipv4"].items() if k not in ("transitions", "targets")},
-        "weight": 1,
-        "table": 101,
-        "carrier": True,
-        "transitions": sum(f["transitions"] for f in families.values()),
-        "targets": [t for f in families.values() for t in f["targets"]],
-        "degraded": len({f["in_balancer"] for f in families.values()}) > 1,
-        "families": families,
-    }
-    entry.update(more)
-    return entry
+        families["ipv6"] = ipv6.model_copy(update={"weight": weight})
+    return UplinkStatus(
+        name=name, interface=interface, table=101, carrier=carrier, families=families
+    )
 
 
-def target(address: str, rtt_ms: float | None, sent: int, received: int) -> dict[str, Any]:
+def target(address: str, rtt_ms: float | None, sent: int, received: int) -> TargetStatus:
     """One probe target's figures (the average is 1.5 times the last RTT)."""
-    return {
-        "target": address,
-        "rtt_ms": rtt_ms,
-        "rtt_avg_ms": None if rtt_ms is None else rtt_ms * 1.5,
-        "loss": round(1 - received / sent, 4),
-        "sent": sent,
-        "received": received,
-    }
+    return TargetStatus(
+        target=address,
+        rtt_ms=rtt_ms,
+        rtt_avg_ms=None if rtt_ms is None else rtt_ms * 1.5,
+        loss=round(1 - received / sent, 4),
+        sent=sent,
+        received=received,
+    )
 
 
-STATUS: dict[str, Any] = {
-    "source": "daemon",
-    "uplinks": [
-        # Dual-stack, up in IPv4 and down in IPv6 (its IPv6 target stopped answering).
-        uplink(
-            "isp-a",
-            "wan-a",
-            "up",
-            "up",
-            weight=2,
-            transitions=1,
-            targets=[
-                target("10.1.0.1", 1.5, 40, 40),
-                target("198.51.100.1", None, 40, 0),  # never answered: no rtt sample
-            ],
-            ipv6=family(
-                "down",
-                "down",
-                since=NOW - 7.25,
-                transitions=2,
-                targets=[target("2001:db8:1::1", 3.0, 40, 10)],
-            ),
+def daemon_view(*uplinks: UplinkStatus, counters: DaemonCounters | None = None) -> Status:
+    """A daemon's status of these uplinks."""
+    return Status(source="daemon", uplinks=uplinks, daemon=counters)
+
+
+STATUS = daemon_view(
+    # Dual-stack, up in IPv4 and down in IPv6 (its IPv6 target stopped answering).
+    uplink(
+        "isp-a",
+        "wan-a",
+        "up",
+        "up",
+        weight=2,
+        transitions=1,
+        targets=(
+            target("10.1.0.1", 1.5, 40, 40),
+            target("198.51.100.1", None, 40, 0),  # never answered: no rtt sample
         ),
-        uplink(
-            "isp-b",
-            "wan-b",
-            "drained",
-            "up",
-            transitions=3,
-            ipv6=family("drained", "rising", transitions=4),
+        ipv6=family(
+            "down",
+            "down",
+            since=NOW - 7.25,
+            transitions=2,
+            targets=(target("2001:db8:1::1", 3.0, 40, 10),),
         ),
-        uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
-    ],
-    "daemon": {
-        "pid": 1234,
-        "uptime_s": 60.5,
-        "reconciles": 5,
-        "ops": 17,
-        "failures": 1,
-        "resyncs": 2,
-    },
-}
+    ),
+    uplink(
+        "isp-b",
+        "wan-b",
+        "drained",
+        "up",
+        transitions=3,
+        ipv6=family("drained", "rising", transitions=4),
+    ),
+    uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
+    counters=DaemonCounters(pid=1234, uptime_s=60.5, reconciles=5, ops=17, failures=1, resyncs=2),
+)
 
 COUNTERS = {
     "wan-a": {
@@ -291,12 +289,12 @@ def test_before_the_first_status_only_build_info_is_shown() -> None:
 
 def test_unknown_counts_as_up_and_uplinks_gone_on_reload_vanish() -> None:
     collector = EcmpdCollector(clock=lambda: NOW)
-    collector.update({"uplinks": [uplink("isp-a", "wan-a", "unknown", "unknown")]})
+    collector.update(daemon_view(uplink("isp-a", "wan-a", "unknown", "unknown")))
     text = render(collector)
     assert 'ecmpd_uplink_up{family="ipv4",uplink="isp-a"} 1.0' in text
     assert 'ecmpd_uplink_state{family="ipv4",state="unknown",uplink="isp-a"} 1.0' in text
     assert "ecmpd_reconciles_total" not in text  # no daemon section: nothing invented
-    collector.update({"uplinks": [uplink("isp-c", "wan-c", "up", "rising")]})
+    collector.update(daemon_view(uplink("isp-c", "wan-c", "up", "rising")))
     text = render(collector)
     assert "isp-a" not in text
     assert 'ecmpd_uplink_health{family="ipv4",health="rising",uplink="isp-c"} 1.0' in text
@@ -304,11 +302,11 @@ def test_unknown_counts_as_up_and_uplinks_gone_on_reload_vanish() -> None:
 
 def test_state_seconds_never_goes_negative_when_clocks_step() -> None:
     collector = EcmpdCollector(clock=lambda: NOW - 100)
-    collector.update({"uplinks": [uplink("isp-a", "wan-a", "up", "up")]})
+    collector.update(daemon_view(uplink("isp-a", "wan-a", "up", "up")))
     assert 'ecmpd_uplink_state_seconds{family="ipv4",uplink="isp-a"} 0.0' in render(collector)
 
 
-def samples(status: dict[str, Any]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def samples(status: Status) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """{(sample name, labels): value} of a status rendered at NOW."""
     collector = EcmpdCollector(clock=lambda: NOW)
     collector.update(status)
@@ -327,17 +325,13 @@ def families_of(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name
 
 
 def test_an_ipv6_only_uplink_shows_only_ipv6_series() -> None:
-    v6 = family("up", "up", transitions=1, targets=[target("2001:db8:3::1", 2.0, 10, 10)])
-    isp_c = {
-        "name": "isp-c",
-        "interface": "wan-c",
-        **{k: v for k, v in v6.items() if k != "targets"},
-        "weight": 3,
-        "carrier": True,
-        "targets": v6["targets"],
-        "families": {"ipv6": v6},
-    }
-    found = samples({"uplinks": [isp_c]})
+    v6 = family(
+        "up", "up", weight=3, transitions=1, targets=(target("2001:db8:3::1", 2.0, 10, 10),)
+    )
+    isp_c = UplinkStatus(
+        name="isp-c", interface="wan-c", table=103, carrier=True, families={"ipv6": v6}
+    )
+    found = samples(daemon_view(isp_c))
     for name in (
         "ecmpd_uplink_up",
         "ecmpd_uplink_state",
@@ -369,10 +363,14 @@ def test_one_family_down_leaves_the_other_up() -> None:
 
 
 def test_a_status_without_families_shows_its_top_level_figures_as_ipv4() -> None:
-    old = uplink("isp-a", "wan-a", "down", "down", weight=2, transitions=5)
-    old["targets"] = [target("10.1.0.1", None, 20, 0)]
+    # A document from before IPv6 existed (an older daemon answering `watch`).
+    v4 = uplink(
+        "isp-a", "wan-a", "down", "down", weight=2, transitions=5,
+        targets=(target("10.1.0.1", None, 20, 0),),
+    )  # fmt: skip
+    old = v4.model_dump(mode="json")
     del old["families"]
-    found = samples({"uplinks": [old]})
+    found = samples(Status.from_json({"source": "daemon", "uplinks": [old]}))
     key = frozenset({("uplink", "isp-a"), ("family", "ipv4")})
     assert found[("ecmpd_uplink_up", key)] == 0
     assert found[("ecmpd_uplink_weight", key)] == 2
@@ -386,23 +384,11 @@ def test_the_kernel_view_gives_each_family_its_group_weight() -> None:
     # As `ecmpd status` builds it without a daemon (cli/status.py kernel_status):
     # per family only state, the weight in that family's group and membership.
     families = {
-        "ipv4": {"state": "up", "weight": 3, "in_balancer": True},
-        "ipv6": {"state": "down", "weight": 1, "in_balancer": False},
+        "ipv4": FamilyStatus(state=DisplayState.UP, weight=3, in_balancer=True),
+        "ipv6": FamilyStatus(state=DisplayState.DOWN, weight=1, in_balancer=False),
     }
-    doc = {
-        "source": "kernel",
-        "uplinks": [
-            {
-                "name": "isp-a",
-                "interface": "wan-a",
-                **families["ipv4"],
-                "table": 101,
-                "carrier": None,
-                "families": families,
-            }
-        ],
-    }
-    found = samples(doc)
+    entry = UplinkStatus(name="isp-a", interface="wan-a", table=101, families=families)
+    found = samples(Status(source="kernel", uplinks=(entry,)))
     isp_a = {("uplink", "isp-a")}
     assert found[("ecmpd_uplink_weight", frozenset(isp_a | {("family", "ipv4")}))] == 3
     assert found[("ecmpd_uplink_weight", frozenset(isp_a | {("family", "ipv6")}))] == 1
@@ -422,8 +408,8 @@ def test_metrics_uses_its_own_registry() -> None:
 
 
 def test_status_interfaces() -> None:
-    assert status_interfaces(STATUS) == ["ppp0", "wan-a", "wan-b"]
-    assert status_interfaces({}) == []
+    assert STATUS.interfaces() == ["ppp0", "wan-a", "wan-b"]
+    assert daemon_view().interfaces() == []
 
 
 @pytest.mark.parametrize(
@@ -445,14 +431,14 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 def test_a_scrape_serves_the_last_snapshot_when_the_loop_does_not_answer() -> None:
     """A loop that is not running never takes the snapshot: the scrape waits, then serves."""
     metrics = Metrics(MetricsConfig(listen="127.0.0.1:9474"))
-    metrics.update({"uplinks": []})
+    metrics.update(daemon_view())
     before = metrics.collector.snapshot
     loop = asyncio.new_event_loop()
     try:
-        metrics.refresh_from_thread(loop, lambda: {"uplinks": [{"name": "never"}]})
+        metrics.refresh_from_thread(loop, lambda: daemon_view(uplink("never", "wan-n", "up", "up")))
     finally:
         loop.close()
     assert metrics.collector.snapshot is before
     # A closed loop (the daemon stopping): no wait at all.
-    metrics.refresh_from_thread(loop, lambda: {"uplinks": [{"name": "never"}]})
+    metrics.refresh_from_thread(loop, lambda: daemon_view(uplink("never", "wan-n", "up", "up")))
     assert metrics.collector.snapshot is before

@@ -12,21 +12,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError
-from ecmpd.control import DaemonNotRunning, request
+from ecmpd.control import DaemonNotRunning, request_status
 from ecmpd.kernel.netdev import InterfaceCounters, read_interface_counters
 from ecmpd.live import LiveView, Snapshot, UplinkView, family_views, health_figures, render
-from ecmpd.metrics import status_interfaces
+from ecmpd.status import Status
 
 HISTORY_STEP_S = 1.0
 HISTORY_POINTS = 300
 STATUS_TIMEOUT_S = 1.0
 
-StatusFn = Callable[[], Mapping[str, Any]]
+StatusFn = Callable[[], Status]
 CountersFn = Callable[[Sequence[str]], InterfaceCounters]
 
 
@@ -80,7 +79,7 @@ class Feed:
         self._status_fn, self._counters_fn, self._clock = status, counters, clock
         self.capacities = dict(capacities or {})
         self.started = clock()
-        self.status: Mapping[str, Any] | None = None
+        self.status: Status | None = None
         self.note: str | None = None
         self._last: tuple[float, InterfaceCounters] | None = None
         self.rates: dict[str, tuple[float, float]] = {}  # interface -> (tx, rx) Mbit/s
@@ -91,18 +90,23 @@ class Feed:
 
     def sample(self) -> None:
         """Takes a status and the counters of its interfaces; rates since the last sample."""
-        status: Mapping[str, Any] | None
+        status: Status | None
         note: str | None
         try:
             status = self._status_fn()
             note = None
-        except (DaemonNotRunning, OSError, ValueError, KeyError) as exc:
+        except (
+            DaemonNotRunning,
+            OSError,
+            ValueError,
+            KeyError,
+        ) as exc:
             # Keep showing the last status, marked stale: a daemon restart is worth seeing.
             status, note = self.status, f"daemon not answering ({exc}); figures may be stale"
         if status is None:
             raise DaemonNotRunning(note or "no status")
         now = self._clock()
-        counters = self._counters_fn(status_interfaces(status))
+        counters = self._counters_fn(status.interfaces())
         with self._lock:
             self.status, self.note = status, note
             if self._last is not None:
@@ -130,41 +134,43 @@ class Feed:
                 )
             self._bin = {}
         self._bin_index = index
-        for u in (self.status or {}).get("uplinks", []):
-            tx, rx = self.rates.get(str(u.get("interface")), (0.0, 0.0))
-            self._bin.setdefault(str(u["name"]), []).append(max(tx, rx))
+        for u in self.status.uplinks if self.status else ():
+            tx, rx = self.rates.get(u.interface, (0.0, 0.0))
+            self._bin.setdefault(u.name, []).append(max(tx, rx))
 
     def snapshot(self) -> Snapshot:
         """The frame for the latest sample."""
         with self._lock:
-            status = self.status or {"uplinks": []}
+            status = self.status
             views = []
-            for u in status.get("uplinks", []):
-                tx, rx = self.rates.get(str(u.get("interface")), (0.0, 0.0))
+            for u in status.uplinks if status else ():
+                tx, rx = self.rates.get(u.interface, (0.0, 0.0))
                 rtt, loss = health_figures(u)
                 views.append(
                     UplinkView(
-                        name=str(u["name"]),
-                        interface=str(u.get("interface", "")),
-                        state=str(u.get("state", "unknown")),
-                        health=u.get("health"),
-                        weight=int(u.get("weight", 0)),
-                        in_balancer=bool(u.get("in_balancer")),
+                        name=u.name,
+                        interface=u.interface,
+                        state=u.state.value,
+                        health=u.health.value if u.health else None,
+                        weight=u.weight,
+                        in_balancer=u.in_balancer,
                         # The busier direction: each direction of a link is its own capacity.
                         mbit=max(tx, rx),
                         tx_mbit=tx,
                         rx_mbit=rx,
-                        capacity_mbit=self.capacities.get(str(u["name"])),
+                        capacity_mbit=self.capacities.get(u.name),
                         rtt_ms=rtt,
                         loss=loss,
-                        history=tuple(self.history.get(str(u["name"]), ())),
+                        history=tuple(self.history.get(u.name, ())),
                         families=family_views(u),
                     )
                 )
-            daemon = status.get("daemon") or {}
+            daemon = status.daemon if status else None
             note = self.note or (
-                f"ecmpd pid {daemon.get('pid', '?')}, up {daemon.get('uptime_s', 0):.0f} s, "
-                f"{daemon.get('reconciles', 0)} kernel updates · Ctrl-C quits"
+                f"ecmpd pid {daemon.pid}, up {daemon.uptime_s:.0f} s, "
+                f"{daemon.reconciles} kernel updates · Ctrl-C quits"
+                if daemon
+                else "Ctrl-C quits"
             )
             return Snapshot(
                 title=f"ecmpd watch · {len(views)} uplinks",
@@ -188,13 +194,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc), 1) from exc
 
-    def status() -> Mapping[str, Any]:
-        answer: Mapping[str, Any] = request(args.run_dir, {"cmd": "status"}, STATUS_TIMEOUT_S)[
-            "status"
-        ]
-        return answer
-
-    feed = Feed(status, capacities=capacities)
+    feed = Feed(lambda: request_status(args.run_dir, STATUS_TIMEOUT_S), capacities=capacities)
     try:
         feed.sample()
     except DaemonNotRunning as exc:

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from ecmpd.control import DaemonNotRunning, request
+from ecmpd.control import DaemonNotRunning, request, request_status
+from ecmpd.health.fsm import HealthState
 from ecmpd.lab import netns
+from ecmpd.status import Status, UplinkStatus
 
 START_TIMEOUT = 15.0
 
@@ -58,18 +59,25 @@ class LabDaemon:
             return False
         return True
 
-    def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The daemon's status document."""
-        status: dict[str, Any] = request(self.run_dir, {"cmd": "status"}, timeout=timeout)["status"]
-        return status
+    def status(self, timeout: float = 5.0) -> Status:
+        """The daemon's status."""
+        return request_status(self.run_dir, timeout=timeout)
 
-    def uplinks(self) -> dict[str, dict[str, Any]]:
+    def uplinks(self) -> dict[str, UplinkStatus]:
         """Each uplink's status entry, by name."""
-        return {u["name"]: u for u in self.status()["uplinks"]}
+        return {u.name: u for u in self.status().uplinks}
 
     def all_in_service(self) -> bool:
         """Whether every uplink is up (not merely unknown) and in the balancer."""
-        return all(u["health"] == "up" and u["in_balancer"] for u in self.uplinks().values())
+        return all(u.health is HealthState.UP and u.in_balancer for u in self.uplinks().values())
+
+    def every_family_in_service(self) -> bool:
+        """Whether each family of each uplink is up and in its balancer group."""
+        return all(
+            f.health is HealthState.UP and f.in_balancer
+            for u in self.uplinks().values()
+            for f in u.families.values()
+        )
 
     def count_events(self, event: str) -> int:
         """How many log lines (JSON, one per event) carry this event name."""

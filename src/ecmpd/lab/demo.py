@@ -46,6 +46,7 @@ from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
 from ecmpd.lab.traffic6 import Traffic6
 from ecmpd.live import Snapshot, UplinkView, family_views, health_figures, target_shares
 from ecmpd.model import Family
+from ecmpd.status import Status, UplinkStatus
 
 DEFAULT_DURATION_S = 60.0
 PHASES = ("steady", "failure", "recovery")
@@ -118,14 +119,6 @@ class DemoDaemon(LabDaemon):
             super().alive()
         except RuntimeError as exc:
             raise DemoError(str(exc)) from exc
-
-    def every_family_in_service(self) -> bool:
-        """Whether each family of each uplink is up and in its balancer group."""
-        return all(
-            f["health"] == "up" and f["in_balancer"]
-            for u in self.uplinks().values()
-            for f in u.get("families", {"": u}).values()
-        )
 
     def wait_all_up(self, timeout: float) -> None:
         """Waits until every uplink is up (not merely unknown) and in the balancer, in
@@ -212,7 +205,7 @@ class StatusPoller:
 
     def __init__(self, daemon: DemoDaemon) -> None:
         self.daemon = daemon
-        self.latest: dict[str, Any] | None = None
+        self.latest: Status | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -230,11 +223,10 @@ class StatusPoller:
             if self._stop.wait(STATUS_POLL_S):
                 return
 
-    def uplink(self, name: str) -> dict[str, Any] | None:
+    def uplink(self, name: str) -> UplinkStatus | None:
         """The latest status entry of an uplink."""
-        for u in (self.latest or {}).get("uplinks", []):
-            if u["name"] == name:
-                return dict(u)
+        with contextlib.suppress(KeyError):
+            return self.latest.uplink(name) if self.latest else None
         return None
 
     def __exit__(self, *exc: object) -> None:
@@ -446,16 +438,14 @@ class Demo:
         """The daemon's reason for the uplink's state (in one family: "ipv4", "ipv6"),
         asked now (the poller's may be stale)."""
 
-        def of(uplink: dict[str, Any]) -> str:
-            entry = uplink["families"][family] if family else uplink
-            return str(entry.get("reason", ""))
+        def of(uplink: UplinkStatus | None) -> str:
+            entry = None if uplink is None else uplink.families[family] if family else uplink
+            return (entry.reason if entry else None) or ""
 
         with contextlib.suppress(DaemonNotRunning, OSError, ValueError, KeyError):
-            for u in self.daemon.status(timeout=2.0)["uplinks"]:
-                if u["name"] == name:
-                    return of(u)
+            return of(self.daemon.status(timeout=2.0).uplink(name))
         with contextlib.suppress(KeyError):
-            return of(self.poller.uplink(name) or {})
+            return of(self.poller.uplink(name))
         return ""
 
     def _left(self, name: str, family: Family = Family.INET) -> float | None:
@@ -536,14 +526,14 @@ class Demo:
         members = self.watch.current
         views = []
         for isp in self.lab.isps:
-            status = self.poller.uplink(isp.name) or {}
-            rtt, loss = health_figures(status)
+            status = self.poller.uplink(isp.name)
+            rtt, loss = health_figures(status) if status else (None, None)
             views.append(
                 UplinkView(
                     name=isp.name,
                     interface=isp.uplink_if,
-                    state=str(status.get("state", "unknown")),
-                    health=status.get("health"),
+                    state=status.state.value if status else "unknown",
+                    health=status.health.value if status and status.health else None,
                     weight=isp.weight,
                     in_balancer=isp.name in members,
                     mbit=recent.tx_mbit.get(isp.name, 0.0),
@@ -552,7 +542,7 @@ class Demo:
                     loss=loss,
                     flows=flows.get(isp.name),
                     history=_history(samples, isp.name) if with_history else (),
-                    families=family_views(status),
+                    families=family_views(status) if status else (),
                 )
             )
         return views
@@ -616,8 +606,8 @@ def run_demo(
         )
         daemon.wait_all_up(DAEMON_READY_TIMEOUT_S)
         ready = time.monotonic()
-        uplinks = daemon.status(timeout=2.0)["uplinks"]
-        detection = {u["name"]: u["detection_time_s"] for u in uplinks}
+        uplinks = daemon.status(timeout=2.0).uplinks
+        detection = {u.name: u.primary.detection_time_s for u in uplinks}
         progress(
             f"ecmpd: all {len(lab.isps)} uplinks up and balanced, IPv4 and IPv6, "
             f"after {ready - built:.1f} s"
