@@ -724,7 +724,9 @@ def test_detection_time_bounds_every_simulated_failure(
 ) -> None:
     check = cfg(interval=interval, timeout=timeout, down_after=down_after)
     measured = measure_detection(check, phase, rtt * timeout, first)
-    assert 0 < measured <= detection_time(check) * (1 + 1e-9)
+    # 0 happens: a round launched one timeout before the failure whose answer would have
+    # come back at the very instant of it (rtt within an ulp of the timeout) is lost.
+    assert 0 <= measured <= detection_time(check) * (1 + 1e-9)
 
 
 @settings(max_examples=200, deadline=None)
