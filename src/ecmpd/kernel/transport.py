@@ -25,6 +25,7 @@ from typing import Any
 from ecmpd.kernel import threadns
 
 NETLINK_ROUTE = 0
+NETLINK_GENERIC = 16  # genetlink: the MPTCP path manager (kernel.mptcp)
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors do not echo the request back
 NETLINK_EXT_ACK = 11  # errors carry the kernel's message
@@ -123,7 +124,7 @@ def get_str(attrs: dict[int, bytes], kind: int) -> str | None:
 
 
 class NetlinkSocket:
-    """A NETLINK_ROUTE socket; requests and dumps hold a lock, so threads may share it."""
+    """A netlink socket (NETLINK_ROUTE unless opened otherwise); threads may share it (locked)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -135,9 +136,9 @@ class NetlinkSocket:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls) -> NetlinkSocket:
+    def open(cls, protocol: int = NETLINK_ROUTE) -> NetlinkSocket:
         """A socket in the calling thread's network namespace."""
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         try:
             return cls(sock)
         except BaseException:
@@ -261,11 +262,11 @@ class SocketsBeside:
     """
 
     def __init__(self) -> None:
-        self._by_ns: dict[threadns.NsKey, NetlinkSocket] = {}
+        self._by_ns: dict[tuple[threadns.NsKey, int], NetlinkSocket] = {}
         self._lock = threading.Lock()
 
-    def get(self, fileno: int) -> NetlinkSocket:
-        """The raw socket in the namespace of the socket `fileno`."""
+    def get(self, fileno: int, protocol: int = NETLINK_ROUTE) -> NetlinkSocket:
+        """The raw socket of `protocol` in the namespace of the socket `fileno`."""
         try:
             ns_fd = fcntl.ioctl(fileno, SIOCGSKNS)
         except OSError as exc:
@@ -281,15 +282,17 @@ class SocketsBeside:
             else:
                 key = threadns.thread_netns()
             with self._lock:
-                nl = self._by_ns.get(key)
+                nl = self._by_ns.get((key, protocol))
                 if nl is None or nl.closed:
                     here = ns_fd < 0 or key == threadns.thread_netns()
                     nl = (
-                        NetlinkSocket.open()
+                        NetlinkSocket.open(protocol)
                         if here
-                        else threadns.in_thread(NetlinkSocket.open, "ecmpd-netlink-open", ns_fd)
+                        else threadns.in_thread(
+                            lambda: NetlinkSocket.open(protocol), "ecmpd-netlink-open", ns_fd
+                        )
                     )
-                    self._by_ns[key] = nl
+                    self._by_ns[(key, protocol)] = nl
                 return nl
         finally:
             if ns_fd >= 0:
@@ -307,8 +310,11 @@ _beside: weakref.WeakKeyDictionary[Any, SocketsBeside] = weakref.WeakKeyDictiona
 _beside_lock = threading.Lock()
 
 
-def netlink_for(handle: Any) -> NetlinkSocket:
+def netlink_for(handle: Any, protocol: int = NETLINK_ROUTE) -> NetlinkSocket:
     """The raw socket to use for `handle`: itself, or one beside an IPRoute's socket.
+
+    With another `protocol` (NETLINK_GENERIC), a socket of that protocol in the same
+    namespace as `handle`, even when `handle` is a raw NETLINK_ROUTE socket.
 
     pyroute2 0.9.7 gives each thread its own socket, made in that thread's namespace,
     unless the IPRoute was built on a given one: `handle.fileno()` asked from the calling
@@ -316,14 +322,14 @@ def netlink_for(handle: Any) -> NetlinkSocket:
     same namespace. Those opened for an IPRoute are closed by `release(handle)` or when
     the IPRoute is garbage-collected.
     """
-    if isinstance(handle, NetlinkSocket):
+    if isinstance(handle, NetlinkSocket) and protocol == NETLINK_ROUTE:
         return handle
     with _beside_lock:
         sockets = _beside.get(handle)
         if sockets is None:
             sockets = _beside[handle] = SocketsBeside()
             weakref.finalize(handle, sockets.close)
-    return sockets.get(handle.fileno())
+    return sockets.get(handle.fileno(), protocol)
 
 
 def release(handle: Any) -> None:
