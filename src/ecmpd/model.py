@@ -87,6 +87,25 @@ class PortRange:
         return str(self.start) if self.start == self.end else f"{self.start}-{self.end}"
 
 
+class CapPeriod(enum.StrEnum):
+    """The period a data cap counts over (`20GB/month`)."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class DataCap:
+    """A data cap: bytes sent plus received per period, as an ISP bills a metered line."""
+
+    limit: int  # bytes
+    period: CapPeriod
+
+    def __str__(self) -> str:
+        return f"{self.limit}B/{self.period}"
+
+
 @dataclass(frozen=True)
 class Rule:
     """One ip rule ecmpd owns; identified by (family, priority)."""

@@ -479,8 +479,8 @@ def test_issue_rendering() -> None:
             id="strict-type",
         ),
         pytest.param(
-            uplink_with() + "rules:\n  - name: x\n    action: pin\n    uplink: [isp-a]\n",
-            "ecmpd.yaml:8: rules[0].uplink: expected a string, got a list",
+            uplink_with() + "rules:\n  - name: x\n    action: pin\n    uplink: [isp-a, 5]\n",
+            "ecmpd.yaml:8: rules[0].uplink[1]: expected a string, got 5",
             id="rule-uplink-type",
         ),
     ],
@@ -534,7 +534,8 @@ def test_schema_error(text: str, expected: str) -> None:
             uplink_with("colour: blue"),
             [
                 "ecmpd.yaml:5: uplinks[0].colour: unknown key (valid keys: name, interface, "
-                "gateway, source, gateway6, source6, weight, bandwidth, table, nat, check)"
+                "gateway, source, gateway6, source6, weight, bandwidth, table, nat, tier, metered,"
+                " data_cap, data_cap_reset_day, failback, check)"
             ],
             id="no-close-match",
         ),

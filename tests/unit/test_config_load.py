@@ -83,7 +83,7 @@ def test_example_rules(example: Config) -> None:
     ]
     vpn = example.rules[1]
     assert vpn.from_ == IPv4Network("192.168.10.50/32")
-    assert (vpn.uplink, vpn.strict) == ("isp-a", False)
+    assert (vpn.uplink, vpn.strict) == (("isp-a",), False)
     assert example.rules[2].to == IPv4Network("203.0.113.0/24")
 
 

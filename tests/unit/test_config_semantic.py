@@ -292,8 +292,8 @@ def test_all_semantic_errors_at_once() -> None:
     ]
 
 
-def test_semantic_checks_wait_for_a_valid_schema() -> None:
-    """Cross-field checks need valid fields: with schema errors only those are reported."""
+def test_semantic_checks_run_beside_field_errors() -> None:
+    """Field errors and cross-field findings come in one report, not one batch at a time."""
     assert errors("""\
         uplinks:
           - name: isp-a
@@ -301,7 +301,39 @@ def test_semantic_checks_wait_for_a_valid_schema() -> None:
             weight: lots
           - name: isp-a
             interface: eth0
-        """) == ["ecmpd.yaml:4: uplinks[0].weight: expected an integer, got 'lots'"]
+        """) == [
+        "ecmpd.yaml:4: uplinks[0].weight: expected an integer, got 'lots'",
+        "ecmpd.yaml:5: uplinks[1].name: duplicate uplink name 'isp-a' (also uplinks[0])",
+        "ecmpd.yaml:6: uplinks[1].interface: interface 'eth0' is already used by uplink 'isp-a'",
+    ]
+
+
+def test_findings_within_an_entry_with_a_refused_field_are_left_out() -> None:
+    """A reset day without its (unparsable) cap is not reported as lacking a cap."""
+    assert errors("""\
+        uplinks:
+          - name: isp-a
+            interface: eth0
+            data_cap: lots/month
+            data_cap_reset_day: 3
+        """) == [
+        "ecmpd.yaml:4: uplinks[0].data_cap: expected a volume per period like '20GB/month',"
+        " got 'lots/month'",
+    ]
+
+
+def test_a_refused_required_field_leaves_the_field_errors_alone() -> None:
+    """With a required key refused nothing sound is left to cross-check."""
+    assert errors("""\
+        uplinks:
+          - name: Not_A_Name
+            interface: eth0
+          - name: isp-b
+            interface: eth0
+        """) == [
+        "ecmpd.yaml:2: uplinks[0].name: 'Not_A_Name' is not a valid name"
+        " (a-z, 0-9 and '-', at most 15 characters)",
+    ]
 
 
 def test_point_to_point_and_ipv6_only_uplinks_are_fine() -> None:

@@ -27,3 +27,10 @@ class RuleActionName(enum.StrEnum):
     PIN = "pin"  # one uplink's table
     MAIN = "main"  # main table as it is
     BALANCE = "balance"  # the balancer table
+
+
+class Failback(enum.StrEnum):
+    """What happens to a backup uplink's established connections when a lower tier returns."""
+
+    KEEP = "keep"  # they stay until they end; only new connections go to the lower tier
+    RESET = "reset"  # reset towards the client after the switch, so it reconnects there

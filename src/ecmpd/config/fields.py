@@ -14,11 +14,11 @@ from ipaddress import (
 )
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ValidationInfo
+from pydantic import BeforeValidator, Field, ValidationInfo
 
 import ecmpd.config.units as units
 from ecmpd.config.units import show
-from ecmpd.model import TABLE_NAMES, PortRange
+from ecmpd.model import TABLE_NAMES, DataCap, PortRange
 
 MAX_TABLE = 2**32 - 1
 _NAME = re.compile(r"^[a-z0-9-]+$")
@@ -223,6 +223,7 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 Timer = Annotated[float, BeforeValidator(_timer)]
 Percent = Annotated[float, BeforeValidator(_percent)]
 Bandwidth = Annotated[int, BeforeValidator(units.parse_bandwidth)]
+DataCapField = Annotated[DataCap, BeforeValidator(units.parse_data_cap)]
 Ports = Annotated[PortRange, _passing(PortRange, units.parse_port_range)]
 Protocol = Annotated[int, BeforeValidator(units.parse_protocol)]
 Mark = Annotated[int, BeforeValidator(units.parse_uint32)]
@@ -235,3 +236,12 @@ RuleName = Annotated[str, BeforeValidator(name_parser(32))]
 Address = Annotated[IPv4Address | IPv6Address, BeforeValidator(parse_address)]
 Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(parse_network)]
 Listen = Annotated[str, BeforeValidator(parse_listen)]
+
+
+def _one_or_more(value: object) -> object:
+    """A single name read as a list of one, so `uplink: fiber` keeps working."""
+    return [value] if isinstance(value, str) else value
+
+
+# A pin's uplink, or its ordered fallback list: names are checked against the uplinks later.
+UplinkNames = Annotated[tuple[str, ...], BeforeValidator(_one_or_more), Field(min_length=1)]

@@ -10,6 +10,7 @@ from ecmpd.config.fields import FROM_YAML
 from ecmpd.config.issues import ConfigError, ConfigIssue, sort_issues
 from ecmpd.config.messages import validation_issues
 from ecmpd.config.resolve import resolve
+from ecmpd.config.salvage import refused_paths, salvage, unrelated
 from ecmpd.config.schema import Config
 from ecmpd.config.semantic import semantic_findings
 from ecmpd.config.yamlsource import line_for, read_yaml
@@ -21,17 +22,21 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
     issues = list(source.issues)
     if source.data is None:
         raise ConfigError(sort_issues(issues))
+    refused: list[str] = []
+    checked: Config | None
     try:
-        config = Config.model_validate(source.data, context={FROM_YAML: True})
+        checked = Config.model_validate(source.data, context={FROM_YAML: True})
     except ValidationError as error:
         issues += validation_issues(error, Config, filename, source.lines)
-        raise ConfigError(sort_issues(issues)) from None
-    # Cross-field checks need every field valid, so they run only once the schema passes.
-    for path, message in semantic_findings(config):
-        issues.append(ConfigIssue(filename, line_for(source.lines, path), path, message))
-    if issues:
+        refused = refused_paths(error)
+        # Cross-field checks need every field valid: run them on what validates.
+        checked = salvage(source.data, error)
+    for path, message in semantic_findings(checked) if checked is not None else ():
+        if unrelated(path, refused):
+            issues.append(ConfigIssue(filename, line_for(source.lines, path), path, message))
+    if issues or checked is None or refused:
         raise ConfigError(sort_issues(issues))
-    return resolve(config).with_source(filename, source.lines)
+    return resolve(checked).with_source(filename, source.lines)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

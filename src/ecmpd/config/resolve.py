@@ -45,14 +45,21 @@ def allocate_tables(explicit: list[int], reserved: Iterable[int]) -> list[int]:
 
 
 def resolve(config: Config) -> Config:
-    """The config with every uplink's weight, table and nat set (it must be semantically valid)."""
+    """The config with every uplink's weight, table, nat and failback set (semantically valid)."""
     weights = [u.weight for u in config.uplinks]
     bandwidths = [u.bandwidth for u in config.uplinks]
     if all(b is not None for b in bandwidths):
         weights = weights_from_bandwidths([b for b in bandwidths if b is not None])
     tables = allocate_tables([u.table for u in config.uplinks], [config.balancer.table])
     uplinks: list[UplinkConfig] = [
-        u.model_copy(update={"weight": w, "table": t, "nat": u.nat_enabled(config.mode)})
+        u.model_copy(
+            update={
+                "weight": w,
+                "table": t,
+                "nat": u.nat_enabled(config.mode),
+                "failback": u.failback_mode(),
+            }
+        )
         for u, w, t in zip(config.uplinks, weights, tables, strict=True)
     ]
     return config.model_copy(update={"uplinks": uplinks})

@@ -7,7 +7,16 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ecmpd.config.enums import RuleActionName
-from ecmpd.config.fields import FwMark, IfName, Mark, Network, Ports, Protocol, RuleName
+from ecmpd.config.fields import (
+    FwMark,
+    IfName,
+    Mark,
+    Network,
+    Ports,
+    Protocol,
+    RuleName,
+    UplinkNames,
+)
 from ecmpd.config.section import Section
 from ecmpd.config.units import split_mark
 
@@ -25,8 +34,9 @@ class RuleConfig(Section):
     proto: Protocol | None = None
     dport: Ports | None = None
     sport: Ports | None = None
-    uplink: str | None = None  # pin only
-    strict: bool = False  # pin only: unreachable rather than fall through while down
+    # pin only: the uplink, or an ordered fallback list (the first in service carries).
+    uplink: UplinkNames | None = None
+    strict: bool = False  # pin only: unreachable rather than fall through while none is up
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, PrivateAttr
 
 from ecmpd.config.enums import Mode, RuleActionName, WhenAllDown
-from ecmpd.config.fields import Listen, Table, Timer, integer_in
+from ecmpd.config.fields import Duration, Listen, Percent, Table, Timer, integer_in
 from ecmpd.config.hashspec import HashSpec, parse_hash
 from ecmpd.config.rule import RuleConfig
 from ecmpd.config.section import Section, none_as_empty
@@ -23,6 +23,14 @@ PRIORITY_SPAN = 1000
 MAX_RULE_PRIORITY = 32765 - (PRIORITY_SPAN - 1)
 
 
+class SpilloverConfig(Section):
+    """When a tier's load stays above `above` of its bandwidth for `for_`, the next tier helps."""
+
+    above: Percent = 0.9  # a fraction of the tier's summed bandwidth
+    below: Percent = 0.7  # spilling stops once the load drops below this
+    for_: Duration = Field(default=5.0, validation_alias="for", serialization_alias="for")
+
+
 class BalancerConfig(Section):
     """The balanced routing table and the nexthop group behind its default route."""
 
@@ -32,6 +40,8 @@ class BalancerConfig(Section):
     buckets: Annotated[int, BeforeValidator(integer_in(2, 32768))] = 512  # resilient only
     idle_timer: Timer = 60.0  # resilient only, seconds
     unbalanced_timer: Timer = 0.0  # resilient only, seconds; 0: never force a rebalance
+    # New connections also go to the next tier while a tier is loaded (needs bandwidths).
+    spillover: Annotated[SpilloverConfig | None, BeforeValidator(none_as_empty)] = None
 
 
 class MetricsConfig(Section):

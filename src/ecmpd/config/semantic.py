@@ -12,9 +12,13 @@ from ecmpd.config.issues import did_you_mean
 from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.units import PORT_PROTOCOLS
 from ecmpd.config.uplink import UplinkConfig
-from ecmpd.model import IPV6_ID_OFFSET
+from ecmpd.model import IPV6_ID_OFFSET, CapPeriod
 
 Finding = tuple[str, str]
+DAYS_PER_WEEK = 7
+# User rules are 10 priorities apart (desired.USER_RULE_STEP): a pin's first choice,
+# its fallbacks and a strict pin's final unreachable rule fit in between.
+MAX_PIN_LIST = 9
 
 # IPv6 nexthop ids are their IPv4 twins' plus IPV6_ID_OFFSET (model.nexthop_id).
 MAX_DUAL_STACK_TABLE = IPV6_ID_OFFSET - 1
@@ -96,16 +100,24 @@ def _health_checks(config: Config) -> Iterator[Finding]:
 
 
 def _rule_actions(config: Config) -> Iterator[Finding]:
-    """pin names a known uplink; uplink and strict belong to pin alone."""
+    """pin names known uplinks, each once; uplink and strict belong to pin alone."""
     uplinks = [u.name for u in config.uplinks]
     for i, rule in enumerate(config.rules):
         at = f"rules[{i}]"
         if rule.action is RuleActionName.PIN:
             if rule.uplink is None:
                 yield f"{at}.uplink", "required for action pin"
-            elif rule.uplink not in uplinks:
-                hint = did_you_mean(rule.uplink, uplinks)
-                yield f"{at}.uplink", f"no uplink named '{rule.uplink}'{hint}"
+                continue
+            single = len(rule.uplink) == 1
+            if len(rule.uplink) > MAX_PIN_LIST:
+                why = "exports chain the fallbacks in the priorities between two rules"
+                yield f"{at}.uplink", f"lists at most {MAX_PIN_LIST} uplinks ({why})"
+            for j, name in enumerate(rule.uplink):
+                path = f"{at}.uplink" if single else f"{at}.uplink[{j}]"
+                if name not in uplinks:
+                    yield path, f"no uplink named '{name}'{did_you_mean(name, uplinks)}"
+                elif name in rule.uplink[:j]:
+                    yield path, f"'{name}' is listed twice (a fallback list names each uplink once)"
             continue
         if rule.uplink is not None:
             yield f"{at}.uplink", f"only allowed with action pin, not {rule.action}"
@@ -143,6 +155,39 @@ def _rule_matches(config: Config) -> Iterator[Finding]:
             yield f"{at}.to", f"is IPv{rule.to.version} but from is IPv{rule.from_.version}"
 
 
+def _spillover(config: Config) -> Iterator[Finding]:
+    """Spillover measures load against bandwidths, and needs a next tier to spill into."""
+    spill = config.balancer.spillover
+    if spill is None:
+        return
+    for i, uplink in enumerate(config.uplinks):
+        if uplink.bandwidth is None:
+            why = "the load is measured against it"
+            yield f"uplinks[{i}].bandwidth", f"required by balancer.spillover ({why})"
+    if spill.below >= spill.above:
+        above = f"{spill.above:.0%}"
+        yield "balancer.spillover.below", f"must be lower than above ({above}), for hysteresis"
+    tiers = {u.tier for u in config.uplinks}
+    if len(tiers) == 1:
+        only = f"every uplink is in tier {tiers.pop()}"
+        yield "balancer.spillover", f"{only}: there is no next tier to spill into"
+
+
+def _data_caps(config: Config) -> Iterator[Finding]:
+    """A reset day needs a cap, and must exist in the cap's period."""
+    for i, uplink in enumerate(config.uplinks):
+        day, cap = uplink.data_cap_reset_day, uplink.data_cap
+        at = f"uplinks[{i}].data_cap_reset_day"
+        if day is None:
+            continue
+        if cap is None:
+            yield at, "needs data_cap"
+        elif cap.period is CapPeriod.DAY:
+            yield at, "a cap per day resets every day; remove data_cap_reset_day"
+        elif cap.period is CapPeriod.WEEK and day > DAYS_PER_WEEK:
+            yield at, f"a weekly cap resets on a day 1..7 (1 = Monday), got {day}"
+
+
 def _capacity(config: Config) -> Iterator[Finding]:
     """One reply rule per uplink plus the user's rules must fit ecmpd's priority block."""
     needed = len(config.uplinks) + len(config.rules)
@@ -159,6 +204,8 @@ CHECKS = (
     _rule_matches,
     _capacity,
     _dual_stack_tables,
+    _spillover,
+    _data_caps,
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ecmpd.model import PortRange
+from ecmpd.model import CapPeriod, DataCap, PortRange
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -17,6 +17,11 @@ _BANDWIDTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:bit)?\s*$", re.IGNOR
 # SI multiples as tc(8) reads "kbit", "mbit", ...; "bps" is deliberately not accepted
 # because tc reads it as bytes per second, a factor-of-8 trap.
 _BANDWIDTH_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+# Volumes as ISPs bill them: decimal (GB = 10**9 bytes), or binary with an i (GiB).
+# Bytes only: a cap in bits ("20Gbit") is a mistake worth a message, not a guess.
+_DATA_CAP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?B\s*/\s*(\w+)\s*$", re.IGNORECASE)
+_VOLUME_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY_UNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmpv6": 58, "sctp": 132}
 PORT_PROTOCOLS = frozenset({6, 17, 132})
 
@@ -82,6 +87,23 @@ def parse_bandwidth(value: object) -> int:
     if round(bits) < 1:
         raise ValueError(f"must be greater than 0, got {show(value)}")
     return round(bits)
+
+
+def parse_data_cap(value: object) -> DataCap:
+    """A DataCap from `20GB/month`, `500MB/day` or `1TiB/week`."""
+    if isinstance(value, DataCap):
+        return value
+    match = _DATA_CAP.match(value) if isinstance(value, str) else None
+    periods = ", ".join(p.value for p in CapPeriod)
+    if match is None:
+        raise ValueError(f"expected a volume per period like '20GB/month', got {show(value)}")
+    unit = (match.group(2) or "").lower()
+    if match.group(3).lower() not in {p.value for p in CapPeriod}:
+        raise ValueError(f"the period must be one of: {periods} (got {show(value)})")
+    limit = round(float(match.group(1)) * {**_VOLUME_UNITS, **_BINARY_UNITS}[unit])
+    if limit < 1:
+        raise ValueError(f"must be greater than 0, got {show(value)}")
+    return DataCap(limit, CapPeriod(match.group(3).lower()))
 
 
 def _port(text: str, original: object) -> int:

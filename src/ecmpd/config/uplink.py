@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from ecmpd.config.enums import Mode
+from ecmpd.config.enums import Failback, Mode
 from ecmpd.config.fields import (
     Address,
     Bandwidth,
+    DataCapField,
     Duration,
     IfName,
     Method,
@@ -25,6 +26,7 @@ from ecmpd.config.fields import (
 )
 from ecmpd.config.section import Section, none_as_empty
 
+MAX_TIER = 16
 Rounds = Annotated[int, BeforeValidator(integer_in(1, 100))]
 
 
@@ -65,9 +67,22 @@ class UplinkConfig(Section):
     # Always set after loading; 0 only on a model built by hand, before allocation.
     table: Table = 0
     nat: bool | None = None  # resolved at load: None means "true in router mode"
+    # Failover order: the balancer carries the lowest tier with an uplink in service.
+    tier: Annotated[int, BeforeValidator(integer_in(1, MAX_TIER))] = 1
+    metered: bool = False  # billed by volume: probed sparingly while standing by
+    data_cap: DataCapField | None = None  # reached: the uplink becomes the last resort
+    # Day of the month (1..31, the month's last day if shorter) or of the week (1 = Monday).
+    data_cap_reset_day: Annotated[int, BeforeValidator(integer_in(1, 31))] | None = None
+    failback: Failback | None = None  # resolved at load: None means "reset when metered"
     check: Annotated[CheckConfig, BeforeValidator(none_as_empty)] = Field(
         default_factory=CheckConfig
     )
+
+    def failback_mode(self) -> Failback:
+        """What happens to this uplink's connections when a lower tier returns."""
+        if self.failback is not None:
+            return self.failback
+        return Failback.RESET if self.metered else Failback.KEEP
 
     def nat_enabled(self, mode: Mode) -> bool:
         """Whether traffic leaving by this uplink is masqueraded in this mode."""
