@@ -1,0 +1,112 @@
+"""Pure: one uplink in one address family, resolved against the kernel facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface
+
+from ecmpd.config import Config, UplinkConfig
+from ecmpd.config.semantic import carries_ipv4, carries_ipv6
+from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.model import Family, IPAddress, nexthop_id
+from ecmpd.order import OrderState, effective_tier
+
+FAMILIES = (Family.INET, Family.INET6)
+
+
+@dataclass(frozen=True)
+class UplinkPlan:
+    """One uplink in one address family, with everything resolved against the kernel facts."""
+
+    name: str
+    ifname: str
+    table: int
+    weight: int
+    gateway: IPAddress | None
+    source: IPv4Interface | IPv6Interface | None
+    nexthop_id: int
+    admin_up: bool  # the interface exists and is up: routes on it can exist
+    usable: bool  # the interface exists, is up and has carrier: a nexthop can exist
+    in_service: bool  # usable and healthy: may carry traffic
+    family: Family = Family.INET
+    tier: int = 1  # the failover tier, LAST_RESORT_TIER once over its data cap
+
+
+def carries(uplink: UplinkConfig, family: Family) -> bool:
+    """Whether the uplink routes this address family."""
+    return carries_ipv6(uplink) if family is Family.INET6 else carries_ipv4(uplink)
+
+
+def resolve_uplink(
+    uplink: UplinkConfig,
+    facts: KernelFacts,
+    healthy: bool,
+    family: Family = Family.INET,
+    order: OrderState | None = None,
+) -> UplinkPlan:
+    """Resolve `dhcp`, the default source address and usability for one uplink and family.
+
+    An uplink that does not carry the family resolves as unusable: nothing of it exists
+    in that family.
+    """
+    iface = facts.interfaces.get(uplink.interface)
+    gateway: IPAddress | None
+    if family is Family.INET6:
+        gateway6 = uplink.gateway6
+        gateway = (iface.dhcp_gateway6 if iface else None) if gateway6 == "ra" else gateway6
+    elif uplink.gateway == "dhcp":
+        gateway = iface.dhcp_gateway if iface else None
+    else:
+        gateway = uplink.gateway
+    carried = carries(uplink, family)
+    source = _source_interface(uplink, iface, family) if carried else None
+    admin_up = carried and iface is not None and iface.up
+    usable = admin_up and iface is not None and iface.carrier
+    # A `dhcp` uplink without a lease (an `ra` one without a router) has nowhere to send
+    # traffic yet, and must not look like a point-to-point link with a gateway-less route.
+    learned = uplink.gateway == "dhcp" if family is Family.INET else uplink.gateway6 == "ra"
+    if learned and gateway is None:
+        admin_up = usable = False
+    # A gateway off the interface's prefixes (its address went, a new lease is in
+    # another subnet) cannot be routed to: the kernel would refuse its nexthop and
+    # routes, and that one refusal would hold up every other change of the reconcile.
+    if (
+        gateway is not None
+        and iface is not None
+        and not iface.assumed
+        and not iface.reaches(gateway)
+    ):
+        admin_up = usable = False
+    return UplinkPlan(
+        name=uplink.name,
+        ifname=uplink.interface,
+        table=uplink.table,
+        weight=uplink.weight,
+        gateway=gateway,
+        source=source,
+        nexthop_id=nexthop_id(uplink.table, family),
+        admin_up=admin_up,
+        usable=usable,
+        in_service=usable and healthy,
+        family=family,
+        tier=effective_tier(uplink.name, uplink.tier, order or OrderState()),
+    )
+
+
+def _source_interface(
+    uplink: UplinkConfig, iface: InterfaceFacts | None, family: Family
+) -> IPv4Interface | IPv6Interface | None:
+    """The uplink's source address with its prefix (from the interface when known)."""
+    wanted = uplink.source6 if family is Family.INET6 else uplink.source
+    if wanted is None:
+        return iface.primary(family) if iface else None
+    if iface is not None:
+        for addr in iface.addresses:
+            if addr.ip == wanted:
+                return addr
+    return IPv6Interface(wanted) if family is Family.INET6 else IPv4Interface(wanted)
+
+
+def has_ipv6(config: Config) -> bool:
+    """Whether any uplink carries IPv6 (and so ecmpd sets up IPv6 at all)."""
+    return any(carries_ipv6(u) for u in config.uplinks)
