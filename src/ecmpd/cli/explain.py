@@ -8,7 +8,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from ecmpd.cli.common import EXIT_CONFIG, EXIT_OK, CommandError, print_json, session
-from ecmpd.config import Config
+from ecmpd.config import Config, RuleActionName
 from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
@@ -85,7 +85,9 @@ def explain_flow(
     ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
     uplink = next((u.name for u in config.uplinks if u.interface == ifname), None)
     candidates = _unaskable_group(config, observed, flow, table)
+    rule_name = names.get(rule.priority) if rule else None
     return {
+        **failover_order(config, rule_name, table, uplink),
         # None when the kernel cannot be asked (then `candidates` holds the choice).
         "uplink": None if candidates else uplink,
         "candidates": candidates,
@@ -98,6 +100,25 @@ def explain_flow(
         "source": str(answer.prefsrc) if answer and answer.prefsrc else None,
         "nhid": answer.nhid if answer else None,
         "error": error,
+    }
+
+
+def failover_order(
+    config: Config, rule_name: str | None, table: int | None, uplink: str | None
+) -> dict[str, Any]:
+    """The failover order behind the answer: the uplink's tier, a pin list's position."""
+    user = next((r for r in config.rules if r.name == rule_name), None)
+    listed = list(user.uplink) if user is not None and user.uplink else []
+    by_table = {u.table: u.name for u in config.uplinks}
+    chosen = by_table.get(table) if table is not None else None
+    tier = config.uplink(uplink).tier if uplink is not None else None
+    balanced = user is not None and user.action is RuleActionName.BALANCE
+    return {
+        "tier": tier,
+        # The balancer's tier when above the lowest: every lower one is out of service.
+        "backup_tier": tier if balanced and tier != min(u.tier for u in config.uplinks) else None,
+        "fallback": listed if len(listed) > 1 else None,
+        "fallback_position": listed.index(chosen) + 1 if chosen in listed else None,
     }
 
 
@@ -161,7 +182,18 @@ def describe(flow: Flow, r: dict[str, Any]) -> str:
         if r["rule"]
         else f"no ecmpd rule decided it (table {r['table']})"
     )
-    return f"{head}: {where}; {why}"
+    return f"{head}: {where}; {why}{_order_note(r)}"
+
+
+def _order_note(r: dict[str, Any]) -> str:
+    """`, fallback 2 of fiber, cable`, or `; backup tier 2 (...)` for the balancer's."""
+    if r["fallback"] and r["fallback_position"]:
+        return f", fallback {r['fallback_position']} of {', '.join(r['fallback'])}"
+    if r["fallback"]:
+        return f", fallback list {', '.join(r['fallback'])}: none in service"
+    if r["backup_tier"] is not None:
+        return f"; backup tier {r['backup_tier']} (no lower tier has an uplink in service)"
+    return ""
 
 
 def _endpoint(address: IPAddress, port: int | None) -> str:

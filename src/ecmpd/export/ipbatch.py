@@ -17,6 +17,7 @@ from ipaddress import IPv6Address
 from ecmpd.config import Config, Mode
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import op_command
+from ecmpd.export.standby import daemon_notes
 from ecmpd.facts import KernelFacts
 from ecmpd.model import DesiredState, Family, Nexthop, Route, Rule, Sysctl
 from ecmpd.plan import Op, diff
@@ -105,4 +106,4 @@ def _header(config: Config, sysctls: list[str], has_ipv6: bool) -> list[str]:
         )
     if config.mode is Mode.ROUTER:
         lines.append("# mode: router: ecmpd's nftables NAT table is not part of this script.")
-    return lines
+    return lines + daemon_notes(config)

@@ -21,6 +21,7 @@ from ecmpd.export.networkd import (
     route_home,
     rule_home,
 )
+from ecmpd.export.standby import all_standby_tiers, static_notes, with_standby
 from ecmpd.facts import KernelFacts
 from ecmpd.model import DesiredState, Family, Route, RouteType, Rule, RuleAction
 
@@ -35,13 +36,19 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """netplan YAML for what netplan can express; the rest as commands in a comment."""
-    state = desired_state(config, {}, facts)
+    state = with_standby(config, facts, desired_state(config, {}, facts), multipath=False)
     names = dict(state.rule_names)
     rules = sorted(state.rules, key=lambda r: (r.priority, r.family))
     kept_rules = [r for r in rules if not rule_limits(r)]
     kept_routes = [r for r in state.routes if r.nhid is None]
     lines = _header(config, {r.family for r in kept_rules if r.src is None and r.dst is None})
+    lines += [f"# {line}" for line in static_notes(config)]
     lines += _leftovers(config, state, kept_rules, kept_routes, names)
+    for tier in all_standby_tiers(config, facts):
+        if len(tier.members) > 1:
+            names_ = ", ".join(m.name for m in tier.members)
+            lines.append(f"# standby tier {tier.tier} ({names_}) is multipath: netplan cannot")
+            lines.append("# hold it; give that tier one uplink, or use networkd or ecmpd run.")
     lines += ["network:", "  version: 2", "  ethernets:"]
     for ifname in home_interfaces(config):
         uplinks = ", ".join(u.name for u in config.uplinks if u.interface == ifname)

@@ -19,6 +19,7 @@ from ecmpd.desired import (
     desired_state,
     resolve_uplink,
 )
+from ecmpd.export.standby import LINKDOWN_NOTE, standby_label, static_notes, with_standby
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import (
     MAIN_TABLE,
@@ -44,7 +45,7 @@ DHCP_GATEWAY = "_dhcp4"
 
 def files(config: Config, facts: KernelFacts) -> dict[str, str]:
     """One `10-ecmpd-IFACE.network` per uplink interface, in config order."""
-    state = desired_state(config, {}, facts)
+    state = with_standby(config, facts, desired_state(config, {}, facts))
     names = dict(state.rule_names)
     homes = home_interfaces(config)
     out: dict[str, str] = {}
@@ -189,6 +190,7 @@ def _header(config: Config, ifname: str, state: DesiredState | None) -> list[str
     ]
     if state is None:
         return lines
+    lines += [f"# {line}" for line in static_notes(config)]
     lines.append("# This first file also holds what belongs to no single link (the balanced")
     lines.append("# route, and the rules that do not look up an uplink's table).")
     if state.sysctls:
@@ -232,7 +234,7 @@ def _network(config: Config, ifname: str, iface: InterfaceFacts | None) -> Secti
 
 def _route(route: Route, config: Config, state: DesiredState) -> Section:
     """A [Route] section; the balanced route as a weighted multipath route."""
-    lines = [f"# {_route_role(route, config)}"]
+    lines = [f"# {line}" for line in _route_role(route, config, state)]
     if route.type is RouteType.UNREACHABLE:
         lines.append("Type=unreachable")
     lines.append(f"Destination={route.dst}")
@@ -263,8 +265,19 @@ def _route(route: Route, config: Config, state: DesiredState) -> Section:
     return ("Route", lines)
 
 
-def _route_role(route: Route, config: Config) -> str:
-    """What a route is for, in a few words."""
+def _route_role(route: Route, config: Config, state: DesiredState) -> list[str]:
+    """What a route is for, in a few words (a standby tier's: when the kernel uses it)."""
+    standby = standby_label(config, state, route)
+    if standby is not None:
+        return [
+            f"balancer (table {route.table}): standby {standby}: the kernel uses it",
+            "while no route of a lower metric has a live link.",
+            *LINKDOWN_NOTE,
+        ]
+    return [_role(route, config)]
+
+
+def _role(route: Route, config: Config) -> str:
     if route.table == config.balancer.table:
         if route.type is RouteType.UNREACHABLE:
             return f"balancer (table {route.table}): no uplink usable at export time"

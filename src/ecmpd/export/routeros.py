@@ -15,7 +15,14 @@ from ecmpd.config import Config, RuleActionName, WhenAllDown
 from ecmpd.config.hashspec import FIELD_BITS
 from ecmpd.config.semantic import carries_ipv4
 from ecmpd.desired import desired_state, has_ipv6
-from ecmpd.export.routeros_routes import BALANCER_TABLE, MAX_GATEWAYS, route_section, table_name
+from ecmpd.export.routeros_routes import (
+    BALANCER_TABLE,
+    MAX_GATEWAYS,
+    pin_table,
+    route_section,
+    table_name,
+)
+from ecmpd.export.standby import add_tiers, all_standby_tiers
 from ecmpd.facts import KernelFacts
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, Rule, RuleAction
 
@@ -43,7 +50,7 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """The RouterOS v7 script for this config."""
-    state = desired_state(config, {}, facts)
+    state = add_tiers(desired_state(config, {}, facts), all_standby_tiers(config, facts))
     lines = _header(config)
     lines += _hash(config)
     lines += _ipv6_settings(config)
@@ -127,6 +134,12 @@ def _tables(config: Config) -> list[str]:
     for u in config.uplinks:
         name = table_name(config, u.table)
         lines.append(f'add name={name} fib comment="ecmpd uplink {u.name} (table {u.table})"')
+    for rule in config.rules:
+        if rule.action is RuleActionName.PIN and rule.uplink and len(rule.uplink) > 1:
+            order = " then ".join(rule.uplink)
+            lines.append(
+                f'add name={pin_table(rule.name)} fib comment="ecmpd pin {rule.name}: {order}"'
+            )
     return lines
 
 
@@ -203,6 +216,10 @@ def _action(config: Config, rule: Rule, name: str) -> tuple[str, str]:
     if user is None or user.action in (RuleActionName.BYPASS, RuleActionName.MAIN):
         return only, ""  # reply rules, bypass and main: that table and no other
     if user.action is RuleActionName.PIN:
+        if user.uplink is not None and len(user.uplink) > 1:
+            table = pin_table(user.name)
+            only = f"action=lookup-only-in-table table={table}"
+            fallback = f"action=lookup table={table}"
         if user.strict:
             return only, ""
         return fallback, f"{name}: non-strict pin: falls back to main while {table} is down"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from ecmpd.config import Config, UplinkConfig
+from ecmpd.config import Config, RuleActionName, UplinkConfig
 from ecmpd.config.semantic import carries_ipv4
-from ecmpd.desired import UplinkPlan, carries, resolve_uplink
+from ecmpd.desired import IPV6_METRIC, UplinkPlan, carries, resolve_uplink
 from ecmpd.facts import KernelFacts
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, IPAddress, Route, RouteType
 
@@ -60,7 +60,7 @@ def route_section(
     targets, notes = check_targets(uplinks, plans, family)
     routes = sorted(
         (r for r in state.routes if r.family is family),
-        key=lambda r: (r.table, r.dst.prefixlen, str(r.dst)),
+        key=lambda r: (r.table, r.dst.prefixlen, str(r.dst), r.metric),
     )
     lines = ["", SECTIONS[family]]
     for uplink, plan in zip(uplinks, plans, strict=True):
@@ -80,14 +80,14 @@ def route_section(
         if route.table != config.balancer.table:
             continue
         if route.nhid is not None:
-            lines += _balanced_route(state, route, plans, targets)
+            lines += _balanced_route(state, route, plans, targets, _distance(route))
         elif route.type is RouteType.UNREACHABLE:
             lines.append("# no uplink usable at export time: RouterOS's nearest is a blackhole")
             lines.append(
                 f"add dst-address={route.dst} blackhole routing-table={BALANCER_TABLE}"
                 ' comment="ecmpd balancer"'
             )
-    return lines
+    return lines + pin_routes(config, facts, family, targets)
 
 
 def _gateway_origin(uplink: UplinkConfig, plan: UplinkPlan) -> list[str]:
@@ -197,13 +197,66 @@ def _uplink_route(config: Config, route: Route, plan: UplinkPlan, target: IPAddr
     )
 
 
+def _distance(route: Route) -> int:
+    """RouterOS distance of a balancer route: 1, or 1 + a standby tier's rank (its metric)."""
+    base = IPV6_METRIC if route.family is Family.INET6 else 0
+    return 1 + route.metric - base
+
+
+def pin_table(name: str) -> str:
+    """The RouterOS table of a pin with a fallback list."""
+    return f"pin-{name}"
+
+
+def pin_routes(
+    config: Config, facts: KernelFacts, family: Family, targets: dict[str, IPAddress]
+) -> list[str]:
+    """Per pin list, a table holding each uplink's default route at distance 1, 2, ...
+
+    RouterOS uses the lowest distance whose check-gateway passes: one uplink at a
+    time, in the list's order (the recipe ecmpd's pins are modelled on).
+    """
+    lines = []
+    for rule in config.rules:
+        if rule.uplink is None or len(rule.uplink) < 2 or rule.action is not RuleActionName.PIN:
+            continue
+        listed = [config.uplink(n) for n in rule.uplink if carries(config.uplink(n), family)]
+        for distance, uplink in enumerate(listed, start=1):
+            plan = resolve_uplink(uplink, facts, True, family)
+            if not plan.admin_up:
+                continue
+            gateway = hop(plan.gateway, plan.ifname) if plan.gateway is not None else None
+            via = _check(gateway, targets.get(plan.name)) or f"gateway={plan.ifname}"
+            lines.append(
+                f"add dst-address={_default(family)} {via}"
+                f" distance={distance} routing-table={pin_table(rule.name)}"
+                f' comment="ecmpd pin {rule.name} {distance}: {uplink.name}"'
+            )
+    return lines
+
+
+def _default(family: Family) -> str:
+    return "::/0" if family is Family.INET6 else "0.0.0.0/0"
+
+
+def _gateway(plan: UplinkPlan, targets: dict[str, IPAddress]) -> str:
+    """How a route names the uplink: its check target (recursive), gateway, or interface."""
+    target = targets.get(plan.name)
+    if target is not None:
+        return str(target)
+    if plan.gateway is not None:
+        return hop(plan.gateway, plan.ifname)
+    return plan.ifname  # point-to-point: the interface itself
+
+
 def _balanced_route(
     state: DesiredState,
     route: Route,
     plans: list[UplinkPlan],
     targets: dict[str, IPAddress],
+    distance: int = 1,
 ) -> list[str]:
-    """The balanced default route: each member's gateway repeated by weight."""
+    """The balanced default route of a tier: each member's gateway repeated by weight."""
     group = next(g for g in state.groups if g.id == route.nhid)
     by_nexthop = {p.nexthop_id: p for p in plans}
     members = [(by_nexthop[nhid], weight) for nhid, weight in group.members]
@@ -216,20 +269,16 @@ def _balanced_route(
     if sum(counts) > MAX_GATEWAYS:
         lines.append(f"# WARNING: more than {MAX_GATEWAYS} gateways: RouterOS may refuse this")
     gateways: list[str] = []
-    recursive = False
     for (plan, _), count in zip(members, counts, strict=True):
-        target = targets.get(plan.name)
-        recursive = recursive or target is not None
-        if target is not None:
-            gateway = str(target)
-        elif plan.gateway is not None:
-            gateway = hop(plan.gateway, plan.ifname)
-        else:
-            gateway = plan.ifname  # point-to-point: the interface itself
-        gateways += [gateway] * count
+        gateways += [_gateway(plan, targets)] * count
+    recursive = any(p.name in targets for p, _ in members)
     scope = f" target-scope={RECURSIVE_TARGET_SCOPE}" if recursive else ""
+    tier = f" tier {members[0][0].tier}" if distance > 1 else ""
+    if distance > 1:
+        lines.append(f"# standby: RouterOS uses distance {distance} while no lower one is active")
     lines.append(
         f"add dst-address={route.dst} gateway={','.join(gateways)}{scope} check-gateway=ping"
-        f' routing-table={BALANCER_TABLE} comment="ecmpd balancer"'
+        + (f" distance={distance}" if distance > 1 else "")
+        + f' routing-table={BALANCER_TABLE} comment="ecmpd balancer{tier}"'
     )
     return lines
