@@ -104,7 +104,7 @@ def test_backup_tier_stands_by_takes_over_and_hands_back(
     config = write_config(lab, {"isp-c": 2}, [])
     nft(lab.ns("isp-c"), TALLY)
     with ChatServer(lab.internet), running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-c")["health"] == "up", 10, "every uplink probed")
+        wait_for(lambda: daemon.uplink("isp-c").health == "up", 10, "every uplink probed")
         assert group_members(lab) == {"isp-a", "isp-b"}
         assert fresh_publics(lab, client, 32) == {fiber, cable}
         gray_failure(lab, "isp-a")
@@ -202,7 +202,7 @@ def test_pin_fallback_list_keeps_one_public_address(
     ])  # fmt: skip
     pinned, control = Sampler(lab, listed), Sampler(lab, single)
     with ChatServer(lab.internet), running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-c")["health"] == "up", 10, "every uplink probed")
+        wait_for(lambda: daemon.uplink("isp-c").health == "up", 10, "every uplink probed")
         with pinned.running(), control.running():
             time.sleep(1.0)
             failed = time.monotonic()
