@@ -284,8 +284,8 @@ def bench_uplinks(spaces: Namespaces, n: int, reps: int, flips: int) -> dict[str
             ecmpd_host, anchor = open_host(names[0], run_e), open_host(names[2], run_a)
             hosts += [ecmpd_host, anchor]
             for host in (ecmpd_host, anchor):
-                # As `ecmpd apply` sets it: no dhcp/ra uplink, no main defaults to read.
-                host.writer.want_defaults = config.follows_defaults()
+                # As `ecmpd apply` builds it: no dhcp/ra uplink, no main defaults to read.
+                host.writer.use_config(config)
             return measure(ecmpd_host, anchor, uplinks, config, threshold, reps, flips)
     finally:
         for host in hosts:

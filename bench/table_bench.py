@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = netns.call_in(host, lambda: KernelWriter(open_iproute(), Record(Path(run))))
         try:
             config = parse_config(config_text, "bench.yaml")
-            writer.want_defaults = config.follows_defaults()  # as the daemon sets it
+            writer.use_config(config)  # reads what the daemon's writer reads
             _, facts = netns.call_in(host, writer.observe)
             netns.call_in(host, lambda: reconcile(writer, desired_state(config, {}, facts)))
             progress("ecmpd applied; measuring with an empty main table")

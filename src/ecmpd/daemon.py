@@ -154,8 +154,7 @@ class Daemon:
         """Start, serve until SIGTERM/SIGINT, then leave the forwarding state in place."""
         config = self._load()
         self.ipr = await self._k(open_iproute)
-        self.writer = KernelWriter(self.ipr, Record(self.run_dir))
-        self._serve(config)
+        self.writer = KernelWriter.for_config(self.ipr, Record(self.run_dir), config)
         try:
             await self._observe(check=config)
             issues = check_against_kernel(config, self._facts)
@@ -201,12 +200,6 @@ class Daemon:
         except ConfigError as err:
             raise StartupError(str(err)) from err
 
-    def _serve(self, config: Config) -> None:
-        """What the writer reads for this config: the NAT table, the main defaults."""
-        assert self.writer is not None
-        self.writer.want_nat = config.mode is Mode.ROUTER
-        self.writer.want_defaults = config.follows_defaults()
-
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a netlink call on the kernel thread."""
         return await asyncio.get_running_loop().run_in_executor(self._kernel, fn, *args)
@@ -214,8 +207,7 @@ class Daemon:
     async def _observe(self, check: Config | None = None) -> None:
         """Re-read the kernel; with `check`, also look for foreign routes in its tables."""
         assert self.writer is not None
-        tables = check.tables() if check is not None else ()
-        self.observed, self._facts = await self._k(self.writer.observe, tables)
+        self.observed, self._facts = await self._k(self.writer.observe, check)
 
     def _adopt(self, uplink: UplinkConfig, keep: UplinkRuntime | None = None) -> UplinkRuntime:
         """A runtime for an uplink, starting from what the kernel shows.
@@ -590,9 +582,8 @@ class Daemon:
         try:
             config = load_config(self.config_path)
             # The new config's tables may hold foreign routes, its uplinks follow DHCP/RA
-            # gateways the old one did not read: look before checking.
+            # gateways the old one did not read: look (observe(check=)) before checking.
             assert self.writer is not None
-            self.writer.want_defaults |= config.follows_defaults()
             async with self._lock:
                 await self._observe(check=config)
             issues = check_against_kernel(config, self._facts)
@@ -603,7 +594,7 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         old = self.uplinks
         self.config = config
-        self._serve(config)
+        self.writer.use_config(config)
         self.uplinks = {}
         for uplink in config.uplinks:
             keep = old.get(uplink.name)

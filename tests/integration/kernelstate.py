@@ -24,10 +24,22 @@ SYSCTLS = ("net.ipv4.fib_multipath_hash_policy", "net.ipv4.fib_multipath_hash_fi
 
 
 def ecmpd(
-    ns: str, config: Path, run_dir: Path, *args: str, env: dict[str, str] | None = None
+    ns: str,
+    config: Path,
+    run_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    fail_after: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI inside a namespace, as a user would."""
-    argv = [sys.executable, "-m", "ecmpd", "-c", str(config), "--run-dir", str(run_dir), *args]
+    """Run the real CLI inside a namespace, as a user would.
+
+    `fail_after`: its kernel writer refuses the operation after that many (a test double,
+    tests/integration/faultywriter.py).
+    """
+    program = (
+        ["ecmpd"] if fail_after is None else ["tests.integration.faultywriter", str(fail_after)]
+    )
+    argv = [sys.executable, "-m", *program, "-c", str(config), "--run-dir", str(run_dir), *args]
     if env:
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
     return netns.run_in(ns, argv, capture_output=True, text=True, timeout=120)

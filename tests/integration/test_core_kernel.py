@@ -123,7 +123,7 @@ def test_conflicts_with_foreign_objects_are_refused_before_any_change(
 def test_a_failure_midway_rolls_back_to_the_state_before(lab: Lab, tmp_path: Path) -> None:
     run = tmp_path / "run"
     pristine = snapshot(lab.router)
-    r = ecmpd(lab.router, lab.config_path, run, "apply", env={"ECMPD_FAULT_AFTER_OPS": "6"})
+    r = ecmpd(lab.router, lab.config_path, run, "apply", fail_after=6)
     assert r.returncode == 2, r.stderr
     assert "rolled back" in r.stderr
     assert snapshot(lab.router) == pristine
@@ -144,8 +144,8 @@ def test_a_failure_midway_rolls_back_to_the_state_before(lab: Lab, tmp_path: Pat
             ],
         },
     )
-    for fault_after in ("1", "4", "8"):
-        r = ecmpd(lab.router, changed, run, "apply", env={"ECMPD_FAULT_AFTER_OPS": fault_after})
+    for fault_after in (1, 4, 8):
+        r = ecmpd(lab.router, changed, run, "apply", fail_after=fault_after)
         assert r.returncode == 2, r.stderr
         assert snapshot(lab.router) == applied, fault_after
     # Without the fault the change goes through (the plan was valid).

@@ -56,6 +56,7 @@ from ecmpd.model import (
     Sysctl,
 )
 from ecmpd.plan import Op, OpKind
+from tests.integration.faultywriter import FaultyWriter
 
 SIOCGSKNS = 0x894C
 NH1, NH2, NH6, GROUP, GROUP6 = (NH_ID_BASE + n for n in (1, 2, 6, 100, 106))
@@ -549,7 +550,7 @@ def test_execute_deletes_what_is_gone_and_reconcile_reuses_an_observation(
     space: Space, tmp_path: Path
 ) -> None:
     """DELETE of a missing object is done; `before` skips observing; faults still roll back."""
-    writer = KernelWriter(space.ipr, Record(tmp_path / "run"))
+    writer = FaultyWriter(space.ipr, Record(tmp_path / "run"), fail_after=10**6)
     try:
         writer.execute(Op(OpKind.DELETE, Nexthop(NH1, Family.INET, "u1")))
         observed, _ = writer.observe()
@@ -564,7 +565,7 @@ def test_execute_deletes_what_is_gone_and_reconcile_reuses_an_observation(
         )
         assert len(reconcile(writer, desired, before=observed).ops) == 4
         assert writer.observe()[0] == desired
-        writer._fault_after = 1
+        writer.fail_after = 1
         changed = DesiredState(nexthops=desired.nexthops)
         with pytest.raises(Exception, match="rolled back"):
             reconcile(writer, changed)

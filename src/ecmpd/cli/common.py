@@ -18,7 +18,6 @@ from ecmpd.config import (
     Config,
     ConfigError,
     ConfigIssue,
-    Mode,
     check_against_kernel,
     load_config,
 )
@@ -94,11 +93,9 @@ def session(args: argparse.Namespace, *, check: bool = True) -> Iterator[Session
     config = load(args)
     ipr = open_iproute()
     try:
-        writer = KernelWriter(ipr, Record(args.run_dir))
-        writer.want_nat = config.mode is Mode.ROUTER
-        writer.want_defaults = config.follows_defaults()
+        writer = KernelWriter.for_config(ipr, Record(args.run_dir), config)
         try:
-            observed, facts = writer.observe(config.tables() if check else ())
+            observed, facts = writer.observe(config if check else None)
             if check:
                 issues = kernel_issues(config, facts)
                 if issues:

@@ -71,7 +71,8 @@ _IN_SERVICE: Final = frozenset({HealthState.UNKNOWN, HealthState.UP, HealthState
 
 _S = HealthState
 # Every move the tracker may make; anything else raises IllegalTransition. up -> down
-# skips falling only for hard events (carrier loss, drain) and for down_after = 1.
+# skips falling only for hard events (carrier loss, a forced verdict) and for down_after = 1.
+# (Drain is not health: the daemon keeps drained uplinks out whatever their state.)
 TRANSITIONS: Final[Mapping[HealthState, frozenset[HealthState]]] = MappingProxyType(
     {
         _S.UNKNOWN: frozenset({_S.UP, _S.DOWN}),
@@ -214,7 +215,11 @@ class HealthTracker:
         return self._move(now, HealthState.DOWN, "carrier lost")
 
     def force(self, now: float, state: HealthState, reason: str) -> Transition:
-        """Move to `state` outside the round logic (e.g. drain), still through the table."""
+        """Move to `state` outside the round logic, still through the table.
+
+        For verdicts that come from the kernel rather than from probes: a restart adopting
+        an uplink the balancer already left.
+        """
         transition = self._move(now, state, reason)
         self._good = self._bad = 0
         return transition

@@ -1,16 +1,23 @@
-"""The only module that changes the kernel: executes a plan, rolls back on failure."""
+"""The only module that changes the kernel: executes a plan, rolls back on failure.
+
+Two policies for two callers. `reconcile` is all-or-nothing: any refused operation
+rolls the kernel back to what it held before (the CLI's `apply` and `down`: one-shots
+whose exit status says which). The daemon keeps the kernel as right as it can instead,
+never rolling back for one refusal: see ecmpd.reconcile, which executes through
+`KernelWriter.execute` one operation at a time.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import weakref
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ecmpd.config import Config, Mode
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel import nftables
@@ -33,10 +40,6 @@ from ecmpd.plan import Op, OpKind, diff
 
 log = logging.getLogger("ecmpd.kernel")
 
-# Test hook: fail the operation after N successful ones, to prove rollback against
-# the real kernel. Never set in production.
-FAULT_ENV = "ECMPD_FAULT_AFTER_OPS"
-
 Message = tuple[int, int, bytes]
 
 
@@ -47,6 +50,22 @@ class ApplyError(Exception):
         self.op, self.cause, self.rolled_back = op, cause, rolled_back
         state = "rolled back" if rolled_back else "ROLLBACK INCOMPLETE"
         super().__init__(f"{op}: {cause} ({state})")
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What an observe reads beyond ecmpd's own objects (each costs a kernel walk)."""
+
+    nat: bool = False  # the nftables table (router mode)
+    defaults: bool = True  # the main table's default routes (`gateway: dhcp`, `gateway6: ra`)
+
+    @classmethod
+    def of(cls, config: Config) -> ReadScope:
+        """What this config needs read."""
+        return cls(nat=config.mode is Mode.ROUTER, defaults=config.follows_defaults())
+
+    def __or__(self, other: ReadScope) -> ReadScope:
+        return ReadScope(nat=self.nat or other.nat, defaults=self.defaults or other.defaults)
 
 
 @dataclass
@@ -63,23 +82,28 @@ class KernelWriter:
     where that IPRoute's socket for the calling thread is, and closes it in close() or
     when collected) or a `transport.NetlinkSocket` (used as is, never closed here).
     Each operation is one request and one ACK, so a failure names its operation.
+    Without a config (`down`, tests) it reads main's default routes and, once recorded,
+    the NAT table: `for_config` reads only what a config needs.
     """
 
-    def __init__(self, ipr: Any, record: Record) -> None:
+    def __init__(self, ipr: Any, record: Record, scope: ReadScope = ReadScope()) -> None:
         self.ipr = ipr
         self.record = record
+        self.scope = scope
         self.ifindex: dict[str, int] = {}
         self._sockets = SocketsBeside()
         self._finalizer = weakref.finalize(self, self._sockets.close)
         self._batch = False
         self._unsaved = False
-        # Set by callers whose config is in router mode: observe the nftables table.
-        self.want_nat = False
-        # Cleared by callers whose config has no `gateway: dhcp` / `gateway6: ra`: the
-        # main table's default routes then need no reading (a walk of a full table).
-        self.want_defaults = True
-        fault = os.environ.get(FAULT_ENV)
-        self._fault_after = int(fault) if fault else None
+
+    @classmethod
+    def for_config(cls, ipr: Any, record: Record, config: Config) -> KernelWriter:
+        """A writer that reads what `config` needs (see ReadScope)."""
+        return cls(ipr, record, ReadScope.of(config))
+
+    def use_config(self, config: Config) -> None:
+        """From now on read what `config` needs (the daemon's reload)."""
+        self.scope = ReadScope.of(config)
 
     @property
     def nl(self) -> NetlinkSocket:
@@ -95,16 +119,17 @@ class KernelWriter:
         """Close the raw sockets this writer opened (the caller closes `ipr`)."""
         self._finalizer()
 
-    def observe(self, check_tables: Collection[int] = ()) -> tuple[DesiredState, KernelFacts]:
+    def observe(self, check: Config | None = None) -> tuple[DesiredState, KernelFacts]:
         """The owned state and facts, refreshing the interface index map.
 
-        `check_tables`: tables to inspect for foreign routes (for check_against_kernel).
+        With `check`, also what that config needs for check_against_kernel: foreign
+        routes in its tables, and what its scope reads (a reload's new config).
         """
-        observed, facts = observe(
-            self.nl, self.record.sysctls, check_tables, defaults=self.want_defaults
-        )
+        tables: Collection[int] = check.tables() if check is not None else ()
+        scope = self.scope | ReadScope.of(check) if check is not None else self.scope
+        observed, facts = observe(self.nl, self.record.sysctls, tables, defaults=scope.defaults)
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
-        if self.want_nat or self.record.nat:
+        if scope.nat or self.record.nat:
             observed = replace(observed, nat=observe_nat())
         return observed, facts
 
@@ -147,11 +172,7 @@ class KernelWriter:
                 self.record.save()
 
     def execute(self, op: Op) -> None:
-        """One operation; raises whatever the kernel refuses."""
-        if self._fault_after is not None:
-            if self._fault_after <= 0:
-                raise OSError(f"injected fault ({FAULT_ENV})")
-            self._fault_after -= 1
+        """One operation; raises whatever the kernel refuses (OSError)."""
         try:
             if isinstance(op.obj, Sysctl):
                 self._sysctl(op.kind, op.obj)
@@ -176,16 +197,24 @@ class KernelWriter:
         if isinstance(obj, Nexthop | NexthopGroup) and kind is OpKind.DELETE:
             return nl.delete_message(obj.id)
         if isinstance(obj, Nexthop):
-            return nl.nexthop_message(obj, self.ifindex[obj.ifname], replace=kind is OpKind.REPLACE)
+            index = self._index(obj.ifname)
+            return nl.nexthop_message(obj, index, replace=kind is OpKind.REPLACE)
         if isinstance(obj, NexthopGroup):
             return nl.group_message(obj, replace=kind is OpKind.REPLACE)
         if isinstance(obj, Route):
             cmd: Literal["add", "replace", "del"] = (
                 "add" if kind is OpKind.ADD else "replace" if kind is OpKind.REPLACE else "del"
             )
-            ifindex = self.ifindex[obj.ifname] if obj.ifname is not None else None
+            ifindex = self._index(obj.ifname) if obj.ifname is not None else None
             return route_message(cmd, obj, ifindex)
         raise TypeError(f"no netlink operation for {type(obj).__name__}")
+
+    def _index(self, ifname: str) -> int:
+        """The interface's index as last observed; a refusal like the kernel's if it is gone."""
+        index = self.ifindex.get(ifname)
+        if index is None:
+            raise OSError(errno.ENODEV, f"no interface {ifname!r}")
+        return index
 
     def _nat(self, kind: OpKind, table: NatTable) -> None:
         """Replace (atomically) or delete ecmpd's nftables table."""
@@ -257,7 +286,6 @@ def reconcile(
 
 def rollback(writer: KernelWriter, target: DesiredState) -> bool:
     """Return the kernel to `target` (the state before a failed apply); True on success."""
-    writer._fault_after = None
     now, _ = writer.observe()
     ok = True
     for op in diff(target, now):
@@ -270,7 +298,11 @@ def rollback(writer: KernelWriter, target: DesiredState) -> bool:
 
 
 def execute_all(writer: KernelWriter, ops: Sequence[Op]) -> None:
-    """Execute operations in order with no rollback (for `down`, which only removes)."""
+    """Execute operations in order, stopping at the first refusal, with no rollback.
+
+    The daemon's reconcile (which re-reads and retries once, see daemon.py) and the
+    measurements of a known-good plan (bench/table_bench.py).
+    """
     with writer.batch(ops):
         for op in ops:
             writer.execute(op)
