@@ -260,69 +260,6 @@ def test_hooks_hear_the_family_of_an_ipv6_only_change(lab: Lab, tmp_path: Path) 
     assert [(r["ECMPD_OLD_STATE"], r["ECMPD_NEW_STATE"]) for r in v4] == [("unknown", "up")]
 
 
-def test_dhcp_gateway_follows_the_default_route(lab: Lab, tmp_path: Path) -> None:
-    """`gateway: dhcp` uses the interface's default route in main, and follows it."""
-    from ecmpd.lab import netns
-
-    isp_b = lab.ns("isp-b")
-    # A second router on isp-b's segment, as a new DHCP lease would hand out.
-    netns.run_in(isp_b, ["ip", "addr", "add", "10.2.0.254/24", "dev", "cust0"], check=True)
-    netns.run_in(
-        lab.router,
-        [
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.2.0.1",
-            "dev",
-            "wan-b",
-            "proto",
-            "dhcp",
-            "metric",
-            "100",
-        ],
-        check=True,
-    )
-    data = yaml.safe_load(lab.config_path.read_text())
-    data["uplinks"][1]["gateway"] = "dhcp"
-    data["uplinks"][1]["check"] = {"targets": [str(lab.servers[0])]}
-    config = tmp_path / "dhcp.yaml"
-    config.write_text(yaml.safe_dump(data))
-
-    def gateway() -> str | None:
-        nhs = {n["id"]: n for n in ip_json(lab.router, "nexthop", "show")}
-        found = nhs.get(NH_ID_BASE + 102, {}).get("gateway")
-        return None if found is None else str(found)
-
-    with running_daemon(lab, config, tmp_path) as daemon:
-        wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "isp-b up")
-        assert gateway() == "10.2.0.1"
-        netns.run_in(
-            lab.router,
-            [
-                "ip",
-                "route",
-                "replace",
-                "default",
-                "via",
-                "10.2.0.254",
-                "dev",
-                "wan-b",
-                "proto",
-                "dhcp",
-                "metric",
-                "100",
-            ],
-            check=True,
-        )
-        wait_for(lambda: gateway() == "10.2.0.254", 2, "nexthop follows the new lease")
-        routes = ip_json(lab.router, "route", "show", "table", "102")
-        assert any(r.get("gateway") == "10.2.0.254" for r in routes)
-        assert group_members(lab) == ALL
-
-
 def test_control_socket_is_private(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path):
         mode = (tmp_path / "run" / "ecmpd.sock").stat().st_mode
