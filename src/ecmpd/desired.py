@@ -127,7 +127,7 @@ def desired_state(
         routes=frozenset(routes),
         nexthops=frozenset(nexthops),
         groups=frozenset(groups),
-        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(config, by_family)),
+        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(config, by_family, facts)),
         nat=frozenset(_nat(config)),
         rule_names=tuple(sorted(names.items())),
     )
@@ -273,7 +273,9 @@ def _nat(config: Config) -> set[NatTable]:
     return {NatTable(masquerade=tuple(ifaces))} if ifaces else set()
 
 
-def _uplink_sysctls(config: Config, by_family: Mapping[Family, list[UplinkPlan]]) -> set[Sysctl]:
+def _uplink_sysctls(
+    config: Config, by_family: Mapping[Family, list[UplinkPlan]], facts: KernelFacts
+) -> set[Sysctl]:
     """Per-uplink sysctls: loose rp_filter; in router mode, RAs still accepted on IPv6 ones.
 
     Probes and replies leave by one uplink and may come back by another path's
@@ -284,7 +286,10 @@ def _uplink_sysctls(config: Config, by_family: Mapping[Family, list[UplinkPlan]]
     IPv6 forwarding (router mode) makes the kernel ignore router advertisements on
     every interface with accept_ra 1 (the default): an uplink that learns its address
     by SLAAC would lose it when its lifetime ends. accept_ra 2 keeps the uplinks doing
-    what they did before; the LAN side is left alone. IPv6 has no rp_filter.
+    what they did before; the LAN side is left alone. IPv6 has no rp_filter. It holds
+    whenever the interface exists, not only while a router is known or the link is up:
+    a `gateway6: ra` uplink must hear the first router (and a new one after the last
+    withdrew), which the kernel would otherwise drop.
     """
     sysctls = {
         Sysctl(f"net.ipv4.conf.{u.ifname}.rp_filter", "2")
@@ -293,9 +298,9 @@ def _uplink_sysctls(config: Config, by_family: Mapping[Family, list[UplinkPlan]]
     }
     if config.mode is Mode.ROUTER:
         sysctls |= {
-            Sysctl(f"net.ipv6.conf.{u.ifname}.accept_ra", "2")
-            for u in by_family[Family.INET6]
-            if u.admin_up
+            Sysctl(f"net.ipv6.conf.{u.interface}.accept_ra", "2")
+            for u in config.uplinks
+            if carries_ipv6(u) and u.interface in facts.interfaces
         }
     return sysctls
 

@@ -379,3 +379,19 @@ def test_gateway6_ra_takes_the_advertised_router_and_waits_without_one() -> None
     assert added == [f"ip nexthop add id 248332488 group 248332389,1 {RESILIENT}"]
     assert all("fe80::9" in c or "248332488" in c for c in gone), gone
     assert check_against_kernel(parse_config(textwrap.dedent(ra)), FACTS) == []
+
+
+def test_router_mode_listens_for_a_first_router_on_an_ra_uplink() -> None:
+    """accept_ra=2 before any router is known (and after the last withdrew), not only after."""
+    ra = DUAL.replace("gateway6: fe80::1", "gateway6: ra") + "    mode: router\n"
+    without = commands(ra)
+    assert "sysctl -w net.ipv6.conf.wan-b.accept_ra=2" in without
+    assert not any("via fe80::" in c and "wan-b" in c for c in without)
+    # Link down too: the sysctl stays, so a carrier flap does not reset it to 1.
+    down = KernelFacts(
+        interfaces={**FACTS.interfaces, "wan-b": replace(FACTS.interfaces["wan-b"], up=False)}
+    )
+    assert "sysctl -w net.ipv6.conf.wan-b.accept_ra=2" in commands(ra, facts=down)
+    # No interface yet (a tunnel not made yet): nothing to write to.
+    gone = KernelFacts(interfaces={k: v for k, v in FACTS.interfaces.items() if k != "wan-b"})
+    assert not any("wan-b.accept_ra" in c for c in commands(ra, facts=gone))

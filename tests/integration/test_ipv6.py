@@ -23,7 +23,6 @@ from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure_ruleset
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.ra import advertise
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
 from ecmpd.model import NH_ID_BASE, Family
 from ecmpd.status import FamilyStatus
@@ -481,71 +480,6 @@ def test_an_ipv6_only_uplink_beside_ipv4_ones(lab: Lab, tmp_path: Path) -> None:
         assert members(lab, GROUP6) == ALL
         assert set(daemon.uplink("isp-c").families) == {"ipv6"}
         assert daemon.uplink("isp-c").state == "up"
-
-
-def _nexthop6_gateway(lab: Lab, table: int) -> str | None:
-    nhs = {n["id"]: n for n in ip_json(lab.router, "-6", "nexthop", "show")}
-    found = nhs.get(NH_ID_BASE + V6 + table, {}).get("gateway")
-    return None if found is None else str(found)
-
-
-@DUAL_STACK_LAB
-def test_gateway6_ra_follows_router_advertisements(lab: Lab, tmp_path: Path) -> None:
-    """`gateway6: ra` waits for a router, takes it, follows a new one, lets a gone one go."""
-    config = write_lab_config(lab, tmp_path / "ra.yaml", ipv6=True)
-    data = yaml.safe_load(config.read_text())
-    isp_b = data["uplinks"][1]
-    isp_b["gateway6"] = "ra"
-    # No IPv6 target: the default one is the advertised router, and must follow it.
-    isp_b["check"]["targets"] = [t for t in isp_b["check"]["targets"] if ":" not in t]
-    config.write_text(yaml.safe_dump(data))
-    isp_ns, wan = lab.ns("isp-b"), lab.isps[1].uplink_if
-    first, second = IPv6Address("fe80::1"), IPv6Address("fe80::2")
-    netns.run_in(isp_ns, ["ip", "-6", "addr", "add", f"{second}/64", "dev", "cust0"], check=True)
-
-    def ra_routers() -> set[str]:
-        routes = ip_json(lab.router, "-6", "route", "show", "default", "proto", "ra")
-        return {str(r.get("gateway")) for r in routes if r.get("dev") == wan}
-
-    with running_daemon(lab, config, tmp_path) as daemon:
-        # No router yet: the daemon starts all the same; isp-b carries IPv4 only.
-        wait_for(lambda: _family(daemon, "isp-a", "ipv6").health == "up", 5, "isp-a up")
-        assert members(lab, GROUP6) == ALL - {"isp-b"}
-        assert members(lab, GROUP4) == ALL
-        assert _nexthop6_gateway(lab, 102) is None
-
-        advertise(isp_ns, "cust0", first, lifetime_s=600)
-        wait_for(lambda: ra_routers() == {str(first)}, 2, "the kernel learns the router")
-        wait_for(lambda: members(lab, GROUP6) == ALL, 2, "isp-b joins the IPv6 group")
-        assert _nexthop6_gateway(lab, 102) == str(first)
-        wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "probed up")
-        assert _family(daemon, "isp-b", "ipv6").targets[0].target == str(first)
-
-        # The ISP swaps routers: the new one announces itself, the old one withdraws.
-        advertise(isp_ns, "cust0", second, lifetime_s=600)
-        advertise(isp_ns, "cust0", first, lifetime_s=0)
-        wait_for(lambda: ra_routers() == {str(second)}, 2, "the kernel swaps routers")
-        wait_for(lambda: _nexthop6_gateway(lab, 102) == str(second), 2, "nexthop follows")
-        wait_for(
-            lambda: [t.target for t in _family(daemon, "isp-b", "ipv6").targets] == [str(second)],
-            2,
-            "the probe follows the router",
-        )
-        wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "new one up")
-        assert members(lab, GROUP6) == ALL
-
-        # The last router leaves: isp-b's IPv6 goes, its IPv4 stays.
-        advertise(isp_ns, "cust0", second, lifetime_s=0)
-        wait_for(lambda: members(lab, GROUP6) == ALL - {"isp-b"}, 2, "isp-b leaves IPv6")
-        assert members(lab, GROUP4) == ALL
-    # Without the daemon, status reads what the kernel learnt: no router now.
-    advertise(isp_ns, "cust0", first, lifetime_s=600)
-    wait_for(lambda: ra_routers() == {str(first)}, 2, "the kernel learns the router again")
-    status = ecmpd(lab.router, config, tmp_path / "run", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    uplinks = {u["name"]: u for u in json.loads(status.stdout)["uplinks"]}
-    assert uplinks["isp-b"]["gateway6"] == f"ra ({first})"
-    assert uplinks["isp-a"]["gateway6"] == str(lab.isps[0].gateway6)
 
 
 @pytest.mark.parametrize("lab", [{"ipv6": True, "lan": True}], indirect=True)
