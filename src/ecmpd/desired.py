@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 
 from ecmpd.config import Config, Mode, WhenAllDown
-from ecmpd.config.semantic import carries_ipv4
+from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.facts import KernelFacts
 from ecmpd.model import (
     FAMILY_NAMES,

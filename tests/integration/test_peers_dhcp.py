@@ -104,7 +104,7 @@ def test_dhcp_lease_renewal_release_and_new_lease(lab: Lab, tmp_path: Path) -> N
                 "the release",
             )
             wait_for(lambda: nexthop_gateway(lab, NH_B) is None, 1, "isp-b's nexthop gone")
-            assert not daemon.uplink("isp-b")["in_balancer"]
+            assert not daemon.uplink("isp-b").in_balancer
 
             # A new lease: isp-b routes again at once, and rejoins once probed healthy.
             client.start()

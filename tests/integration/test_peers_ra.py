@@ -59,13 +59,13 @@ def test_gateway6_ra_follows_real_router_advertisements(
         return nexthop_gateway(lab, NH6_B, "-6")
 
     def probed() -> list[str]:
-        return [t["target"] for t in _family(daemon, "isp-b", "ipv6")["targets"]]
+        return [t.target for t in _family(daemon, "isp-b", "ipv6").targets]
 
     first = wiring.router_advertiser(lab, "isp-b", FIRST, peers)
     second = wiring.router_advertiser(lab, "isp-b", SECOND, peers)
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
         # No router yet: the daemon runs all the same; isp-b carries IPv4 only.
-        wait_for(lambda: _family(daemon, "isp-a", "ipv6")["health"] == "up", 5, "isp-a up")
+        wait_for(lambda: _family(daemon, "isp-a", "ipv6").health == "up", 5, "isp-a up")
         assert members(lab, GROUP6) == ALL - {"isp-b"}
         assert members(lab, GROUP4) == ALL
         assert netns.read_sysctl(lab.router, f"net.ipv6.conf.{wan}.accept_ra") == (
@@ -87,7 +87,7 @@ def test_gateway6_ra_follows_real_router_advertisements(
                 lambda: gateway() == str(SECOND) and probed() == [str(SECOND)],
                 "a new router",
             )
-            wait_for(lambda: _family(daemon, "isp-b", "ipv6")["health"] == "up", 5, "probed")
+            wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "probed")
             assert members(lab, GROUP6) == ALL
 
             # Router lifetime 0 from a router that keeps running: isp-b's IPv6 goes.
