@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -84,3 +85,28 @@ def balancer(lab: Lab, family: str = "-4", extra: Mapping[int, str] | None = Non
         if nh.get("id") == NH_ID_BASE + offset + 200:
             return {names[m["id"]] for m in nh.get("group", [])}
     return set()
+
+
+def addresses(lab: Lab, dev: str) -> set[str]:
+    """The IPv4 addresses on one of the router's devices (what a peer configured)."""
+    return {
+        a["local"]
+        for link in ip_json(lab.router, "-4", "addr", "show", "dev", dev)
+        for a in link.get("addr_info", [])
+    }
+
+
+def rule_sources(lab: Lab) -> set[str]:
+    """The source addresses of the router's rules (ecmpd's per-uplink reply rules)."""
+    return {str(r["src"]) for r in ip_json(lab.router, "rule", "show") if "src" in r}
+
+
+def went_down(log: str, uplink: str) -> int:
+    """How often the daemon's log says the uplink went down (any family)."""
+    count = 0
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("uplink") == uplink and event.get("new") == "down":
+                count += 1
+    return count

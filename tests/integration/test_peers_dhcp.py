@@ -20,8 +20,15 @@ from ecmpd.lab.peers import wiring
 from ecmpd.lab.topology import ISP_CUSTOMER_IF, Lab
 from ecmpd.model import NH_ID_BASE
 from tests.integration.daemonproc import group_members, running_daemon, wait_for
-from tests.integration.kernelstate import ip_json
-from tests.integration.peerwatch import PEER, follows, main_defaults, nexthop_gateway, others
+from tests.integration.peerwatch import (
+    PEER,
+    addresses,
+    follows,
+    main_defaults,
+    nexthop_gateway,
+    others,
+    rule_sources,
+)
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 NH_B = NH_ID_BASE + 102
@@ -40,20 +47,6 @@ def dhcp_config(lab: Lab, path: Path, isp: str = "isp-b") -> Path:
     return path
 
 
-def leased_sources(lab: Lab, dev: str) -> set[str]:
-    """The IPv4 addresses on dev (what dhcpcd configured)."""
-    return {
-        a["local"]
-        for link in ip_json(lab.router, "-4", "addr", "show", "dev", dev)
-        for a in link.get("addr_info", [])
-    }
-
-
-def rule_sources(lab: Lab) -> set[str]:
-    """The source addresses of the router's rules (ecmpd's per-uplink reply rules)."""
-    return {str(r["src"]) for r in ip_json(lab.router, "rule", "show") if "src" in r}
-
-
 def test_dhcp_lease_renewal_release_and_new_lease(lab: Lab, tmp_path: Path) -> None:
     isp = lab.isp("isp-b")
     wan, gateway = isp.uplink_if, str(isp.gateway)
@@ -70,7 +63,7 @@ def test_dhcp_lease_renewal_release_and_new_lease(lab: Lab, tmp_path: Path) -> N
         wiring.dhcp_client(lab, "isp-b", peers) as client,
     ):
         wait_for(lambda: main_defaults(lab, wan) == {gateway}, PEER, "the first lease")
-        (address,) = leased_sources(lab, wan)
+        (address,) = addresses(lab, wan)
         assert IPv4Address(address) in wiring.dhcp_pool(lab, "isp-b").network
         with running_daemon(lab, config, tmp_path / "daemon") as daemon:
             wait_for(lambda: group_members(lab) == ALL, 10, "every uplink in the group")
@@ -99,7 +92,7 @@ def test_dhcp_lease_renewal_release_and_new_lease(lab: Lab, tmp_path: Path) -> N
             # Released: no address, no default route; isp-b leaves, the rest stays.
             client.release()
             follows(
-                lambda: not main_defaults(lab, wan) and not leased_sources(lab, wan),
+                lambda: not main_defaults(lab, wan) and not addresses(lab, wan),
                 lambda: group_members(lab) == ALL - {"isp-b"},
                 "the release",
             )
@@ -113,7 +106,7 @@ def test_dhcp_lease_renewal_release_and_new_lease(lab: Lab, tmp_path: Path) -> N
                 lambda: nexthop_gateway(lab, NH_B) == gateway,
                 "a new lease",
             )
-            (renewed,) = leased_sources(lab, wan)
+            (renewed,) = addresses(lab, wan)
             wait_for(lambda: renewed in rule_sources(lab), 1, "the reply rule of the lease")
             bound = recovery_time(CheckConfig()) + 1.0
             wait_for(lambda: group_members(lab) == ALL, bound, "isp-b back in the group")
