@@ -99,15 +99,7 @@ class LabDaemon:
         """Sends sig and waits; SIGKILL if it does not exit in time (then returns None)."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
+        return netns.stop_process(self.proc, sig, timeout)
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the daemon's log, for error messages."""

@@ -253,3 +253,20 @@ def run_in(ns: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedP
 def popen_in(ns: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """Starts a command inside a namespace (subprocess.Popen keywords pass through)."""
     return subprocess.Popen(_argv(ns, argv), **kwargs)
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Sends sig to a process started here and waits; SIGKILL if it does not exit in
+    time (then returns None). An exited process just gives its status."""
+    if proc.poll() is not None:
+        return proc.returncode
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None

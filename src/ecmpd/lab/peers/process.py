@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
@@ -78,18 +77,7 @@ class PeerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         """Sends sig and waits; SIGKILL if it does not exit in time (then returns None)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
+        return None if self.proc is None else netns.stop_process(self.proc, sig, timeout)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the program's log, for error messages."""
