@@ -27,6 +27,7 @@ from ecmpd.model import (
     Sysctl,
     nexthop_id,
 )
+from ecmpd.mptcp import Degraded, mptcp_state
 from ecmpd.order import OrderState, balanced, kept, pin_choice
 from ecmpd.ruleset import USER_RULE_OFFSET, USER_RULE_STEP, policy_rules
 from ecmpd.uplinkplan import (
@@ -97,6 +98,7 @@ def desired_state(
     facts: KernelFacts,
     health6: Mapping[str, bool] | None = None,
     order: OrderState | None = None,
+    degraded: Degraded = (),
 ) -> DesiredState:
     """Everything ecmpd wants in the kernel for this config and this uplink health.
 
@@ -106,6 +108,7 @@ def desired_state(
     falls back to `health`, so callers that know one verdict per uplink pass only that.
     `order` holds what the daemon measured that changes the failover order (uplinks
     over their data cap, tiers spilling over); none by default.
+    `degraded`: the (uplink, family) pairs over their soft limits (MPTCP backup).
     """
     order = order or OrderState()
     by_family = uplink_plans(config, health, facts, health6, order)
@@ -122,13 +125,18 @@ def desired_state(
         if route is not None:
             routes.add(route)
     rules, names = policy_rules(config, by_family)
+    endpoints, limits, mptcp_sysctls = mptcp_state(config, by_family, facts, degraded)
     return DesiredState(
         rules=frozenset(rules),
         routes=frozenset(routes),
         nexthops=frozenset(nexthops),
         groups=frozenset(groups),
-        sysctls=frozenset(_sysctls(config) | _uplink_sysctls(config, by_family, facts)),
+        sysctls=frozenset(
+            _sysctls(config) | _uplink_sysctls(config, by_family, facts) | mptcp_sysctls
+        ),
         nat=frozenset(_nat(config)),
+        endpoints=frozenset(endpoints),
+        mptcp_limits=frozenset(limits),
         rule_names=tuple(sorted(names.items())),
     )
 

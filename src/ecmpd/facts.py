@@ -6,6 +6,7 @@ so neither of those ever touches the kernel themselves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 
@@ -61,3 +62,5 @@ class KernelFacts:
     foreign_tables: frozenset[int] = frozenset()
     # Nexthop ids of nexthop objects that ecmpd did not create.
     foreign_nexthop_ids: frozenset[int] = frozenset()
+    # Addresses of MPTCP endpoints that ecmpd did not create, with their ids.
+    foreign_mptcp_endpoints: Mapping[IPAddress, int] = field(default_factory=dict)

@@ -208,6 +208,49 @@ class NatTable:
         return "ecmpd"
 
 
+# MPTCP endpoint ids are u8, per namespace. ecmpd gives its endpoints the lowest free id
+# from here up, so `ip mptcp endpoint show` tells them apart at a glance; ownership is
+# by the run dir's record of (id, address), not by the id alone: the kernel hands a
+# foreign endpoint added without an id the next id after the highest one in use.
+MPTCP_ID_BASE = 0xC0
+# The kernel's maximum for each path-manager limit (MPTCP_PM_ADDR_MAX).
+MPTCP_MAX_SUBFLOWS = 8
+
+
+@dataclass(frozen=True)
+class MptcpEndpoint:
+    """An MPTCP `subflow` endpoint: new subflows leave from this address and device."""
+
+    address: IPAddress
+    ifname: str
+    backup: bool = False  # used only when no other subflow works (MP_PRIO when it flips)
+    # The kernel's id, when read from it (0 in a desired state: the writer picks one).
+    id: int = field(default=0, compare=False)
+
+    @property
+    def key(self) -> IPAddress:
+        return self.address
+
+    @property
+    def family(self) -> Family:
+        return Family.INET if self.address.version == 4 else Family.INET6
+
+    def immutable(self) -> str:
+        """What the kernel cannot change in place (only `backup` flips by SET_FLAGS)."""
+        return self.ifname
+
+
+@dataclass(frozen=True)
+class MptcpLimits:
+    """The path manager's per-namespace `subflows` limit (per connection)."""
+
+    subflows: int
+
+    @property
+    def key(self) -> str:
+        return "mptcp-limits"
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """Everything ecmpd wants in the kernel; what `desired_state()` returns."""
@@ -218,6 +261,8 @@ class DesiredState:
     groups: frozenset[NexthopGroup] = frozenset()
     sysctls: frozenset[Sysctl] = frozenset()
     nat: frozenset[NatTable] = frozenset()  # at most one: the `ecmpd` nftables table
+    endpoints: frozenset[MptcpEndpoint] = frozenset()
+    mptcp_limits: frozenset[MptcpLimits] = frozenset()  # at most one
     # Human names for rule priorities, so `explain` and `plan` can say which rule.
     rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
 

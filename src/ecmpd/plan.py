@@ -2,8 +2,9 @@
 
 The order is what keeps traffic flowing: everything is added or replaced before
 anything is deleted, and dependencies are respected (nexthops before the groups that
-use them, groups before routes, routes before the rules that point at their tables;
-deletions in the reverse order).
+use them, groups before routes, routes before the rules that point at their tables,
+rules before the MPTCP endpoints whose subflows they route; deletions in the reverse
+order).
 """
 
 from __future__ import annotations
@@ -13,9 +14,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from ecmpd.model import DesiredState, NatTable, Nexthop, NexthopGroup, Route, Rule, Sysctl
+from ecmpd.model import (
+    DesiredState,
+    MptcpEndpoint,
+    MptcpLimits,
+    NatTable,
+    Nexthop,
+    NexthopGroup,
+    Route,
+    Rule,
+    Sysctl,
+)
 
-KernelObject = Rule | Route | Nexthop | NexthopGroup | Sysctl | NatTable
+KernelObject = (
+    Rule | Route | Nexthop | NexthopGroup | Sysctl | NatTable | MptcpEndpoint | MptcpLimits
+)
 
 # A group whose type or bucket count must change cannot be changed in place: the
 # route moves to a group at this offset while the real one is re-created.
@@ -41,7 +54,7 @@ class Op:
         return f"{self.kind.value} {type(self.obj).__name__} {self.obj}"
 
 
-_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NatTable)
+_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NatTable, MptcpEndpoint, MptcpLimits)
 
 
 def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
@@ -69,6 +82,9 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     # NAT before any route can send LAN traffic out of an uplink; replaced atomically.
     n_add, n_rep, n_del = _changes(desired.nat, observed.nat)
     ops += [Op(OpKind.REPLACE, n) for n in n_add + n_rep]
+    # The subflows limit before any endpoint that needs room under it.
+    m_add, m_rep, m_del = _changes(desired.mptcp_limits, observed.mptcp_limits)
+    ops += [Op(OpKind.REPLACE, m) for m in m_add + m_rep]
 
     nh_add, nh_rep, nh_del = _changes(desired.nexthops, observed.nexthops)
     ops += [Op(OpKind.ADD, n) for n in nh_add] + [Op(OpKind.REPLACE, n) for n in nh_rep]
@@ -89,6 +105,7 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ru_add, ru_rep, ru_del = _changes(desired.rules, observed.rules)
     have_rules = _by_key(observed.rules)
     ops += [Op(OpKind.ADD, r) for r in ru_add + ru_rep]
+    ops += _endpoints(desired.endpoints, observed.endpoints)
     ops += [Op(OpKind.DELETE, have_rules[r.key]) for r in ru_rep]
     ops += [Op(OpKind.DELETE, r) for r in ru_del]
 
@@ -96,7 +113,25 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += [Op(OpKind.DELETE, g) for g in g_del]
     ops += [Op(OpKind.DELETE, n) for n in nh_del]
     ops += [Op(OpKind.DELETE, n) for n in n_del]
+    ops += [Op(OpKind.DELETE, m) for m in m_del]
     ops += [Op(OpKind.DELETE, s) for s in dele]
+    return ops
+
+
+def _endpoints(want: Iterable[MptcpEndpoint], have: Iterable[MptcpEndpoint]) -> list[Op]:
+    """MPTCP endpoints, once the reply rules that route their subflows are in place.
+
+    Only `backup` changes in place (the kernel sends MP_PRIO); another device means
+    delete and add, in that order, as the kernel allows one endpoint per address.
+    Endpoints that go are deleted before any rule or route they relied on.
+    """
+    add, rep, dele = _changes(want, have)
+    old = _by_key(have)
+    moved = [e for e in rep if e.immutable() != old[e.key].immutable()]
+    ops = [Op(OpKind.DELETE, old[e.key]) for e in moved]
+    ops += [Op(OpKind.ADD, e) for e in _sorted(add + moved)]
+    ops += [Op(OpKind.REPLACE, e) for e in rep if e not in moved]
+    ops += [Op(OpKind.DELETE, e) for e in dele]
     return ops
 
 

@@ -12,6 +12,8 @@ from ecmpd.model import (
     DesiredState,
     Family,
     GroupType,
+    MptcpEndpoint,
+    MptcpLimits,
     NatTable,
     Nexthop,
     NexthopGroup,
@@ -38,6 +40,8 @@ class FakeKernel:
     rules: list[Rule] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     nat: set[NatTable] = field(default_factory=set)
+    endpoints: dict[object, MptcpEndpoint] = field(default_factory=dict)
+    limits: set[MptcpLimits] = field(default_factory=set)
 
     @classmethod
     def holding(cls, state: DesiredState) -> FakeKernel:
@@ -55,6 +59,8 @@ class FakeKernel:
             groups=frozenset(self.groups.values()),
             sysctls=frozenset(Sysctl(k, v) for k, v in self.sysctls.items()),
             nat=frozenset(self.nat),
+            endpoints=frozenset(self.endpoints.values()),
+            mptcp_limits=frozenset(self.limits),
         )
 
     def apply(self, op: Op) -> None:
@@ -73,8 +79,26 @@ class FakeKernel:
         elif isinstance(obj, NatTable):
             # One table, replaced atomically (add table; delete table; add table ...).
             self.nat = set() if op.kind is OpKind.DELETE else {obj}
+        elif isinstance(obj, MptcpLimits):
+            # Set in place; a delete restores what was there before ecmpd.
+            self.limits = set() if op.kind is OpKind.DELETE else {obj}
+        elif isinstance(obj, MptcpEndpoint):
+            self._endpoint(op.kind, obj)
         else:
             self._rule(op.kind, obj)
+
+    def _endpoint(self, kind: OpKind, e: MptcpEndpoint) -> None:
+        # One endpoint per address; SET_FLAGS changes only `backup`.
+        if kind is OpKind.ADD:
+            self._require(e.key not in self.endpoints, "EEXIST")
+        elif kind is OpKind.REPLACE:
+            old = self.endpoints.get(e.key)
+            self._require(old is not None and old.immutable() == e.immutable(), "EINVAL")
+        else:
+            self._require(self.endpoints.get(e.key) == e, "ENOENT")
+            del self.endpoints[e.key]
+            return
+        self.endpoints[e.key] = e
 
     def _nexthop(self, kind: OpKind, nh: Nexthop) -> None:
         if kind is OpKind.ADD:
@@ -151,6 +175,7 @@ IFNAMES = ["wan-a", "wan-b", "wan-c"]
 GATEWAYS = [IPv4Address("10.1.0.1"), IPv4Address("10.2.0.1"), None]
 DSTS = [IPv4Network("0.0.0.0/0"), IPv4Network("10.9.0.0/24")]
 TABLES = [101, 200]
+ENDPOINT_ADDRESSES = [IPv4Address("10.1.0.2"), IPv4Address("10.2.0.2")]
 
 
 @st.composite
@@ -208,12 +233,19 @@ def states(draw: st.DrawFn) -> DesiredState:
         Sysctl("net.ipv4.fib_multipath_hash_policy", str(p))
         for p in draw(st.lists(st.integers(0, 3), max_size=1))
     ]
+    endpoints = [
+        MptcpEndpoint(address, draw(st.sampled_from(IFNAMES)), draw(st.booleans()))
+        for address in draw(st.lists(st.sampled_from(ENDPOINT_ADDRESSES), unique=True))
+    ]
+    limits = [MptcpLimits(n) for n in draw(st.lists(st.integers(2, 3), max_size=1))]
     return DesiredState(
         frozenset(rules),
         frozenset(routes),
         frozenset(nexthops),
         frozenset(groups),
         frozenset(sysctls),
+        endpoints=frozenset(endpoints),
+        mptcp_limits=frozenset(limits),
     )
 
 
@@ -274,3 +306,27 @@ def test_group_type_change_swaps_through_a_twin_without_a_gap() -> None:
         kernel.apply(op)
         assert kernel.routes, op
     assert kernel.state() == after
+
+
+def test_endpoints_follow_the_rules_that_route_them_and_go_before_them() -> None:
+    reply = Rule(Family.INET, 10000, RuleAction.LOOKUP, table=101)
+    a = MptcpEndpoint(IPv4Address("10.1.0.2"), "wan-a")
+    with_both = DesiredState(rules=frozenset({reply}), endpoints=frozenset({a}))
+    up = [type(op.obj).__name__ for op in diff(with_both, DesiredState())]
+    assert up.index("Rule") < up.index("MptcpEndpoint")
+    down = [type(op.obj).__name__ for op in diff(DesiredState(), with_both)]
+    assert down.index("MptcpEndpoint") < down.index("Rule")
+
+
+def test_a_degraded_uplink_flips_backup_in_place_and_a_new_device_re_adds() -> None:
+    a = MptcpEndpoint(IPv4Address("10.1.0.2"), "wan-a")
+    before = DesiredState(endpoints=frozenset({a}))
+    backup = replace(a, backup=True)
+    assert diff(replace(before, endpoints=frozenset({backup})), before) == [
+        Op(OpKind.REPLACE, backup)
+    ]
+    moved = replace(a, ifname="wan-b")
+    assert diff(replace(before, endpoints=frozenset({moved})), before) == [
+        Op(OpKind.DELETE, a),
+        Op(OpKind.ADD, moved),
+    ]

@@ -102,6 +102,28 @@ def _rule_interfaces(config: Config, facts: KernelFacts) -> Iterator[Finding]:
             yield f"rules[{i}].iif", _missing_interface(rule.iif, facts)
 
 
+def _mptcp_endpoints(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """No foreign MPTCP endpoint on an address ecmpd would make an endpoint of."""
+    if not facts.foreign_mptcp_endpoints:
+        return
+    for i, uplink in enumerate(config.uplinks):
+        if not uplink.mptcp_enabled(config.mptcp):
+            continue
+        iface = facts.interfaces.get(uplink.interface)
+        for given, family in ((uplink.source, Family.INET), (uplink.source6, Family.INET6)):
+            primary = iface.primary(family) if iface is not None else None
+            address = given or (primary.ip if primary is not None else None)
+            ep_id = facts.foreign_mptcp_endpoints.get(address) if address else None
+            if ep_id is not None:
+                yield (
+                    f"uplinks[{i}]",
+                    (
+                        f"MPTCP endpoint id {ep_id} on {address} is not ecmpd's: remove it"
+                        f" (ip mptcp endpoint delete id {ep_id}) or set mptcp: false here"
+                    ),
+                )
+
+
 def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
     """Every way the config does not fit this kernel, at the line of the field concerned."""
     findings = [
@@ -109,6 +131,7 @@ def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue
         *_priorities(config, facts),
         *_tables(config, facts),
         *_rule_interfaces(config, facts),
+        *_mptcp_endpoints(config, facts),
     ]
     return sort_issues(
         ConfigIssue(config.filename, config.line_of(path), path, message)

@@ -84,6 +84,9 @@ class Config(Section):
     rule_priority: Annotated[int, BeforeValidator(integer_in(1, MAX_RULE_PRIORITY))] = 10000
     hooks: Path | None = None
     metrics: MetricsConfig | None = None
+    # Multipath TCP endpoints on every uplink in service (host mode: the host's own
+    # connections; uplinks opt out with their own `mptcp: false`).
+    mptcp: bool = False
     uplinks: Annotated[list[UplinkConfig], Field(min_length=1)]
     rules: Annotated[list[RuleConfig], BeforeValidator(_rules_or_default)] = Field(
         default_factory=default_rules
@@ -119,6 +122,10 @@ class Config(Section):
     def tables(self) -> list[int]:
         """Every routing table ecmpd fills: the uplinks' and the balancer's."""
         return [*(u.table for u in self.uplinks), self.balancer.table]
+
+    def mptcp_uplinks(self) -> list[UplinkConfig]:
+        """The uplinks that carry MPTCP subflows."""
+        return [u for u in self.uplinks if u.mptcp_enabled(self.mptcp)]
 
     def follows_defaults(self) -> bool:
         """Whether an uplink takes its gateway from a default route (`dhcp`, `ra`)."""

@@ -80,7 +80,7 @@ def _weights(config: Config) -> Iterator[Finding]:
 
 
 def _health_checks(config: Config) -> Iterator[Finding]:
-    """Enough distinct targets for min_up."""
+    """Enough distinct targets for min_up; soft limits below the hard ones."""
     for i, uplink in enumerate(config.uplinks):
         check = uplink.check
         at = f"uplinks[{i}].check"
@@ -93,6 +93,10 @@ def _health_checks(config: Config) -> Iterator[Finding]:
                 has = _keys_for(target.version)
                 message = f"{target} is IPv{target.version}, but this uplink has no {has}"
                 yield f"{at}.targets[{j}]", message
+        for soft, hard in (("degraded_loss", "max_loss"), ("degraded_rtt", "max_rtt")):
+            low, high = getattr(check, soft), getattr(check, hard)
+            if low is not None and high is not None and low >= high:
+                yield f"{at}.{soft}", f"must be below {hard} (degraded comes before down)"
         # No targets means "probe the gateway": one target.
         count = len(seen) or 1
         if check.min_up > count:

@@ -45,6 +45,10 @@ class CheckConfig(Section):
     min_up: Annotated[int, BeforeValidator(integer_in(1, 1000))] = 1
     max_loss: Percent | None = None  # a fraction 0..1
     max_rtt: Duration | None = None
+    # Soft limits, below the failure ones: over them the uplink stays in service but is
+    # `degraded` (its MPTCP endpoints turn backup). Unset: never degraded.
+    degraded_loss: Percent | None = None
+    degraded_rtt: Duration | None = None
 
     @property
     def tcp_port(self) -> int | None:
@@ -74,6 +78,7 @@ class UplinkConfig(Section):
     # Day of the month (1..31, the month's last day if shorter) or of the week (1 = Monday).
     data_cap_reset_day: Annotated[int, BeforeValidator(integer_in(1, 31))] | None = None
     failback: Failback | None = None  # resolved at load: None means "reset when metered"
+    mptcp: bool | None = None  # None: as the global `mptcp`; false opts this uplink out
     check: Annotated[CheckConfig, BeforeValidator(none_as_empty)] = Field(
         default_factory=CheckConfig
     )
@@ -83,6 +88,10 @@ class UplinkConfig(Section):
         if self.failback is not None:
             return self.failback
         return Failback.RESET if self.metered else Failback.KEEP
+
+    def mptcp_enabled(self, everywhere: bool) -> bool:
+        """Whether ecmpd keeps MPTCP endpoints on this uplink (`everywhere`: the global key)."""
+        return self.mptcp if self.mptcp is not None else everywhere
 
     def nat_enabled(self, mode: Mode) -> bool:
         """Whether traffic leaving by this uplink is masqueraded in this mode."""

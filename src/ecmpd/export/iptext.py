@@ -14,6 +14,8 @@ from ecmpd.model import (
     Family,
     GroupType,
     IPNetwork,
+    MptcpEndpoint,
+    MptcpLimits,
     NatTable,
     Nexthop,
     NexthopGroup,
@@ -136,6 +138,16 @@ def command(verb: str, obj: KernelObject) -> str:
         if verb == "del":
             return f"ip nexthop del id {obj.id}"
         return f"ip nexthop {verb} {group_args(obj)}"
+    if isinstance(obj, MptcpEndpoint):
+        if verb == "del":
+            return f"ip mptcp endpoint delete id {obj.id} {obj.address}"
+        if verb == "replace":
+            change = "backup" if obj.backup else "nobackup"
+            return f"ip mptcp endpoint change {obj.address} {change}"
+        flags = "subflow backup" if obj.backup else "subflow"
+        return f"ip mptcp endpoint add {obj.address} dev {obj.ifname} {flags}"
+    if isinstance(obj, MptcpLimits):
+        return f"ip mptcp limits set subflows {obj.subflows}"
     return f"{_ip(obj.family)} route {verb} {route_args(obj)}"
 
 
@@ -147,6 +159,10 @@ def op_command(op: Op, restored: Mapping[str, str] | None = None) -> str:
     if op.kind is OpKind.DELETE and isinstance(op.obj, Sysctl):
         value = (restored or {}).get(op.obj.name, "<value before ecmpd>")
         return f"sysctl -w {op.obj.name}={value}"
+    if op.kind is OpKind.DELETE and isinstance(op.obj, MptcpLimits):
+        # Restoring the recorded limit (sysctl-like: kept in `restored` under this key).
+        value = (restored or {}).get(op.obj.key, "<value before ecmpd>")
+        return f"ip mptcp limits set subflows {value}"
     verb = {OpKind.ADD: "add", OpKind.REPLACE: "replace", OpKind.DELETE: "del"}[op.kind]
     return command(verb, op.obj)
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Final
 
 from ecmpd.config import CheckConfig
+from ecmpd.health.degraded import DegradedTracker, Grade, GradeChange, enabled
 from ecmpd.health.window import (
     ProbeWindow,
     Quality,
@@ -149,6 +150,9 @@ class HealthTracker:
         self._carrier = True
         self._bad = 0  # consecutive bad rounds
         self._good = 0  # consecutive good rounds
+        self._soft = DegradedTracker(check) if enabled(check) else None
+        # The grade change the last round made (None: none), for the scheduler to pass on.
+        self.grade_change: GradeChange | None = None
 
     @property
     def state(self) -> HealthState:
@@ -171,6 +175,16 @@ class HealthTracker:
         return self._state.in_service
 
     @property
+    def grade(self) -> Grade:
+        """Against the soft limits (always clear without degraded_loss/degraded_rtt)."""
+        return Grade.CLEAR if self._soft is None else self._soft.grade
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the uplink is over its soft limits (its MPTCP endpoints turn backup)."""
+        return self._soft is not None and self._soft.degraded
+
+    @property
     def carrier(self) -> bool:
         """The last carrier reported (assumed present until told otherwise)."""
         return self._carrier
@@ -191,6 +205,7 @@ class HealthTracker:
 
     def on_round(self, now: float, results: RoundResults) -> Transition | None:
         """Account one probe round (a missing target counts as lost); return any change."""
+        self.grade_change = None
         strangers = [t for t in results if t not in self._windows]
         if strangers:
             raise ValueError(f"results for targets this tracker does not probe: {strangers}")
@@ -200,6 +215,9 @@ class HealthTracker:
             return None
         for target, window in self._windows.items():
             window.record(results.get(target))
+        if self._soft is not None:
+            good, over = self._judge(results, soft=True)
+            self.grade_change = self._soft.on_round(now, None if good else over)
         good, why = self._judge(results)
         return self._count_good(now, why) if good else self._count_bad(now, why)
 
@@ -224,25 +242,34 @@ class HealthTracker:
         self._good = self._bad = 0
         return transition
 
-    def _judge(self, results: RoundResults) -> tuple[bool, str]:
-        """Whether this (already recorded) round is good, and why in words."""
+    def _judge(self, results: RoundResults, soft: bool = False) -> tuple[bool, str]:
+        """Whether this (already recorded) round is good, and why in words.
+
+        `soft`: against degraded_loss/degraded_rtt instead of max_loss/max_rtt.
+        """
         answered = [t for t in self._windows if results.get(t) is not None]
         counted = f"{len(answered)}/{len(self._windows)} targets answered"
         if len(answered) < self._quorum:
             return False, f"{counted}, min_up {self._quorum}"
         # A target counts towards the quorum only if its window is within the limits too,
         # so one dead or lossy target among several does not take the uplink down.
-        failures = [f for t in answered if (f := self._limit_failure(self._windows[t]))]
+        failures = [f for t in answered if (f := self._limit_failure(self._windows[t], soft))]
         if len(answered) - len(failures) >= self._quorum:
             return True, counted
         return False, failures[0]
 
-    def _limit_failure(self, window: ProbeWindow) -> str | None:
-        """Which window limit (max_loss, max_rtt) this target exceeds, if any."""
-        max_loss, max_rtt = self._check.max_loss, self._check.max_rtt
+    def _limit_failure(self, window: ProbeWindow, soft: bool = False) -> str | None:
+        """Which window limit (max_loss, max_rtt, or the soft ones) this target exceeds."""
+        check = self._check
+        if soft:
+            max_loss, max_rtt = check.degraded_loss, check.degraded_rtt
+            loss_name, rtt_name = "degraded_loss", "degraded_rtt"
+        else:
+            max_loss, max_rtt = check.max_loss, check.max_rtt
+            loss_name, rtt_name = "max_loss", "max_rtt"
         if max_loss is not None and loss_over(window.lost, window.size, max_loss):
             loss = window.lost / window.size
-            return f"{window.target}: window loss {loss:.0%} > max_loss {max_loss:.0%}"
+            return f"{window.target}: window loss {loss:.0%} > {loss_name} {max_loss:.0%}"
         if max_rtt is not None:
             # The median, not the mean: one slow reply (an ICMP answer deprioritised by a
             # busy router) must not flip the verdict; a sustained rise moves it.
@@ -250,7 +277,7 @@ class HealthTracker:
             if median is not None and median > max_rtt:
                 return (
                     f"{window.target}: window median rtt {median * 1000:.0f}ms"
-                    f" > max_rtt {max_rtt * 1000:.0f}ms"
+                    f" > {rtt_name} {max_rtt * 1000:.0f}ms"
                 )
         return None
 

@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthTracker, RoundResults, Target, Transition
 from ecmpd.health.probes import Prober, probe_round
 
 OnTransition = Callable[[Transition], None]
+OnGrade = Callable[[GradeChange], None]
 log = logging.getLogger("ecmpd.health")
 
 
@@ -32,6 +34,7 @@ class ProbeScheduler:
         timeout: float,
         on_transition: OnTransition,
         clock: Callable[[], float] = time.monotonic,
+        on_grade: OnGrade | None = None,
     ) -> None:
         self.tracker = tracker
         self.prober = prober
@@ -40,6 +43,7 @@ class ProbeScheduler:
         self.timeout = timeout
         self.on_transition = on_transition
         self.clock = clock
+        self.on_grade = on_grade
         self.rounds = 0
 
     async def run(self) -> None:
@@ -67,5 +71,8 @@ class ProbeScheduler:
             transition = self.tracker.on_round(self.clock(), results)
             if transition is not None:
                 self.on_transition(transition)
+            grade = self.tracker.grade_change
+            if grade is not None and self.on_grade is not None:
+                self.on_grade(grade)
         finally:
             done.set()
