@@ -248,7 +248,7 @@ class MptcpLimits:
 
     @property
     def key(self) -> str:
-        return "mptcp-limits"
+        return "mptcp-limits"  # kernel.record.MPTCP_LIMITS_KEY
 
 
 @dataclass(frozen=True)

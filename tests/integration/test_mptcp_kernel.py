@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -25,6 +23,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.mptcp import Download, Server
 from ecmpd.lab.topology import Lab
 from ecmpd.model import IPAddress
+from tests.integration.mptcphelp import limits, wait_for
 
 TWO_PLAIN = {"isps": 2, "shaping": False, "servers": 2}
 FIRST_ID = 0xC0
@@ -40,19 +39,9 @@ def ip(ns: str, *args: str) -> None:
     netns.run_in(ns, ["ip", *args], check=True, capture_output=True)
 
 
-def limits_shown(argv: list[str]) -> dict[str, int]:
-    """`ip mptcp limits show` as numbers (iproute2 6.1 prints no JSON for it)."""
-    words = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
-    return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
-
-
-def wait_for(done: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until done(); the seconds it took."""
-    start = time.monotonic()
-    while not done():
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s: {what}"
-        time.sleep(0.02)
-    return time.monotonic() - start
+def ip_root(*args: str) -> str:
+    """`ip ARGS` in the test process's own namespace: read only."""
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
 def ifindex(ns: str, dev: str) -> int:
@@ -100,14 +89,13 @@ def test_endpoints_and_limits_round_trip_with_ip(lab: Lab) -> None:
             mptcp.delete_endpoint(ipr, FIRST_ID)
 
         before = mptcp.get_limits(ipr)
-        limits_argv = ["ip", "-n", lab.router, "mptcp", "limits", "show"]
-        shown_limits = limits_shown(limits_argv)
+        shown_limits = limits(lab.router)
         assert (before.subflows, before.add_addr_accepted) == (
             shown_limits["subflows"],
             shown_limits["add_addr_accepted"],
         )
         mptcp.set_limits(ipr, 5)
-        after = limits_shown(limits_argv)
+        after = limits(lab.router)
         assert after["subflows"] == 5 and after["add_addr_accepted"] == before.add_addr_accepted
         with pytest.raises(ValueError):
             mptcp.set_limits(ipr, mptcp.MAX_LIMIT + 1)
@@ -120,8 +108,8 @@ def test_endpoints_and_limits_round_trip_with_ip(lab: Lab) -> None:
 
 def ip_json_root() -> Any:
     """The test process's own namespace's endpoints and limits (read only)."""
-    out = subprocess.run(["ip", "-j", "mptcp", "endpoint", "show"], capture_output=True, text=True)
-    return [json.loads(out.stdout or "[]"), limits_shown(["ip", "mptcp", "limits", "show"])]
+    return [json.loads(ip_root("-j", "mptcp", "endpoint", "show") or "[]"),
+            ip_root("mptcp", "limits", "show")]  # fmt: skip
 
 
 def source_routing(lab: Lab, v6: bool) -> list[IPAddress]:

@@ -66,7 +66,11 @@ def test_example_uplinks(example: Config) -> None:
         min_up=1,
         max_loss=0.2,
         max_rtt=0.5,
+        degraded_loss=0.05,
+        degraded_rtt=0.2,
     )
+    assert isp_a.mptcp is True and not example.mptcp
+    assert [u.name for u in example.mptcp_uplinks()] == ["isp-a"]
     # isp-b gives only a weight: the table is allocated after isp-a's, nat off in host mode.
     assert (isp_b.name, isp_b.interface, isp_b.table, isp_b.weight) == ("isp-b", "eth1", 102, 2)
     assert isp_b.nat is False

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     with run_lock(args.run_dir), session(args) as s:
         try:
             # The session observed under the run lock already: no second observe.
-            restored = dict(s.writer.record.sysctls)  # a sysctl left behind gets these back
+            restored = s.writer.record.restorable()  # a sysctl left behind gets these back
             result = reconcile(s.writer, s.desired(), before=s.observed)
         except ApplyError as err:
             raise CommandError(f"apply failed: {err}", EXIT_KERNEL) from err

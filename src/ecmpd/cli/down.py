@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     with run_lock(args.run_dir):
         ipr = open_iproute()
         record = Record(args.run_dir)
-        restored = dict(record.sysctls)  # what `down` writes back (the record empties)
+        restored = record.restorable()  # what `down` writes back (the record empties)
         try:
             result = reconcile(KernelWriter(ipr, record), DesiredState())
         except ApplyError as err:

@@ -21,6 +21,7 @@ from ecmpd.config import Config, Mode
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel import nftables
+from ecmpd.kernel.mptcpstate import MptcpWriter, observe_mptcp
 from ecmpd.kernel.nftables import NatPlan
 from ecmpd.kernel.observe import observe, observe_links
 from ecmpd.kernel.record import Record
@@ -35,7 +36,17 @@ from ecmpd.kernel.transport import (
     NetlinkSocket,
     SocketsBeside,
 )
-from ecmpd.model import DesiredState, NatTable, Nexthop, NexthopGroup, Route, Rule, Sysctl
+from ecmpd.model import (
+    DesiredState,
+    MptcpEndpoint,
+    MptcpLimits,
+    NatTable,
+    Nexthop,
+    NexthopGroup,
+    Route,
+    Rule,
+    Sysctl,
+)
 from ecmpd.plan import Op, OpKind, diff
 
 log = logging.getLogger("ecmpd.kernel")
@@ -58,14 +69,23 @@ class ReadScope:
 
     nat: bool = False  # the nftables table (router mode)
     defaults: bool = True  # the main table's default routes (`gateway: dhcp`, `gateway6: ra`)
+    mptcp: bool = False  # MPTCP endpoints and limits (`mptcp: true`)
 
     @classmethod
     def of(cls, config: Config) -> ReadScope:
         """What this config needs read."""
-        return cls(nat=config.mode is Mode.ROUTER, defaults=config.follows_defaults())
+        return cls(
+            nat=config.mode is Mode.ROUTER,
+            defaults=config.follows_defaults(),
+            mptcp=bool(config.mptcp_uplinks()),
+        )
 
     def __or__(self, other: ReadScope) -> ReadScope:
-        return ReadScope(nat=self.nat or other.nat, defaults=self.defaults or other.defaults)
+        return ReadScope(
+            nat=self.nat or other.nat,
+            defaults=self.defaults or other.defaults,
+            mptcp=self.mptcp or other.mptcp,
+        )
 
 
 @dataclass
@@ -131,6 +151,10 @@ class KernelWriter:
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
         if scope.nat or self.record.nat:
             observed = replace(observed, nat=observe_nat())
+        if scope.mptcp or self.record.mptcp:
+            endpoints, limits, foreign = observe_mptcp(self.nl, self.record, facts)
+            observed = replace(observed, endpoints=endpoints, mptcp_limits=limits)
+            facts = replace(facts, foreign_mptcp_endpoints=foreign)
         return observed, facts
 
     def observe_links(
@@ -178,6 +202,8 @@ class KernelWriter:
                 self._sysctl(op.kind, op.obj)
             elif isinstance(op.obj, NatTable):
                 self._nat(op.kind, op.obj)
+            elif isinstance(op.obj, MptcpEndpoint | MptcpLimits):
+                MptcpWriter(self.nl, self.record, self._index).execute(op.kind, op.obj)
             else:
                 self.nl.request(*self._message(op))
         except OSError as exc:
