@@ -36,6 +36,7 @@ from ecmpd.export.iptext import rule_args
 from ecmpd.facts import KernelFacts
 from ecmpd.health.fsm import HealthState, detection_time
 from ecmpd.health.window import TargetStats
+from ecmpd.kernel.mptcpdiag import Subflow
 from ecmpd.model import FAMILY_NAMES, DesiredState, Family, NexthopGroup, nexthop_id
 
 FamilyKey = str  # "ipv4" / "ipv6" (model.FAMILY_NAMES): the keys of `families`
@@ -126,6 +127,15 @@ _PRIMARY_KEYS = (
 )
 
 
+class MptcpStatus(_Frozen):
+    """This host's Multipath TCP over the uplink, as the kernel shows it (sock_diag)."""
+
+    endpoints: tuple[str, ...]  # ecmpd's endpoint addresses on it (one per family in service)
+    backup: bool  # an endpoint is backup (degraded, metered, standby tier)
+    connections: int  # MPTCP connections with a subflow from this uplink
+    subflows: int
+
+
 class UplinkStatus(_Frozen):
     """One uplink: its configuration, its interface and each family it carries."""
 
@@ -136,6 +146,7 @@ class UplinkStatus(_Frozen):
     gateway: str | None = None  # as configured; `dhcp (…)` / `ra (…)` say what was learnt
     gateway6: str | None = None
     families: Mapping[FamilyKey, FamilyStatus] = Field(min_length=1)
+    mptcp: MptcpStatus | None = Field(default=None, exclude_if=_unset)  # `mptcp` on it
 
     @property
     def primary(self) -> FamilyStatus:
@@ -447,3 +458,37 @@ def kernel_status(
         },
     )
     return Status(source="kernel", uplinks=tuple(uplinks), rules=rules, balancer=balancer)
+
+
+def with_mptcp(
+    status: Status,
+    config: Config,
+    observed: DesiredState,
+    facts: KernelFacts,
+    subflows: Iterable[Subflow],
+) -> Status:
+    """The status with each MPTCP uplink's endpoints, connections and subflows added.
+
+    A subflow belongs to the uplink whose interface holds its local address: the first
+    subflow of a connection too, which no endpoint opened.
+    """
+    wanted = {u.name: u for u in config.mptcp_uplinks()}
+    subs = list(subflows)
+    uplinks = []
+    for entry in status.uplinks:
+        u = wanted.get(entry.name)
+        if u is None:
+            uplinks.append(entry)
+            continue
+        iface = facts.interfaces.get(u.interface)
+        own = {a.ip for a in iface.addresses} if iface is not None else set()
+        eps = sorted((e for e in observed.endpoints if e.ifname == u.interface), key=str)
+        mine = [s for s in subs if s.local in own]
+        mptcp = MptcpStatus(
+            endpoints=tuple(str(e.address) for e in eps),
+            backup=any(e.backup for e in eps),
+            connections=len({s.token for s in mine}),
+            subflows=len(mine),
+        )
+        uplinks.append(entry.model_copy(update={"mptcp": mptcp}))
+    return status.model_copy(update={"uplinks": tuple(uplinks)})

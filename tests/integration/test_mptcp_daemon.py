@@ -6,6 +6,7 @@ host: its subflows are read from the kernel (sock_diag) by the uplink they leave
 
 from __future__ import annotations
 
+import json
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -85,6 +86,16 @@ def test_one_download_uses_every_uplink_survives_a_failure_and_gets_the_uplink_b
             dl = Download(lab.router, lab.servers[0], server.port, SIZE).start()
             assert dl.is_mptcp()
             wait_for(lambda: subflows.carrying(a) and subflows.carrying(b), 5, "every uplink")
+            shown = ecmpd(lab.router, config, tmp_path / "d" / "run", "status", "--json")
+            assert shown.returncode == 0, shown.stderr
+            for entry in json.loads(shown.stdout)["uplinks"]:
+                isp = lab.isp(entry["name"])
+                assert entry["mptcp"] == {
+                    "endpoints": [str(isp.address.ip)],
+                    "backup": False,
+                    "connections": 1,
+                    "subflows": 1,
+                }
 
             # isp-a fails mid-transfer: the daemon takes its endpoint away.
             failed_at = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import textwrap
 from dataclasses import replace
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import IPv4Address, ip_address, ip_interface
 from typing import Any
 
 import pytest
@@ -15,17 +15,20 @@ from ecmpd.desired import desired_state
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
 from ecmpd.health.window import TargetStats
+from ecmpd.kernel.mptcpdiag import Subflow
 from ecmpd.model import Family, nexthop_id
 from ecmpd.status import (
     Clock,
     DaemonCounters,
     DisplayState,
     FamilyReport,
+    MptcpStatus,
     Status,
     UplinkReport,
     daemon_status,
     display_state,
     kernel_status,
+    with_mptcp,
 )
 
 CONFIG = parse_config(
@@ -241,3 +244,31 @@ def test_a_bad_document_is_a_value_error() -> None:
                 "uplinks": [{"name": "a", "interface": "e", "table": 1, "families": {}}],
             }
         )
+
+
+def _sub(token: int, local: str, backup: bool = False) -> Subflow:
+    return Subflow(token, ip_address(local), IPv4Address("198.51.100.1"), 40000, 443, 0xC0,
+                   backup, True, 0, 0, 0)  # fmt: skip
+
+
+def test_mptcp_figures_count_connections_and_subflows_per_uplink() -> None:
+    config = CONFIG.model_copy(update={"mptcp": True})
+    observed = desired_state(config, {}, FACTS, degraded={("isp-a", Family.INET6)})
+    subflows = [
+        _sub(1, "10.1.0.2"),  # connection 1: first subflow on isp-a
+        _sub(1, "10.2.0.2"),  # ... and one on isp-b
+        _sub(2, "2001:db8:1::2"),  # connection 2: IPv6, isp-a only
+        _sub(3, "192.0.2.9"),  # not an uplink's address: counted nowhere
+    ]
+    status = with_mptcp(
+        kernel_status(config, observed, FACTS, ()), config, observed, FACTS, subflows
+    )
+    a, b = (status.uplink(n).mptcp for n in ("isp-a", "isp-b"))
+    assert a == MptcpStatus(endpoints=("10.1.0.2", "2001:db8:1::2"), backup=True, connections=2,
+                            subflows=2)  # fmt: skip
+    # isp-b has no carrier, so no endpoint, yet a subflow still leaves from its address.
+    assert b == MptcpStatus(endpoints=(), backup=False, connections=1, subflows=1)
+    assert status.to_json()["uplinks"][0]["mptcp"]["connections"] == 2  # type: ignore[index]
+    assert Status.from_json(status.to_json()) == status
+    # Without `mptcp` the key is absent.
+    assert "mptcp" not in kernel_status(CONFIG, OBSERVED, FACTS, ()).to_json()["uplinks"][0]  # type: ignore[index]

@@ -7,9 +7,10 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from ecmpd.cli.common import EXIT_OK, Session, print_json, session
+from ecmpd.cli.common import EXIT_OK, Session, load, print_json, session
 from ecmpd.control import DaemonNotRunning, request_status
-from ecmpd.status import DisplayState, Status, kernel_status
+from ecmpd.kernel.mptcpdiag import dump_subflows
+from ecmpd.status import DisplayState, MptcpStatus, Status, kernel_status, with_mptcp
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,11 +25,19 @@ def kernel_view(s: Session) -> Status:
 
 
 def run(args: argparse.Namespace) -> int:
+    status: Status | None
     try:
         status = request_status(args.run_dir)
     except DaemonNotRunning:
+        status = None
+    if status is None or load(args).mptcp_uplinks():
         with session(args, check=False) as s:
-            status = kernel_view(s)
+            if status is None:
+                status = kernel_view(s)
+            if s.config.mptcp_uplinks():
+                # Read here, from the kernel, whichever view answered.
+                subflows = dump_subflows(s.writer.nl)
+                status = with_mptcp(status, s.config, s.observed, s.facts, subflows)
     if args.json:
         print_json(status.to_json())
         return EXIT_OK
@@ -44,6 +53,8 @@ def render(status: Status, console: Console) -> None:
     cols = ["name", "interface", "state", "weight", "in balancer", "table"]
     cols += ["families"] if dual else []
     cols += ["since", "reason", "targets (rtt, loss)", "detects in"] if daemon else ["gateway"]
+    mptcp = any(u.mptcp is not None for u in status.uplinks)
+    cols += ["mptcp"] if mptcp else []
     for col in cols:
         table.add_column(col)
     for u in status.uplinks:
@@ -78,6 +89,8 @@ def render(status: Status, console: Console) -> None:
         else:
             gateways = [g for g in (u.gateway, u.gateway6) if g]
             row.append(", ".join(gateways) or "-")
+        if mptcp:
+            row.append(_mptcp(u.mptcp))
         table.add_row(*row)
     console.print(table)
     if status.rules is not None:
@@ -88,6 +101,16 @@ def render(status: Status, console: Console) -> None:
             ip = "ip -6 rule" if r.family == "ipv6" else "ip rule"
             rules.add_row(str(r.priority), r.name or "-", f"{ip} {r.rule}")
         console.print(rules)
+
+
+def _mptcp(m: MptcpStatus | None) -> str:
+    """Connections and subflows over the uplink, and whether its endpoints are backup."""
+    if m is None:
+        return "off"
+    if not m.endpoints:
+        return f"no endpoint, {m.subflows} subflows"
+    backup = " (backup)" if m.backup else ""
+    return f"{m.connections} conn, {m.subflows} subflows{backup}"
 
 
 def _state(state: DisplayState) -> str:
