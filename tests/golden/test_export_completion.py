@@ -60,7 +60,7 @@ def offered(script: Path, line: str, cwd: Path | None = None) -> list[str]:
         ("ecmpd export --format net", ["netplan", "networkd"]),
         ("ecmpd export --o", ["--output-dir", "--offline"]),
         ("ecmpd completion ", ["-h", "--help", "bash", "zsh", "fish"]),
-        ("ecmpd lab ", ["-h", "--help", "up", "down", "demo", "bench"]),
+        ("ecmpd lab ", ["-h", "--help", "up", "down", "demo"]),
         ("ecmpd lab up --", ["--help", "--dir", "--isps", "--lan", "--json"]),
         ("ecmpd explain 192.0.2.1 --proto ", ["icmp", "tcp", "udp"]),
         # `export` is the value of -c here, not the command: still at the top level.
@@ -97,7 +97,7 @@ def test_zsh_and_fish_scripts_hold_the_same_tree() -> None:
     ) in fish
     assert (
         "complete -c ecmpd -n '__fish_seen_subcommand_from lab; and not"
-        " __fish_seen_subcommand_from up down demo bench'"
+        " __fish_seen_subcommand_from up down demo'"
         " -a up -d 'build a lab and leave it running'\n"
     ) in fish
 

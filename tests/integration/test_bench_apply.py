@@ -1,17 +1,12 @@
-"""Smoke test of bench/apply_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+"""Smoke test of bench.apply: it runs, its JSON is sane, it leaves no namespace."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from ecmpd.lab import netns
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "apply_bench.py"
+from tests.integration.fixtures.bench import run_benchmark
 
 
 def _positive(value: Any) -> bool:
@@ -21,15 +16,7 @@ def _positive(value: Any) -> bool:
 def test_quick_apply_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--prefix", lab_prefix],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    doc = run_benchmark("apply", "--quick", "--prefix", lab_prefix, timeout=600)
 
     assert doc["benchmark"] == "apply"
     assert doc["netns_prefix"] == lab_prefix

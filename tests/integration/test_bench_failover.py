@@ -1,17 +1,13 @@
-"""Smoke test of bench/failover_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+"""Smoke test of bench.failover: it runs, its JSON is sane, it leaves no namespace."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from ecmpd.lab import netns
+from tests.integration.fixtures.bench import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "failover_bench.py"
 CONFIG_KEYS = (
     "detection_bound_s",
     "restore_udp_s",
@@ -35,15 +31,7 @@ def _sane_seconds(stats: dict[str, Any], upper: float, positive: bool = True) ->
 def test_quick_failover_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--prefix", lab_prefix],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    doc = run_benchmark("failover", "--quick", "--prefix", lab_prefix, timeout=300)
 
     assert doc["benchmark"] == "failover"
     assert doc["netns_prefix"] == lab_prefix

@@ -1,30 +1,17 @@
-"""Smoke test of bench/flows_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+"""Smoke test of bench.flows: it runs, its JSON is sane, it leaves no namespace."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from pathlib import Path
 
 from ecmpd.lab import netns
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "flows_bench.py"
+from tests.integration.fixtures.bench import run_benchmark
 
 
 def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--prefix", lab_prefix],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    doc = run_benchmark("flows", "--quick", "--prefix", lab_prefix, timeout=300)
     assert doc["benchmark"] == "flows" and doc["quick"] is True
     assert doc["netns_prefix"] == lab_prefix
 

@@ -1,30 +1,17 @@
-"""Smoke test of bench/table_bench.py: it runs, its JSON is sane, it leaves no namespace."""
+"""Smoke test of bench.table: it runs, its JSON is sane, it leaves no namespace."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 from ecmpd.lab import netns
+from tests.integration.fixtures.bench import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "table_bench.py"
 ROUTES = 20_000
 
 
 def test_table_benchmark_reads_a_full_main_table_and_cleans_up(lab_prefix: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--routes", str(ROUTES), "--reps", "2",
-         "--prefix", lab_prefix],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    doc = run_benchmark(
+        "table", "--routes", str(ROUTES), "--reps", "2", "--prefix", lab_prefix, timeout=600
+    )
     assert doc["benchmark"] == "table" and doc["routes"] == ROUTES
     empty, full = doc["empty_table"], doc["full_table"]
     # The benchmark checked observe read back ecmpd's state and a failover was one

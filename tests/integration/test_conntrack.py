@@ -16,7 +16,9 @@ from ecmpd.health.packets import build_echo
 from ecmpd.kernel import conntrack as ct
 from ecmpd.kernel import nftables as nft
 from ecmpd.lab import netns
+from ecmpd.lab.faults import load_nft
 from ecmpd.lab.topology import Lab, add_lan_clients
+from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family
 from tests.conftest import LabFactory
 from tests.integration.test_nftables import nat_lab
@@ -134,10 +136,7 @@ def flows(lab: Lab, address: IPv4Address) -> list[ct.Flow]:
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     """Polls until predicate() is true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+    wait_until(predicate, timeout, "the conntrack condition", 0.02)
 
 
 def test_delete_uplink_flows_removes_only_that_uplinks_entries(
@@ -257,7 +256,7 @@ table inet zoner {{
     }}
 }}
 """
-    netns.run_in(lab.router, ["nft", "-f", "-"], input=zoner, check=True, text=True)
+    load_nft(lab.router, zoner)
     udp_flows(lab, client_a, lab.servers[0], 10, 40000)
     wait_for(lambda: len(flows(lab, nat_a)) == 10)
     assert {f.zone for f in flows(lab, nat_a)} == {7}

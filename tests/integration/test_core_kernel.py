@@ -11,7 +11,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
 from ecmpd.model import NH_ID_BASE
-from tests.integration.kernelstate import (
+from tests.integration.fixtures.kernelstate import (
     ecmpd,
     foreign,
     ip_json,

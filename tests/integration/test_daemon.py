@@ -14,20 +14,14 @@ import yaml
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time
 from ecmpd.lab import netns
+from ecmpd.lab.faults import gray_failure, heal, random_loss
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab, isp_link_down, isp_link_up
-from ecmpd.model import NH_ID_BASE
-from tests.integration.daemonproc import (
-    GROUP_ID,
-    gray_failure,
-    group_members,
-    heal,
-    random_loss,
-    running_daemon,
-    wait_for,
-)
-from tests.integration.kernelstate import ecmpd, ip_json, netlink_monitor
-from tests.integration.test_ipv6 import ipv6_gray_failure
+from ecmpd.lab.wait import wait_for
+from ecmpd.model import NH_ID_BASE, Family
+from tests.integration.fixtures.daemon import GROUP_ID, running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd, ip_json, netlink_monitor
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 
@@ -36,7 +30,7 @@ def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "isp-b up")
         assert group_members(lab) == ALL
-        gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"))
         took = wait_for(lambda: group_members(lab) == ALL - {"isp-b"}, 3, "isp-b removed")
         assert took < 1.5, took  # default check: detection bound 0.85 s
         status = daemon.uplink("isp-b")
@@ -55,7 +49,7 @@ def test_gray_failure_is_detected_and_recovers(lab: Lab, tmp_path: Path) -> None
         assert set(rows) == ALL, frame.stdout
         assert "down" in rows["isp-b"] and "up" not in rows["isp-b"].split(), rows["isp-b"]
         assert all("up" in rows[name].split() for name in ("isp-a", "isp-c")), rows
-        heal(lab, "isp-b")
+        heal(lab.ns("isp-b"))
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
         assert daemon.uplink("isp-b").state == "up"
         assert daemon.uplink("isp-a").transitions == 1  # unknown -> up only
@@ -81,7 +75,7 @@ def test_five_percent_loss_causes_no_failover(lab: Lab, tmp_path: Path) -> None:
         wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
         before = {u.name: u.transitions for u in daemon.status().uplinks}
         for isp in ALL:
-            random_loss(lab, isp, 5)
+            random_loss(lab.ns(isp), 5)
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline:
             assert group_members(lab) == ALL
@@ -102,7 +96,7 @@ def test_all_uplinks_down(lab: Lab, tmp_path: Path, policy: str) -> None:
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
         for isp in ALL:
-            gray_failure(lab, isp)
+            gray_failure(lab.ns(isp))
         wait_for(lambda: all(u.state == "down" for u in daemon.status().uplinks), 5, "all down")
         time.sleep(0.2)
         routes = ip_json(lab.router, "route", "show", "table", "200")
@@ -114,7 +108,7 @@ def test_all_uplinks_down(lab: Lab, tmp_path: Path, policy: str) -> None:
         else:
             assert routes[0]["type"] == "unreachable"
         for isp in ALL:
-            heal(lab, isp)
+            heal(lab.ns(isp))
         wait_for(lambda: group_members(lab) == ALL, 5, "all back")
 
 
@@ -146,7 +140,7 @@ def _weight(lab: Lab, isp: str) -> int:
 def test_restart_adopts_the_kernel_with_zero_changes(lab: Lab, tmp_path: Path) -> None:
     with running_daemon(lab, lab.config_path, tmp_path) as daemon:
         wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 5, "up")
-        gray_failure(lab, "isp-c")
+        gray_failure(lab.ns("isp-c"))
         wait_for(lambda: group_members(lab) == ALL - {"isp-c"}, 3, "isp-c removed")
         assert daemon.stop() == 0
     assert group_members(lab) == ALL - {"isp-c"}  # SIGTERM left forwarding in place
@@ -200,13 +194,13 @@ def test_hooks_run_with_the_change_in_their_environment(lab: Lab, tmp_path: Path
     config = write_lab_config(lab, tmp_path / "c.yaml", extra={"hooks": str(hooks)})
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-b").health == "up", 5, "up")
-        gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"))
         wait_for(
             lambda: "ECMPD_NEW_STATE=down" in (out.read_text() if out.exists() else ""),
             5,
             "hook saw down",
         )
-        heal(lab, "isp-b")
+        heal(lab.ns("isp-b"))
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
     text = out.read_text()
     assert "ECMPD_UPLINK=isp-b\n" in text
@@ -248,9 +242,9 @@ def test_hooks_hear_the_family_of_an_ipv6_only_change(lab: Lab, tmp_path: Path) 
 
     with running_daemon(lab, config, tmp_path):
         wait_for(both_up, 5, "a hook run for each family of isp-b coming up")
-        ipv6_gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"), Family.INET6)
         wait_for(lambda: bool(seen(ECMPD_UPLINK="isp-b", ECMPD_NEW_STATE="down")), 5, "down")
-        heal(lab, "isp-b")
+        heal(lab.ns("isp-b"))
     down = seen(ECMPD_UPLINK="isp-b", ECMPD_NEW_STATE="down")
     assert [r["ECMPD_FAMILY"] for r in down] == ["ipv6"]
     assert down[0]["ECMPD_IN_SERVICE"] == "0"

@@ -17,7 +17,7 @@ from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.measure import kernel_split, random_flows, shares
 from ecmpd.lab.topology import Lab, add_lan_clients, lab_session
 from tests.conftest import next_lab_prefix, require_netns
-from tests.integration.kernelstate import ecmpd, explain_all, ip_route_get
+from tests.integration.fixtures.kernelstate import ecmpd, explain_all, ip_route_get
 
 PIN_C = IPv4Network("203.0.113.0/28")
 PINNED_CLIENT = IPv4Address("10.200.1.5")

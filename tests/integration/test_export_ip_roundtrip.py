@@ -20,7 +20,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
 from tests.conftest import LabFactory
-from tests.integration.kernelstate import ecmpd, ip_json, owned, snapshot
+from tests.integration.fixtures.kernelstate import ecmpd, ip_json, owned, snapshot
 
 # The export command, run as the CLI runs it, without depending on cli/main.py
 # having registered it yet.

@@ -21,14 +21,15 @@ from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
-from ecmpd.lab.faults import gray_failure_ruleset
+from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
+from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE, Family
 from ecmpd.status import FamilyStatus
 from tests.conftest import next_lab_prefix, require_netns
-from tests.integration.daemonproc import DaemonProc, heal, nft, running_daemon, wait_for
-from tests.integration.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
+from tests.integration.fixtures.daemon import DaemonProc, running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 DUAL_STACK_LAB = pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
@@ -390,11 +391,6 @@ def test_foreign_ipv6_rules_routes_and_nexthops_are_never_touched(lab: Lab, tmp_
 # --- the daemon: health per family --------------------------------------------------------
 
 
-def ipv6_gray_failure(lab: Lab, isp: str) -> None:
-    """The ISP drops every IPv6 packet (neighbour discovery too); IPv4 flows on."""
-    nft(lab.ns(isp), gray_failure_ruleset(Family.INET6))
-
-
 def _family(daemon: DaemonProc, name: str, family: str) -> FamilyStatus:
     return daemon.uplink(name).families[family]
 
@@ -411,7 +407,7 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: _all_up(daemon), 5, "every family up")
         assert members(lab, GROUP4) == members(lab, GROUP6) == ALL
-        ipv6_gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"), Family.INET6)
         v4_members: list[set[str]] = []
 
         def ipv6_left() -> bool:
@@ -438,7 +434,7 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         assert frame.returncode == 0, frame.stderr
         row = next(line for line in frame.stdout.splitlines() if " isp-b " in line)
         assert "v4 ● up · v6 ● down" in row, frame.stdout
-        heal(lab, "isp-b")
+        heal(lab.ns("isp-b"))
         back = wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b back in IPv6")
         assert back < recovery_time(CheckConfig()) + 1.0, back
         assert _family(daemon, "isp-b", "ipv6").state == "up"

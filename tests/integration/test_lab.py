@@ -32,6 +32,7 @@ from ecmpd.lab.topology import (
     plan_lab,
     save_lab,
 )
+from ecmpd.lab.wait import wait_until
 
 LabFactory = Callable[..., Lab]
 
@@ -94,12 +95,11 @@ def _our_namespaces(prefix: str) -> list[str]:
 
 
 def _wait_for(check: Any, timeout: float = 3.0) -> bool:
-    """Polls check() until it is true or timeout passes."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
+    """Polls check() until it is true (True) or timeout passes (False)."""
+    try:
+        wait_until(check, timeout, "the lab", 0.02)
+    except TimeoutError:
+        return False
     return True
 
 

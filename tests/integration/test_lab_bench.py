@@ -1,20 +1,20 @@
-"""`ecmpd lab bench --quick`: every benchmark in one run, one merged JSON document, a table."""
+"""`./dev bench --quick` (python -m bench): every benchmark, one merged JSON document, a table."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ecmpd.cli.lab import BENCHES, markdown_table
+from bench.report import markdown_table
+from bench.suite import BENCHES
 from ecmpd.lab import netns
 from tests.conftest import next_lab_prefix, require_netns
+from tests.integration.fixtures.bench import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCH_TIMEOUT_S = 600
 # What each benchmark's document must carry for the README's table.
 KEYS = {
@@ -27,13 +27,13 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One `ecmpd lab bench --quick --json --table FILE` run."""
+    """One `python -m bench --quick --json --table FILE` run."""
     require_netns()
     prefix = next_lab_prefix()  # the session's safety net removes it, should a script not
     table = tmp_path_factory.mktemp("bench") / "performance.md"
     done = subprocess.run(
-        [sys.executable, "-m", "ecmpd", "lab", "bench", "--quick", "--json", "--table",
-         str(table), "--prefix", prefix],
+        [sys.executable, "-m", "bench", "--quick", "--json", "--table", str(table),
+         "--prefix", prefix],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -60,12 +60,10 @@ def test_the_run_succeeds_and_leaves_no_namespace(bench: dict[str, Any]) -> None
     assert netns.list_netns(bench["prefix"]) == []
 
 
-@pytest.mark.parametrize("name", [name for name, _ in BENCHES])
+@pytest.mark.parametrize("name", [bench.name for bench in BENCHES])
 def test_each_benchmark_is_merged_under_its_key(bench: dict[str, Any], name: str) -> None:
     doc = bench["doc"]
     assert doc is not None, bench["stderr"][-3000:]
-    if name in doc["missing"]:
-        pytest.skip(f"bench/{dict(BENCHES)[name]} is not in this tree: `lab bench` skipped it")
     part = doc[name]
     assert part["benchmark"] == name
     # Each script got its own namespace prefix under the run's.
@@ -94,9 +92,6 @@ def test_the_table_has_a_row_per_figure_with_its_anchor(bench: dict[str, Any]) -
         "table": ("one unfiltered route dump:",),
     }
     for name, anchors in expected.items():
-        if name in doc["missing"]:
-            assert f"| `{name}` benchmark | not run: its script is missing |" in table
-            continue
         for anchor in anchors:
             assert anchor in table, (name, anchor)
     # Targets are reported where a benchmark states them, met (✓) or not (✗).

@@ -16,19 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
 from ecmpd.lab import netns
+from ecmpd.lab.faults import gray_failure, heal
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
+from ecmpd.lab.wait import wait_for
 from ecmpd.metrics import Metrics
+from ecmpd.model import Family
 from ecmpd.status import Status
-from tests.integration.daemonproc import (
-    DaemonProc,
-    gray_failure,
-    group_members,
-    heal,
-    running_daemon,
-    wait_for,
-)
-from tests.integration.test_ipv6 import ipv6_gray_failure
+from tests.integration.fixtures.daemon import DaemonProc, running_daemon
 
 PORT = 9474  # the documented default; free inside the lab's own router namespace
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -125,13 +121,13 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
         b4, a4 = {"uplink": "isp-b", "family": "ipv4"}, {"uplink": "isp-a", "family": "ipv4"}
         before = sample(samples, "ecmpd_uplink_transitions_total", **b4)
 
-        gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"))
         try:
             wait_for(lambda: daemon.uplink("isp-b").state == "down", 5, "isp-b down")
             netns.call_in(lab.router, lambda: m.refresh(daemon.status))
             samples = scrape(lab.router)
         finally:
-            heal(lab, "isp-b")
+            heal(lab.ns("isp-b"))
         assert sample(samples, "ecmpd_uplink_up", **b4) == 0
         assert sample(samples, "ecmpd_uplink_state", state="down", **b4) == 1
         assert sample(samples, "ecmpd_uplink_in_balancer", **b4) == 0
@@ -302,11 +298,11 @@ def test_metrics_per_family_when_only_ipv6_fails(lab: Lab, tmp_path: Path) -> No
         before6 = sample(samples, "ecmpd_uplink_transitions_total", **b6)
         before4 = sample(samples, "ecmpd_uplink_transitions_total", **b4)
 
-        ipv6_gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"), Family.INET6)
         try:
             samples = scraped(shows(b6, 0))
         finally:
-            heal(lab, "isp-b")
+            heal(lab.ns("isp-b"))
         assert sample(samples, "ecmpd_uplink_state", state="down", **b6) == 1
         assert sample(samples, "ecmpd_uplink_in_balancer", **b6) == 0
         assert sample(samples, "ecmpd_uplink_transitions_total", **b6) > before6
@@ -345,7 +341,7 @@ def test_a_scrape_right_after_a_failover_shows_it(lab_module: Lab, tmp_path: Pat
         wait_for(lambda: group_members(lab) == ALL, 2, "every uplink in the group")
         wait_for(lambda: serving(lab.router), 3, "the endpoint to listen", step=0.05)
         try:
-            gray_failure(lab, "isp-a")
+            gray_failure(lab.ns("isp-a"))
             # Polled at 5 ms: the scrape follows the kernel's change by a few ms, far
             # less than the one-second refresh the exposition had before.
             wait_for(lambda: "isp-a" not in group_members(lab), 10, "isp-a out")
@@ -353,7 +349,7 @@ def test_a_scrape_right_after_a_failover_shows_it(lab_module: Lab, tmp_path: Pat
             assert sample(samples, "ecmpd_uplink_in_balancer", **a4) == 0
             assert sample(samples, "ecmpd_uplink_up", **a4) == 0
         finally:
-            heal(lab, "isp-a")
+            heal(lab.ns("isp-a"))
         wait_for(lambda: group_members(lab) == ALL, 10, "isp-a back")
         samples = scrape(lab.router)
         assert sample(samples, "ecmpd_uplink_in_balancer", **a4) == 1

@@ -9,7 +9,6 @@ import random
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -33,6 +32,7 @@ from ecmpd.kernel.nexthop import (
 )
 from ecmpd.kernel.transport import release
 from ecmpd.lab import netns
+from ecmpd.lab.wait import wait_until
 from ecmpd.model import (
     NH_ID_BASE,
     RTPROT_ECMPD,
@@ -76,10 +76,7 @@ def sysctl(ns: str, setting: str) -> None:
 
 def wait_for(done: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll until done() holds: carrier changes reach the FIB via linkwatch, a bit later."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out waiting for the kernel"
-        time.sleep(0.05)
+    wait_until(done, timeout, "the kernel", 0.05)
 
 
 def netlink_socket_in(ns: str) -> socket.socket:

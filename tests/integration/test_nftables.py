@@ -15,6 +15,7 @@ import pytest
 from ecmpd.kernel import nftables as nft
 from ecmpd.kernel.nftables import NatPlan
 from ecmpd.lab import netns
+from ecmpd.lab.faults import load_nft
 from ecmpd.lab.measure import ECHO_PORT, echo_server
 from ecmpd.lab.topology import LAN_PREFIX, Lab, add_lan_clients, core_link
 from tests.conftest import LabFactory
@@ -56,7 +57,7 @@ def nft_text(ns: str, *args: str) -> str:
 
 def add_foreign_table(ns: str) -> str:
     """Adds someone else's table (with a rule) and returns its listing."""
-    netns.run_in(ns, ["nft", "-f", "-"], input=FOREIGN, check=True, text=True)
+    load_nft(ns, FOREIGN)
     return nft_text(ns, "-j", "list", "table", "inet", "foreign")
 
 

@@ -24,9 +24,10 @@ from ecmpd.health.icmp import IcmpProber
 from ecmpd.health.packets import build_echo
 from ecmpd.health.probes import ProbeCounters, Prober, open_prober, probe_round
 from ecmpd.lab import netns
+from ecmpd.lab.faults import load_nft
 from ecmpd.lab.topology import ISP_CORE_IF, LINK_LOCAL_GATEWAY6, IspInfo, Lab, core_link
 from ecmpd.model import NH_ID_BASE, Family, IPAddress
-from tests.integration.kernelstate import ecmpd, ip_json
+from tests.integration.fixtures.kernelstate import ecmpd, ip_json
 
 T = TypeVar("T")
 LabFactory = Callable[..., Lab]
@@ -115,16 +116,11 @@ def plausible(rtt: float | None) -> bool:
     return rtt is not None and 0 < rtt < 0.2
 
 
-def nft(ns: str, script: str) -> None:
-    """Load an nft script in a namespace."""
-    netns.run_in(ns, ["nft", "-f", "-"], input=script, text=True, check=True)
-
-
 @contextlib.contextmanager
 def gray_failure(isp: IspInfo, *, local: bool = True) -> Iterator[None]:
     """The ISP silently drops traffic (links up, carrier fine) until the block exits."""
     chains = f"{GRAY_TRANSIT}\n{GRAY_LOCAL}" if local else GRAY_TRANSIT
-    nft(isp.ns, f"table inet gray {{\n{chains}\n}}\n")
+    load_nft(isp.ns, f"table inet gray {{\n{chains}\n}}\n")
     try:
         yield
     finally:
@@ -190,7 +186,7 @@ def test_each_probe_leaves_by_its_own_uplink_whatever_the_balanced_route_says(
     prepare(lab, tmp_path / "run")
     server = lab.servers[0]
     for isp in lab.isps:
-        nft(isp.ns, COUNT_ECHOES)
+        load_nft(isp.ns, COUNT_ECHOES)
     # Traffic not pinned to an uplink goes by the balanced route: one uplink for this
     # destination, so the probes through the other two prove they ignored it.
     [balanced] = ip_json(lab.router, "route", "get", str(server))

@@ -21,21 +21,17 @@ import pytest
 
 from ecmpd.kernel import conntrack as ct
 from ecmpd.lab import netns
+from ecmpd.lab.chat import ChatServer, by_public, chat, public_addresses
+from ecmpd.lab.chatpool import CHAT_PORT
+from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.sources import moved_flows, nat_only, validate_sources
 from ecmpd.lab.topology import LAN_PREFIX, ROUTER_LAN_IF, Lab, add_lan_clients
+from ecmpd.lab.wait import wait_for
 from tests.conftest import LabFactory
-from tests.integration.daemonproc import gray_failure, group_members, nft, running_daemon, wait_for
-from tests.integration.kernelstate import ecmpd
-from tests.integration.lanconns import (
-    CHAT_PORT,
-    ChatServer,
-    by_public,
-    chat,
-    moved_flows,
-    nat_only,
-    public_addresses,
-    validate_sources,
-)
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 CLIENTS = 100
@@ -52,11 +48,6 @@ def nat_lab(lab_factory: LabFactory, clients: int) -> Lab:
     validate_sources(lab)
     add_lan_clients(lab, clients)
     return lab
-
-
-def heal_gray(lab: Lab, isp: str) -> None:
-    """Undoes daemonproc.gray_failure, leaving the ISP's source validation in place."""
-    nft(lab.ns(isp), "delete table inet gray\n")
 
 
 def lan_entries(lab: Lab, public: IPv4Address) -> dict[int, ct.Flow]:
@@ -99,7 +90,7 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
             time.sleep(0.5)
             before = {isp.name: lan_entries(lab, isp.address.ip) for isp in lab.isps}
             fault = time.monotonic()
-            gray_failure(lab, FAILED)
+            gray_failure(lab.ns(FAILED))
             wait_for(lambda: group_members(lab) == ALL - {FAILED}, 5, f"{FAILED} out")
             groups = by_public(pool.snapshot(), fault)
             dead = [s.index for s in groups.get(dead_ip, [])]
@@ -144,7 +135,7 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
                 assert not foreign, f"{name} saw moved flows of healthy uplinks {foreign}"
 
             heal = time.monotonic()
-            heal_gray(lab, FAILED)
+            heal_gray_failure(lab.ns(FAILED))
             wait_for(lambda: group_members(lab) == ALL, 10, f"{FAILED} back")
             back = time.monotonic()
             time.sleep(ECHO_TIMEOUT + 1.5)  # longer than a broken connection can hide
@@ -302,7 +293,7 @@ def test_a_loss_burst_on_the_lan_moves_no_connection(
             start = time.monotonic()
             # Half a second of loss between the LAN and the router: every connection
             # retransmits after a timeout, nothing about the uplinks changes.
-            nft(
+            load_nft(
                 lab.router,
                 """
                 table inet burst {
@@ -314,7 +305,7 @@ def test_a_loss_burst_on_the_lan_moves_no_connection(
             """,
             )
             time.sleep(0.5)
-            nft(lab.router, "delete table inet burst\n")
+            load_nft(lab.router, "delete table inet burst\n")
             time.sleep(ECHO_TIMEOUT + 1.5)
             broken = [s.errors_since(start) for s in pool.snapshot() if s.errors_since(start)]
     assert broken == [], f"{len(broken)} of {len(specs)} connections broken"

@@ -19,9 +19,11 @@ import pytest
 from ecmpd.cli import install_unit
 from ecmpd.control import DaemonNotRunning, request
 from ecmpd.lab import netns
+from ecmpd.lab.faults import gray_failure, heal
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.topology import Lab
-from tests.integration.daemonproc import gray_failure, group_members, heal, wait_for
-from tests.integration.kernelstate import ecmpd
+from ecmpd.lab.wait import wait_for
+from tests.integration.fixtures.kernelstate import ecmpd
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 WATCHDOG_USEC = 400_000  # the daemon must ping every 0.2 s
@@ -171,11 +173,11 @@ def test_daemon_works_with_only_the_units_capabilities(lab: Lab, tmp_path: Path)
         wait_for(lambda: all(u["health"] == "up" for u in uplinks(run_dir).values()), 5, "up")
         assert group_members(lab) == ALL  # rtnetlink writes (CAP_NET_ADMIN)
         assert netns.read_sysctl(lab.router, rp_filter) == "2"  # /proc/sys/net writes
-        gray_failure(lab, "isp-b")  # raw ICMP probes (CAP_NET_RAW) notice it
+        gray_failure(lab.ns("isp-b"))  # raw ICMP probes (CAP_NET_RAW) notice it
         try:
             wait_for(lambda: group_members(lab) == ALL - {"isp-b"}, 3, "isp-b removed")
         finally:
-            heal(lab, "isp-b")
+            heal(lab.ns("isp-b"))
         wait_for(lambda: group_members(lab) == ALL, 5, "isp-b back")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

@@ -23,20 +23,17 @@ import yaml
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab import netns
+from ecmpd.lab.chat import ChatServer, public_addresses
+from ecmpd.lab.chatpool import CHAT_PORT, GREETING
+from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
+from ecmpd.lab.sources import nat_only, validate_sources
 from ecmpd.lab.topology import Lab, add_lan_clients
+from ecmpd.lab.wait import wait_for
 from tests.conftest import LabFactory
-from tests.integration.daemonproc import gray_failure, group_members, nft, running_daemon, wait_for
-from tests.integration.kernelstate import ecmpd
-from tests.integration.lanconns import (
-    CHAT_PORT,
-    GREETING,
-    ChatServer,
-    nat_only,
-    public_addresses,
-    validate_sources,
-)
-from tests.integration.test_router_mode import heal_gray
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd
 
 CHECK = CheckConfig()
 # One kernel change (a group replace, ~1 ms) plus the test's 5 ms polling, with room
@@ -102,16 +99,16 @@ def test_backup_tier_stands_by_takes_over_and_hands_back(
     fiber, cable, lte = (str(isp.address.ip) for isp in lab.isps)
     (client,) = add_lan_clients(lab, 1)
     config = write_config(lab, {"isp-c": 2}, [])
-    nft(lab.ns("isp-c"), TALLY)
+    load_nft(lab.ns("isp-c"), TALLY)
     with ChatServer(lab.internet), running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: daemon.uplink("isp-c").health == "up", 10, "every uplink probed")
         assert group_members(lab) == {"isp-a", "isp-b"}
         assert fresh_publics(lab, client, 32) == {fiber, cable}
-        gray_failure(lab, "isp-a")
+        gray_failure(lab.ns("isp-a"))
         tier1 = wait_for(lambda: group_members(lab) == {"isp-b"}, 5, "isp-a out")
         assert fresh_publics(lab, client, 32) == {cable}
         assert data_bytes(lab, "isp-c") == 0  # standing by, only probed
-        gray_failure(lab, "isp-b")
+        gray_failure(lab.ns("isp-b"))
         takeover = wait_for(lambda: group_members(lab) == {"isp-c"}, 5, "lte takes over")
         bound = detection_time(CHECK) + KERNEL_MARGIN
         assert tier1 <= bound and takeover <= bound, (tier1, takeover, bound)
@@ -122,7 +119,7 @@ def test_backup_tier_stands_by_takes_over_and_hands_back(
         assert explained.returncode == 0, explained.stderr
         answer = json.loads(explained.stdout)
         assert (answer["uplink"], answer["backup_tier"]) == ("isp-c", 2), answer
-        heal_gray(lab, "isp-a")
+        heal_gray_failure(lab.ns("isp-a"))
         back = wait_for(lambda: group_members(lab) == {"isp-a"}, 10, "fiber back")
         assert back <= recovery_time(CHECK) + KERNEL_MARGIN, back
         assert fresh_publics(lab, client, 32) == {fiber}  # new connections: fiber at once
@@ -206,11 +203,11 @@ def test_pin_fallback_list_keeps_one_public_address(
         with pinned.running(), control.running():
             time.sleep(1.0)
             failed = time.monotonic()
-            gray_failure(lab, "isp-a")
+            gray_failure(lab.ns("isp-a"))
             wait_for(lambda: group_members(lab) == {"isp-b", "isp-c"}, 5, "isp-a out")
             time.sleep(3.0)  # ~150 connections each while fiber is down
             healed = time.monotonic()
-            heal_gray(lab, "isp-a")
+            heal_gray_failure(lab.ns("isp-a"))
             wait_for(lambda: group_members(lab) == {"isp-a", "isp-b", "isp-c"}, 10, "isp-a back")
             time.sleep(1.0)
             end = time.monotonic()

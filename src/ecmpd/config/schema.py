@@ -21,6 +21,7 @@ from ecmpd.model import GroupType
 # at 32766, so the block must end below it, and 0 is the kernel's local rule.
 PRIORITY_SPAN = 1000
 MAX_RULE_PRIORITY = 32765 - (PRIORITY_SPAN - 1)
+DEFAULT_BALANCER_TABLE = 200
 
 
 class SpilloverConfig(Section):
@@ -34,7 +35,7 @@ class SpilloverConfig(Section):
 class BalancerConfig(Section):
     """The balanced routing table and the nexthop group behind its default route."""
 
-    table: Table = 200
+    table: Table = DEFAULT_BALANCER_TABLE
     group: GroupType = GroupType.RESILIENT
     when_all_down: WhenAllDown = WhenAllDown.KEEP
     buckets: Annotated[int, BeforeValidator(integer_in(2, 32768))] = 512  # resilient only

@@ -9,21 +9,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from ecmpd.control import DaemonNotRunning, request, request_status
 from ecmpd.health.fsm import HealthState
 from ecmpd.lab import netns
+from ecmpd.lab.running import Running
 from ecmpd.status import Status, UplinkStatus
 
 START_TIMEOUT = 15.0
 
 
-class LabDaemon:
-    """One `ecmpd run` process in a namespace, answering on its control socket."""
+class LabDaemon(Running):
+    """One `ecmpd run` process in a namespace, answering on its control socket.
+
+    As a context manager: started on entry (stopped again if it does not answer),
+    always stopped on exit.
+    """
 
     def __init__(self, ns: str, config: Path, run_dir: Path, log: Path) -> None:
         self.ns, self.config, self.run_dir, self.log_path = ns, config, run_dir, log
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def in_workdir(cls, ns: str, config: Path, workdir: Path) -> Self:
+        """A daemon whose run dir (workdir/run) and log (workdir/daemon.log) are in workdir."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        return cls(ns, config, workdir / "run", workdir / "daemon.log")
 
     @property
     def pid(self) -> int:
@@ -106,3 +118,8 @@ class LabDaemon:
         if not self.log_path.exists():
             return ""
         return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def running_daemon(ns: str, config: Path, workdir: Path) -> LabDaemon:
+    """`ecmpd run` in ns, for a with block (see LabDaemon.in_workdir)."""
+    return LabDaemon.in_workdir(ns, config, workdir)

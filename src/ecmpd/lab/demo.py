@@ -17,45 +17,33 @@ import contextlib
 import math
 import shutil
 import statistics
-import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from rich import box
-from rich.console import RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from ecmpd import __version__
-from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.control import DaemonNotRunning
-from ecmpd.desired import nexthop_id
-from ecmpd.kernel import nexthop as nl
-from ecmpd.kernel.transport import NetlinkSocket
-from ecmpd.lab import netns
+from ecmpd.lab import faults, netns
 from ecmpd.lab.daemon import LabDaemon
-from ecmpd.lab.faults import HEAL_RULESET, gray_failure_ruleset
+from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.summary import PHASES, DemoRun, Marks, summarize
 from ecmpd.lab.topology import IspInfo, Lab, lab_session
-from ecmpd.lab.traffic import STALL_S, Sample, Traffic, Window, window
+from ecmpd.lab.traffic import STALL_S, Sample, Traffic, window
 from ecmpd.lab.traffic6 import Traffic6
 from ecmpd.live import Snapshot, UplinkView, family_views, health_figures, target_shares
 from ecmpd.model import Family
 from ecmpd.status import Status, UplinkStatus
 
 DEFAULT_DURATION_S = 60.0
-PHASES = ("steady", "failure", "recovery")
 PHASE_SPLIT = (0.3, 0.3, 0.4)  # of --duration
 MIN_STEADY_S = 3.0
-WARMUP_S = 2.0  # TCP ramping up: not part of the steady figures (at most half the phase)
 AFTER_RESTORE_S = 3.0  # the failure phase lasts at least this long after the restore
 AFTER_BACK_S = 3.0  # and the recovery phase this long after the uplink is back
-SETTLE_S = 1.0  # skipped after a restore or a rebalance before shares are averaged
 REBALANCED_FRACTION = 0.8  # the recovered uplink's share, of its weight's, that counts
 REMOVAL_TIMEOUT_S = 10.0
 RESTORE_TIMEOUT_S = 20.0
@@ -68,7 +56,6 @@ VIEW_WINDOW_S = 0.6  # the live figures average the last few samples
 HISTORY_STEP_S = 0.5
 HISTORY_POINTS = 240
 PROGRESS_EVERY_S = 2.0
-BALANCER_TABLE = 200
 FLOWS = 48
 LAN_CLIENTS = 16
 LIFETIME_S = (3.0, 8.0)
@@ -102,16 +89,11 @@ class DemoDaemon(LabDaemon):
         super().__init__(lab.router, config, run_dir, log)
         self.lab = lab
 
-    def __enter__(self) -> DemoDaemon:
+    def __enter__(self) -> Self:
         try:
-            self.start()
+            return super().__enter__()
         except (RuntimeError, TimeoutError) as exc:
-            self.stop()
             raise DemoError(str(exc)) from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def alive(self) -> None:
         """Raises DemoError if the daemon has exited."""
@@ -134,17 +116,12 @@ class DemoDaemon(LabDaemon):
             time.sleep(0.05)
 
 
-class GroupWatch:
-    """The router's balancer groups (IPv4 and IPv6) as the kernel holds them, polled often."""
+class GroupHistory:
+    """The router's balancer groups (IPv4 and IPv6) polled often in a thread: what they
+    hold now and when they changed."""
 
     def __init__(self, lab: Lab, families: tuple[Family, ...] = (Family.INET,)) -> None:
-        self.groups = {f: nexthop_id(BALANCER_TABLE, f) for f in families}
-        self.names = {
-            nexthop_id(FIRST_UPLINK_TABLE + i, f): isp.name
-            for f in families
-            for i, isp in enumerate(lab.isps)
-        }
-        self.sock = netns.call_in(lab.router, NetlinkSocket.open)
+        self.watch = GroupWatch(lab, families)
         self.now: dict[Family, frozenset[str]] = dict.fromkeys(families, frozenset())
         self.history: dict[Family, list[tuple[float, frozenset[str]]]] = {f: [] for f in families}
         self._stop = threading.Event()
@@ -163,19 +140,16 @@ class GroupWatch:
 
     def members(self, family: Family = Family.INET) -> frozenset[str]:
         """The uplinks in the family's group now (a fresh read; any thread)."""
-        group = nl.get_nexthop(self.sock, self.groups[family])
-        if group is None or group.members is None:
-            return frozenset()
-        return frozenset(self.names.get(m, str(m)) for m, _ in group.members)
+        return self.watch.members(family)
 
-    def __enter__(self) -> GroupWatch:
+    def __enter__(self) -> GroupHistory:
         self._poll()
         self._thread = threading.Thread(target=self._run, name="group-watch", daemon=True)
         self._thread.start()
         return self
 
     def _poll(self) -> None:
-        for family in self.groups:
+        for family in self.watch.families:
             members = self.members(family)
             if members != self.now[family] or not self.history[family]:
                 self.history[family].append((time.monotonic(), members))
@@ -197,7 +171,7 @@ class GroupWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.sock.close()
+        self.watch.close()
 
 
 class StatusPoller:
@@ -235,15 +209,12 @@ class StatusPoller:
             self._thread.join()
 
 
-def nft(ns: str, script: str) -> None:
-    """Loads an nftables script atomically in a lab namespace (`nft -f -` from a thread there)."""
-
-    def load() -> None:
-        done = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
-        if done.returncode != 0:
-            raise DemoError(f"nft failed in {ns}: {done.stderr.strip()}")
-
-    netns.call_in(ns, load)
+def inject(action: Callable[[str], float], ns: str) -> None:
+    """A fault or its heal (faults.gray_failure, faults.heal) in a lab namespace."""
+    try:
+        action(ns)
+    except faults.NftError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 # --- the run ------------------------------------------------------------------------
@@ -261,27 +232,12 @@ class DemoOptions:
 
 
 @dataclass
-class Marks:
-    """When things happened (monotonic seconds), None until they did."""
-
-    fault: float | None = None
-    removed: float | None = None
-    removed6: float | None = None  # out of the IPv6 group
-    restored: float | None = None
-    heal: float | None = None
-    back: float | None = None
-    back6: float | None = None
-    rebalanced: float | None = None
-    end: float | None = None
-
-
-@dataclass
 class Demo:
     """One run: the parts, what happened when, and the live snapshot of it."""
 
     lab: Lab
     daemon: DemoDaemon
-    watch: GroupWatch
+    watch: GroupHistory
     poller: StatusPoller
     traffic: Traffic
     traffic6: Traffic6
@@ -362,7 +318,7 @@ class Demo:
         self.ipv6_flows = self.traffic6.finish()
         self.affected = self.traffic.slots_on(name)
         fault = self.marks.fault = time.monotonic()
-        nft(self.fail.ns, gray_failure_ruleset())  # both families (neighbour discovery too)
+        inject(faults.gray_failure, self.fail.ns)  # both families (neighbour discovery too)
         self.event(
             "fault",
             f"gray failure on [bold]{name}[/]: it drops everything, link and ARP stay up "
@@ -401,7 +357,7 @@ class Demo:
 
         self.phase = PHASES[2]
         heal = self.marks.heal = time.monotonic()
-        nft(self.fail.ns, HEAL_RULESET)
+        inject(faults.heal, self.fail.ns)
         self.event("heal", f"{name} heals", at=heal)
         back = self.marks.back = self.wait_for(
             lambda: self._joined(name), RECOVERY_TIMEOUT_S, f"{name} to rejoin the group"
@@ -479,6 +435,30 @@ class Demo:
         if recent.seconds and target > 0 and recent.share(name) >= REBALANCED_FRACTION * target:
             return now
         return None
+
+    def record(self, options: DemoOptions) -> DemoRun:
+        """What the run recorded, for the summary (after run())."""
+        return DemoRun(
+            lab=self.lab,
+            failed=self.fail.name,
+            duration_s=options.duration_s,
+            t0=self.t0,
+            marks=self.marks,
+            samples=self.traffic.all_samples(),
+            conns=self.traffic.all_conns(),
+            moves=list(self.traffic.moves),
+            flows=self.traffic.flows,
+            lan_clients=LAN_CLIENTS,
+            lifetime_s=LIFETIME_S,
+            hash_fields=DEMO_CONFIG["hash"],
+            idle_timer_s=DEMO_CONFIG["balancer"]["idle_timer"],
+            affected=len(self.affected),
+            interrupted=self.interrupted,
+            resumed=self.resumed,
+            reasons=self.reasons,
+            ipv6_flows=self.ipv6_flows,
+            events=self.events,
+        )
 
     # --- the live view ---
 
@@ -612,7 +592,7 @@ def run_demo(
             f"ecmpd: all {len(lab.isps)} uplinks up and balanced, IPv4 and IPv6, "
             f"after {ready - built:.1f} s"
         )
-        watch = stack.enter_context(GroupWatch(lab, (Family.INET, Family.INET6)))
+        watch = stack.enter_context(GroupHistory(lab, (Family.INET, Family.INET6)))
         poller = stack.enter_context(StatusPoller(daemon))
         traffic = stack.enter_context(
             Traffic(
@@ -631,7 +611,7 @@ def run_demo(
             stack.enter_context(live(demo.snapshot))
         demo.run(options.duration_s)
         traffic.stop()
-        result = summarize(demo, options)
+        result = summarize(demo.record(options))
         result["lab"]["namespaces"] = lab.namespaces()
         result["workdir"] = str(workdir)
         result["build_s"] = round(built - started, 2)
@@ -649,287 +629,3 @@ def _pick(lab: Lab, name: str | None) -> IspInfo:
     except KeyError:
         names = ", ".join(isp.name for isp in lab.isps)
         raise DemoError(f"no ISP {name!r} in the lab (there are {names})") from None
-
-
-# --- the figures --------------------------------------------------------------------
-
-
-def summarize(demo: Demo, options: DemoOptions) -> dict[str, Any]:
-    """The run's figures as a JSON-ready document."""
-    m, lab, traffic, name = demo.marks, demo.lab, demo.traffic, demo.fail.name
-    assert m.fault and m.removed and m.restored and m.heal and m.back and m.end, "run() first"
-    assert m.removed6 and m.back6, "run() first"
-    samples = traffic.all_samples()
-    everyone = [isp.name for isp in lab.isps]
-    others = [n for n in everyone if n != name]
-    steady_from = demo.t0 + min(WARMUP_S, (m.fault - demo.t0) / 2)
-    recovery_from = (m.rebalanced or m.back) + SETTLE_S
-    # Each phase's figures average its settled part only: after TCP's ramp-up, after the
-    # failed uplink's flows came back, after the recovered uplink took its share.
-    spans = {
-        "steady": (steady_from, m.fault, everyone),
-        "failure": (m.restored + SETTLE_S, m.heal, others),
-        "recovery": (recovery_from, m.end, everyone),
-    }
-    phases = {
-        phase: {
-            **_phase(lab, window(samples, start, end), names),
-            "from_s": round(start - demo.t0, 2),
-            "to_s": round(end - demo.t0, 2),
-        }
-        for phase, (start, end, names) in spans.items()
-    }
-    conns = traffic.all_conns()
-    errors = [c for c in conns if c.error is not None]
-    expected = [c for c in errors if name in c.uplinks() and (c.closed or m.end) >= m.fault]
-    healthy_errors = [c for c in errors if c not in expected]
-    moves = list(traffic.moves)
-    steady = phases["steady"]
-    best = max(isp.rate_mbit for isp in lab.isps)
-    return {
-        "demo": "ecmpd lab demo",
-        "version": __version__,
-        "duration_s": options.duration_s,
-        "elapsed_s": round(m.end - demo.t0, 2),
-        "lab": {
-            "prefix": lab.prefix,
-            "router": lab.router,
-            "isps": [
-                {
-                    "name": isp.name,
-                    "interface": isp.uplink_if,
-                    "rate_mbit": isp.rate_mbit,
-                    "weight": isp.weight,
-                    "gateway6": str(isp.gateway6),
-                    "address6": str(isp.address6),
-                }
-                for isp in lab.isps
-            ],
-            "lan_clients": LAN_CLIENTS,
-        },
-        "config": {
-            "check": "defaults",
-            "hash": DEMO_CONFIG["hash"],
-            "idle_timer_s": DEMO_CONFIG["balancer"]["idle_timer"],
-        },
-        "traffic": {
-            "flows": traffic.flows,
-            "lifetime_s": list(LIFETIME_S),
-            "connections": len(conns),
-            "direction": "LAN clients -> internet sinks (upload through the router, NAT)",
-        },
-        "aggregate_fraction": steady["aggregate_fraction"],
-        "aggregate_mbit": steady["aggregate_mbit"],
-        "capacity_mbit": steady["capacity_mbit"],
-        "vs_best_single_uplink": round(steady["aggregate_mbit"] / best, 3),
-        "phases": phases,
-        "failover": {
-            "uplink": name,
-            "flows_on_it": len(demo.affected),
-            "interrupted_flows": demo.interrupted,
-            "removal_ms": _ms(m.removed - m.fault),
-            "restore_ms": _ms(m.restored - m.fault),
-            "restore_median_ms": _ms(statistics.median(demo.resumed)) if demo.resumed else None,
-            "reason": demo.reasons.get("down", ""),
-        },
-        "recovery": {
-            "back_in_group_ms": _ms(m.back - m.heal),
-            "rebalanced_ms": _ms(m.rebalanced - m.back) if m.rebalanced else None,
-            "reason": demo.reasons.get("up", ""),
-        },
-        # The failed uplink's IPv6 nexthop, timed from the kernel's IPv6 group as the IPv4
-        # one is from its group; and the steady phase's light IPv6 flows.
-        "ipv6": {
-            "removal_ms": _ms(m.removed6 - m.fault),
-            "back_in_group_ms": _ms(m.back6 - m.heal),
-            "reason_down": demo.reasons.get("down6", ""),
-            "reason_up": demo.reasons.get("up6", ""),
-            "steady_flows": demo.ipv6_flows,
-        },
-        "flows_moved": {
-            # Connections on the failed uplink when it failed or opened onto it before it
-            # left the group: all had to leave. The kernel lookups, 5 a second, catch most
-            # of them re-routed before their reset.
-            "off_failed_uplink": sum(
-                1
-                for c in conns
-                if name in c.uplinks()
-                and c.opened <= m.removed
-                and (c.closed is None or c.closed >= m.fault)
-            ),
-            "rerouted_seen": len(
-                {(mv.slot, mv.serial) for mv in moves if not mv.healthy and mv.old == name}
-            ),
-            "healthy": sum(1 for mv in moves if mv.healthy),
-            "healthy_moves": [
-                {"t": round(mv.t - demo.t0, 3), "from": mv.old, "to": mv.new}
-                for mv in moves
-                if mv.healthy
-            ],
-        },
-        "errors": {
-            "total": len(errors),
-            "healthy": len(healthy_errors),
-            "on_failed_uplink": len(expected),
-            "kinds": dict(Counter(str(c.error) for c in errors)),
-            "healthy_detail": [
-                {
-                    "t": round((c.closed or m.end) - demo.t0, 3),
-                    "error": c.error,
-                    "uplinks": sorted(c.uplinks()),
-                }
-                for c in healthy_errors
-            ],
-        },
-        "events": demo.events,
-        "timeline": _timeline(samples, demo.t0, everyone),
-    }
-
-
-def _phase(lab: Lab, w: Window, names: list[str]) -> dict[str, Any]:
-    """Aggregate and per-uplink shares over a window, against the weights of names."""
-    isps = [isp for isp in lab.isps if isp.name in names]
-    capacity = sum(isp.rate_mbit for isp in isps)
-    weights = sum(isp.weight for isp in isps)
-    total = w.total_mbit
-    uplinks: dict[str, Any] = {}
-    for isp in lab.isps:
-        target = isp.weight / weights if isp.name in names else 0.0
-        share = w.share(isp.name)
-        uplinks[isp.name] = {
-            "mbit": round(w.tx_mbit.get(isp.name, 0.0), 2),
-            "delivered_mbit": round(w.delivered_mbit.get(isp.name, 0.0), 2),
-            "share": round(share, 4),
-            "target_share": round(target, 4),
-            "error_pp": round((share - target) * 100, 2),
-        }
-    return {
-        "aggregate_mbit": round(total, 2),
-        "delivered_mbit": round(sum(w.delivered_mbit.values()), 2),
-        "capacity_mbit": capacity,
-        "aggregate_fraction": round(total / capacity, 4) if capacity else None,
-        "max_error_pp": round(max((abs(u["error_pp"]) for u in uplinks.values()), default=0), 2),
-        "uplinks": uplinks,
-    }
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
-def _timeline(samples: list[Sample], t0: float, names: list[str]) -> dict[str, Any]:
-    """Every sample, for plots: seconds since the traffic started and Mbit/s per uplink."""
-    return {
-        "t": [round(s.t - t0, 3) for s in samples],
-        "tx_mbit": {n: [round(s.tx_mbit.get(n, 0.0), 2) for s in samples] for n in names},
-        "delivered_mbit": {
-            n: [round(s.delivered_mbit.get(n, 0.0), 2) for s in samples] for n in names
-        },
-        "in_group": {
-            n: [None if s.members is None else n in s.members for s in samples] for n in names
-        },
-    }
-
-
-# --- the summary ----------------------------------------------------------------------
-
-
-def render_summary(result: dict[str, Any]) -> RenderableType:
-    """The run's figures for a terminal: one line per claim, each measured in the run."""
-    table = Table(
-        title="ecmpd lab demo: summary (every figure measured in this run)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_header=False,
-        padding=(0, 1),
-    )
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    steady, failure, recovery = (result["phases"][p] for p in PHASES)
-    fo, rec = result["failover"], result["recovery"]
-    name = fo["uplink"]
-    table.add_row(
-        "aggregate",
-        f"[cyan]{steady['aggregate_mbit']:.0f} Mbit/s[/] of {steady['capacity_mbit']} summed "
-        f"capacity ([bold]{steady['aggregate_fraction']:.0%}[/]), "
-        f"{result['vs_best_single_uplink']:.2f}x the fastest uplink alone",
-    )
-    table.add_row("split by weight", _split(steady))
-    table.add_row(
-        "failover",
-        f"gray failure on {name} ({fo['flows_on_it']} flows on it): out of the group after "
-        f"[bold]{fo['removal_ms']:.0f} ms[/]; its flows deliver again on the others after "
-        f"[bold]{fo['restore_median_ms']:.0f} ms[/] (median), all of them after "
-        f"[bold]{fo['restore_ms']:.0f} ms[/] (each TCP flow retries on its own backoff)",
-    )
-    table.add_row(
-        "during the failure",
-        f"{failure['aggregate_mbit']:.0f} Mbit/s of the {failure['capacity_mbit']} left "
-        f"({failure['aggregate_fraction']:.0%}); {_split(failure)}",
-    )
-    moved = result["flows_moved"]
-    table.add_row(
-        "flows moved",
-        f"{moved['off_failed_uplink']} connections had to leave {name} "
-        f"({moved['rerouted_seen']} of them caught by a kernel lookup being re-routed before "
-        "their reset); " + _count(moved["healthy"], "healthy flows moved", zero_good=True),
-    )
-    rebalanced = (
-        f", its share back {rec['rebalanced_ms'] / 1000:.1f} s later"
-        if rec["rebalanced_ms"] is not None
-        else ", its share not back within the phase"
-    )
-    table.add_row(
-        "recovery",
-        f"{name} back in the group {rec['back_in_group_ms'] / 1000:.1f} s after the heal"
-        f"{rebalanced}; then {_split(recovery)}",
-    )
-    table.add_row("IPv6", _ipv6(result["ipv6"], name))
-    errors = result["errors"]
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors["kinds"].items()))
-    table.add_row(
-        "errors",
-        f"{errors['on_failed_uplink']} connections on {name} ended by the failure"
-        + (f" ({kinds})" if kinds else "")
-        + "; "
-        + _count(errors["healthy"], "errors on healthy flows", zero_good=True),
-    )
-    table.add_row(
-        "traffic",
-        f"{result['traffic']['flows']} concurrent TCP flows, {result['traffic']['connections']} "
-        f"connections in {result['elapsed_s']:.0f} s; lab built in {result['build_s']:.1f} s, "
-        "removed",
-    )
-    return table
-
-
-def _ipv6(v6: dict[str, Any], name: str) -> str:
-    """The summary's IPv6 line: the failed uplink's IPv6 nexthop, the light flows' split."""
-    flows = v6["steady_flows"]
-    targets = flows["target_share"]
-    by_isp = " · ".join(f"{n} {k}" for n, k in flows["by_isp"].items())
-    shares = " · ".join(
-        f"{n} {share:.0%} [magenta]({targets[n]:.0%})[/]" for n, share in flows["out_share"].items()
-    )
-    style = "green" if flows["delivered"] == flows["flows"] else "red"
-    delivered = f"[{style}]{flows['delivered']} delivered[/]"
-    return (
-        f"{name} out of the IPv6 group after [bold]{v6['removal_ms']:.0f} ms[/], back "
-        f"{v6['back_in_group_ms'] / 1000:.1f} s after the heal; steady phase: "
-        f"{flows['flows']} light flows from {flows['client']} (no NAT), {delivered}, "
-        f"forwarded by {by_isp}; IPv6 bytes out {shares}"
-    )
-
-
-def _split(phase: dict[str, Any]) -> str:
-    parts = [
-        f"{n} {u['share']:.1%} [magenta]({u['target_share']:.1%})[/]"
-        for n, u in phase["uplinks"].items()
-        if u["target_share"] > 0
-    ]
-    return " · ".join(parts) + f", off by at most {phase['max_error_pp']:.1f} pp"
-
-
-def _count(n: int, what: str, *, zero_good: bool) -> str:
-    style = "green" if (n == 0) == zero_good else "red"
-    return f"[{style}]{n} {what}[/]"

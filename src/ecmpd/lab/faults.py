@@ -1,4 +1,4 @@
-"""What a gray failure of a lab ISP is, as nftables rulesets: one definition for all.
+"""A lab ISP's faults as nftables rulesets, and loading a ruleset in a namespace.
 
 The demo, the benchmarks and the tests load these in an ISP's namespace. An `inet`
 table sees both the ISP's own traffic (input: its answers to gateway probes) and what
@@ -8,9 +8,17 @@ link and ARP stay up — the failure only probes can find.
 
 from __future__ import annotations
 
+import subprocess
+import time
+
+from ecmpd.lab import netns
 from ecmpd.model import FAMILY_NAMES, Family
 
 HEAL_RULESET = "flush ruleset\n"  # undoes any fault (the lab's ISPs hold no other rules)
+
+
+class NftError(RuntimeError):
+    """`nft` refused a ruleset."""
 
 
 def gray_failure_ruleset(family: Family | None = None) -> str:
@@ -29,3 +37,56 @@ def gray_failure_ruleset(family: Family | None = None) -> str:
         f"    chain forward_drop {{ type filter hook forward priority 0; {verdict} }}\n"
         "}\n"
     )
+
+
+def random_loss_ruleset(percent: int) -> str:
+    """Drop a random share of what arrives and what is forwarded (nft numgen; no netem here)."""
+    return f"""
+        table inet lossy {{
+            chain input_loss {{
+                type filter hook input priority 0;
+                numgen random mod 100 < {percent} drop
+            }}
+            chain forward_loss {{
+                type filter hook forward priority 0;
+                numgen random mod 100 < {percent} drop
+            }}
+        }}
+    """
+
+
+def load_nft(ns: str, script: str) -> float:
+    """Loads an nftables script (atomically) inside ns; returns the wall seconds it took.
+
+    `nft` runs as a child of a thread that entered ns, not under `ip netns exec`, so
+    the time between deciding on a fault and its taking effect stays short.
+    """
+
+    def load() -> float:
+        start = time.monotonic()
+        done = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+        if done.returncode != 0:
+            raise NftError(f"nft failed in {ns}: {done.stderr.strip()}")
+        return time.monotonic() - start
+
+    return netns.call_in(ns, load)
+
+
+def gray_failure(ns: str, family: Family | None = None) -> float:
+    """The namespace (an ISP) drops everything, or one family; link and ARP stay up."""
+    return load_nft(ns, gray_failure_ruleset(family))
+
+
+def random_loss(ns: str, percent: int) -> float:
+    """The namespace drops a random share of what it receives and forwards."""
+    return load_nft(ns, random_loss_ruleset(percent))
+
+
+def heal_gray_failure(ns: str) -> float:
+    """Undoes gray_failure() only (its table), leaving any other rules of the namespace."""
+    return load_nft(ns, "delete table inet gray\n")
+
+
+def heal(ns: str) -> float:
+    """Undoes any fault above (flushes the namespace's whole ruleset)."""
+    return load_nft(ns, HEAL_RULESET)

@@ -35,6 +35,7 @@ from ecmpd.kernel.netdev import read_interface_counters
 from ecmpd.kernel.routemsg import RouteLookupError, route_get
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
+from ecmpd.lab.running import Running
 from ecmpd.lab.topology import ROUTER_LAN_IF, Lab, add_lan_clients
 
 SINK_PORT = 5201
@@ -119,7 +120,7 @@ class TrafficError(RuntimeError):
     """A traffic thread failed (not a flow: the generator itself)."""
 
 
-class Traffic:
+class Traffic(Running):
     """Bulk TCP flows from LAN clients to internet sinks, sampled at the router.
 
     Use as a context manager: threads and sockets start on entry and are all stopped
@@ -167,17 +168,6 @@ class Traffic:
         self._ifindex_uplink: dict[int, str] = {}
 
     # --- life cycle -------------------------------------------------------------
-
-    def __enter__(self) -> Traffic:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Adds the LAN clients, opens the sinks, starts sender and sampler threads."""

@@ -31,6 +31,8 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from ecmpd.lab import netns
+from ecmpd.lab.faults import load_nft
+from ecmpd.lab.running import Running
 from ecmpd.lab.topology import LAN_HOST6, Lab
 
 SINK_PORT = 5206
@@ -63,7 +65,7 @@ class Flow6:
     error: str | None = None
 
 
-class Traffic6:
+class Traffic6(Running):
     """Light IPv6 flows from the LAN host to the internet's servers; a context manager.
 
     Threads and sockets start on entry and are all stopped and closed on exit; `finish()`
@@ -85,20 +87,10 @@ class Traffic6:
         self._before: dict[str, int] = {}
         self._result: dict[str, Any] | None = None
 
-    def __enter__(self) -> Traffic6:
-        try:
-            self._start()
-        except BaseException:
-            self._close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Opens the sockets and starts the flows (the with block does it)."""
         for isp in self.lab.isps:  # before the first packet
-            _nft(isp.ns, ["-f", "-"], SEEN_NFT)
+            load_nft(isp.ns, SEEN_NFT)
         listener = netns.socket_in(self.lab.internet, socket.AF_INET6, socket.SOCK_STREAM)
         self._clients.append(listener)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,7 +125,7 @@ class Traffic6:
             return self._result
         seconds = time.monotonic() - self._started
         after = self._out_octets()
-        self._close()
+        self.stop()
         self._seen()
         self.check()
         isps = self.lab.isps
@@ -258,7 +250,7 @@ class Traffic6:
             self._thread.join(JOIN_TIMEOUT_S)
             self._thread = None
 
-    def _close(self) -> None:
+    def stop(self) -> None:
         self._halt()
         for sock in self._clients:
             with contextlib.suppress(OSError):
@@ -266,9 +258,9 @@ class Traffic6:
         self._clients.clear()
 
 
-def _nft(ns: str, args: list[str], script: str | None = None) -> str:
-    """Runs nft in a lab namespace; returns its output."""
-    done = netns.run_in(ns, ["nft", *args], input=script, capture_output=True, text=True)
+def _nft(ns: str, args: list[str]) -> str:
+    """Runs an nft command in a lab namespace; returns its output."""
+    done = netns.run_in(ns, ["nft", *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"nft {' '.join(args)} failed in {ns}: {done.stderr.strip()}")
     return str(done.stdout)

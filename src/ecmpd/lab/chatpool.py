@@ -1,16 +1,10 @@
-"""Long-lived TCP "chat" connections from LAN clients, through the router, to the internet.
+"""Long-lived TCP "chat" connections from LAN clients: the client side and its records.
 
-ChatServer (internet namespace) accepts on every address at one port, greets each
-connection with the source address and port it saw (the public side of the router's
-NAT) and echoes every line. ClientPool (LAN namespace) keeps N connections from many
-client addresses open, each sending a short line every ~100 ms and checking its echo;
+ClientPool (LAN namespace) keeps N connections from many client addresses open, each
+sending a short line every ~100 ms and checking its echo (lab.chat's ChatServer);
 per connection it records errors (reset, eof, timeout, connect failures), reconnects
-and the public address the server reported. Each side is one thread with a selector:
-hundreds of connections without hundreds of threads on a 2-core machine.
-
-Also here, for labs that must prove NAT: nat_only (no route back to the LAN but the
-router's translation) and validate_sources (ISPs drop foreign sources and record the
-flows they dropped, read with moved_flows).
+and the public address the server reported. One thread with a selector: hundreds of
+connections without hundreds of threads on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -18,21 +12,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
-import json
 import random
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
-from typing import Any
 
 from ecmpd.lab import netns
-from ecmpd.lab.topology import ISP_CUSTOMER_IF, LAN_PREFIX, Lab, core_link
 
 CHAT_PORT = 7200
 GREETING = "HELLO"
@@ -110,116 +100,6 @@ class _Live:
     seq: int = 0
     pending: deque[tuple[int, float]] = field(default_factory=deque)
     inbuf: bytes = b""
-
-
-class ChatServer:
-    """Greets each connection with the address it saw, then echoes its lines (one thread)."""
-
-    def __init__(self, ns: str, port: int = CHAT_PORT) -> None:
-        self.ns, self.port = ns, port
-        self.peers: list[tuple[float, str, int]] = []  # (accepted at, address, port)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._listener = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Every address of the internet namespace: all servers and alt_servers.
-        self._listener.bind(("0.0.0.0", port))
-        self._listener.listen(1024)
-        self._listener.setblocking(False)
-        self._thread = threading.Thread(target=self._run, name="chat-server", daemon=True)
-
-    def __enter__(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stops the thread and closes every socket."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._listener.close()
-
-    def accepted(self) -> list[tuple[float, str, int]]:
-        """Every accepted connection: (time, source address, source port)."""
-        with self._lock:
-            return list(self.peers)
-
-    def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ, None)
-        out: dict[socket.socket, bytearray] = {}
-        try:
-            while not self._stop.is_set():
-                for key, mask in sel.select(timeout=0.05):
-                    if key.data is None:
-                        self._accept(sel, out)
-                        continue
-                    conn: socket.socket = key.fileobj  # type: ignore[assignment]
-                    readable = bool(mask & selectors.EVENT_READ)
-                    alive = self._echo(conn, out) if readable else True
-                    if not (alive and self._flush(sel, conn, out)):
-                        self._drop(sel, conn, out)
-        finally:
-            for conn in list(out):
-                self._drop(sel, conn, out)
-            sel.close()
-
-    def _accept(self, sel: selectors.BaseSelector, out: dict[socket.socket, bytearray]) -> None:
-        while True:
-            try:
-                conn, (address, port) = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # e.g. ECONNABORTED: the client gave up already
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self.peers.append((time.monotonic(), address, port))
-            out[conn] = bytearray(f"{GREETING} {address} {port}\n".encode())
-            sel.register(conn, selectors.EVENT_READ, "conn")
-            if not self._flush(sel, conn, out):
-                self._drop(sel, conn, out)
-
-    def _echo(self, conn: socket.socket, out: dict[socket.socket, bytearray]) -> bool:
-        try:
-            data = conn.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        out[conn] += data
-        return True
-
-    def _flush(
-        self, sel: selectors.BaseSelector, conn: socket.socket, out: dict[socket.socket, bytearray]
-    ) -> bool:
-        buf = out[conn]
-        try:
-            while buf:
-                sent = conn.send(buf)
-                del buf[:sent]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            return False
-        # Only wait for writability while something is queued (a stalled peer).
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if buf else 0)
-        sel.modify(conn, events, "conn")
-        return True
-
-    def _drop(
-        self, sel: selectors.BaseSelector, conn: socket.socket, out: dict[socket.socket, bytearray]
-    ) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            sel.unregister(conn)
-        out.pop(conn, None)
-        conn.close()
 
 
 class ClientPool:
@@ -484,107 +364,3 @@ def _kind(exc: OSError) -> str:
     if isinstance(exc, ConnectionResetError):
         return "reset"
     return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-
-
-def public_addresses(
-    lab: Lab,
-    flows: Sequence[tuple[IPv4Address, IPv4Address, int]],
-    port: int = CHAT_PORT,
-    timeout: float = 3.0,
-) -> list[str]:
-    """For each (LAN source, server, source port or 0): the address the server saw."""
-    assert lab.lan is not None
-
-    def run() -> list[str]:
-        seen = []
-        for source, server, sport in flows:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                # An abortive close (RST, no TIME_WAIT): the same 5-tuple can connect again.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.settimeout(timeout)
-                sock.bind((str(source), sport))
-                sock.connect((str(server), port))
-                line = sock.makefile("rb").readline().decode()
-            words = line.split()
-            if len(words) != 3 or words[0] != GREETING:
-                raise AssertionError(f"unexpected greeting {line!r}")
-            seen.append(words[1])
-        return seen
-
-    return netns.call_in(lab.lan, run)
-
-
-def by_public(slots: Sequence[Slot], t: float) -> dict[str | None, list[Slot]]:
-    """The slots grouped by the public address each had at time t."""
-    groups: dict[str | None, list[Slot]] = {}
-    for slot in slots:
-        groups.setdefault(slot.public_at(t), []).append(slot)
-    return groups
-
-
-@contextlib.contextmanager
-def chat(
-    lab: Lab,
-    specs: Sequence[tuple[IPv4Address, IPv4Address, int]],
-    *,
-    echo_timeout: float = ECHO_TIMEOUT,
-    period: float = PERIOD,
-) -> Iterator[tuple[ChatServer, ClientPool]]:
-    """A chat server in the internet namespace and a client pool in the LAN, both stopped after."""
-    assert lab.lan is not None
-    pool = ClientPool(lab.lan, specs, echo_timeout=echo_timeout, period=period)
-    with ChatServer(lab.internet) as server, pool:
-        yield server, pool
-
-
-def nat_only(lab: Lab) -> None:
-    """Removes the internet's route back to the LAN: only the router's NAT reaches it now."""
-    with netns.iproute(lab.internet) as ipr:
-        ipr.route("del", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
-
-
-def validate_sources(lab: Lab) -> None:
-    """Each ISP drops what its customer sends from a foreign source (BCP 38), as real ISPs do.
-
-    A NATed flow moved to another uplink with its old public address breaks here as it
-    would in reality; each ISP records such a TCP flow's (address, port) in a set.
-    """
-    for isp in lab.isps:
-        script = f"""
-            table inet bcp38 {{
-                set moved {{ type ipv4_addr . inet_service; flags dynamic; size 65536; }}
-                chain forward {{
-                    type filter hook forward priority -10; policy accept;
-                    iifname "{ISP_CUSTOMER_IF}" ip saddr != {isp.address.network} \\
-                        meta l4proto tcp add @moved {{ ip saddr . tcp sport }}
-                    iifname "{ISP_CUSTOMER_IF}" ip saddr != {isp.address.network} counter drop
-                }}
-            }}
-        """
-        netns.run_in(
-            isp.ns, ["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True
-        )
-
-
-def moved_flows(lab: Lab) -> dict[str, set[tuple[str, int]]]:
-    """Per ISP: the (public address, port) of the TCP flows it dropped for a foreign source."""
-    moved: dict[str, set[tuple[str, int]]] = {}
-    for isp in lab.isps:
-        out = netns.run_in(
-            isp.ns,
-            ["nft", "-j", "list", "set", "inet", "bcp38", "moved"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        sets = [o["set"] for o in json.loads(out)["nftables"] if "set" in o]
-        moved[isp.name] = {_elem_key(e) for e in sets[0].get("elem", [])}
-    return moved
-
-
-def _elem_key(elem: Any) -> tuple[str, int]:
-    """(address, port) of one element of the moved set, as `nft -j` writes it."""
-    value = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
-    address, port = value["concat"]
-    return str(address), int(port)

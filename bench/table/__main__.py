@@ -1,25 +1,7 @@
-"""Benchmark ecmpd on a router that also carries a full routing table in main.
-
-A BGP edge router holds ~1M IPv4 routes in main. ecmpd re-reads the kernel on every
-carrier event and resync; if that read transferred every route, a failover would
-wait for it. Here a namespace gets 4 veth uplinks, ecmpd's state, and N routes of
-protocol bgp in main; then, with and without those routes, in the same run:
-
-- observe_ms: ecmpd's read of the kernel (owned objects + facts), kernel-filtered;
-- carrier_path_ms: what the daemon does on carrier loss: re-read links and nexthops
-  (observe_links), plan, take the uplink out of the balancer (one group replace);
-- anchor_unfiltered_dump_ms: one unfiltered route dump of both families, parsed from
-  the fixed header only: the floor of any reader that is sent every route (ecmpd's
-  own observe before the dumps were filtered).
-
-    python bench/table_bench.py [--quick] [--routes N] [--reps 7] [--prefix P]
-
-Prints one JSON document on stdout, progress on stderr.
-"""
+"""`python -m bench.table`: runs the benchmark, prints its JSON document."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import socket
 import sys
@@ -27,23 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common import (
-    Namespaces,
-    build_uplinks,
+from bench import table
+from bench.common import (
+    arguments,
     check,
     emit,
     install_sigterm,
-    ip_batch,
     machine,
-    plan_uplinks,
     progress,
     ratio,
-    run_dir,
     summary,
     timed,
-    uplinks_config,
 )
-
+from bench.veth import Namespaces, build_uplinks, ip_batch, plan_uplinks, run_dir, uplinks_config
 from ecmpd.config import parse_config
 from ecmpd.desired import desired_state
 from ecmpd.kernel.apply import KernelWriter, execute_all, reconcile
@@ -139,12 +117,11 @@ def measure(writer: KernelWriter, config_text: str, reps: int) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUTES} routes")
+    parser = arguments(table, f"{QUICK_ROUTES} routes")
     parser.add_argument("--routes", type=int, help=f"routes in main (default {FULL_ROUTES})")
     parser.add_argument("--reps", type=int, help="timed runs per figure")
-    parser.add_argument("--prefix", default=netns.new_prefix(), help="namespace name prefix")
     args = parser.parse_args(argv)
+    args.prefix = args.prefix or netns.new_prefix()
     routes = args.routes or (QUICK_ROUTES if args.quick else FULL_ROUTES)
     reps = args.reps or (QUICK_REPS if args.quick else FULL_REPS)
     install_sigterm()

@@ -1,0 +1,39 @@
+"""The benchmarks `python -m bench` runs, in order, each with the README table rows it owns.
+
+A new benchmark is a package bench/<name> (run as `python -m bench.<name>`, printing
+one JSON document, accepting --quick and --prefix) with a rows module; it joins the
+suite and the README table with one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.apply import rows as apply_rows
+from bench.cells import Row
+from bench.failover import rows as failover_rows
+from bench.flows import rows as flows_rows
+from bench.table import rows as table_rows
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: its key in the merged document and its rows from its own document."""
+
+    name: str
+    rows: Callable[[dict[str, Any]], list[Row]]
+
+    @property
+    def module(self) -> str:
+        """What `python -m` runs."""
+        return f"bench.{self.name}"
+
+
+BENCHES = (
+    Benchmark("apply", apply_rows.rows),
+    Benchmark("failover", failover_rows.rows),
+    Benchmark("flows", flows_rows.rows),
+    Benchmark("table", table_rows.rows),
+)

@@ -1,0 +1,343 @@
+"""The demo's figures from what a run recorded, and their terminal rendering. Pure.
+
+summarize() turns a DemoRun (the marks, samples, connections and moves the scenario
+in lab.demo recorded) into the JSON document `ecmpd lab demo --json` prints;
+render_summary() writes that document's claims for a terminal, one line each.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.console import RenderableType
+from rich.table import Table
+
+from ecmpd import __version__
+from ecmpd.lab.topology import Lab
+from ecmpd.lab.traffic import Conn, Move, Sample, Window, window
+
+PHASES = ("steady", "failure", "recovery")
+WARMUP_S = 2.0  # TCP ramping up: not part of the steady figures (at most half the phase)
+SETTLE_S = 1.0  # skipped after a restore or a rebalance before shares are averaged
+
+
+@dataclass
+class Marks:
+    """When things happened (monotonic seconds), None until they did."""
+
+    fault: float | None = None
+    removed: float | None = None
+    removed6: float | None = None  # out of the IPv6 group
+    restored: float | None = None
+    heal: float | None = None
+    back: float | None = None
+    back6: float | None = None
+    rebalanced: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What one demo run recorded (monotonic seconds): the summary's only input."""
+
+    lab: Lab
+    failed: str  # the ISP that failed
+    duration_s: float  # as asked
+    t0: float  # when the traffic started
+    marks: Marks
+    samples: Sequence[Sample]
+    conns: Sequence[Conn]
+    moves: Sequence[Move]
+    flows: int  # concurrent TCP flows
+    lan_clients: int
+    lifetime_s: tuple[float, float]
+    hash_fields: Sequence[str]
+    idle_timer_s: float
+    affected: int  # flows on the failed uplink at the fault
+    interrupted: int  # of those, the ones that stalled
+    resumed: Sequence[float]  # per interrupted flow, fault -> delivering again (sorted)
+    reasons: Mapping[str, str]  # the daemon's: down, down6, up, up6
+    ipv6_flows: Mapping[str, Any]  # the steady phase's light IPv6 flows (Traffic6.finish)
+    events: Sequence[Mapping[str, Any]]
+
+
+def summarize(demo: DemoRun) -> dict[str, Any]:
+    """The run's figures as a JSON-ready document."""
+    m, lab, name, samples = demo.marks, demo.lab, demo.failed, demo.samples
+    assert m.fault and m.removed and m.restored and m.heal and m.back and m.end, "run() first"
+    assert m.removed6 and m.back6, "run() first"
+    everyone = [isp.name for isp in lab.isps]
+    others = [n for n in everyone if n != name]
+    steady_from = demo.t0 + min(WARMUP_S, (m.fault - demo.t0) / 2)
+    recovery_from = (m.rebalanced or m.back) + SETTLE_S
+    # Each phase's figures average its settled part only: after TCP's ramp-up, after the
+    # failed uplink's flows came back, after the recovered uplink took its share.
+    spans = {
+        "steady": (steady_from, m.fault, everyone),
+        "failure": (m.restored + SETTLE_S, m.heal, others),
+        "recovery": (recovery_from, m.end, everyone),
+    }
+    phases = {
+        phase: {
+            **_phase(lab, window(samples, start, end), names),
+            "from_s": round(start - demo.t0, 2),
+            "to_s": round(end - demo.t0, 2),
+        }
+        for phase, (start, end, names) in spans.items()
+    }
+    conns = demo.conns
+    errors = [c for c in conns if c.error is not None]
+    expected = [c for c in errors if name in c.uplinks() and (c.closed or m.end) >= m.fault]
+    healthy_errors = [c for c in errors if c not in expected]
+    moves = demo.moves
+    steady = phases["steady"]
+    best = max(isp.rate_mbit for isp in lab.isps)
+    return {
+        "demo": "ecmpd lab demo",
+        "version": __version__,
+        "duration_s": demo.duration_s,
+        "elapsed_s": round(m.end - demo.t0, 2),
+        "lab": {
+            "prefix": lab.prefix,
+            "router": lab.router,
+            "isps": [
+                {
+                    "name": isp.name,
+                    "interface": isp.uplink_if,
+                    "rate_mbit": isp.rate_mbit,
+                    "weight": isp.weight,
+                    "gateway6": str(isp.gateway6),
+                    "address6": str(isp.address6),
+                }
+                for isp in lab.isps
+            ],
+            "lan_clients": demo.lan_clients,
+        },
+        "config": {
+            "check": "defaults",
+            "hash": list(demo.hash_fields),
+            "idle_timer_s": demo.idle_timer_s,
+        },
+        "traffic": {
+            "flows": demo.flows,
+            "lifetime_s": list(demo.lifetime_s),
+            "connections": len(conns),
+            "direction": "LAN clients -> internet sinks (upload through the router, NAT)",
+        },
+        "aggregate_fraction": steady["aggregate_fraction"],
+        "aggregate_mbit": steady["aggregate_mbit"],
+        "capacity_mbit": steady["capacity_mbit"],
+        "vs_best_single_uplink": round(steady["aggregate_mbit"] / best, 3),
+        "phases": phases,
+        "failover": {
+            "uplink": name,
+            "flows_on_it": demo.affected,
+            "interrupted_flows": demo.interrupted,
+            "removal_ms": _ms(m.removed - m.fault),
+            "restore_ms": _ms(m.restored - m.fault),
+            "restore_median_ms": _ms(statistics.median(demo.resumed)) if demo.resumed else None,
+            "reason": demo.reasons.get("down", ""),
+        },
+        "recovery": {
+            "back_in_group_ms": _ms(m.back - m.heal),
+            "rebalanced_ms": _ms(m.rebalanced - m.back) if m.rebalanced else None,
+            "reason": demo.reasons.get("up", ""),
+        },
+        # The failed uplink's IPv6 nexthop, timed from the kernel's IPv6 group as the IPv4
+        # one is from its group; and the steady phase's light IPv6 flows.
+        "ipv6": {
+            "removal_ms": _ms(m.removed6 - m.fault),
+            "back_in_group_ms": _ms(m.back6 - m.heal),
+            "reason_down": demo.reasons.get("down6", ""),
+            "reason_up": demo.reasons.get("up6", ""),
+            "steady_flows": dict(demo.ipv6_flows),
+        },
+        "flows_moved": {
+            # Connections on the failed uplink when it failed or opened onto it before it
+            # left the group: all had to leave. The kernel lookups, 5 a second, catch most
+            # of them re-routed before their reset.
+            "off_failed_uplink": sum(
+                1
+                for c in conns
+                if name in c.uplinks()
+                and c.opened <= m.removed
+                and (c.closed is None or c.closed >= m.fault)
+            ),
+            "rerouted_seen": len(
+                {(mv.slot, mv.serial) for mv in moves if not mv.healthy and mv.old == name}
+            ),
+            "healthy": sum(1 for mv in moves if mv.healthy),
+            "healthy_moves": [
+                {"t": round(mv.t - demo.t0, 3), "from": mv.old, "to": mv.new}
+                for mv in moves
+                if mv.healthy
+            ],
+        },
+        "errors": {
+            "total": len(errors),
+            "healthy": len(healthy_errors),
+            "on_failed_uplink": len(expected),
+            "kinds": dict(Counter(str(c.error) for c in errors)),
+            "healthy_detail": [
+                {
+                    "t": round((c.closed or m.end) - demo.t0, 3),
+                    "error": c.error,
+                    "uplinks": sorted(c.uplinks()),
+                }
+                for c in healthy_errors
+            ],
+        },
+        "events": [dict(e) for e in demo.events],
+        "timeline": _timeline(samples, demo.t0, everyone),
+    }
+
+
+def _phase(lab: Lab, w: Window, names: list[str]) -> dict[str, Any]:
+    """Aggregate and per-uplink shares over a window, against the weights of names."""
+    isps = [isp for isp in lab.isps if isp.name in names]
+    capacity = sum(isp.rate_mbit for isp in isps)
+    weights = sum(isp.weight for isp in isps)
+    total = w.total_mbit
+    uplinks: dict[str, Any] = {}
+    for isp in lab.isps:
+        target = isp.weight / weights if isp.name in names else 0.0
+        share = w.share(isp.name)
+        uplinks[isp.name] = {
+            "mbit": round(w.tx_mbit.get(isp.name, 0.0), 2),
+            "delivered_mbit": round(w.delivered_mbit.get(isp.name, 0.0), 2),
+            "share": round(share, 4),
+            "target_share": round(target, 4),
+            "error_pp": round((share - target) * 100, 2),
+        }
+    return {
+        "aggregate_mbit": round(total, 2),
+        "delivered_mbit": round(sum(w.delivered_mbit.values()), 2),
+        "capacity_mbit": capacity,
+        "aggregate_fraction": round(total / capacity, 4) if capacity else None,
+        "max_error_pp": round(max((abs(u["error_pp"]) for u in uplinks.values()), default=0), 2),
+        "uplinks": uplinks,
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _timeline(samples: Sequence[Sample], t0: float, names: list[str]) -> dict[str, Any]:
+    """Every sample, for plots: seconds since the traffic started and Mbit/s per uplink."""
+    return {
+        "t": [round(s.t - t0, 3) for s in samples],
+        "tx_mbit": {n: [round(s.tx_mbit.get(n, 0.0), 2) for s in samples] for n in names},
+        "delivered_mbit": {
+            n: [round(s.delivered_mbit.get(n, 0.0), 2) for s in samples] for n in names
+        },
+        "in_group": {
+            n: [None if s.members is None else n in s.members for s in samples] for n in names
+        },
+    }
+
+
+def render_summary(result: dict[str, Any]) -> RenderableType:
+    """The run's figures for a terminal: one line per claim, each measured in the run."""
+    table = Table(
+        title="ecmpd lab demo: summary (every figure measured in this run)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_header=False,
+        padding=(0, 1),
+    )
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    steady, failure, recovery = (result["phases"][p] for p in PHASES)
+    fo, rec = result["failover"], result["recovery"]
+    name = fo["uplink"]
+    table.add_row(
+        "aggregate",
+        f"[cyan]{steady['aggregate_mbit']:.0f} Mbit/s[/] of {steady['capacity_mbit']} summed "
+        f"capacity ([bold]{steady['aggregate_fraction']:.0%}[/]), "
+        f"{result['vs_best_single_uplink']:.2f}x the fastest uplink alone",
+    )
+    table.add_row("split by weight", _split(steady))
+    table.add_row(
+        "failover",
+        f"gray failure on {name} ({fo['flows_on_it']} flows on it): out of the group after "
+        f"[bold]{fo['removal_ms']:.0f} ms[/]; its flows deliver again on the others after "
+        f"[bold]{fo['restore_median_ms']:.0f} ms[/] (median), all of them after "
+        f"[bold]{fo['restore_ms']:.0f} ms[/] (each TCP flow retries on its own backoff)",
+    )
+    table.add_row(
+        "during the failure",
+        f"{failure['aggregate_mbit']:.0f} Mbit/s of the {failure['capacity_mbit']} left "
+        f"({failure['aggregate_fraction']:.0%}); {_split(failure)}",
+    )
+    moved = result["flows_moved"]
+    table.add_row(
+        "flows moved",
+        f"{moved['off_failed_uplink']} connections had to leave {name} "
+        f"({moved['rerouted_seen']} of them caught by a kernel lookup being re-routed before "
+        "their reset); " + _count(moved["healthy"], "healthy flows moved", zero_good=True),
+    )
+    rebalanced = (
+        f", its share back {rec['rebalanced_ms'] / 1000:.1f} s later"
+        if rec["rebalanced_ms"] is not None
+        else ", its share not back within the phase"
+    )
+    table.add_row(
+        "recovery",
+        f"{name} back in the group {rec['back_in_group_ms'] / 1000:.1f} s after the heal"
+        f"{rebalanced}; then {_split(recovery)}",
+    )
+    table.add_row("IPv6", _ipv6(result["ipv6"], name))
+    errors = result["errors"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors["kinds"].items()))
+    table.add_row(
+        "errors",
+        f"{errors['on_failed_uplink']} connections on {name} ended by the failure"
+        + (f" ({kinds})" if kinds else "")
+        + "; "
+        + _count(errors["healthy"], "errors on healthy flows", zero_good=True),
+    )
+    table.add_row(
+        "traffic",
+        f"{result['traffic']['flows']} concurrent TCP flows, {result['traffic']['connections']} "
+        f"connections in {result['elapsed_s']:.0f} s; lab built in {result['build_s']:.1f} s, "
+        "removed",
+    )
+    return table
+
+
+def _ipv6(v6: dict[str, Any], name: str) -> str:
+    """The summary's IPv6 line: the failed uplink's IPv6 nexthop, the light flows' split."""
+    flows = v6["steady_flows"]
+    targets = flows["target_share"]
+    by_isp = " · ".join(f"{n} {k}" for n, k in flows["by_isp"].items())
+    shares = " · ".join(
+        f"{n} {share:.0%} [magenta]({targets[n]:.0%})[/]" for n, share in flows["out_share"].items()
+    )
+    style = "green" if flows["delivered"] == flows["flows"] else "red"
+    delivered = f"[{style}]{flows['delivered']} delivered[/]"
+    return (
+        f"{name} out of the IPv6 group after [bold]{v6['removal_ms']:.0f} ms[/], back "
+        f"{v6['back_in_group_ms'] / 1000:.1f} s after the heal; steady phase: "
+        f"{flows['flows']} light flows from {flows['client']} (no NAT), {delivered}, "
+        f"forwarded by {by_isp}; IPv6 bytes out {shares}"
+    )
+
+
+def _split(phase: dict[str, Any]) -> str:
+    parts = [
+        f"{n} {u['share']:.1%} [magenta]({u['target_share']:.1%})[/]"
+        for n, u in phase["uplinks"].items()
+        if u["target_share"] > 0
+    ]
+    return " · ".join(parts) + f", off by at most {phase['max_error_pp']:.1f} pp"
+
+
+def _count(n: int, what: str, *, zero_good: bool) -> str:
+    style = "green" if (n == 0) == zero_good else "red"
+    return f"[{style}]{n} {what}[/]"
