@@ -22,10 +22,11 @@ from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
 from ecmpd.lab.wait import wait_for
-from ecmpd.model import NH_ID_BASE, Family
+from ecmpd.model import Family, nexthop_id
 from ecmpd.status import FamilyStatus
 from tests.conftest import next_lab_prefix, require_netns
 from tests.integration.fixtures.daemon import DaemonProc, running_daemon
@@ -33,8 +34,6 @@ from tests.integration.fixtures.kernelstate import ecmpd, explain_all, ip_json, 
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 DUAL_STACK_LAB = pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)
-V6 = 0x4000  # IPv6 nexthop ids: the IPv4 ones + this
-GROUP4, GROUP6 = NH_ID_BASE + 200, NH_ID_BASE + V6 + 200
 PIN_C6 = IPv6Network("2001:db8:100::8/125")
 RULES = [
     {"name": "local", "action": "bypass"},
@@ -83,24 +82,6 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Applied]:
         )
         first = _apply(lab, config, workdir / "run")
         yield Applied(lab, config, workdir / "run", first)
-
-
-def members(lab: Lab, group_id: int) -> set[str]:
-    """Uplink names in a balancer group (IPv4 or IPv6), read from the router's kernel."""
-    offset = group_id - GROUP4
-    names = {NH_ID_BASE + offset + 101 + i: isp.name for i, isp in enumerate(lab.isps)}
-
-    def read() -> nl.KernelNexthop | None:
-        ipr = open_iproute()
-        try:
-            return nl.get_nexthop(ipr, group_id)
-        finally:
-            ipr.close()
-
-    group = netns.call_in(lab.router, read)
-    if group is None or group.members is None:
-        return set()
-    return {names[m] for m, _ in group.members}
 
 
 def _flows(lab: Lab, n: int, seed: int = 11) -> list[Flow]:
@@ -152,10 +133,13 @@ def _expected(lab: Lab, f: Flow) -> tuple[str, str]:
 def test_apply_builds_both_families_and_reapply_changes_nothing(applied: Applied) -> None:
     lab = applied.lab
     assert applied.first["changes"] > 0
-    assert members(lab, GROUP4) == members(lab, GROUP6) == ALL
+    assert group_members(lab) == group_members(lab, Family.INET6) == ALL
     nexthops = {n["id"]: n for n in ip_json(lab.router, "-d", "nexthop", "show")}
     # isp-b's IPv6 gateway is link-local: its nexthop names the device.
-    assert (nexthops[NH_ID_BASE + V6 + 102]["gateway"], nexthops[NH_ID_BASE + V6 + 102]["dev"]) == (
+    assert (
+        nexthops[nexthop_id(102, Family.INET6)]["gateway"],
+        nexthops[nexthop_id(102, Family.INET6)]["dev"],
+    ) == (
         "fe80::1",
         "wan-b",
     )
@@ -406,13 +390,13 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
     config = write_lab_config(lab, tmp_path / "dual.yaml", ipv6=True, link_local=["isp-c"])
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: _all_up(daemon), 5, "every family up")
-        assert members(lab, GROUP4) == members(lab, GROUP6) == ALL
+        assert group_members(lab) == group_members(lab, Family.INET6) == ALL
         gray_failure(lab.ns("isp-b"), Family.INET6)
-        v4_members: list[set[str]] = []
+        v4_members: list[frozenset[str]] = []
 
         def ipv6_left() -> bool:
-            v4_members.append(members(lab, GROUP4))
-            return members(lab, GROUP6) == ALL - {"isp-b"}
+            v4_members.append(group_members(lab))
+            return group_members(lab, Family.INET6) == ALL - {"isp-b"}
 
         took = wait_for(ipv6_left, 3, "isp-b out of the IPv6 group")
         assert took < 1.5, took  # as IPv4: the default check's bound is 0.85 s
@@ -435,10 +419,10 @@ def test_an_ipv6_gray_failure_leaves_only_the_ipv6_group_and_recovers(
         row = next(line for line in frame.stdout.splitlines() if " isp-b " in line)
         assert "v4 ● up · v6 ● down" in row, frame.stdout
         heal(lab.ns("isp-b"))
-        back = wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b back in IPv6")
+        back = wait_for(lambda: group_members(lab, Family.INET6) == ALL, 5, "isp-b back in IPv6")
         assert back < recovery_time(CheckConfig()) + 1.0, back
         assert _family(daemon, "isp-b", "ipv6").state == "up"
-        assert members(lab, GROUP4) == ALL
+        assert group_members(lab) == ALL
         # isp-c probes its link-local gateway through the device, and is up.
         assert _family(daemon, "isp-c", "ipv6").targets[0].target == "fe80::1"
         assert daemon.uplink("isp-a").transitions == 2  # unknown -> up, once per family
@@ -451,13 +435,15 @@ def test_carrier_loss_takes_both_families_out_at_once(lab: Lab, tmp_path: Path) 
         wait_for(lambda: _all_up(daemon), 5, "every family up")
         isp_link_down(lab, "isp-c")
         wait_for(
-            lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL - {"isp-c"},
+            lambda: group_members(lab) == group_members(lab, Family.INET6) == ALL - {"isp-c"},
             2,
             "isp-c out of both groups",
         )
         assert {f.state for f in daemon.uplink("isp-c").families.values()} == {"down"}
         isp_link_up(lab, "isp-c")
-        wait_for(lambda: members(lab, GROUP4) == members(lab, GROUP6) == ALL, 5, "isp-c back")
+        wait_for(
+            lambda: group_members(lab) == group_members(lab, Family.INET6) == ALL, 5, "isp-c back"
+        )
 
 
 @DUAL_STACK_LAB
@@ -472,8 +458,8 @@ def test_an_ipv6_only_uplink_beside_ipv4_ones(lab: Lab, tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(data))
     with running_daemon(lab, config, tmp_path) as daemon:
         wait_for(lambda: _all_up(daemon), 5, "every family up")
-        assert members(lab, GROUP4) == {"isp-a", "isp-b"}
-        assert members(lab, GROUP6) == ALL
+        assert group_members(lab) == {"isp-a", "isp-b"}
+        assert group_members(lab, Family.INET6) == ALL
         assert set(daemon.uplink("isp-c").families) == {"ipv6"}
         assert daemon.uplink("isp-c").state == "up"
 

@@ -12,8 +12,8 @@ from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.topology import Lab
 from ecmpd.model import MPTCP_ID_BASE, IPAddress
-from tests.integration.kernelstate import ecmpd
-from tests.integration.mptcphelp import endpoints, limits
+from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.mptcp import endpoints, limits
 
 TWO = {"isps": 2, "shaping": False, "servers": 2}
 

@@ -18,13 +18,15 @@ from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.kernel.mptcpdiag import Subflow, dump_subflows
 from ecmpd.kernel.transport import release
 from ecmpd.lab import netns
+from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.mptcp import Download, Server
 from ecmpd.lab.topology import Lab
+from ecmpd.lab.wait import wait_for
 from ecmpd.model import IPAddress
-from tests.integration.daemonproc import gray_failure, heal, running_daemon
-from tests.integration.kernelstate import ecmpd
-from tests.integration.mptcphelp import endpoints, wait_for
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.mptcp import endpoints
 
 CHECK = CheckConfig()
 # One endpoint change (one genetlink request) and the polling, with room for a loaded
@@ -99,7 +101,7 @@ def test_one_download_uses_every_uplink_survives_a_failure_and_gets_the_uplink_b
 
             # isp-a fails mid-transfer: the daemon takes its endpoint away.
             failed_at = time.monotonic()
-            gray_failure(lab, a)
+            gray_failure(lab.ns(a))
             bound = detection_time(CHECK) + KERNEL_MARGIN
             wait_for(lambda: a not in subflows.now(), bound, f"{a}'s subflow gone")
             before = dl.received
@@ -107,7 +109,7 @@ def test_one_download_uses_every_uplink_survives_a_failure_and_gets_the_uplink_b
             assert dl.error is None
 
             # It returns: the same connection has a subflow carrying data on it again.
-            heal(lab, a)
+            heal(lab.ns(a))
             wait_for(lambda: daemon.uplink(a).in_balancer, recovery_time(CHECK) + 2, "back")
             back_at = time.monotonic()
             took = wait_for(lambda: subflows.carrying(a, 0), RETURN_BOUND, f"{a} carrying")
@@ -147,10 +149,10 @@ def test_ipv6_one_connection_per_uplink_endpoints_follow_a_failure(
             assert families == {IPv4Address, IPv6Address}
             dl = Download(lab.router, lab.servers6[0], server.port, 1 << 40).start()
             wait_for(lambda: subflows.carrying(a) and subflows.carrying(b), 5, "every uplink")
-            gray_failure(lab, b)
+            gray_failure(lab.ns(b))
             bound = detection_time(CHECK) + KERNEL_MARGIN
             wait_for(lambda: b not in subflows.now(), bound, f"{b}'s subflow gone")
-            heal(lab, b)
+            heal(lab.ns(b))
             wait_for(lambda: subflows.carrying(b, 0), recovery_time(CHECK) + 3, f"{b} back")
             assert dl.error is None and not dl.done.is_set()
     finally:

@@ -22,8 +22,9 @@ from ecmpd.kernel.transport import NetlinkError, release
 from ecmpd.lab import netns
 from ecmpd.lab.mptcp import Download, Server
 from ecmpd.lab.topology import Lab
+from ecmpd.lab.wait import wait_for
 from ecmpd.model import IPAddress
-from tests.integration.mptcphelp import limits, wait_for
+from tests.integration.fixtures.mptcp import limits
 
 TWO_PLAIN = {"isps": 2, "shaping": False, "servers": 2}
 FIRST_ID = 0xC0

@@ -15,12 +15,14 @@ import yaml
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import recovery_time
 from ecmpd.lab import netns
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.peers import wiring
 from ecmpd.lab.topology import ISP_CUSTOMER_IF, Lab
+from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE
-from tests.integration.daemonproc import group_members, running_daemon, wait_for
-from tests.integration.peerwatch import (
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.peers import (
     PEER,
     addresses,
     follows,

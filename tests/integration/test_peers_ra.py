@@ -16,17 +16,18 @@ import pytest
 import yaml
 
 from ecmpd.lab import netns
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.peers import wiring
 from ecmpd.lab.topology import Lab
-from ecmpd.model import NH_ID_BASE
-from tests.integration.daemonproc import running_daemon, wait_for
-from tests.integration.kernelstate import ecmpd
-from tests.integration.peerwatch import PEER, follows, main_defaults, nexthop_gateway, others
-from tests.integration.test_ipv6 import GROUP4, GROUP6, V6, _family, members
+from ecmpd.lab.wait import wait_for
+from ecmpd.model import Family, nexthop_id
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.peers import PEER, follows, main_defaults, nexthop_gateway, others
 
 ALL = {"isp-a", "isp-b", "isp-c"}
-NH6_B = NH_ID_BASE + V6 + 102
+NH6_B = nexthop_id(102, Family.INET6)
 FIRST, SECOND = IPv6Address("fe80::1"), IPv6Address("fe80::2")
 
 
@@ -59,15 +60,15 @@ def test_gateway6_ra_follows_real_router_advertisements(
         return nexthop_gateway(lab, NH6_B, "-6")
 
     def probed() -> list[str]:
-        return [t.target for t in _family(daemon, "isp-b", "ipv6").targets]
+        return [t.target for t in daemon.uplink("isp-b").families["ipv6"].targets]
 
     first = wiring.router_advertiser(lab, "isp-b", FIRST, peers)
     second = wiring.router_advertiser(lab, "isp-b", SECOND, peers)
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
         # No router yet: the daemon runs all the same; isp-b carries IPv4 only.
-        wait_for(lambda: _family(daemon, "isp-a", "ipv6").health == "up", 5, "isp-a up")
-        assert members(lab, GROUP6) == ALL - {"isp-b"}
-        assert members(lab, GROUP4) == ALL
+        wait_for(lambda: daemon.uplink("isp-a").families["ipv6"].health == "up", 5, "isp-a up")
+        assert group_members(lab, Family.INET6) == ALL - {"isp-b"}
+        assert group_members(lab) == ALL
         assert netns.read_sysctl(lab.router, f"net.ipv6.conf.{wan}.accept_ra") == (
             "2" if mode == "router" else "1"
         )
@@ -75,7 +76,11 @@ def test_gateway6_ra_follows_real_router_advertisements(
         try:
             first.start()
             follows(lambda: routers() == {str(FIRST)}, lambda: gateway() == str(FIRST), "router")
-            wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b probed up, in IPv6's group")
+            wait_for(
+                lambda: group_members(lab, Family.INET6) == ALL,
+                5,
+                "isp-b probed up, in IPv6's group",
+            )
             assert probed() == [str(FIRST)]
 
             # The ISP swaps routers: the new one announces itself, the old one shuts
@@ -87,22 +92,24 @@ def test_gateway6_ra_follows_real_router_advertisements(
                 lambda: gateway() == str(SECOND) and probed() == [str(SECOND)],
                 "a new router",
             )
-            wait_for(lambda: _family(daemon, "isp-b", "ipv6").health == "up", 5, "probed")
-            assert members(lab, GROUP6) == ALL
+            wait_for(lambda: daemon.uplink("isp-b").families["ipv6"].health == "up", 5, "probed")
+            assert group_members(lab, Family.INET6) == ALL
 
             # Router lifetime 0 from a router that keeps running: isp-b's IPv6 goes.
             second.set_lifetime(0)
             follows(
                 lambda: not routers(),
-                lambda: members(lab, GROUP6) == ALL - {"isp-b"} and gateway() is None,
+                lambda: group_members(lab, Family.INET6) == ALL - {"isp-b"} and gateway() is None,
                 "router lifetime 0",
             )
-            assert members(lab, GROUP4) == ALL
+            assert group_members(lab) == ALL
 
             # Heard again after the withdrawal (router mode: accept_ra is still 2).
             second.set_lifetime(600)
             follows(lambda: routers() == {str(SECOND)}, lambda: gateway() == str(SECOND), "back")
-            wait_for(lambda: members(lab, GROUP6) == ALL, 5, "isp-b back in IPv6's group")
+            wait_for(
+                lambda: group_members(lab, Family.INET6) == ALL, 5, "isp-b back in IPv6's group"
+            )
             assert others(lab, unmoved, (101, 103)) == before
             assert "reconcile.failed" not in daemon.log()
         finally:

@@ -18,14 +18,16 @@ import yaml
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab import netns
+from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.peers import openvpn, wiring
 from ecmpd.lab.peers.openvpn import TunnelPlan
 from ecmpd.lab.topology import Lab, core_link
+from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE
-from tests.integration.daemonproc import group_members, running_daemon, wait_for
-from tests.integration.kernelstate import ip_json
-from tests.integration.peerwatch import (
+from tests.integration.fixtures.daemon import running_daemon
+from tests.integration.fixtures.kernelstate import ip_json
+from tests.integration.fixtures.peers import (
     addresses,
     balancer,
     follows,
