@@ -6,11 +6,12 @@ so "what does ecmpd put in the kernel for this config" has one answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from ipaddress import IPv4Network, IPv6Network
 
 from ecmpd.config import Config, Mode, WhenAllDown
-from ecmpd.config.semantic import carries_ipv4, carries_ipv6
+from ecmpd.config.semantic import carries_ipv6
+from ecmpd.connections import connection_table, mark_rules, mark_slots, mark_values
 from ecmpd.facts import KernelFacts
 from ecmpd.model import (
     FAMILY_NAMES,
@@ -19,7 +20,6 @@ from ecmpd.model import (
     Family,
     GroupType,
     IPNetwork,
-    NatTable,
     Nexthop,
     NexthopGroup,
     Route,
@@ -99,6 +99,7 @@ def desired_state(
     health6: Mapping[str, bool] | None = None,
     order: OrderState | None = None,
     degraded: Degraded = (),
+    ending: Mapping[Family, Collection[str]] | None = None,
 ) -> DesiredState:
     """Everything ecmpd wants in the kernel for this config and this uplink health.
 
@@ -109,6 +110,8 @@ def desired_state(
     `order` holds what the daemon measured that changes the failover order (uplinks
     over their data cap, tiers spilling over); none by default.
     `degraded`: the (uplink, family) pairs over their soft limits (MPTCP backup).
+    `ending` names, per family, the uplinks whose established connections are being
+    ended (connections.ending_uplinks): the table resets their TCP connections.
     """
     order = order or OrderState()
     by_family = uplink_plans(config, health, facts, health6, order)
@@ -126,6 +129,10 @@ def desired_state(
             routes.add(route)
     rules, names = policy_rules(config, by_family)
     endpoints, limits, mptcp_sysctls = mptcp_state(config, by_family, facts, degraded)
+    slots = mark_slots(config, facts.mark_slots)
+    values = mark_values(config, slots)
+    families = FAMILIES if has_ipv6(config) else (Family.INET,)
+    rules += mark_rules(config, values, families)
     return DesiredState(
         rules=frozenset(rules),
         routes=frozenset(routes),
@@ -134,10 +141,11 @@ def desired_state(
         sysctls=frozenset(
             _sysctls(config) | _uplink_sysctls(config, by_family, facts) | mptcp_sysctls
         ),
-        nat=frozenset(_nat(config)),
+        nft=frozenset({connection_table(config, values, ending or {})}),
         endpoints=frozenset(endpoints),
         mptcp_limits=frozenset(limits),
         rule_names=tuple(sorted(names.items())),
+        mark_slots=tuple(sorted(slots.items())),
     )
 
 
@@ -268,17 +276,6 @@ def _balancer(
         family=family, table=bal.table, dst=_default(family), nhid=group.id, metric=metric
     )
     return group, route
-
-
-def _nat(config: Config) -> set[NatTable]:
-    """Router mode: masquerade on every uplink with `nat` (the default there)."""
-    if config.mode is not Mode.ROUTER:
-        return set()
-    # IPv4 only (the table matches nfproto ipv4): an IPv6-only uplink has nothing to NAT.
-    ifaces = sorted(
-        u.interface for u in config.uplinks if u.nat_enabled(config.mode) and carries_ipv4(u)
-    )
-    return {NatTable(masquerade=tuple(ifaces))} if ifaces else set()
 
 
 def _uplink_sysctls(

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface
 
+from ecmpd.marks import MarkUse
 from ecmpd.model import Family, IPAddress
 
 
@@ -64,3 +65,7 @@ class KernelFacts:
     foreign_nexthop_ids: frozenset[int] = frozenset()
     # Addresses of MPTCP endpoints that ecmpd did not create, with their ids.
     foreign_mptcp_endpoints: Mapping[IPAddress, int] = field(default_factory=dict)
+    # Foreign ip rules and nftables rules that test or set mark bits (read for checks).
+    foreign_mark_uses: tuple[MarkUse, ...] = ()
+    # Each uplink's connection-mark slot as the run dir records it (name, slot).
+    mark_slots: tuple[tuple[str, int], ...] = ()

@@ -108,7 +108,11 @@ class DataCap:
 
 @dataclass(frozen=True)
 class Rule:
-    """One ip rule ecmpd owns; identified by (family, priority)."""
+    """One ip rule ecmpd owns; identified by (family, priority, fwmark).
+
+    An uplink's connection-mark rule shares its reply rule's priority (both look up the
+    uplink's table, so their order does not matter): the fwmark tells them apart.
+    """
 
     family: Family
     priority: int
@@ -125,8 +129,8 @@ class Rule:
     suppress_prefixlength: int | None = None
 
     @property
-    def key(self) -> tuple[Family, int]:
-        return (self.family, self.priority)
+    def key(self) -> tuple[Family, int, int | None]:
+        return (self.family, self.priority, self.fwmark)
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,17 @@ class Sysctl:
 
 
 @dataclass(frozen=True)
-class NatTable:
-    """ecmpd's nftables table (router mode): masquerade on the uplinks that NAT."""
+class NftTable:
+    """ecmpd's nftables table `inet ecmpd`: connection marks, resets and (router mode) NAT.
 
-    masquerade: tuple[str, ...] = ()  # outgoing interface names, sorted
+    Tuples are sorted, so equal tables compare equal. `mask` 0 means no mark chains.
+    """
+
+    mask: int = 0  # the connection-mark bits; the probe mark is all of them
+    marks: tuple[tuple[str, int], ...] = ()  # (uplink interface, its mark value)
+    reset4: tuple[int, ...] = ()  # mark values whose LAN TCP connections get resets (IPv4)
+    reset6: tuple[int, ...] = ()  # the same for IPv6
+    masquerade: tuple[str, ...] = ()  # outgoing interface names (IPv4 only)
 
     @property
     def key(self) -> str:
@@ -260,11 +271,13 @@ class DesiredState:
     nexthops: frozenset[Nexthop] = frozenset()
     groups: frozenset[NexthopGroup] = frozenset()
     sysctls: frozenset[Sysctl] = frozenset()
-    nat: frozenset[NatTable] = frozenset()  # at most one: the `ecmpd` nftables table
+    nft: frozenset[NftTable] = frozenset()  # at most one: the `ecmpd` nftables table
     endpoints: frozenset[MptcpEndpoint] = frozenset()
     mptcp_limits: frozenset[MptcpLimits] = frozenset()  # at most one
     # Human names for rule priorities, so `explain` and `plan` can say which rule.
     rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+    # Each uplink's connection-mark slot (name, slot), for the run-dir record.
+    mark_slots: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
 
 # The observed state has the same shape: what ecmpd owns, as read from the kernel.

@@ -18,16 +18,16 @@ from ecmpd.model import (
     DesiredState,
     MptcpEndpoint,
     MptcpLimits,
-    NatTable,
     Nexthop,
     NexthopGroup,
+    NftTable,
     Route,
     Rule,
     Sysctl,
 )
 
 KernelObject = (
-    Rule | Route | Nexthop | NexthopGroup | Sysctl | NatTable | MptcpEndpoint | MptcpLimits
+    Rule | Route | Nexthop | NexthopGroup | Sysctl | NftTable | MptcpEndpoint | MptcpLimits
 )
 
 # A group whose type or bucket count must change cannot be changed in place: the
@@ -54,7 +54,7 @@ class Op:
         return f"{self.kind.value} {type(self.obj).__name__} {self.obj}"
 
 
-_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NatTable, MptcpEndpoint, MptcpLimits)
+_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NftTable, MptcpEndpoint, MptcpLimits)
 
 
 def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
@@ -79,9 +79,14 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops: list[Op] = []
     add, rep, dele = _changes(desired.sysctls, observed.sysctls)
     ops += [Op(OpKind.REPLACE, s) for s in add + rep]
-    # NAT before any route can send LAN traffic out of an uplink; replaced atomically.
-    n_add, n_rep, n_del = _changes(desired.nat, observed.nat)
-    ops += [Op(OpKind.REPLACE, n) for n in n_add + n_rep]
+    # The nftables table (NAT, connection marks) before any route can send traffic out
+    # of an uplink; replaced atomically. A change of the reset sets alone (an uplink left
+    # or rejoined service) waits until the routes are changed: it must not hold up a
+    # failover's group replace.
+    n_add, n_rep, n_del = _changes(desired.nft, observed.nft)
+    have_nft = _by_key(observed.nft)
+    late_nft = [n for n in n_rep if _resets_only(have_nft[n.key], n)]
+    ops += [Op(OpKind.REPLACE, n) for n in n_add + n_rep if n not in late_nft]
     # The subflows limit before any endpoint that needs room under it.
     m_add, m_rep, m_del = _changes(desired.mptcp_limits, observed.mptcp_limits)
     ops += [Op(OpKind.REPLACE, m) for m in m_add + m_rep]
@@ -108,6 +113,7 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += _endpoints(desired.endpoints, observed.endpoints)
     ops += [Op(OpKind.DELETE, have_rules[r.key]) for r in ru_rep]
     ops += [Op(OpKind.DELETE, r) for r in ru_del]
+    ops += [Op(OpKind.REPLACE, n) for n in late_nft]
 
     ops += [Op(OpKind.DELETE, r) for r in r_del]
     ops += [Op(OpKind.DELETE, g) for g in g_del]
@@ -133,6 +139,11 @@ def _endpoints(want: Iterable[MptcpEndpoint], have: Iterable[MptcpEndpoint]) -> 
     ops += [Op(OpKind.REPLACE, e) for e in rep if e not in moved]
     ops += [Op(OpKind.DELETE, e) for e in dele]
     return ops
+
+
+def _resets_only(old: NftTable, new: NftTable) -> bool:
+    """Whether two tables differ in their reset sets alone."""
+    return replace(old, reset4=new.reset4, reset6=new.reset6) == new
 
 
 def _swap_group(old: NexthopGroup, group: NexthopGroup, have_routes: Iterable[Route]) -> list[Op]:

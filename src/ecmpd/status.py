@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from ecmpd.config import Config, UplinkConfig
+from ecmpd.connections import rule_name
 from ecmpd.desired import carries
 from ecmpd.export.iptext import rule_args
 from ecmpd.facts import KernelFacts
@@ -440,11 +441,11 @@ def kernel_status(
     rules = tuple(
         RuleStatus(
             priority=r.priority,
-            name=names.get(r.priority),
+            name=rule_name(config, r) or names.get(r.priority),
             family=FAMILY_NAMES[r.family],
             rule=rule_args(r),
         )
-        for r in sorted(observed.rules, key=lambda r: (r.priority, r.family))
+        for r in sorted(observed.rules, key=lambda r: (r.priority, r.family, r.fwmark or 0))
     )
     v4 = groups[Family.INET]
     balancer = BalancerStatus(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecmpd.config import parse_config
+from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
 from ecmpd.facts import InterfaceFacts, KernelFacts
@@ -30,7 +31,7 @@ def commands(
     yaml_text: str, health: dict[str, bool] | None = None, facts: KernelFacts = FACTS
 ) -> list[str]:
     config = parse_config(textwrap.dedent(yaml_text), "ecmpd.yaml")
-    return state_commands(desired_state(config, health or {}, facts))
+    return state_commands(without_connections(desired_state(config, health or {}, facts)))
 
 
 def test_two_weighted_uplinks_with_default_rules() -> None:
@@ -41,7 +42,7 @@ def test_two_weighted_uplinks_with_default_rules() -> None:
         "ip nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236",
         "ip nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236",
         "ip nexthop add id 248316104 group 248316005,1/248316006,2 type resilient buckets 512"
-        " idle_timer 60 unbalanced_timer 0 proto 236",
+        " idle_timer 0 unbalanced_timer 0 proto 236",
         "ip route add default via 10.1.0.1 dev wan-a src 10.1.0.2 table 101 proto 236",
         "ip route add 10.1.0.0/24 dev wan-a scope link src 10.1.0.2 table 101 proto 236",
         "ip route add default via 10.2.0.1 dev wan-b src 10.2.0.2 table 102 proto 236",
@@ -61,9 +62,9 @@ def test_a_down_uplink_leaves_the_group_and_only_the_group() -> None:
     assert changed == [
         (
             "ip nexthop add id 248316104 group 248316005,1/248316006,2 type resilient buckets 512"
-            " idle_timer 60 unbalanced_timer 0 proto 236",
+            " idle_timer 0 unbalanced_timer 0 proto 236",
             "ip nexthop add id 248316104 group 248316006,2 type resilient buckets 512"
-            " idle_timer 60 unbalanced_timer 0 proto 236",
+            " idle_timer 0 unbalanced_timer 0 proto 236",
         )
     ]
 
@@ -184,7 +185,7 @@ def test_an_uplink_whose_address_went_stays_out_until_it_is_back() -> None:
         assert not any("10.2.0.1" in c for c in cmds), cmds
         assert [c for c in cmds if c not in healthy] == [
             "ip nexthop add id 248316104 group 248316005,1 type resilient buckets 512"
-            " idle_timer 60 unbalanced_timer 0 proto 236",
+            " idle_timer 0 unbalanced_timer 0 proto 236",
             *(
                 ["ip rule add priority 10001 from 10.9.0.2 lookup 102 proto 236"]
                 if addresses
@@ -202,7 +203,7 @@ def test_the_reference_example_renders() -> None:
         }
     )
     config = parse_config(example, "ecmpd.yaml")
-    cmds = state_commands(desired_state(config, {}, facts))
+    cmds = state_commands(without_connections(desired_state(config, {}, facts)))
     assert [c for c in cmds if " rule " in c] == [
         "ip rule add priority 10000 from 192.168.1.100 lookup 101 proto 236",
         "ip rule add priority 10001 from 192.168.2.100 lookup 102 proto 236",
@@ -222,7 +223,7 @@ def test_a_gateway6_adds_the_ipv6_side_and_changes_nothing_of_ipv4() -> None:
         "sysctl -w net.ipv6.fib_multipath_hash_policy=1",
         "ip -6 nexthop add id 248332390 via fe80::9 dev wan-b proto 236",
         "ip nexthop add id 248332488 group 248332390,2 type resilient buckets 512"
-        " idle_timer 60 unbalanced_timer 0 proto 236",
+        " idle_timer 0 unbalanced_timer 0 proto 236",
         "ip -6 route add default via fe80::9 dev wan-b metric 1024 table 102 proto 236",
         "ip -6 route add default nhid 248332488 metric 1024 table 200 proto 236",
         "ip -6 rule add priority 10100 lookup main suppress_prefixlength 0 proto 236",

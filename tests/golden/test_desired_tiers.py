@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from ecmpd.config import parse_config
+from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
 from tests.golden.fixtures import FACTS
@@ -28,7 +29,7 @@ TIERED = """
 
 def commands(health: dict[str, bool]) -> list[str]:
     config = parse_config(textwrap.dedent(TIERED), "ecmpd.yaml")
-    return state_commands(desired_state(config, health, FACTS))
+    return state_commands(without_connections(desired_state(config, health, FACTS)))
 
 
 def test_the_backup_stands_by_ready() -> None:
@@ -40,7 +41,7 @@ def test_the_backup_stands_by_ready() -> None:
         "ip nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236",
         "ip nexthop add id 248316006 via 10.5.0.1 dev dhcp0 proto 236",
         "ip nexthop add id 248316104 group 248316005,1 type resilient buckets 512"
-        " idle_timer 60 unbalanced_timer 0 proto 236",
+        " idle_timer 0 unbalanced_timer 0 proto 236",
         "ip route add default via 10.1.0.1 dev wan-a src 10.1.0.2 table 101 proto 236",
         "ip route add 10.1.0.0/24 dev wan-a scope link src 10.1.0.2 table 101 proto 236",
         "ip route add default via 10.5.0.1 dev dhcp0 src 10.5.0.77 table 102 proto 236",
@@ -61,9 +62,9 @@ def test_tier_2_takes_over_by_the_group_and_the_pin_alone() -> None:
     assert changed == [
         (
             "ip nexthop add id 248316104 group 248316005,1 type resilient buckets 512"
-            " idle_timer 60 unbalanced_timer 0 proto 236",
+            " idle_timer 0 unbalanced_timer 0 proto 236",
             "ip nexthop add id 248316104 group 248316006,1 type resilient buckets 512"
-            " idle_timer 60 unbalanced_timer 0 proto 236",
+            " idle_timer 0 unbalanced_timer 0 proto 236",
         ),
         (
             "ip rule add priority 10110 from 10.200.1.5 lookup 101 proto 236",

@@ -6,6 +6,7 @@ import textwrap
 from ipaddress import ip_interface
 
 from ecmpd.config import parse_config
+from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
 from ecmpd.export import ipbatch
 from ecmpd.export.iptext import state_commands
@@ -13,7 +14,7 @@ from ecmpd.facts import InterfaceFacts, KernelFacts
 from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
 
 # The resilient group's parameters, too long to repeat on one line.
-RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
+RESILIENT = "type resilient buckets 512 idle_timer 0 unbalanced_timer 0"
 # Loose reverse-path filtering on each uplink, part of every desired state.
 RP = "net.ipv4.conf.wan-a.rp_filter=2 net.ipv4.conf.wan-b.rp_filter=2"
 
@@ -31,6 +32,7 @@ def test_the_lab_config() -> None:
         #   sysctl -w {RP} net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch
         # Every object carries ecmpd's protocol id (236), so `ecmpd apply` later finds them
         # in place and takes them for its own.
+        # Not here: ecmpd's nftables table (connection marks) and its rules.
 
         # sysctls (run these first; `ip -batch` cannot set them):
         # sysctl -w net.ipv4.conf.wan-a.rp_filter=2
@@ -85,7 +87,8 @@ def test_custom_hash_sets_both_sysctls_in_one_command() -> None:
 
 
 def test_router_mode_says_nat_is_not_included() -> None:
-    assert "nftables NAT table is not part of this script" in script(LAB + "    mode: router\n")
+    router = script(LAB + "    mode: router\n")
+    assert "ecmpd's nftables table (connection marks and NAT) and its rules" in router
 
 
 def test_the_batch_lines_are_the_desired_state_commands() -> None:
@@ -100,7 +103,7 @@ def test_the_batch_lines_are_the_desired_state_commands() -> None:
         }
     )
     config = parse_config(textwrap.dedent(LAB), "lab.yaml")
-    expected = state_commands(desired_state(config, {}, facts))
+    expected = state_commands(without_connections(desired_state(config, {}, facts)))
     lines = [line for line in ipbatch.render(config, facts).splitlines() if line[:1] not in "#"]
     assert [f"ip {line}" for line in lines if line] == [
         c for c in expected if not c.startswith("sysctl")
@@ -132,7 +135,7 @@ def test_every_nexthop_precedes_the_groups_in_the_ipv4_run() -> None:
     assert "#6 rule add priority 10130 lookup 200 proto 236\n" in text
     # `plan` says the plain command: there, `ip -6` gives the family.
     config = parse_config(textwrap.dedent(DUAL), "lab.yaml")
-    commands = state_commands(desired_state(config, {}, FACTS6))
+    commands = state_commands(without_connections(desired_state(config, {}, FACTS6)))
     assert "ip -6 nexthop add id 248332391 dev ppp6 proto 236" in commands
 
 

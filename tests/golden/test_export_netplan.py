@@ -32,7 +32,7 @@ EVERY_KIND = """
       - {name: v6, from: "2001:db8::/32", action: main}
       - {name: rest, action: balance}
 """
-RESILIENT = "type resilient buckets 512 idle_timer 60 unbalanced_timer 0"
+RESILIENT = "type resilient buckets 512 idle_timer 0 unbalanced_timer 0"
 
 
 def render(yaml_text: str, facts: KernelFacts = FACTS) -> str:

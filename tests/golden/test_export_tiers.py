@@ -129,7 +129,7 @@ NETPLAN = """\
 #   ip nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236
 #   ip nexthop add id 248316007 via 10.3.0.1 dev wan-c proto 236
 #   ip nexthop add id 248316008 via 10.4.0.1 dev wan-d proto 236
-#   ip nexthop add id 248316104 group 248316005,1/248316006,1 type resilient buckets 512 idle_timer 60 unbalanced_timer 0 proto 236
+#   ip nexthop add id 248316104 group 248316005,1/248316006,1 type resilient buckets 512 idle_timer 0 unbalanced_timer 0 proto 236
 #   ip route add default nhid 248316104 table 200 proto 236
 #   ip rule add priority 10102 from 10.200.1.5 unreachable proto 236
 # standby tier 2 (lte, sat) is multipath: netplan cannot
@@ -211,6 +211,7 @@ IP = """\
 #   sysctl -w net.ipv4.conf.wan-a.rp_filter=2 net.ipv4.conf.wan-b.rp_filter=2 net.ipv4.conf.wan-c.rp_filter=2 net.ipv4.conf.wan-d.rp_filter=2 net.ipv4.fib_multipath_hash_policy=1 && ip -batch ecmpd.batch
 # Every object carries ecmpd's protocol id (236), so `ecmpd apply` later finds them
 # in place and takes them for its own.
+# Not here: ecmpd's nftables table (connection marks) and its rules.
 # tier 2 (lte, sat) stands by: its nexthops and tables are here,
 # but not in the balancer group; `ecmpd run` puts them there when no
 # lower tier has an uplink in service (one group change), and back.
@@ -229,7 +230,7 @@ nexthop add id 248316005 via 10.1.0.1 dev wan-a proto 236
 nexthop add id 248316006 via 10.2.0.1 dev wan-b proto 236
 nexthop add id 248316007 via 10.3.0.1 dev wan-c proto 236
 nexthop add id 248316008 via 10.4.0.1 dev wan-d proto 236
-nexthop add id 248316104 group 248316005,1/248316006,1 type resilient buckets 512 idle_timer 60 unbalanced_timer 0 proto 236
+nexthop add id 248316104 group 248316005,1/248316006,1 type resilient buckets 512 idle_timer 0 unbalanced_timer 0 proto 236
 route add default via 10.1.0.1 dev wan-a src 10.1.0.2 table 101 proto 236
 route add 10.1.0.0/24 dev wan-a scope link src 10.1.0.2 table 101 proto 236
 route add default via 10.2.0.1 dev wan-b src 10.2.0.2 table 102 proto 236

@@ -19,7 +19,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.topology import Lab, add_lan_clients
 from ecmpd.lab.wait import wait_until
-from ecmpd.model import Family
+from ecmpd.model import Family, NftTable
 from tests.conftest import LabFactory
 from tests.integration.test_nftables import nat_lab
 
@@ -36,7 +36,7 @@ def two_uplink_nat_lab(lab_factory: LabFactory) -> tuple[Lab, IPv4Address, IPv4A
     with netns.iproute(lab.router) as ipr:
         ipr.route("add", dst="0.0.0.0/0", gateway=str(lab.isps[1].gateway), table=SIDE_TABLE)
         ipr.rule("add", src=str(client_b), src_len=32, table=SIDE_TABLE, priority=1000)
-    plan = nft.NatPlan(masquerade=tuple(isp.uplink_if for isp in lab.isps))
+    plan = NftTable(masquerade=tuple(isp.uplink_if for isp in lab.isps))
     netns.call_in(lab.router, lambda: nft.apply_table(plan))
     return lab, client_a, client_b
 

@@ -59,7 +59,23 @@ def test_apply_builds_the_balanced_state_and_reapply_changes_nothing(
         }
     ] or (balanced[0]["dst"] == "default" and balanced[0]["nhid"] == GROUP_ID)
     rules = [r for r in ip_json(lab.router, "rule", "show") if 10000 <= r["priority"] < 11000]
-    assert [r["priority"] for r in rules] == [10000, 10001, 10002, 10100, 10110]
+    assert [r["priority"] for r in rules if "fwmark" not in r] == [
+        10000,
+        10001,
+        10002,
+        10100,
+        10110,
+    ]
+    # Connection marks: one rule per uplink beside its reply rule, and the probes' rule.
+    marked = sorted(
+        (r["priority"], r["fwmark"], r["fwmask"], r["table"]) for r in rules if "fwmark" in r
+    )
+    assert marked == [
+        (10000, "0x65000000", "0xff000000", "101"),
+        (10000, "0xff000000", "0xff000000", "main"),
+        (10001, "0x66000000", "0xff000000", "102"),
+        (10002, "0x67000000", "0xff000000", "103"),
+    ]
     assert netns.read_sysctl(lab.router, "net.ipv4.fib_multipath_hash_policy") == "1"
 
     with netlink_monitor(lab.router) as events:
@@ -197,8 +213,12 @@ def test_plan_prints_ip_commands_and_status_reads_the_kernel(lab: Lab, tmp_path:
     ]
     assert [r["name"] for r in status["rules"]] == [
         "reply:isp-a",
+        "conn:isp-a",
+        "conn:probe",
         "reply:isp-b",
+        "conn:isp-b",
         "reply:isp-c",
+        "conn:isp-c",
         "local",
         "everything-else",
     ]

@@ -535,7 +535,7 @@ def test_schema_error(text: str, expected: str) -> None:
             [
                 "ecmpd.yaml:5: uplinks[0].colour: unknown key (valid keys: name, interface, "
                 "gateway, source, gateway6, source6, weight, bandwidth, table, nat, tier, metered,"
-                " data_cap, data_cap_reset_day, failback, mptcp, check)"
+                " data_cap, data_cap_reset_day, failback, mptcp, on_failure, check)"
             ],
             id="no-close-match",
         ),
@@ -665,9 +665,9 @@ def test_keys_are_read_as_written() -> None:
     """`yes:` and `1:` are misspelt keys, not booleans or numbers."""
     assert errors("yes: 1\n2: x\nuplinks: [{name: a, interface: eth0}]\n") == [
         "ecmpd.yaml:1: yes: unknown key (valid keys: mode, hash, balancer, rule_priority, "
-        "hooks, metrics, mptcp, uplinks, rules)",
+        "connections, hooks, metrics, mptcp, uplinks, rules)",
         "ecmpd.yaml:2: 2: unknown key (valid keys: mode, hash, balancer, rule_priority, "
-        "hooks, metrics, mptcp, uplinks, rules)",
+        "connections, hooks, metrics, mptcp, uplinks, rules)",
     ]
 
 

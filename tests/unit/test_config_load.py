@@ -110,7 +110,7 @@ def test_minimal_defaults() -> None:
     assert config.hash == HashSpec(1, ())
     assert config.balancer == BalancerConfig()
     assert config.balancer.buckets == 512
-    assert config.balancer.idle_timer == 60.0
+    assert config.balancer.idle_timer == 0.0
     assert config.balancer.unbalanced_timer == 0.0
     assert config.rule_priority == 10000
     assert config.hooks is None and config.metrics is None

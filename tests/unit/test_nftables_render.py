@@ -1,126 +1,234 @@
-"""render_table's nft JSON (golden) and parse_table's reading of `nft -j list table`."""
+"""render_table's nft JSON and parse_table's reading of `nft -j list table` (pure)."""
 
 from __future__ import annotations
 
 import copy
-from ipaddress import IPv4Address
+import json
 from typing import Any
 
 import pytest
 
-from ecmpd.kernel.nftables import NatPlan, parse_table, render_table
+from ecmpd.kernel.nftdoc import mark_uses, parse_table, render_table
+from ecmpd.marks import FULL, MarkUse
+from ecmpd.model import NftTable
 
 TABLE = {"family": "inet", "name": "ecmpd"}
-NFPROTO_V4 = {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4"}}
+M = 0xFF000000
+A, B = 0x65000000, 0x66000000
+FULL_TABLE = NftTable(
+    mask=M,
+    marks=(("wan-a", A), ("wan-b", B)),
+    reset4=(A,),
+    reset6=(A, B),
+    masquerade=("wan-a", "wan-b"),
+)
 
 
-def oifname(name: str) -> dict[str, Any]:
-    return {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": name}}
+def chains(table: NftTable) -> dict[str, dict[str, Any]]:
+    commands = render_table(table)["nftables"][3:]
+    return {c["add"]["chain"]["name"]: c["add"]["chain"] for c in commands if "chain" in c["add"]}
 
 
-def rule(*expr: dict[str, Any]) -> dict[str, Any]:
-    return {"family": "inet", "table": "ecmpd", "chain": "postrouting", "expr": list(expr)}
-
-
-def test_render_is_one_replace_transaction_with_one_rule_per_oif() -> None:
-    plan = NatPlan(masquerade=("wan-b", "wan-a"), snat=(("wan-c", IPv4Address("10.3.0.2")),))
-    assert render_table(plan) == {
-        "nftables": [
-            {"add": {"table": TABLE}},
-            {"delete": {"table": TABLE}},
-            {"add": {"table": TABLE}},
-            {
-                "add": {
-                    "chain": {
-                        "family": "inet",
-                        "table": "ecmpd",
-                        "name": "postrouting",
-                        "type": "nat",
-                        "hook": "postrouting",
-                        "prio": 100,
-                        "policy": "accept",
-                    }
-                }
-            },
-            {"add": {"rule": rule(NFPROTO_V4, oifname("wan-a"), {"masquerade": None})}},
-            {"add": {"rule": rule(NFPROTO_V4, oifname("wan-b"), {"masquerade": None})}},
-            {
-                "add": {
-                    "rule": rule(
-                        NFPROTO_V4,
-                        oifname("wan-c"),
-                        {"snat": {"family": "ip", "addr": "10.3.0.2"}},
-                    )
-                }
-            },
-        ]
-    }
-
-
-def test_an_empty_plan_renders_an_empty_chain() -> None:
-    commands = render_table(NatPlan(masquerade=()))["nftables"]
-    assert [next(iter(c["add" if "add" in c else "delete"])) for c in commands] == [
-        "table",
-        "table",
-        "table",
-        "chain",
+def rules(table: NftTable, chain: str) -> list[str]:
+    commands = render_table(table)["nftables"][3:]
+    return [
+        json.dumps(c["add"]["rule"]["expr"])
+        for c in commands
+        if "rule" in c["add"] and c["add"]["rule"]["chain"] == chain
     ]
 
 
-def test_plans_are_normalised_so_equal_plans_compare_equal() -> None:
-    a = NatPlan(masquerade=("wan-b", "wan-a"), snat=(("x", IPv4Address("1.2.3.4")),))
-    b = NatPlan(masquerade=("wan-a", "wan-b"), snat=(("x", IPv4Address("1.2.3.4")),))
-    assert a == b
-    assert a.masquerade == ("wan-a", "wan-b")
+def test_render_is_one_replace_transaction() -> None:
+    commands = render_table(FULL_TABLE)["nftables"]
+    assert commands[:3] == [
+        {"add": {"table": TABLE}},
+        {"delete": {"table": TABLE}},
+        {"add": {"table": TABLE}},
+    ]
+    kinds = [next(iter(c["add"])) for c in commands[3:]]
+    # Every chain exists before the first rule: vmaps jump to the per-value chains.
+    assert kinds == sorted(kinds, key=lambda k: k == "rule")
+
+
+def test_base_chains_hook_where_marks_must_be_read_and_written() -> None:
+    hooked = {
+        name: (c["type"], c["hook"], c["prio"])
+        for name, c in chains(FULL_TABLE).items()
+        if "hook" in c
+    }
+    assert hooked == {
+        "probe": ("filter", "output", -300),
+        "conn_in": ("filter", "prerouting", -150),
+        "conn_local": ("route", "output", -150),
+        "conn_out": ("filter", "postrouting", -150),
+        "conn_reset": ("filter", "forward", 0),
+        "nat": ("nat", "postrouting", 100),
+    }
+    assert {"ct_65000000", "ct_66000000", "mark_65000000", "mark_66000000"} <= set(
+        chains(FULL_TABLE)
+    )
+    assert {"reset_ipv4", "reset_ipv6"} <= set(chains(FULL_TABLE))
+
+
+def test_only_ecmpd_bits_are_written() -> None:
+    # ct mark = ct mark & (~M | A) | A: every bit outside M is kept.
+    keep = (~M & FULL) | A
+    ct = {"ct": {"key": "mark"}}
+    meta = {"meta": {"key": "mark"}}
+    assert rules(FULL_TABLE, "ct_65000000") == [
+        json.dumps([{"mangle": {"key": ct, "value": {"|": [{"&": [ct, keep]}, A]}}}])
+    ]
+    assert rules(FULL_TABLE, "mark_65000000") == [
+        json.dumps([{"mangle": {"key": meta, "value": {"|": [{"&": [meta, keep]}, A]}}}])
+    ]
+
+
+def test_local_packets_restore_only_in_the_original_direction() -> None:
+    # A reset the kernel sends for the reject rule is attached to the connection in the
+    # reply direction: restoring its mark would route it out of the uplink.
+    (local,) = rules(FULL_TABLE, "conn_local")
+    assert '"direction"}}, "right": "original"' in local
+
+
+def test_resets_per_family() -> None:
+    (v4,) = rules(FULL_TABLE, "reset_ipv4")
+    (v6,) = rules(FULL_TABLE, "reset_ipv6")
+    assert f'"right": {{"set": [{A}]}}' in v4 and '"tcp reset"' in v4
+    assert f'"right": {{"set": [{A}, {B}]}}' in v6
+    no_reset = NftTable(mask=M, marks=(("wan-a", A),))
+    assert "conn_reset" not in chains(no_reset)
+
+
+def test_nat_only_table() -> None:
+    assert set(chains(NftTable(masquerade=("wan-a",)))) == {"nat"}
+    (rule,) = rules(NftTable(masquerade=("wan-a",)), "nat")
+    assert '"nfproto"}}, "right": "ipv4"' in rule
 
 
 @pytest.mark.parametrize(
-    "plan_kwargs",
+    "table",
     [
-        {"masquerade": ("",)},
-        {"masquerade": ("a-very-long-ifname",)},  # 18 bytes > IFNAMSIZ - 1
-        {"masquerade": ("wan*",)},  # nft would read a wildcard
-        {"masquerade": ('wan"a',)},
-        {"masquerade": ("wan-a", "wan-a")},
-        {"masquerade": ("wan-a",), "snat": (("wan-a", IPv4Address("10.1.0.2")),)},
+        NftTable(masquerade=("",)),
+        NftTable(masquerade=("a-very-long-ifname",)),  # 18 bytes > IFNAMSIZ - 1
+        NftTable(masquerade=("wan*",)),  # nft would read a wildcard
+        NftTable(masquerade=('wan"a',)),
+        NftTable(masquerade=("wan-a", "wan-a")),
+        NftTable(mask=M, marks=(("wan-a", A), ("wan-b", A))),
+        NftTable(mask=M, marks=(("wan-a", 0x00650000),)),  # outside the mask
+        NftTable(mask=M, marks=(("wan-a", M),)),  # the probe mark
+        NftTable(marks=(("wan-a", A),)),  # no mask
+        NftTable(mask=M, marks=(("wan-a", A),), reset4=(0x1,)),
     ],
 )
-def test_bad_plans_are_refused(plan_kwargs: dict[str, Any]) -> None:
+def test_bad_tables_are_refused(table: NftTable) -> None:
     with pytest.raises(ValueError):
-        NatPlan(**plan_kwargs)
+        render_table(table)
 
 
-def listed(plan: NatPlan) -> dict[str, Any]:
-    """What `nft -j list table inet ecmpd` prints after apply_table(plan)."""
+def as_nft_lists(node: Any) -> Any:
+    """What nft 1.0.6 prints instead: one-element sets bare, prefix masks as prefixes."""
+    if isinstance(node, list):
+        return [as_nft_lists(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"set"} and len(node["set"]) == 1:
+        return as_nft_lists(node["set"][0])
+    if set(node) == {"match"}:
+        left, right = node["match"]["left"], node["match"]["right"]
+        if isinstance(left, dict) and "&" in left and isinstance(right, int):
+            mask = left["&"][1]
+            length = bin(mask).count("1")
+            if mask == (FULL << (32 - length)) & FULL:
+                prefix = {"prefix": {"addr": right, "len": length}}
+                return {"match": {"op": "==", "left": left["&"][0], "right": prefix}}
+    return {k: as_nft_lists(v) for k, v in node.items()}
+
+
+def listed(table: NftTable, reorder: bool = False) -> dict[str, Any]:
+    """What `nft -j list table inet ecmpd` prints after apply_table(table)."""
     out: list[dict[str, Any]] = [
         {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
         {"table": {**TABLE, "handle": 7}},
     ]
-    for handle, command in enumerate(render_table(plan)["nftables"][3:], start=1):
+    commands = render_table(table)["nftables"][3:]
+    if reorder:  # the chains in another order (rules keep theirs: it is their meaning)
+        chain_count = sum("chain" in c["add"] for c in commands)
+        commands = commands[:chain_count][::-1] + commands[chain_count:]
+    for handle, command in enumerate(commands, start=1):
         kind, body = next(iter(command["add"].items()))
-        out.append({kind: {**body, "handle": handle}})
+        out.append({kind: {**as_nft_lists(body), "handle": handle}})
     return {"nftables": out}
 
 
-def test_parse_reads_back_what_render_wrote() -> None:
-    plan = NatPlan(masquerade=("wan-a", "wan-b"), snat=(("wan-c", IPv4Address("10.3.0.2")),))
-    assert parse_table(listed(plan)) == plan
-    assert parse_table(listed(NatPlan(masquerade=()))) == NatPlan(masquerade=())
+@pytest.mark.parametrize(
+    "table",
+    [
+        FULL_TABLE,
+        NftTable(masquerade=("wan-a",)),
+        NftTable(mask=M, marks=(("wan-a", A),)),
+        NftTable(mask=0x0000FF00, marks=(("wan-a", 0x100), ("x", 0x200)), reset6=(0x200,)),
+        NftTable(mask=0x00000300, marks=(("wan-a", 0x100),), reset4=(0x100,)),
+    ],
+)
+def test_parse_reads_back_what_render_wrote(table: NftTable) -> None:
+    assert parse_table(listed(table)) == table
+    assert parse_table(listed(table, reorder=True)) == table
 
 
 def test_parse_gives_none_for_anything_ecmpd_never_writes() -> None:
-    base = listed(NatPlan(masquerade=("wan-a",)))
+    base = listed(FULL_TABLE)
+    items = base["nftables"]
+    rule_at = next(i for i, it in enumerate(items) if "rule" in it)
+    variants = []
     foreign_rule = copy.deepcopy(base)
-    foreign_rule["nftables"][-1]["rule"]["expr"][-1] = {"accept": None}
-    no_nfproto = copy.deepcopy(base)
-    del no_nfproto["nftables"][-1]["rule"]["expr"][0]
+    foreign_rule["nftables"][rule_at]["rule"]["expr"][-1] = {"accept": None}
+    variants.append(foreign_rule)
     other_chain = copy.deepcopy(base)
     other_chain["nftables"].append({"chain": {"name": "extra", "family": "inet"}})
-    moved_chain = copy.deepcopy(base)
-    moved_chain["nftables"][2]["chain"]["prio"] = 50
+    variants.append(other_chain)
+    moved = copy.deepcopy(base)
+    chain_at = next(i for i, it in enumerate(items) if it.get("chain", {}).get("name") == "conn_in")
+    moved["nftables"][chain_at]["chain"]["prio"] = 50
+    variants.append(moved)
     no_chain = copy.deepcopy(base)
-    del no_chain["nftables"][2]
+    del no_chain["nftables"][chain_at]
+    variants.append(no_chain)
     a_set = copy.deepcopy(base)
     a_set["nftables"].append({"set": {"name": "s", "family": "inet"}})
-    for doc in (foreign_rule, no_nfproto, other_chain, moved_chain, no_chain, a_set):
+    variants.append(a_set)
+    extra_rule = copy.deepcopy(base)
+    extra_rule["nftables"].append(copy.deepcopy(items[rule_at]))
+    variants.append(extra_rule)
+    for doc in variants:
         assert parse_table(doc) is None
+
+
+def foreign(*exprs: list[Any]) -> dict[str, Any]:
+    body = {"family": "ip", "table": "fw", "chain": "c"}
+    ours = {"family": "inet", "table": "ecmpd", "chain": "conn_in", "expr": [{"drop": None}]}
+    return {"nftables": [{"rule": {**body, "expr": e}} for e in exprs] + [{"rule": ours}]}
+
+
+def test_mark_uses_of_foreign_rules() -> None:
+    meta = {"meta": {"key": "mark"}}
+    ct = {"ct": {"key": "mark"}}
+    doc = foreign(
+        [{"match": {"op": "==", "left": meta, "right": 0xCA6C}}],  # wg-quick: exact test
+        [{"match": {"op": "==", "left": {"&": [meta, 0xFF00]}, "right": 0x100}}],
+        [{"match": {"op": "==", "left": ct, "right": {"prefix": {"addr": 0x4000000, "len": 8}}}}],
+        [{"mangle": {"key": meta, "value": ct}}],  # a whole-mark copy: carries ours along
+        [{"mangle": {"key": ct, "value": 5}}],
+        [{"mangle": {"key": meta, "value": {"|": [meta, 0x4000]}}}],
+        [{"mangle": {"key": meta, "value": {"|": [{"&": [meta, 0xFFFF00FF]}, 0x100]}}}],
+        [{"vmap": {"key": {"&": [ct, 0xF0]}, "data": {"set": []}}}],
+    )
+    where = "nft table ip fw chain c"
+    assert mark_uses(doc) == [
+        MarkUse(where, FULL, 0xCA6C),
+        MarkUse(where, 0xFF00, 0x100),
+        MarkUse(where, 0xFF000000, 0x4000000),
+        MarkUse(where, FULL, writes=True),
+        MarkUse(where, 0x4000, writes=True),
+        MarkUse(where, 0xFF00, writes=True),
+        MarkUse(where, 0xF0, FULL),
+    ]

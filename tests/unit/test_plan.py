@@ -14,9 +14,9 @@ from ecmpd.model import (
     GroupType,
     MptcpEndpoint,
     MptcpLimits,
-    NatTable,
     Nexthop,
     NexthopGroup,
+    NftTable,
     Route,
     RouteType,
     Rule,
@@ -39,7 +39,7 @@ class FakeKernel:
     routes: dict[object, Route] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
-    nat: set[NatTable] = field(default_factory=set)
+    nft: set[NftTable] = field(default_factory=set)
     endpoints: dict[object, MptcpEndpoint] = field(default_factory=dict)
     limits: set[MptcpLimits] = field(default_factory=set)
 
@@ -58,7 +58,7 @@ class FakeKernel:
             nexthops=frozenset(self.nexthops.values()),
             groups=frozenset(self.groups.values()),
             sysctls=frozenset(Sysctl(k, v) for k, v in self.sysctls.items()),
-            nat=frozenset(self.nat),
+            nft=frozenset(self.nft),
             endpoints=frozenset(self.endpoints.values()),
             mptcp_limits=frozenset(self.limits),
         )
@@ -76,9 +76,9 @@ class FakeKernel:
             self._group(op.kind, obj)
         elif isinstance(obj, Route):
             self._route(op.kind, obj)
-        elif isinstance(obj, NatTable):
+        elif isinstance(obj, NftTable):
             # One table, replaced atomically (add table; delete table; add table ...).
-            self.nat = set() if op.kind is OpKind.DELETE else {obj}
+            self.nft = set() if op.kind is OpKind.DELETE else {obj}
         elif isinstance(obj, MptcpLimits):
             # Set in place; a delete restores what was there before ecmpd.
             self.limits = set() if op.kind is OpKind.DELETE else {obj}
@@ -175,6 +175,8 @@ IFNAMES = ["wan-a", "wan-b", "wan-c"]
 GATEWAYS = [IPv4Address("10.1.0.1"), IPv4Address("10.2.0.1"), None]
 DSTS = [IPv4Network("0.0.0.0/0"), IPv4Network("10.9.0.0/24")]
 TABLES = [101, 200]
+MASK = 0xFF000000
+MARKS: list[int | None] = [None, 0x01000000, 0x02000000]
 ENDPOINT_ADDRESSES = [IPv4Address("10.1.0.2"), IPv4Address("10.2.0.2")]
 
 
@@ -219,6 +221,7 @@ def states(draw: st.DrawFn) -> DesiredState:
                 routes.append(Route(Family.INET, table, dst, type=RouteType.UNREACHABLE))
             elif how == "nhid" and targets:
                 routes.append(Route(Family.INET, table, dst, nhid=draw(st.sampled_from(targets))))
+    # A priority may hold a reply rule and a connection-mark rule (told apart by fwmark).
     rules = [
         Rule(
             Family.INET,
@@ -226,8 +229,20 @@ def states(draw: st.DrawFn) -> DesiredState:
             RuleAction.LOOKUP,
             table=draw(st.sampled_from(TABLES)),
             suppress_prefixlength=draw(st.sampled_from([None, 0])),
+            fwmark=mark,
+            fwmask=None if mark is None else MASK,
         )
         for prio in draw(st.lists(st.integers(10000, 10004), unique=True))
+        for mark in draw(st.lists(st.sampled_from(MARKS), min_size=1, unique=True))
+    ]
+    nft = [
+        NftTable(
+            mask=MASK,
+            marks=(("wan-a", 0x01000000), ("wan-b", 0x02000000)),
+            reset4=tuple(sorted(draw(st.lists(st.sampled_from(MARKS[1:]), unique=True)))),
+            masquerade=draw(st.sampled_from([(), ("wan-a",)])),
+        )
+        for _ in range(draw(st.integers(0, 1)))
     ]
     sysctls = [
         Sysctl("net.ipv4.fib_multipath_hash_policy", str(p))
@@ -244,6 +259,7 @@ def states(draw: st.DrawFn) -> DesiredState:
         frozenset(nexthops),
         frozenset(groups),
         frozenset(sysctls),
+        nft=frozenset(nft),
         endpoints=frozenset(endpoints),
         mptcp_limits=frozenset(limits),
     )
@@ -283,6 +299,22 @@ def test_failover_is_one_group_replace() -> None:
     before = _two_uplinks(((1, 1), (2, 2)))
     after = _two_uplinks(((2, 2),))
     assert diff(after, before) == [Op(OpKind.REPLACE, next(iter(after.groups)))]
+
+
+def test_failover_with_resets_replaces_the_group_before_the_table() -> None:
+    """The table's reset sets change after the group: a failover is never held up by nft."""
+    table = NftTable(mask=MASK, marks=(("wan-1", 0x01000000), ("wan-2", 0x02000000)))
+    before = replace(_two_uplinks(((1, 1), (2, 2))), nft=frozenset({table}))
+    ending = replace(table, reset4=(0x01000000,))
+    after = replace(_two_uplinks(((2, 2),)), nft=frozenset({ending}))
+    assert diff(after, before) == [
+        Op(OpKind.REPLACE, next(iter(after.groups))),
+        Op(OpKind.REPLACE, ending),
+    ]
+    # Anything else in the table (a new uplink's mark, NAT) still comes first.
+    grown = replace(ending, marks=(*ending.marks, ("wan-3", 0x03000000)))
+    ops = diff(replace(after, nft=frozenset({grown})), before)
+    assert ops[0] == Op(OpKind.REPLACE, grown)
 
 
 def test_group_type_change_swaps_through_a_twin_without_a_gap() -> None:

@@ -193,8 +193,13 @@ def test_the_kernel_view_as_json() -> None:
     }
     assert [(r["name"], r["family"]) for r in doc["rules"]] == [
         ("reply:isp-a", "ipv4"),
+        ("conn:isp-a", "ipv4"),
+        ("conn:probe", "ipv4"),
         ("reply:isp-a", "ipv6"),
+        ("conn:isp-a", "ipv6"),
+        ("conn:probe", "ipv6"),
         ("reply:isp-b", "ipv4"),
+        ("conn:isp-b", "ipv4"),
         ("everything-else", "ipv4"),
         ("everything-else", "ipv6"),
     ]

@@ -34,3 +34,10 @@ class Failback(enum.StrEnum):
 
     KEEP = "keep"  # they stay until they end; only new connections go to the lower tier
     RESET = "reset"  # reset towards the client after the switch, so it reconnects there
+
+
+class OnFailure(enum.StrEnum):
+    """What happens to an uplink's established connections when it leaves service."""
+
+    RESET = "reset"  # end them at once, so applications reconnect by a healthy uplink
+    WAIT = "wait"  # keep them on the uplink: they resume if it comes back in time

@@ -10,6 +10,7 @@ from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.semantic import carries_ipv6
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.marks import clashing
 from ecmpd.model import Family, nexthop_id
 
 Finding = tuple[str, str]
@@ -124,6 +125,15 @@ def _mptcp_endpoints(config: Config, facts: KernelFacts) -> Iterator[Finding]:
                 )
 
 
+def _marks(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """No foreign ip rule or nftables rule sets or tests ecmpd's connection-mark bits."""
+    mask = config.connections.mark
+    for use in clashing(facts.foreign_mark_uses, mask):
+        what = "sets" if use.writes else "tests"
+        bits = use.mask & mask
+        yield "connections.mark", f"{use.where} {what} mark bits {bits:#010x}, which ecmpd owns"
+
+
 def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
     """Every way the config does not fit this kernel, at the line of the field concerned."""
     findings = [
@@ -132,6 +142,7 @@ def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue
         *_tables(config, facts),
         *_rule_interfaces(config, facts),
         *_mptcp_endpoints(config, facts),
+        *_marks(config, facts),
     ]
     return sort_issues(
         ConfigIssue(config.filename, config.line_of(path), path, message)

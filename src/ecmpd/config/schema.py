@@ -9,12 +9,13 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, PrivateAttr
 
 from ecmpd.config.enums import Mode, RuleActionName, WhenAllDown
-from ecmpd.config.fields import Duration, Listen, Percent, Table, Timer, integer_in
+from ecmpd.config.fields import Duration, Listen, Mark, Percent, Table, Timer, integer_in
 from ecmpd.config.hashspec import HashSpec, parse_hash
 from ecmpd.config.rule import RuleConfig
 from ecmpd.config.section import Section, none_as_empty
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.config.yamlsource import line_for
+from ecmpd.marks import DEFAULT_MASK
 from ecmpd.model import GroupType
 
 # ecmpd owns priorities [rule_priority, rule_priority + 999]; the main table's rule sits
@@ -39,10 +40,20 @@ class BalancerConfig(Section):
     group: GroupType = GroupType.RESILIENT
     when_all_down: WhenAllDown = WhenAllDown.KEEP
     buckets: Annotated[int, BeforeValidator(integer_in(2, 32768))] = 512  # resilient only
-    idle_timer: Timer = 60.0  # resilient only, seconds
+    # Resilient only, seconds. 0: a bucket moves as soon as the balance asks for it, so
+    # a recovered uplink takes its share of new connections at once; established ones
+    # are kept on their uplink by their connection mark, not by the bucket.
+    idle_timer: Timer = 0.0
     unbalanced_timer: Timer = 0.0  # resilient only, seconds; 0: never force a rebalance
     # New connections also go to the next tier while a tier is loaded (needs bandwidths).
     spillover: Annotated[SpilloverConfig | None, BeforeValidator(none_as_empty)] = None
+
+
+class ConnectionsConfig(Section):
+    """How established connections are kept on their uplink."""
+
+    # The packet/conntrack mark bits ecmpd owns (see ecmpd.marks for the default).
+    mark: Mark = DEFAULT_MASK
 
 
 class MetricsConfig(Section):
@@ -83,6 +94,9 @@ class Config(Section):
         default_factory=BalancerConfig
     )
     rule_priority: Annotated[int, BeforeValidator(integer_in(1, MAX_RULE_PRIORITY))] = 10000
+    connections: Annotated[ConnectionsConfig, BeforeValidator(none_as_empty)] = Field(
+        default_factory=ConnectionsConfig
+    )
     hooks: Path | None = None
     metrics: MetricsConfig | None = None
     # Multipath TCP endpoints on every uplink in service (host mode: the host's own

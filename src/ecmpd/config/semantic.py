@@ -12,6 +12,7 @@ from ecmpd.config.issues import did_you_mean
 from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.units import PORT_PROTOCOLS
 from ecmpd.config.uplink import UplinkConfig
+from ecmpd.marks import FULL, MarkSpace, MarkUse, clashes, mask_problem
 from ecmpd.model import IPV6_ID_OFFSET, CapPeriod
 
 Finding = tuple[str, str]
@@ -200,6 +201,26 @@ def _capacity(config: Config) -> Iterator[Finding]:
         yield "rules", f"{counts} need {needed} priorities; ecmpd owns only {PRIORITY_SPAN}"
 
 
+def _connection_marks(config: Config) -> Iterator[Finding]:
+    """The mark range is usable, has a slot per uplink, and no rule of the user tests it."""
+    mask = config.connections.mark
+    problem = mask_problem(mask)
+    if problem is not None:
+        yield "connections.mark", problem
+        return
+    room = MarkSpace(mask).max_uplinks
+    if len(config.uplinks) > room:
+        message = f"{mask:#010x} has room for {room} uplinks, the config has {len(config.uplinks)}"
+        yield "connections.mark", message + " (give it more bits)"
+    for i, rule in enumerate(config.rules):
+        if rule.fwmark is None:
+            continue
+        use = MarkUse(f"rules[{i}]", FULL if rule.fwmask is None else rule.fwmask, rule.fwmark)
+        if clashes(use, mask):
+            message = f"tests bits of connections.mark ({mask:#010x}), which ecmpd sets itself"
+            yield f"rules[{i}].fwmark", message
+
+
 CHECKS = (
     _unique_uplinks,
     _weights,
@@ -210,6 +231,7 @@ CHECKS = (
     _dual_stack_tables,
     _spillover,
     _data_caps,
+    _connection_marks,
 )
 
 

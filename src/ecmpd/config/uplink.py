@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from ecmpd.config.enums import Failback, Mode
+from ecmpd.config.enums import Failback, Mode, OnFailure
 from ecmpd.config.fields import (
     Address,
     Bandwidth,
@@ -79,6 +79,7 @@ class UplinkConfig(Section):
     data_cap_reset_day: Annotated[int, BeforeValidator(integer_in(1, 31))] | None = None
     failback: Failback | None = None  # resolved at load: None means "reset when metered"
     mptcp: bool | None = None  # None: as the global `mptcp`; false opts this uplink out
+    on_failure: OnFailure = OnFailure.RESET
     check: Annotated[CheckConfig, BeforeValidator(none_as_empty)] = Field(
         default_factory=CheckConfig
     )

@@ -15,6 +15,7 @@ from dataclasses import replace
 from ipaddress import IPv6Address
 
 from ecmpd.config import Config, Mode
+from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import op_command
 from ecmpd.export.standby import daemon_notes
@@ -37,7 +38,7 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """The `ip -batch` script for this config, with what `ip` cannot do as comments."""
-    sysctls, ipv4, ipv6 = split_commands(desired_state(config, {}, facts))
+    sysctls, ipv4, ipv6 = split_commands(without_connections(desired_state(config, {}, facts)))
     lines = _header(config, sysctls, bool(ipv6))
     if any(NO_GATEWAY6 in line for line in ipv4):
         lines.append(f"# `{NO_GATEWAY6.strip()}` adds an IPv6 nexthop without a gateway.")
@@ -104,6 +105,6 @@ def _header(config: Config, sysctls: list[str], has_ipv6: bool) -> list[str]:
         lines.append(
             f"# The `{IPV6_MARK.strip()}` lines are IPv6: `ip -batch` reads one family per run."
         )
-    if config.mode is Mode.ROUTER:
-        lines.append("# mode: router: ecmpd's nftables NAT table is not part of this script.")
+    nat = " and NAT" if config.mode is Mode.ROUTER else ""
+    lines.append(f"# Not here: ecmpd's nftables table (connection marks{nat}) and its rules.")
     return lines + daemon_notes(config)

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
+from ecmpd.kernel.nftdoc import render_table
 from ecmpd.model import (
     RTPROT_ECMPD,
     TABLE_NAMES,
@@ -16,9 +18,9 @@ from ecmpd.model import (
     IPNetwork,
     MptcpEndpoint,
     MptcpLimits,
-    NatTable,
     Nexthop,
     NexthopGroup,
+    NftTable,
     Route,
     RouteType,
     Rule,
@@ -119,15 +121,11 @@ def command(verb: str, obj: KernelObject) -> str:
     """One full command line for `verb` (add/replace/del) applied to `obj`."""
     if isinstance(obj, Sysctl):
         return f"sysctl -w {obj.name}={obj.value}"
-    if isinstance(obj, NatTable):
+    if isinstance(obj, NftTable):
         if verb == "del":
-            return "nft delete table ip ecmpd"
-        rules = " ".join(f'oifname "{i}" masquerade;' for i in obj.masquerade)
-        # nft takes a whole ruleset as its argument; re-creating the table replaces it.
-        return (
-            "nft 'table ip ecmpd { chain postrouting { type nat hook postrouting"
-            f" priority srcnat; {rules} }} }}'"
-        )
+            return "nft delete table inet ecmpd"
+        # The JSON document ecmpd feeds nft: one transaction that replaces the table.
+        return f"nft -j -f - <<< '{json.dumps(render_table(obj), separators=(',', ':'))}'"
     if isinstance(obj, Rule):
         return f"{_ip(obj.family)} rule {'add' if verb == 'replace' else verb} {rule_args(obj)}"
     if isinstance(obj, Nexthop):

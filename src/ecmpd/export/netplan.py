@@ -10,6 +10,7 @@ masks, no sysctls. What it cannot hold is listed in a comment as the exact comma
 from __future__ import annotations
 
 from ecmpd.config import Config
+from ecmpd.connections import without_connections
 from ecmpd.desired import DEFAULT4, DEFAULT6, SCOPE_LINK, desired_state
 from ecmpd.export.iptext import state_commands
 from ecmpd.export.networkd import (
@@ -36,7 +37,9 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """netplan YAML for what netplan can express; the rest as commands in a comment."""
-    state = with_standby(config, facts, desired_state(config, {}, facts), multipath=False)
+    state = without_connections(
+        with_standby(config, facts, desired_state(config, {}, facts), multipath=False)
+    )
     names = dict(state.rule_names)
     rules = sorted(state.rules, key=lambda r: (r.priority, r.family))
     kept_rules = [r for r in rules if not rule_limits(r)]

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from ecmpd.config import Config
+from ecmpd.connections import without_connections
 from ecmpd.desired import (
     DEFAULT4,
     DEFAULT6,
@@ -45,7 +46,7 @@ DHCP_GATEWAY = "_dhcp4"
 
 def files(config: Config, facts: KernelFacts) -> dict[str, str]:
     """One `10-ecmpd-IFACE.network` per uplink interface, in config order."""
-    state = with_standby(config, facts, desired_state(config, {}, facts))
+    state = without_connections(with_standby(config, facts, desired_state(config, {}, facts)))
     names = dict(state.rule_names)
     homes = home_interfaces(config)
     out: dict[str, str] = {}

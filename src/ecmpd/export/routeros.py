@@ -14,6 +14,7 @@ import re
 from ecmpd.config import Config, RuleActionName, WhenAllDown
 from ecmpd.config.hashspec import FIELD_BITS
 from ecmpd.config.semantic import carries_ipv4
+from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state, has_ipv6
 from ecmpd.export.routeros_routes import (
     BALANCER_TABLE,
@@ -50,7 +51,9 @@ def files(config: Config, facts: KernelFacts) -> dict[str, str]:
 
 def render(config: Config, facts: KernelFacts) -> str:
     """The RouterOS v7 script for this config."""
-    state = add_tiers(desired_state(config, {}, facts), all_standby_tiers(config, facts))
+    state = without_connections(
+        add_tiers(desired_state(config, {}, facts), all_standby_tiers(config, facts))
+    )
     lines = _header(config)
     lines += _hash(config)
     lines += _ipv6_settings(config)

@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ecmpd.config import Config, Mode
+from ecmpd.config import Config
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel import nftables
 from ecmpd.kernel.mptcpstate import MptcpWriter, observe_mptcp
-from ecmpd.kernel.nftables import NatPlan
+from ecmpd.kernel.nftdoc import mark_uses, parse_table
 from ecmpd.kernel.observe import observe, observe_links
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import route_message
@@ -40,9 +40,9 @@ from ecmpd.model import (
     DesiredState,
     MptcpEndpoint,
     MptcpLimits,
-    NatTable,
     Nexthop,
     NexthopGroup,
+    NftTable,
     Route,
     Rule,
     Sysctl,
@@ -67,7 +67,7 @@ class ApplyError(Exception):
 class ReadScope:
     """What an observe reads beyond ecmpd's own objects (each costs a kernel walk)."""
 
-    nat: bool = False  # the nftables table (router mode)
+    nft: bool = False  # ecmpd's nftables table (every config has one: connection marks)
     defaults: bool = True  # the main table's default routes (`gateway: dhcp`, `gateway6: ra`)
     mptcp: bool = False  # MPTCP endpoints and limits (`mptcp: true`)
 
@@ -75,14 +75,14 @@ class ReadScope:
     def of(cls, config: Config) -> ReadScope:
         """What this config needs read."""
         return cls(
-            nat=config.mode is Mode.ROUTER,
+            nft=True,
             defaults=config.follows_defaults(),
             mptcp=bool(config.mptcp_uplinks()),
         )
 
     def __or__(self, other: ReadScope) -> ReadScope:
         return ReadScope(
-            nat=self.nat or other.nat,
+            nft=self.nft or other.nft,
             defaults=self.defaults or other.defaults,
             mptcp=self.mptcp or other.mptcp,
         )
@@ -149,12 +149,18 @@ class KernelWriter:
         scope = self.scope | ReadScope.of(check) if check is not None else self.scope
         observed, facts = observe(self.nl, self.record.sysctls, tables, defaults=scope.defaults)
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
-        if scope.nat or self.record.nat:
-            observed = replace(observed, nat=observe_nat())
+        if scope.nft or self.record.nat:
+            observed = replace(observed, nft=observe_nft())
         if scope.mptcp or self.record.mptcp:
             endpoints, limits, foreign = observe_mptcp(self.nl, self.record, facts)
             observed = replace(observed, endpoints=endpoints, mptcp_limits=limits)
             facts = replace(facts, foreign_mptcp_endpoints=foreign)
+        uses = facts.foreign_mark_uses
+        if check is not None:  # the checks also want nftables' uses of mark bits
+            uses += tuple(mark_uses(nftables.read_ruleset()))
+        facts = replace(
+            facts, foreign_mark_uses=uses, mark_slots=tuple(sorted(self.record.marks.items()))
+        )
         return observed, facts
 
     def observe_links(
@@ -200,8 +206,8 @@ class KernelWriter:
         try:
             if isinstance(op.obj, Sysctl):
                 self._sysctl(op.kind, op.obj)
-            elif isinstance(op.obj, NatTable):
-                self._nat(op.kind, op.obj)
+            elif isinstance(op.obj, NftTable):
+                self._nft(op.kind, op.obj)
             elif isinstance(op.obj, MptcpEndpoint | MptcpLimits):
                 MptcpWriter(self.nl, self.record, self._index).execute(op.kind, op.obj)
             else:
@@ -242,7 +248,7 @@ class KernelWriter:
             raise OSError(errno.ENODEV, f"no interface {ifname!r}")
         return index
 
-    def _nat(self, kind: OpKind, table: NatTable) -> None:
+    def _nft(self, kind: OpKind, table: NftTable) -> None:
         """Replace (atomically) or delete ecmpd's nftables table."""
         if kind is OpKind.DELETE:
             nftables.delete_table()
@@ -253,7 +259,7 @@ class KernelWriter:
         if not self.record.nat:
             self.record.nat = True
             self.record.save()
-        nftables.apply_table(NatPlan(masquerade=table.masquerade))
+        nftables.apply_table(table)
 
     def _sysctl(self, kind: OpKind, s: Sysctl) -> None:
         if kind is OpKind.DELETE:
@@ -275,15 +281,15 @@ class KernelWriter:
         write_sysctl(s.name, s.value)
 
 
-def observe_nat() -> frozenset[NatTable]:
-    """ecmpd's nftables table as a NatTable (a table changed by hand reads as changed)."""
+def observe_nft() -> frozenset[NftTable]:
+    """ecmpd's nftables table (a table changed by hand reads as changed)."""
     doc = nftables.read_table()
     if doc is None:
         return frozenset()
-    plan = nftables.parse_table(doc)
-    if plan is None:  # someone added to it: a marker that never equals the desired table
-        return frozenset({NatTable(masquerade=("<modified outside ecmpd>",))})
-    return frozenset({NatTable(masquerade=plan.masquerade)})
+    table = parse_table(doc)
+    if table is None:  # someone added to it: a marker that never equals the desired table
+        return frozenset({NftTable(masquerade=("<modified outside ecmpd>",))})
+    return frozenset({table})
 
 
 def reconcile(
@@ -299,6 +305,8 @@ def reconcile(
         before, _ = writer.observe()
     ops = diff(desired, before)
     done: list[Op] = []
+    # Written ahead: a crash after the kernel took the marks must not lose their slots.
+    writer.record.set_marks(dict(desired.mark_slots))
     with writer.batch(ops):
         for op in ops:
             try:

@@ -25,6 +25,7 @@ from ecmpd.kernel.routemsg import KernelRoute, scan_routes
 from ecmpd.kernel.rules import dump_rules
 from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.kernel.transport import get_str, netlink_for, parse_attrs
+from ecmpd.marks import FULL, MarkUse
 from ecmpd.model import (
     RTPROT_ECMPD,
     TABLE_NAMES,
@@ -137,12 +138,16 @@ def observe(
     links = read_interfaces(handle, gateways)
     names = {i: f.name for i, f in links.items()}
 
-    rules, foreign_prios = set(), set()
+    rules, foreign_prios, mark_uses = set(), set(), []
     for rule, proto in dump_rules(handle):
         if proto == RTPROT_ECMPD:
             rules.add(rule)
-        else:
-            foreign_prios.add((rule.family, rule.priority))
+            continue
+        foreign_prios.add((rule.family, rule.priority))
+        if rule.fwmark is not None:
+            where = f"ip{' -6' if rule.family is Family.INET6 else ''} rule {rule.priority}"
+            mask = FULL if rule.fwmask is None else rule.fwmask
+            mark_uses.append(MarkUse(where, mask, rule.fwmark))
 
     routes = {_route(kr, names) for scan in scans.values() for kr in scan.owned}
     foreign_tables = set().union(*(scan.tables for scan in scans.values())) - RESERVED_TABLES
@@ -162,6 +167,7 @@ def observe(
         foreign_rule_priorities=frozenset(foreign_prios),
         foreign_tables=frozenset(foreign_tables),
         foreign_nexthop_ids=frozenset(foreign_ids),
+        foreign_mark_uses=tuple(mark_uses),
     )
     return observed, facts
 

@@ -29,6 +29,9 @@ class Record:
         # MPTCP endpoints ecmpd created: address (as text) -> endpoint id.
         self.endpoints: dict[str, int] = {}
         self.mptcp_subflows: int | None = None  # the limit before ecmpd set it
+        # Each uplink's connection-mark slot: an uplink keeps its mark value (and so its
+        # connections) across reloads and restarts even when its table id changes.
+        self.marks: dict[str, int] = {}
         if self.path.exists():
             data = json.loads(self.path.read_text())
             self.sysctls = {str(k): str(v) for k, v in data.get("sysctls", {}).items()}
@@ -36,6 +39,7 @@ class Record:
             self.endpoints = {str(k): int(v) for k, v in data.get("endpoints", {}).items()}
             subflows = data.get("mptcp_subflows")
             self.mptcp_subflows = None if subflows is None else int(subflows)
+            self.marks = {str(k): int(v) for k, v in data.get("marks", {}).items()}
 
     @property
     def mptcp(self) -> bool:
@@ -54,6 +58,12 @@ class Record:
             self.sysctls.update(new)
             self.save()
 
+    def set_marks(self, slots: Mapping[str, int]) -> None:
+        """Record the uplinks' mark slots (saved only when they change)."""
+        if dict(slots) != self.marks:
+            self.marks = dict(slots)
+            self.save()
+
     def save(self) -> None:
         """Write atomically (rename), creating the run dir with owner-only access."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -63,6 +73,7 @@ class Record:
             "nat": self.nat,
             "endpoints": self.endpoints,
             "mptcp_subflows": self.mptcp_subflows,
+            "marks": self.marks,
         }
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, self.path)

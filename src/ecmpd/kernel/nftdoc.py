@@ -1,0 +1,374 @@
+"""Pure: table `inet ecmpd` as nft JSON, and back (what `nft -j list table` prints).
+
+What the table does, hook by hook (M = the connection-mark bits, V = an uplink's value):
+- conn_out (postrouting, mangle): a connection with no mark yet that leaves by an
+  uplink gets that uplink's V in its conntrack mark;
+- conn_in (prerouting, mangle): one that first *arrives* by an uplink gets its V too
+  (its replies leave the way it came); a packet that does not come from an uplink gets
+  its connection's V copied into its packet mark before routing, where
+  `ip rule fwmark V/M lookup <uplink table>` sends it to its uplink;
+- conn_local (output, type route): the same for the router's own connections (a
+  changed mark makes the kernel route the packet again);
+- reset (forward): while an uplink's connections are being ended, a TCP packet from
+  the LAN side of one of them is answered with a reset the client accepts (its
+  sequence number is the packet's acknowledgment number);
+- probe (output, raw): ecmpd's probe packets (mark M) are never tracked, and never
+  leave by an uplink;
+- nat (postrouting, srcnat): masquerade, IPv4 only (`meta nfproto ipv4`), so an inet
+  masquerade never turns into NAT66.
+Only ecmpd's bits of a mark are ever written (`mark & ~M | V`), never anyone else's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ecmpd.marks import MarkUse
+from ecmpd.model import NftTable
+
+FAMILY = "inet"
+TABLE = "ecmpd"
+FULL = 0xFFFFFFFF
+IFNAMSIZ = 16  # including the terminating NUL
+# nft reads a trailing '*' in an interface name as a wildcard and '\' as an escape.
+_BAD_IFNAME_CHARS = frozenset('*\\/: \t\n"')
+# Hook priorities by number: nft 1.0.6's JSON parser takes no names.
+PRIO_RAW, PRIO_MANGLE, PRIO_FILTER, PRIO_SRCNAT = -300, -150, 0, 100
+
+Doc = dict[str, Any]
+Expr = list[Any]
+
+# chain name -> (type, hook, priority); the per-value chains have no hook.
+BASE_CHAINS = {
+    "probe": ("filter", "output", PRIO_RAW),
+    "conn_in": ("filter", "prerouting", PRIO_MANGLE),
+    "conn_local": ("route", "output", PRIO_MANGLE),
+    "conn_out": ("filter", "postrouting", PRIO_MANGLE),
+    "conn_reset": ("filter", "forward", PRIO_FILTER),
+    "nat": ("nat", "postrouting", PRIO_SRCNAT),
+}
+
+
+def check_table(table: NftTable) -> None:
+    """Raises ValueError for a table render_table would write wrongly."""
+    names = [*(i for i, _ in table.marks), *table.masquerade]
+    for name in names:
+        if not 0 < len(name.encode()) < IFNAMSIZ or _BAD_IFNAME_CHARS.intersection(name):
+            raise ValueError(f"invalid interface name for an nftables rule: {name!r}")
+    if len(set(table.masquerade)) != len(table.masquerade):
+        raise ValueError(f"an interface appears twice in the NAT rules: {table.masquerade}")
+    values = [v for _, v in table.marks]
+    if len(set(values)) != len(values) or len({i for i, _ in table.marks}) != len(values):
+        raise ValueError(f"interfaces and mark values must be one to one: {table.marks}")
+    mask = table.mask
+    if table.marks and not mask:
+        raise ValueError("connection marks need a mask")
+    for value in (*values, *table.reset4, *table.reset6):
+        if not value or value & ~mask or value == mask:
+            raise ValueError(f"mark {value:#x} is not an uplink value inside {mask:#x}")
+
+
+def _ref(name: str) -> Doc:
+    return {"family": FAMILY, "table": TABLE, "name": name}
+
+
+def _match(left: Any, right: Any) -> Doc:
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+def _meta(key: str) -> Doc:
+    return {"meta": {"key": key}}
+
+
+def _ct(key: str) -> Doc:
+    return {"ct": {"key": key}}
+
+
+def _and(left: Any, mask: int) -> Doc:
+    return {"&": [left, mask]}
+
+
+def _set(items: list[Any]) -> Any:
+    return {"set": items}
+
+
+def _set_bits(key: Doc, mask: int, value: int) -> Doc:
+    """`KEY set KEY & ~mask | value` in the form nft lists it (value's bits kept in the and)."""
+    keep = (~mask & FULL) | value
+    return {"mangle": {"key": key, "value": {"|": [_and(key, keep), value]}}}
+
+
+def _value_chain(prefix: str, value: int) -> str:
+    return f"{prefix}_{value:08x}"
+
+
+def _rule(chain: str, expr: Expr) -> Doc:
+    return {"add": {"rule": {**_ref(chain), "chain": chain, "expr": expr}}}
+
+
+def _chains(table: NftTable) -> dict[str, list[Expr]]:
+    """Every chain's rules (as nft JSON expressions), by chain name, in render order."""
+    chains: dict[str, list[Expr]] = {}
+    mask = table.mask
+    uplinks = sorted(i for i, _ in table.marks)
+    if table.marks:
+        by_value = sorted((v, i) for i, v in table.marks)
+        to_ct = _set([[i, {"jump": {"target": _value_chain("ct", v)}}] for i, v in table.marks])
+        restore = _set([[v, {"jump": {"target": _value_chain("mark", v)}}] for v, _ in by_value])
+        from_uplink = _match(_meta("iifname"), _set(list(uplinks)))
+        unmarked = _match(_and(_ct("mark"), mask), 0)
+        chains["probe"] = [
+            [_match(_and(_meta("mark"), mask), mask), _oif_in(uplinks), {"drop": None}],
+            [_match(_and(_meta("mark"), mask), mask), {"notrack": None}],
+        ]
+        chains["conn_in"] = [
+            [unmarked, {"vmap": {"key": _meta("iifname"), "data": to_ct}}],
+            [from_uplink, {"return": None}],
+            [{"vmap": {"key": _and(_ct("mark"), mask), "data": restore}}],
+        ]
+        chains["conn_local"] = [
+            [
+                _match(_ct("direction"), "original"),
+                {"vmap": {"key": _and(_ct("mark"), mask), "data": restore}},
+            ]
+        ]
+        chains["conn_out"] = [[unmarked, {"vmap": {"key": _meta("oifname"), "data": to_ct}}]]
+        if table.reset4 or table.reset6:
+            # One chain per family: nft would hide a `meta nfproto` match in front of
+            # `reject` when listing it, so the family is chosen by a verdict map.
+            by_family = {"ipv4": table.reset4, "ipv6": table.reset6}
+            jumps = [[f, {"jump": {"target": f"reset_{f}"}}] for f, v in by_family.items() if v]
+            chains["conn_reset"] = [
+                [from_uplink, {"return": None}],
+                [{"vmap": {"key": _meta("nfproto"), "data": _set(jumps)}}],
+            ]
+            for proto, values in by_family.items():
+                if values:
+                    chains[f"reset_{proto}"] = [
+                        [
+                            _match(_meta("l4proto"), "tcp"),
+                            _match(_and(_ct("mark"), mask), _set(sorted(values))),
+                            {"reject": {"type": "tcp reset"}},
+                        ]
+                    ]
+        for value, _ in by_value:
+            chains[_value_chain("ct", value)] = [[_set_bits(_ct("mark"), mask, value)]]
+            chains[_value_chain("mark", value)] = [[_set_bits(_meta("mark"), mask, value)]]
+    if table.masquerade:
+        chains["nat"] = [
+            [
+                _match(_meta("nfproto"), "ipv4"),
+                _match(_meta("oifname"), oif),
+                {"masquerade": None},
+            ]
+            for oif in sorted(table.masquerade)
+        ]
+    return chains
+
+
+def _oif_in(uplinks: list[str]) -> Doc:
+    """`oifname { uplinks }`: the probe guard's match."""
+    return _match(_meta("oifname"), _set(list(uplinks)))
+
+
+def _chain_object(name: str) -> Doc:
+    chain = _ref(name)
+    if name in BASE_CHAINS:
+        kind, hook, prio = BASE_CHAINS[name]
+        chain.update({"type": kind, "hook": hook, "prio": prio, "policy": "accept"})
+    return chain
+
+
+def render_table(table: NftTable) -> Doc:
+    """The one-transaction nft JSON document that atomically (re)creates table inet ecmpd."""
+    check_table(table)
+    chains = _chains(table)
+    commands: list[Doc] = [
+        # add-then-delete is the documented replace idiom: the add makes the delete
+        # valid when the table is absent, and the whole document is one transaction,
+        # so there is no moment without NAT or marks and no other table is looked at.
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+    ]
+    # Jump targets first: a vmap may only name chains that exist.
+    order = sorted(chains, key=lambda name: name in BASE_CHAINS)
+    commands += [{"add": {"chain": _chain_object(name)}} for name in order]
+    commands += [_rule(name, expr) for name in order for expr in chains[name]]
+    return {"nftables": commands}
+
+
+def delete_document() -> Doc:
+    """Deletes table inet ecmpd if it exists, in one transaction (nft 1.0.6 has no destroy)."""
+    table = {"family": FAMILY, "name": TABLE}
+    return {"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]}
+
+
+# --- reading back ------------------------------------------------------------------
+
+
+def _canonical(node: Any) -> Any:
+    """One spelling for what nft may list differently from how it was written.
+
+    A one-element anonymous set is listed as its element, `x & prefix-mask == v` as a
+    prefix, and set elements in any order.
+    """
+    if isinstance(node, list):
+        return [_canonical(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"set"} and isinstance(node["set"], list):
+        items = sorted((_canonical(i) for i in node["set"]), key=json.dumps)
+        return items[0] if len(items) == 1 else {"set": items}
+    if set(node) == {"match"}:
+        match = dict(node["match"])
+        prefix = match.get("right")
+        if isinstance(prefix, dict) and set(prefix) == {"prefix"}:
+            length = int(prefix["prefix"]["len"])
+            mask = (FULL << (32 - length)) & FULL
+            match["left"] = _and(match["left"], mask)
+            match["right"] = prefix["prefix"]["addr"]
+        return {"match": {k: _canonical(v) for k, v in match.items()}}
+    return {k: _canonical(v) for k, v in node.items() if k != "handle"}
+
+
+def _listed_chains(doc: Doc) -> tuple[dict[str, Doc], dict[str, list[Expr]]] | None:
+    """(chain objects, rules per chain) of a listing; None if it holds anything else."""
+    chains: dict[str, Doc] = {}
+    rules: dict[str, list[Expr]] = {}
+    for item in doc.get("nftables", []):
+        kind, body = next(iter(item.items()))
+        if kind in ("metainfo", "table"):
+            continue
+        if kind == "chain":
+            chains[body["name"]] = {k: v for k, v in body.items() if k != "handle"}
+        elif kind == "rule":
+            rules.setdefault(body["chain"], []).append(body["expr"])
+        else:
+            return None  # a set, map, flowtable...: not ecmpd's
+    return chains, rules
+
+
+def _guess(chains: dict[str, Doc], rules: dict[str, list[Expr]]) -> NftTable | None:
+    """The table whose rendering the listing should be (checked by the caller)."""
+    mask = 0
+    marks: list[tuple[str, int]] = []
+    resets: dict[str, list[int]] = {"ipv4": [], "ipv6": []}
+    masquerade: list[str] = []
+    try:
+        for expr in _canonical(rules.get("conn_out", [])):
+            mask = int(expr[0]["match"]["left"]["&"][1])
+            for ifname, verdict in _pairs(expr[-1]["vmap"]["data"]):
+                marks.append((str(ifname), int(verdict["jump"]["target"].split("_")[1], 16)))
+        for proto in resets:
+            for expr in _canonical(rules.get(f"reset_{proto}", [])):
+                values = expr[1]["match"]["right"]
+                listed = values["set"] if isinstance(values, dict) else [values]
+                resets[proto] += [int(v) for v in listed]
+        for expr in rules.get("nat", []):
+            masquerade.append(str(expr[1]["match"]["right"]))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    return NftTable(
+        mask=mask,
+        marks=tuple(sorted(marks)),
+        reset4=tuple(sorted(resets["ipv4"])),
+        reset6=tuple(sorted(resets["ipv6"])),
+        masquerade=tuple(sorted(masquerade)),
+    )
+
+
+def _pairs(data: Any) -> list[Any]:
+    """The [key, verdict] pairs of a canonical vmap's data (a lone pair stands bare)."""
+    return list(data["set"]) if isinstance(data, dict) else [data]
+
+
+def parse_table(doc: Doc) -> NftTable | None:
+    """The NftTable a listed table holds; None when it holds anything render_table never writes."""
+    listed = _listed_chains(doc)
+    if listed is None:
+        return None
+    chains, rules = listed
+    table = _guess(chains, rules)
+    if table is None:
+        return None
+    try:
+        check_table(table)
+    except ValueError:
+        return None
+    want = _chains(table)
+    want_chains = {name: _chain_object(name) for name in want}
+    if _canonical(want_chains) != _canonical(chains) or _canonical(want) != _canonical(rules):
+        return None
+    return table
+
+
+# --- foreign uses of mark bits ---------------------------------------------------
+
+_MARK_KEYS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
+
+
+def _masked_mark(node: Any) -> int | None:
+    """The bits a mark expression reads (`mark`, `mark & M`); None if it reads no mark."""
+    if node in _MARK_KEYS:
+        return FULL
+    if isinstance(node, dict) and set(node) == {"&"}:
+        left, mask = node["&"]
+        if left in _MARK_KEYS and isinstance(mask, int):
+            return mask
+    return None
+
+
+def _written_bits(value: Any) -> int | None:
+    """The bits a `mark set VALUE` changes; None for a copy of another mark (`ct mark`)."""
+    if value in _MARK_KEYS:
+        return None  # a whole-mark copy carries ecmpd's bits along unchanged
+    if isinstance(value, dict) and set(value) == {"|"}:
+        left, bits = value["|"]
+        kept = _masked_mark(left)
+        if kept is not None and isinstance(bits, int):
+            return (~kept | bits) & FULL
+    if isinstance(value, dict) and set(value) == {"&"}:
+        kept = _masked_mark(value)
+        if kept is not None:
+            return ~kept & FULL
+    return FULL  # a constant, or anything else: every bit may change
+
+
+def _uses_in(expr: Any, where: str) -> list[MarkUse]:
+    """The mark uses of one rule's expression list."""
+    uses: list[MarkUse] = []
+    for stmt in expr if isinstance(expr, list) else []:
+        if not isinstance(stmt, dict) or len(stmt) != 1:
+            continue
+        kind, body = next(iter(stmt.items()))
+        if kind == "match" and isinstance(body, dict):
+            match = _canonical(stmt)["match"]
+            mask = _masked_mark(match.get("left"))
+            right = match.get("right")
+            if mask is not None:
+                uses.append(MarkUse(where, mask, right if isinstance(right, int) else FULL))
+        elif kind == "mangle" and isinstance(body, dict) and body.get("key") in _MARK_KEYS:
+            bits = _written_bits(body.get("value"))
+            if bits is not None:
+                uses.append(MarkUse(where, bits, writes=True))
+        elif kind in ("vmap", "map") and isinstance(body, dict):
+            mask = _masked_mark(body.get("key"))
+            if mask is not None:
+                uses.append(MarkUse(where, mask, FULL))
+    return uses
+
+
+def mark_uses(ruleset: Doc) -> list[MarkUse]:
+    """Every rule outside table inet ecmpd that tests or sets packet/connection mark bits."""
+    uses: list[MarkUse] = []
+    for item in ruleset.get("nftables", []):
+        body = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(body, dict):
+            continue
+        if (body.get("family"), body.get("table")) == (FAMILY, TABLE):
+            continue
+        where = f"nft table {body.get('family')} {body.get('table')} chain {body.get('chain')}"
+        uses += _uses_in(body.get("expr"), where)
+    return uses
