@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import socket
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -43,8 +44,11 @@ IPCTNL_MSG_CT_DELETE = 2
 # enum ctattr_type, ctattr_tuple, ctattr_ip, ctattr_l4proto, ctattr_filter
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
+CTA_STATUS = 3
+CTA_MARK = 8
 CTA_ID = 12
 CTA_ZONE = 18
+CTA_MARK_MASK = 21
 CTA_FILTER = 25
 CTA_TUPLE_IP = 1
 CTA_TUPLE_PROTO = 2
@@ -52,6 +56,7 @@ CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
 FILTER_FLAG_IP_SRC, FILTER_FLAG_IP_DST = 1 << 0, 1 << 1
+IPS_DST_NAT = 1 << 5  # the connection was destination-NATed (a port forward)
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, 0 here)
@@ -80,6 +85,11 @@ class Flow:
     ct_id: int
     zone: int | None
     orig_tuple: bytes = field(repr=False)  # CTA_TUPLE_ORIG's payload, sent back on delete
+    reply_src: IPAddress | None = None  # the host a port-forwarded connection was sent to
+    reply_sport: int | None = None
+    reply_dport: int | None = None
+    status: int = 0  # IPS_* bits
+    mark: int = 0
 
 
 def delete_uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | None = None) -> int:
@@ -106,6 +116,23 @@ def count_flows(nat_address: IPAddress | None = None, oif_source: IPAddress | No
         if nat_address is None and oif_source is None:
             return len(_dump(sock, socket.AF_INET, []))
         return len(_select(sock, nat_address, oif_source))
+
+
+def marked_flows(mark: int, mask: int, family: int) -> list[Flow]:
+    """The entries of one address family whose `ct mark & mask == mark` (kernel-filtered)."""
+    filters = [
+        _attr(CTA_MARK, struct.pack("!I", mark)),
+        _attr(CTA_MARK_MASK, struct.pack("!I", mask)),
+    ]
+    with _open() as sock:
+        flows = _dump(sock, family, filters)
+    return [f for f in flows if f.mark & mask == mark]
+
+
+def delete_flows(flows: list[Flow]) -> int:
+    """Deletes exactly these entries (by tuple and id); returns how many the kernel deleted."""
+    with _open() as sock:
+        return _delete(sock, flows)
 
 
 @contextlib.contextmanager
@@ -261,13 +288,14 @@ def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 def _attrs(data: bytes) -> dict[int, bytes]:
     """Attribute type (flags masked) to payload, for one level of attributes."""
+    # Hot: ending an uplink's connections parses thousands of entries (locals are faster).
     out: dict[int, bytes] = {}
-    offset = 0
-    while offset + NLATTR.size <= len(data):
-        length, attr_type = NLATTR.unpack_from(data, offset)
-        if length < NLATTR.size:
+    offset, end, unpack = 0, len(data) - 4, NLATTR.unpack_from
+    while offset <= end:
+        length, attr_type = unpack(data, offset)
+        if length < 4:
             break
-        out[attr_type & NLA_TYPE_MASK] = data[offset + NLATTR.size : offset + length]
+        out[attr_type & NLA_TYPE_MASK] = data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
     return out
 
@@ -286,7 +314,9 @@ def _parse_flow(body: bytes) -> Flow | None:
         return None
     orig = _attrs(top[CTA_TUPLE_ORIG])
     orig_src, orig_dst = _addresses(_attrs(orig.get(CTA_TUPLE_IP, b"")))
-    _, reply_dst = _addresses(_attrs(_attrs(top[CTA_TUPLE_REPLY]).get(CTA_TUPLE_IP, b"")))
+    reply = _attrs(top[CTA_TUPLE_REPLY])
+    reply_src, reply_dst = _addresses(_attrs(reply.get(CTA_TUPLE_IP, b"")))
+    reply_proto = _attrs(reply.get(CTA_TUPLE_PROTO, b""))
     proto = _attrs(orig.get(CTA_TUPLE_PROTO, b""))
     if orig_src is None or orig_dst is None or reply_dst is None or CTA_PROTO_NUM not in proto:
         return None
@@ -300,15 +330,38 @@ def _parse_flow(body: bytes) -> Flow | None:
         ct_id=struct.unpack("!I", top[CTA_ID])[0],
         zone=_be16(top.get(CTA_ZONE)),
         orig_tuple=top[CTA_TUPLE_ORIG],
+        reply_src=reply_src,
+        reply_sport=_be16(reply_proto.get(CTA_PROTO_SRC_PORT)),
+        reply_dport=_be16(reply_proto.get(CTA_PROTO_DST_PORT)),
+        status=_be32(top.get(CTA_STATUS)),
+        mark=_be32(top.get(CTA_MARK)),
     )
 
 
 def _addresses(ip: dict[int, bytes]) -> tuple[IPAddress | None, IPAddress | None]:
     """(source, destination) of a CTA_TUPLE_IP."""
-    for src, dst in ((CTA_IP_V4_SRC, CTA_IP_V4_DST), (CTA_IP_V6_SRC, CTA_IP_V6_DST)):
-        if src in ip and dst in ip:
-            return ip_address(ip[src]), ip_address(ip[dst])
+    if CTA_IP_V4_SRC in ip and CTA_IP_V4_DST in ip:
+        return _v4(ip[CTA_IP_V4_SRC]), _v4(ip[CTA_IP_V4_DST])
+    if CTA_IP_V6_SRC in ip and CTA_IP_V6_DST in ip:
+        return _v6(ip[CTA_IP_V6_SRC]), _v6(ip[CTA_IP_V6_DST])
     return None, None
+
+
+@functools.lru_cache(maxsize=4096)
+def _v4(packed: bytes) -> IPv4Address:
+    """An IPv4 address (cached: a dump repeats the same few addresses thousands of times)."""
+    return IPv4Address(packed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _v6(packed: bytes) -> IPv6Address:
+    """An IPv6 address (cached likewise)."""
+    return IPv6Address(packed)
+
+
+def _be32(data: bytes | None) -> int:
+    """A big-endian u32 attribute, or 0 when absent."""
+    return 0 if data is None else int(struct.unpack("!I", data[:4])[0])
 
 
 def _be16(data: bytes | None) -> int | None:

@@ -32,16 +32,18 @@ from ecmpd.lab.topology import Lab
 class ChatServer:
     """Greets each connection with the address it saw, then echoes its lines (one thread)."""
 
-    def __init__(self, ns: str, port: int = CHAT_PORT) -> None:
+    def __init__(self, ns: str, port: int = CHAT_PORT, family: int = socket.AF_INET) -> None:
         self.ns, self.port = ns, port
         self.peers: list[tuple[float, str, int]] = []  # (accepted at, address, port)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._listener = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        self._listener = netns.socket_in(ns, family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # an IPv4 server may listen on the same port
+            self._listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         # Every address of the internet namespace: all servers and alt_servers.
-        self._listener.bind(("0.0.0.0", port))
-        self._listener.listen(1024)
+        self._listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+        self._listener.listen(4096)
         self._listener.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="chat-server", daemon=True)
 
@@ -87,7 +89,8 @@ class ChatServer:
     def _accept(self, sel: selectors.BaseSelector, out: dict[socket.socket, bytearray]) -> None:
         while True:
             try:
-                conn, (address, port) = self._listener.accept()
+                conn, peer = self._listener.accept()
+                address, port = peer[0], peer[1]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:

@@ -1,0 +1,165 @@
+"""Ending the established connections of an uplink at once (`on_failure: reset`).
+
+Forwarded TCP connections (router mode, or containers behind a host): while the
+uplink's mark value is in the table's reset set, the reset chain answers a TCP packet
+from the LAN side of one of its connections with a RST whose sequence number is the
+packet's acknowledgment number: exactly what the client's stack accepts (RFC 5961; it
+is the client's own rcv_nxt, which conntrack does not know). A busy connection sends
+such a packet at once; an idle one is made to: ecmpd sends each LAN endpoint a pure
+ACK from its peer's address with a sequence number it cannot accept, and the client
+answers with an ACK of its current state (RFC 793) — which the reset chain turns into
+a RST. Two probes per connection, at `seq` and `seq + 2**31`: no receive window is
+2**31 wide, so one at least lies outside it (a pure ACK inside it changes nothing).
+
+The probes carry ecmpd's probe mark: the table never tracks them and never lets one
+out of an uplink, and the probe rule routes them by the main table. Then, after a
+grace for the answers, every conntrack entry with the uplink's mark is deleted (UDP
+flows start afresh on a healthy uplink), and the router's own sockets bound to the
+uplink's addresses are aborted (kernel/sockdestroy.py).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from ecmpd.health.packets import checksum
+from ecmpd.kernel import conntrack, sockdestroy
+from ecmpd.kernel.conntrack import IPS_DST_NAT, Flow
+from ecmpd.model import Family
+
+IPAddress = IPv4Address | IPv6Address
+
+# Answers from the LAN arrive within a LAN round trip of the probe; this much after the
+# last probe the entries go (a client answering later gets a fresh, unmarked flow).
+GRACE = 0.05
+TCP_ACK = 0x10
+WINDOW = 0  # should a probe ever be accepted, the client probes the window: reset too
+HALF = 1 << 31
+_TCP = struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urgent
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """A connection as its LAN host sees it: the LAN host and the peer it talks to."""
+
+    lan: IPAddress
+    lan_port: int
+    peer: IPAddress
+    peer_port: int
+
+
+def lan_side(flow: Flow) -> Endpoints | None:
+    """The LAN host of a TCP connection: its source, or the host a port forward sent it to."""
+    if flow.proto != socket.IPPROTO_TCP:
+        return None
+    if flow.status & IPS_DST_NAT:  # arrived by the uplink: the LAN host is the reply's source
+        ports = (flow.reply_sport, flow.reply_dport)
+        if flow.reply_src is None or ports[0] is None or ports[1] is None:
+            return None
+        return Endpoints(flow.reply_src, ports[0], flow.reply_dst, ports[1])
+    if flow.sport is None or flow.dport is None:
+        return None
+    return Endpoints(flow.orig_src, flow.sport, flow.orig_dst, flow.dport)
+
+
+def probe_packet(ends: Endpoints, seq: int, ack: int) -> bytes:
+    """A whole IP packet: a pure ACK from the peer to the LAN host."""
+    src, dst = ends.peer.packed, ends.lan.packed
+    unsummed = _TCP.pack(ends.peer_port, ends.lan_port, seq, ack, 5 << 4, TCP_ACK, WINDOW, 0, 0)
+    if ends.lan.version == 4:
+        pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(unsummed))
+    else:
+        pseudo = src + dst + struct.pack("!I3xB", len(unsummed), socket.IPPROTO_TCP)
+    tcp = unsummed[:16] + struct.pack("!H", checksum(pseudo + unsummed)) + unsummed[18:]
+    if ends.lan.version == 4:  # the kernel fills in the IPv4 id, length and checksum
+        return _IPV4.pack(0x45, 0, 0, 0, 0, 64, socket.IPPROTO_TCP, 0, src, dst) + tcp
+    return _IPV6.pack(6 << 28, len(tcp), socket.IPPROTO_TCP, 64, src, dst) + tcp
+
+
+def probes(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpoints, bytes]]:
+    """Two probes per TCP connection (seq, seq + 2**31), first probes first."""
+    firsts: list[tuple[Endpoints, bytes]] = []
+    seconds: list[tuple[Endpoints, bytes]] = []
+    for flow in flows:
+        ends = lan_side(flow)
+        if ends is None:
+            continue
+        seq, ack = draw(32), draw(32)
+        firsts.append((ends, probe_packet(ends, seq, ack)))
+        seconds.append((ends, probe_packet(ends, (seq + HALF) % (1 << 32), ack)))
+    return firsts + seconds
+
+
+def send_probes(packets: list[tuple[Endpoints, bytes]], mark: int) -> int:
+    """Sends the probes from raw sockets carrying the probe mark; returns how many left."""
+    sockets: dict[int, socket.socket] = {}
+    sent = 0
+    try:
+        for ends, packet in packets:
+            version = ends.lan.version
+            if version not in sockets:
+                family = socket.AF_INET if version == 4 else socket.AF_INET6
+                raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                # An unsigned 32-bit mark: Python's int path would refuse the top bit.
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, struct.pack("=I", mark))
+                raw.setblocking(False)
+                sockets[version] = raw
+            try:
+                sockets[version].sendto(packet, (str(ends.lan), 0))
+                sent += 1
+            except OSError:  # no route to that host, a full queue: that one is missed
+                continue
+    finally:
+        for raw in sockets.values():
+            raw.close()
+    return sent
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What ends: one uplink's mark value, in some families, and its local addresses."""
+
+    mark: int
+    mask: int
+    probe_mark: int
+    families: tuple[Family, ...]
+    sources: tuple[IPAddress, ...] = ()  # the router's own sockets from these are aborted
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What end_connections did."""
+
+    probed: int  # TCP connections that were sent probes
+    deleted: int  # conntrack entries deleted
+    sockets: int  # local sockets aborted
+
+
+def end_connections(
+    ending: Ending,
+    sleep: Callable[[float], None] = time.sleep,
+    draw: Callable[[int], int] = random.getrandbits,
+) -> Ended:
+    """Ends every connection with the uplink's mark; the table's reset set must hold it.
+
+    Call it in the network namespace of the router (the calling thread's).
+    """
+    flows: list[Flow] = []
+    for family in ending.families:
+        flows += conntrack.marked_flows(ending.mark, ending.mask, int(family))
+    packets = probes(flows, draw)
+    send_probes(packets, ending.probe_mark)
+    aborted = sum(sockdestroy.destroy_from(source) for source in ending.sources)
+    if packets:
+        sleep(GRACE)
+    # The entries read above (by tuple and id): no new connection leaves by the uplink
+    # once it left the group, and reading them again would cost as much as the probes.
+    return Ended(probed=len(packets) // 2, deleted=conntrack.delete_flows(flows), sockets=aborted)
