@@ -12,6 +12,7 @@ foreign sources, so a connection that changed uplink breaks as it would for real
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import time
 from collections import Counter
@@ -267,3 +268,47 @@ def test_host_sockets_on_a_dead_uplink_get_an_error_at_once(
         finally:
             for sock in (*socks.values(), listener):
                 sock.close()
+
+
+def test_explain_names_the_uplink_an_established_connection_is_bound_to(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """Its uplink out of the group (on_failure: wait keeps it), explain still names the
+    uplink the connection's packets take: the one its mark binds it to."""
+    lab = router_lab(lab_factory, tmp_path)
+    router = Router(lab, tmp_path / "run")
+    names = uplink_of(lab)
+    assert lab.lan is not None
+    with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
+        conns.open(pairs(lab, 12))
+        conn = next(c for c in conns.conns if names[c.public] == "isp-b")
+        router.apply(down={"isp-b"})  # out of the group, connections kept (as `wait`)
+        client, sport = conn.sock.getsockname()
+
+        def explain(port: int, *extra: str) -> dict[str, object]:
+            args = ["explain", str(conn.server), "--from", client, "--iif", "lan0"]
+            args += ["--proto", "tcp", "--sport", str(port), "--dport", str(CHAT_PORT)]
+            r = ecmpd(lab.router, lab.config_path, tmp_path / "run", *args, *extra, "--json")
+            assert r.returncode == 0, r.stderr
+            return dict(json.loads(r.stdout))
+
+        bound = explain(sport, "--established")
+        assert (bound["uplink"], bound["rule"], bound["established"]) == (
+            "isp-b",
+            "conn:isp-b",
+            True,
+        )
+        assert bound["connection_mark"] == "0x66000000"
+        fresh = explain(sport + 1)  # no such connection: a new one would be balanced
+        assert fresh["established"] is False and fresh["uplink"] in ("isp-a", "isp-c")
+        text = ecmpd(
+            lab.router, lab.config_path, tmp_path / "run", "explain", str(conn.server),
+            "--from", client, "--iif", "lan0", "--proto", "tcp", "--sport", str(sport),
+            "--dport", str(CHAT_PORT),
+        )  # fmt: skip
+        assert "leaves by isp-b" in text.stdout and "bound by its mark 0x66000000" in text.stdout
+        missing = ecmpd(
+            lab.router, lab.config_path, tmp_path / "run", "explain", str(conn.server),
+            "--from", client, "--proto", "tcp", "--sport", "1", "--dport", "1", "--established",
+        )  # fmt: skip
+        assert missing.returncode == 1 and "no such connection" in missing.stderr

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import socket
+from dataclasses import replace
 from ipaddress import ip_address
 from typing import Any
 
 from ecmpd.cli.common import EXIT_CONFIG, EXIT_OK, CommandError, print_json, session
 from ecmpd.config import Config, RuleActionName
+from ecmpd.connections import rule_name as rule_name_of
 from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
+from ecmpd.kernel import conntrack as ct
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, IPAddress, nexthop_id
@@ -28,6 +31,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sport", type=int)
     p.add_argument("--dport", type=int)
     p.add_argument("--fwmark", type=lambda v: int(v, 0), default=0)
+    p.add_argument(
+        "--established",
+        action="store_true",
+        help="explain the existing connection with these addresses and ports (error if none)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -50,12 +58,41 @@ def run(args: argparse.Namespace) -> int:
         dport=args.dport,
     )
     with session(args, check=False) as s:
+        connection = _connection(flow, args.established)
+        mark = connection.mark & s.config.connections.mark if connection else 0
+        if mark:  # ask the kernel as the connection's packets are routed: with its mark
+            flow = replace(flow, fwmark=flow.fwmark & ~s.config.connections.mark | mark)
         result = explain_flow(s.writer.ipr, s.config, s.observed, s.facts, flow)
+    result["established"] = connection is not None
+    result["connection_mark"] = f"{mark:#010x}" if mark else None
     if args.json:
         print_json(result)
     else:
         print(describe(flow, result))
     return EXIT_OK
+
+
+def _connection(flow: Flow, required: bool) -> ct.Flow | None:
+    """The conntrack entry of a fully given TCP/UDP flow, None when there is none."""
+    if (
+        flow.src is None
+        or flow.sport is None
+        or flow.dport is None
+        or flow.ip_proto
+        not in (
+            socket.IPPROTO_TCP,
+            socket.IPPROTO_UDP,
+        )
+    ):
+        if required:
+            needs = "--established needs --from, --proto tcp|udp, --sport and --dport"
+            raise CommandError(needs, EXIT_CONFIG)
+        return None
+    found = ct.find_flow(flow.ip_proto, flow.src, flow.dst, flow.sport, flow.dport)
+    if found is None and required:
+        given = f"{_endpoint(flow.src, flow.sport)} -> {_endpoint(flow.dst, flow.dport)}"
+        raise CommandError(f"no such connection in conntrack: {given}", EXIT_CONFIG)
+    return found
 
 
 def explain_flow(
@@ -85,14 +122,14 @@ def explain_flow(
     ifname = byindex.get(answer.ifindex) if answer and answer.ifindex else None
     uplink = next((u.name for u in config.uplinks if u.interface == ifname), None)
     candidates = _unaskable_group(config, observed, flow, table)
-    rule_name = names.get(rule.priority) if rule else None
+    rule_name = (rule_name_of(config, rule) or names.get(rule.priority)) if rule else None
     return {
         **failover_order(config, rule_name, table, uplink),
         # None when the kernel cannot be asked (then `candidates` holds the choice).
         "uplink": None if candidates else uplink,
         "candidates": candidates,
         "kernel_lookup_uplink": uplink,
-        "rule": names.get(rule.priority) if rule else None,
+        "rule": rule_name,
         "priority": rule.priority if rule else None,
         "table": table,
         "interface": ifname,
@@ -182,6 +219,10 @@ def describe(flow: Flow, r: dict[str, Any]) -> str:
         if r["rule"]
         else f"no ecmpd rule decided it (table {r['table']})"
     )
+    if r.get("connection_mark"):
+        why = f"an established connection, bound by its mark {r['connection_mark']}: {why}"
+    elif r.get("established"):
+        why = f"an established connection without ecmpd's mark: {why}"
     return f"{head}: {where}; {why}{_order_note(r)}"
 
 

@@ -129,6 +129,37 @@ def marked_flows(mark: int, mask: int, family: int) -> list[Flow]:
     return [f for f in flows if f.mark & mask == mark]
 
 
+def find_flow(proto: int, src: IPAddress, dst: IPAddress, sport: int, dport: int) -> Flow | None:
+    """The entry whose original (else reply) tuple is this one; None when there is none."""
+    family = socket.AF_INET if src.version == 4 else socket.AF_INET6
+    v4 = src.version == 4
+    ip = _nested(
+        CTA_TUPLE_IP,
+        _attr(CTA_IP_V4_SRC if v4 else CTA_IP_V6_SRC, src.packed),
+        _attr(CTA_IP_V4_DST if v4 else CTA_IP_V6_DST, dst.packed),
+    )
+    ports = _nested(
+        CTA_TUPLE_PROTO,
+        _attr(CTA_PROTO_NUM, bytes([proto])),
+        _attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport)),
+        _attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)),
+    )
+    with _open() as sock:
+        for direction in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
+            request = _message(
+                IPCTNL_MSG_CT_GET, NLM_F_REQUEST, 1, family, [_nested(direction, ip, ports)]
+            )
+            sock.send(request)
+            for msg_type, _seq, body in _messages(sock.recv(RECV_SIZE)):
+                if msg_type == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
+                    return _parse_flow(body)
+                if msg_type == NLMSG_ERROR:
+                    (code,) = ERRNO.unpack_from(body)
+                    if code and -code != errno.ENOENT:
+                        raise ConntrackError(-code, f"conntrack get: {errno.errorcode.get(-code)}")
+    return None
+
+
 def delete_flows(flows: list[Flow]) -> int:
     """Deletes exactly these entries (by tuple and id); returns how many the kernel deleted."""
     with _open() as sock:
