@@ -15,6 +15,7 @@ from bench.apply import rows as apply_rows
 from bench.cells import Row
 from bench.failover import rows as failover_rows
 from bench.flows import rows as flows_rows
+from bench.mptcp import rows as mptcp_rows
 from bench.table import rows as table_rows
 
 
@@ -36,4 +37,5 @@ BENCHES = (
     Benchmark("failover", failover_rows.rows),
     Benchmark("flows", flows_rows.rows),
     Benchmark("table", table_rows.rows),
+    Benchmark("mptcp", mptcp_rows.rows),
 )

@@ -15,15 +15,11 @@ import pytest
 
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
-from ecmpd.kernel.mptcpdiag import Subflow, dump_subflows
-from ecmpd.kernel.transport import release
-from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.mptcp import Download, Server
+from ecmpd.lab.mptcp import Download, Server, SubflowWatch
 from ecmpd.lab.topology import Lab
 from ecmpd.lab.wait import wait_for
-from ecmpd.model import IPAddress
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.mptcp import endpoints
@@ -40,32 +36,12 @@ RETURN_BOUND = 2.0
 SIZE = 400 * 1000 * 1000
 
 
-class Subflows:
-    """The router's MPTCP subflows of one connection, by the uplink they leave from."""
-
-    def __init__(self, lab: Lab, v6: bool) -> None:
-        self.ipr = netns.iproute(lab.router)
-        self.by_source: dict[IPAddress, str] = {
-            (isp.address6.ip if v6 and isp.address6 else isp.address.ip): isp.name
-            for isp in lab.isps
-        }
-        self.token = 0
-
-    def close(self) -> None:
-        release(self.ipr)
-        self.ipr.close()
-
-    def now(self) -> dict[str, Subflow]:
-        """Established subflows of the connection, by uplink name."""
-        subs = [s for s in dump_subflows(self.ipr) if s.established and s.local in self.by_source]
-        if not self.token and subs:
-            (self.token,) = {s.token for s in subs}  # one connection in the namespace
-        return {self.by_source[s.local]: s for s in subs if s.token == self.token}
-
-    def carrying(self, uplink: str, more_than: int = 1_000_000) -> bool:
-        """Whether the uplink has a subflow that received more than `more_than` bytes."""
-        sub = self.now().get(uplink)
-        return sub is not None and sub.bytes_received > more_than
+def watch(lab: Lab, v6: bool) -> SubflowWatch:
+    """The router's one MPTCP connection, its subflows by uplink."""
+    return SubflowWatch(
+        lab.router,
+        {(i.address6.ip if v6 and i.address6 else i.address.ip): i.name for i in lab.isps},
+    )
 
 
 def mptcp_lab_config(lab: Lab, path: Path, v6: bool) -> Path:
@@ -77,7 +53,7 @@ def test_one_download_uses_every_uplink_survives_a_failure_and_gets_the_uplink_b
     lab: Lab, tmp_path: Path
 ) -> None:
     config = mptcp_lab_config(lab, tmp_path / "ecmpd.yaml", v6=False)
-    subflows = Subflows(lab, v6=False)
+    subflows = watch(lab, v6=False)
     a, b = (isp.name for isp in lab.isps)
     try:
         with (
@@ -137,7 +113,7 @@ def test_ipv6_one_connection_per_uplink_endpoints_follow_a_failure(
     lab: Lab, tmp_path: Path
 ) -> None:
     config = mptcp_lab_config(lab, tmp_path / "ecmpd.yaml", v6=True)
-    subflows = Subflows(lab, v6=True)
+    subflows = watch(lab, v6=True)
     a, b = (isp.name for isp in lab.isps)
     try:
         with (

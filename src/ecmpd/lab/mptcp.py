@@ -13,8 +13,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ecmpd.kernel.mptcpdiag import Subflow, dump_subflows
+from ecmpd.kernel.transport import release
 from ecmpd.lab import netns
 from ecmpd.model import IPAddress
 
@@ -149,3 +152,45 @@ class Download:
         first = before[-1] if before else 0
         last = inside[-1][1] if inside else first
         return (last - first) * 8 / 1e6 / max(end - start, 1e-9)
+
+
+class SubflowWatch:
+    """The MPTCP subflows of the one connection in namespace `ns`, by uplink (sock_diag).
+
+    `sources` names the uplink of each local address; the first connection seen with a
+    subflow from one of them is the one watched.
+    """
+
+    def __init__(self, ns: str, sources: Mapping[IPAddress, str]) -> None:
+        self.ipr = netns.iproute(ns)
+        self.sources = dict(sources)
+        self.token = 0
+
+    def close(self) -> None:
+        """Close the netlink sockets."""
+        release(self.ipr)
+        self.ipr.close()
+
+    def now(self) -> dict[str, Subflow]:
+        """The connection's established subflows, by uplink name."""
+        subs = [s for s in dump_subflows(self.ipr) if s.established and s.local in self.sources]
+        if not self.token and subs:
+            self.token = subs[0].token
+        return {self.sources[s.local]: s for s in subs if s.token == self.token}
+
+    def uplinks_carrying(self, more_than: int = 1_000_000) -> set[str]:
+        """Uplinks where any MPTCP connection's subflow received more than `more_than` bytes."""
+        subs = dump_subflows(self.ipr)
+        return {self.sources[s.local] for s in subs if s.local in self.sources
+                and s.bytes_received > more_than}  # fmt: skip
+
+    def carrying(self, uplink: str, more_than: int = 1_000_000) -> bool:
+        """Whether the uplink has a subflow that received more than `more_than` bytes."""
+        sub = self.now().get(uplink)
+        return sub is not None and sub.bytes_received > more_than
+
+    def __enter__(self) -> SubflowWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
