@@ -24,6 +24,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ecmpd.announce import announced_families, known_uplinks
 from ecmpd.config import (
     Config,
     ConfigError,
@@ -136,6 +137,7 @@ class Daemon:
         self._facts = KernelFacts()
         self.uplinks: dict[str, UplinkRuntime] = {}
         self.drained: set[str] = set()
+        self._announce_adopted: set[Family] = set()
         self.counters = Counters()
         self.started = time.time()
         # pyroute2's sync IPRoute runs an event loop of its own, which cannot run on a
@@ -161,6 +163,7 @@ class Daemon:
             if issues:
                 raise StartupError("\n".join(str(i) for i in issues))
             self.config = config
+            self._adopt_announce(config)
             server = await serve(self.run_dir, self._control)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -364,10 +367,29 @@ class Daemon:
             for name, rt in self.uplinks.items()
         }
 
+    def _adopt_announce(self, config: Config) -> None:
+        """The families whose announce route a start (or reload) finds in the kernel."""
+        table = config.announce.table if config.announce is not None else None
+        self._announce_adopted = (
+            announced_families(self.observed.routes, table) if table is not None else set()
+        )
+
+    def _announce_known(self) -> dict[Family, set[str]]:
+        """Per family, the uplinks whose verdict counts for `announce` (see ecmpd.announce)."""
+        verdicts: dict[tuple[str, Family], bool | None] = {}
+        for name, rt in self.uplinks.items():
+            for family, fam in rt.families.items():
+                unknown = fam.tracker.state is HealthState.UNKNOWN
+                verdicts[(name, family)] = (
+                    False if name in self.drained else None if unknown else fam.tracker.in_service
+                )
+        return known_uplinks(verdicts, self._announce_adopted)
+
     def _desired(self) -> DesiredState:
         assert self.config is not None
         health6 = self.health(Family.INET6)
-        return desired_state(self.config, self.health(), self._facts, health6)
+        known = self._announce_known()
+        return desired_state(self.config, self.health(), self._facts, health6, known=known)
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -465,7 +487,10 @@ class Daemon:
                 "reason": t.reason,
             },
         )
-        if changed:
+        # Leaving unknown changes nothing in service, but the first verdict is what
+        # makes an uplink count for `announce`.
+        settled = t.old is HealthState.UNKNOWN and self.config is not None and self.config.announce
+        if changed or settled:
             what = f"{t.uplink}{' ipv6' if family is Family.INET6 else ''}"
             self._spawn(self._reconcile(f"{what} {t.old.value}->{t.new.value}"))
         self._run_hooks(t, family)
@@ -594,6 +619,7 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         old = self.uplinks
         self.config = config
+        self._adopt_announce(config)
         self.writer.use_config(config)
         self.uplinks = {}
         for uplink in config.uplinks:

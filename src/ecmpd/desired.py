@@ -7,15 +7,19 @@ so "what does ecmpd put in the kernel for this config" has one answer.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from ipaddress import IPv4Network, IPv6Network
 
+from ecmpd.announce import Known, announce_routes
 from ecmpd.config import Config, Mode, WhenAllDown
 from ecmpd.config.semantic import carries_ipv6
 from ecmpd.connections import connection_table, mark_rules, mark_slots, mark_values
 from ecmpd.facts import KernelFacts
 from ecmpd.model import (
+    DEFAULT4,
+    DEFAULT6,
     FAMILY_NAMES,
+    IPV6_METRIC,
     MAIN_TABLE,
+    SCOPE_LINK,
     DesiredState,
     Family,
     GroupType,
@@ -58,14 +62,6 @@ __all__ = [
     "uplink_plans",
 ]
 
-SCOPE_LINK = 253
-DEFAULT4 = IPv4Network("0.0.0.0/0")
-DEFAULT6 = IPv6Network("::/0")
-
-# The kernel stores an IPv6 route added with metric 0 as 1024 (IP6_RT_PRIO_USER) and
-# reports it so: asking for 1024 up front keeps a second apply from seeing a change.
-IPV6_METRIC = 1024
-
 
 def uplink_plans(
     config: Config,
@@ -100,6 +96,7 @@ def desired_state(
     order: OrderState | None = None,
     degraded: Degraded = (),
     ending: Mapping[Family, Collection[str]] | None = None,
+    known: Known = None,
 ) -> DesiredState:
     """Everything ecmpd wants in the kernel for this config and this uplink health.
 
@@ -112,6 +109,7 @@ def desired_state(
     `degraded`: the (uplink, family) pairs over their soft limits (MPTCP backup).
     `ending` names, per family, the uplinks whose established connections are being
     ended (connections.ending_uplinks): the table resets their TCP connections.
+    `known`: per family, the uplinks whose verdict counts for `announce` (None: all).
     """
     order = order or OrderState()
     by_family = uplink_plans(config, health, facts, health6, order)
@@ -127,6 +125,7 @@ def desired_state(
             groups.add(group)
         if route is not None:
             routes.add(route)
+    routes |= announce_routes(config, by_family, order, known)
     rules, names = policy_rules(config, by_family)
     endpoints, limits, mptcp_sysctls = mptcp_state(config, by_family, facts, degraded)
     slots = mark_slots(config, facts.mark_slots)
@@ -146,6 +145,7 @@ def desired_state(
         mptcp_limits=frozenset(limits),
         rule_names=tuple(sorted(names.items())),
         mark_slots=tuple(sorted(slots.items())),
+        announce_tables=frozenset([config.announce.table] if config.announce else []),
     )
 
 

@@ -55,6 +55,16 @@ def nexthop_id(table: int, family: Family = Family.INET) -> int:
     return NH_ID_BASE + table + (IPV6_ID_OFFSET if family is Family.INET6 else 0)
 
 
+SCOPE_LINK = 253
+DEFAULT4 = IPv4Network("0.0.0.0/0")
+DEFAULT6 = IPv6Network("::/0")
+DEFAULT_ROUTE: dict[Family, IPNetwork] = {Family.INET: DEFAULT4, Family.INET6: DEFAULT6}
+
+# The kernel stores an IPv6 route added with metric 0 as 1024 (IP6_RT_PRIO_USER) and
+# reports it so: asking for 1024 up front keeps a second apply from seeing a change.
+IPV6_METRIC = 1024
+
+
 class RuleAction(enum.Enum):
     """What an ip rule does when it matches (FR_ACT_*)."""
 
@@ -278,6 +288,8 @@ class DesiredState:
     rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
     # Each uplink's connection-mark slot (name, slot), for the run-dir record.
     mark_slots: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # Tables whose routes only announce (`announce`): plan orders their changes apart.
+    announce_tables: frozenset[int] = field(default=frozenset(), compare=False)
 
 
 # The observed state has the same shape: what ecmpd owns, as read from the kernel.

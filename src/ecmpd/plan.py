@@ -5,6 +5,14 @@ anything is deleted, and dependencies are respected (nexthops before the groups 
 use them, groups before routes, routes before the rules that point at their tables,
 rules before the MPTCP endpoints whose subflows they route; deletions in the reverse
 order).
+
+The announce table (`announce`, what FRR imports and announces by BGP) is the exception:
+its route goes first of all when it goes, so the router stops attracting traffic before
+the balancer loses its last uplink, and comes last of all when it comes, once the
+balancer can carry what it attracts. A changed announce route is deleted and added
+again, never replaced in place: FRR 8.4's zebra loses an imported route that is
+replaced (measured: withdrawn and never re-announced), while delete-then-add, even as
+two messages, never flapped at the BGP peer.
 """
 
 from __future__ import annotations
@@ -76,7 +84,12 @@ def _sorted(objs: list[_T]) -> list[_T]:
 
 def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     """The minimal ordered operations from `observed` to `desired` (empty when equal)."""
-    ops: list[Op] = []
+    a_add, a_rep, a_del = _changes(
+        (r for r in desired.routes if r.table in desired.announce_tables),
+        (r for r in observed.routes if r.table in desired.announce_tables),
+    )
+    have_announced = _by_key(observed.routes)
+    ops: list[Op] = [Op(OpKind.DELETE, r) for r in a_del]
     add, rep, dele = _changes(desired.sysctls, observed.sysctls)
     ops += [Op(OpKind.REPLACE, s) for s in add + rep]
     # The nftables table (NAT, connection marks) before any route can send traffic out
@@ -100,7 +113,11 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += [Op(OpKind.ADD, g) for g in g_add]
     ops += [Op(OpKind.REPLACE, g) for g in g_rep if g not in swaps]
 
-    r_add, r_rep, r_del = _changes(desired.routes, observed.routes)
+    announced = desired.announce_tables
+    r_add, r_rep, r_del = _changes(
+        (r for r in desired.routes if r.table not in announced),
+        (r for r in observed.routes if r.table not in announced),
+    )
     for group in swaps:
         ops += _swap_group(have_groups[group.key], group, observed.routes)
     ops += [Op(OpKind.ADD, r) for r in r_add] + [Op(OpKind.REPLACE, r) for r in r_rep]
@@ -121,6 +138,9 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += [Op(OpKind.DELETE, n) for n in n_del]
     ops += [Op(OpKind.DELETE, m) for m in m_del]
     ops += [Op(OpKind.DELETE, s) for s in dele]
+    for route in a_rep:
+        ops += [Op(OpKind.DELETE, have_announced[route.key]), Op(OpKind.ADD, route)]
+    ops += [Op(OpKind.ADD, r) for r in a_add]
     return ops
 
 

@@ -665,9 +665,9 @@ def test_keys_are_read_as_written() -> None:
     """`yes:` and `1:` are misspelt keys, not booleans or numbers."""
     assert errors("yes: 1\n2: x\nuplinks: [{name: a, interface: eth0}]\n") == [
         "ecmpd.yaml:1: yes: unknown key (valid keys: mode, hash, balancer, rule_priority, "
-        "connections, hooks, metrics, mptcp, uplinks, rules)",
+        "connections, hooks, metrics, mptcp, uplinks, rules, announce)",
         "ecmpd.yaml:2: 2: unknown key (valid keys: mode, hash, balancer, rule_priority, "
-        "connections, hooks, metrics, mptcp, uplinks, rules)",
+        "connections, hooks, metrics, mptcp, uplinks, rules, announce)",
     ]
 
 

@@ -272,3 +272,11 @@ def test_unreadable_encoding(tmp_path: Path) -> None:
     (issue,) = caught.value.issues
     assert issue.file == str(path) and issue.line is None
     assert issue.message.startswith("cannot read: 'utf-8' codec can't decode")
+
+
+def test_example_announce_block_parses_once_uncommented() -> None:
+    text = EXAMPLE.read_text()
+    lines = [line[2:] if line.startswith("# announce:") else line for line in text.splitlines()]
+    config = parse_config("\n".join(lines), "ecmpd.yaml")
+    assert config.announce is not None
+    assert (config.announce.table, config.announce.min_uplinks.ipv4) == (150, 1)

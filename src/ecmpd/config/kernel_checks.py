@@ -81,6 +81,9 @@ def _tables(config: Config, facts: KernelFacts) -> Iterator[Finding]:
     """ecmpd's tables and nexthop ids are not already someone else's."""
     owned = [(f"uplinks[{i}].table", u.table) for i, u in enumerate(config.uplinks)]
     owned.append(("balancer.table", config.balancer.table))
+    if config.announce is not None and config.announce.table in facts.foreign_tables:
+        table = config.announce.table
+        yield "announce.table", f"table {table} already holds routes ecmpd did not create"
     # IPv6 objects only exist when an uplink has IPv6.
     families = [Family.INET]
     if any(carries_ipv6(u) for u in config.uplinks):

@@ -16,7 +16,7 @@ from ecmpd.config.section import Section, none_as_empty
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.config.yamlsource import line_for
 from ecmpd.marks import DEFAULT_MASK
-from ecmpd.model import GroupType
+from ecmpd.model import Family, GroupType
 
 # ecmpd owns priorities [rule_priority, rule_priority + 999]; the main table's rule sits
 # at 32766, so the block must end below it, and 0 is the kernel's local rule.
@@ -54,6 +54,33 @@ class ConnectionsConfig(Section):
 
     # The packet/conntrack mark bits ecmpd owns (see ecmpd.marks for the default).
     mark: Mark = DEFAULT_MASK
+
+
+class MinUplinks(Section):
+    """Per family: how many uplinks in service keep the announced default (None: never)."""
+
+    ipv4: Annotated[int, BeforeValidator(integer_in(1, 1000))] | None = None
+    ipv6: Annotated[int, BeforeValidator(integer_in(1, 1000))] | None = None
+
+    def of(self, family: Family) -> int | None:
+        """The minimum for one family, None when that family is not announced."""
+        return self.ipv6 if family is Family.INET6 else self.ipv4
+
+
+def _min_uplinks(value: object) -> object:
+    """`min_uplinks: 2` is the same minimum for both families; a mapping names each one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"ipv4": value, "ipv6": value}
+    return value
+
+
+class AnnounceConfig(Section):
+    """A plain default route in `table` while enough uplinks are in service (for FRR to import)."""
+
+    table: Table
+    min_uplinks: Annotated[MinUplinks, BeforeValidator(_min_uplinks)] = Field(
+        default_factory=lambda: MinUplinks(ipv4=1, ipv6=1)
+    )
 
 
 class MetricsConfig(Section):
@@ -106,6 +133,9 @@ class Config(Section):
     rules: Annotated[list[RuleConfig], BeforeValidator(_rules_or_default)] = Field(
         default_factory=default_rules
     )
+    # Route health injection: the route FRR's zebra imports (`ip import-table`) and
+    # announces by BGP while this router can reach the internet.
+    announce: AnnounceConfig | None = None
 
     _filename: str = PrivateAttr(default="<string>")
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
@@ -135,8 +165,9 @@ class Config(Section):
         raise KeyError(name)
 
     def tables(self) -> list[int]:
-        """Every routing table ecmpd fills: the uplinks' and the balancer's."""
-        return [*(u.table for u in self.uplinks), self.balancer.table]
+        """Every routing table ecmpd fills: the uplinks', the balancer's, the announce one."""
+        announce = [self.announce.table] if self.announce is not None else []
+        return [*(u.table for u in self.uplinks), self.balancer.table, *announce]
 
     def mptcp_uplinks(self) -> list[UplinkConfig]:
         """The uplinks that carry MPTCP subflows."""

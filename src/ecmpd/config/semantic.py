@@ -52,6 +52,10 @@ def _unique_uplinks(config: Config) -> Iterator[Finding]:
     names: dict[str, str] = {}
     interfaces: dict[str, str] = {}
     tables: dict[int, str] = {config.balancer.table: "the balancer table"}
+    if config.announce is not None:
+        if config.announce.table in tables:
+            yield "announce.table", f"table {config.announce.table} is already the balancer table"
+        tables.setdefault(config.announce.table, "the announce table")
     for i, uplink in enumerate(config.uplinks):
         at = f"uplinks[{i}]"
         if uplink.name in names:
@@ -221,6 +225,25 @@ def _connection_marks(config: Config) -> Iterator[Finding]:
             yield f"rules[{i}].fwmark", message
 
 
+def _announce(config: Config) -> Iterator[Finding]:
+    """The announced families exist, and their minimum can be met."""
+    if config.announce is None:
+        return
+    wanted = config.announce.min_uplinks
+    if wanted.ipv4 is None and wanted.ipv6 is None:
+        yield "announce.min_uplinks", "names neither ipv4 nor ipv6: nothing would be announced"
+    for version, minimum in ((4, wanted.ipv4), (6, wanted.ipv6)):
+        count = sum(1 for u in config.uplinks if _carries(u, version))
+        # A family no uplink carries is simply not announced.
+        if minimum is not None and 0 < count < minimum:
+            have = f"{count} uplink{'s carry' if count != 1 else ' carries'} IPv{version}"
+            yield (
+                "announce.min_uplinks",
+                f"{minimum} for IPv{version}, but only {have}: it would never be announced"
+                " (a mapping sets each family: {ipv4: N, ipv6: M})",
+            )
+
+
 CHECKS = (
     _unique_uplinks,
     _weights,
@@ -232,6 +255,7 @@ CHECKS = (
     _spillover,
     _data_caps,
     _connection_marks,
+    _announce,
 )
 
 

@@ -127,6 +127,10 @@ def daemon_notes(config: Config) -> list[str]:
     metered = [u.name for u in config.uplinks if u.metered or u.data_cap is not None]
     if metered:
         lines.append(f"# {', '.join(metered)}: metering, data caps and failback are the daemon's.")
+    if config.announce is not None:
+        table = config.announce.table
+        lines.append(f"# announce (table {table}): only `ecmpd run` withdraws its default route")
+        lines.append("# while too few uplinks are in service (see `ecmpd export --format frr`).")
     return lines
 
 
@@ -142,7 +146,11 @@ def with_standby(
 
     multipath: False for a system without multipath routes: a one-uplink tier becomes a
     plain gateway route, and a tier of several is left out (see all_standby_tiers).
+    Without the daemon nothing would withdraw the `announce` route, so it is left out.
     """
+    state = replace(
+        state, routes=frozenset(r for r in state.routes if r.table not in state.announce_tables)
+    )
     tiers = all_standby_tiers(config, facts)
     fallbacks = fallback_rules(config, state)
     names = dict(state.rule_names) | {rule.priority: name for rule, name in fallbacks}
