@@ -108,7 +108,7 @@ class TunnelServer(_OpenVpn):
     def argv(self) -> list[str]:
         p = self.plan
         return [*self.common(p.server_inner, p.client_inner),
-                "--tls-server", "--dh", "none",
+                "--tls-server", "--dh", "none", "--float",
                 "--local", str(p.server_outer), "--lport", str(p.port)]  # fmt: skip
 
     def ready(self) -> bool:
@@ -140,8 +140,10 @@ class TunnelClient(_OpenVpn):
     def argv(self) -> list[str]:
         p = self.plan
         extra = ["--persist-tun"] if self.persist_tun else []
+        # A fixed local port: a restarted client comes from the address and port the
+        # server knows (a peer-to-peer server answers only those, until --float moves it).
         return [*self.common(p.client_inner, p.server_inner),
-                "--tls-client", "--nobind",
+                "--tls-client", "--lport", str(p.port),
                 "--remote", str(p.server_outer), str(p.port), *extra]  # fmt: skip
 
 
