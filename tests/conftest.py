@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import secrets
 import signal
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ecmpd.lab import netns
-from ecmpd.lab.topology import Lab, build_lab, destroy_lab, lab_session
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.topology import build_lab, destroy_lab, lab_session
+from tests.integration.fixtures.labs import RUN_PREFIX, LabFactory, next_lab_prefix, require_netns
 
-# Every namespace this pytest process creates starts with RUN_PREFIX, so the
-# session-end safety net can remove leftovers without touching anyone else's
-# (parallel runs and xdist workers each draw their own).
-RUN_PREFIX = f"ecmpd-{secrets.token_hex(4)}-"
-_lab_numbers = itertools.count()
 _main_pid = -1
 LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory", "lab_prefix"})
-
-LabFactory = Callable[..., Lab]
-
-
-def next_lab_prefix() -> str:
-    """Returns a fresh namespace prefix for one lab of this run."""
-    return f"{RUN_PREFIX}{next(_lab_numbers)}-"
-
-
-def require_netns() -> None:
-    """Skips the calling test when network namespaces cannot be used here."""
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"network-namespace lab unavailable: {reason}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,8 @@ from bench.failover.traffic import UDP_FLOWS, UDP_PORT_FIRST, UDP_PORT_SPAN
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import running_daemon
 from ecmpd.lab.groups import GroupWatch
-from ecmpd.lab.topology import Lab, lab_session
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.topology import lab_session
 
 # 40 ms x 3 with a 70 ms timeout: worst-case detection 0.19 s (health.fsm.detection_time),
 # leaving room under the 0.25 s target for the group change and the traffic's own sampling.

@@ -25,7 +25,7 @@ from bench.failover.traffic import pick_isp, restore_times, traffic
 from ecmpd.config.schema import DEFAULT_BALANCER_TABLE
 from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_until
 
 CRON_PERIOD = 60.0

@@ -27,7 +27,8 @@ from ecmpd.lab.daemon import LabDaemon, running_daemon
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.groups import GROUP_POLL_S, GroupWatch
 from ecmpd.lab.labconfig import lab_config
-from ecmpd.lab.topology import Lab, lab_session
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.topology import lab_session
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import FAMILY_NAMES, Family
 

@@ -25,7 +25,7 @@ from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.labconfig import lab_config
-from ecmpd.lab.topology import ISP_CUSTOMER_IF, IspInfo, Lab
+from ecmpd.lab.layout import ISP_CUSTOMER_IF, IspInfo, Lab
 from ecmpd.lab.wait import wait_until
 
 

@@ -18,7 +18,7 @@ from bench.common import (
     thread_in,
 )
 from ecmpd.lab import netns
-from ecmpd.lab.topology import IspInfo, Lab
+from ecmpd.lab.layout import IspInfo, Lab
 
 # Traffic: 32 UDP flows x 200 datagrams/s, and a new TCP connection every 20 ms.
 UDP_FLOWS = 32

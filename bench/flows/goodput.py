@@ -20,7 +20,7 @@ from bench.flows.labs import (
     router_config,
 )
 from ecmpd.lab import netns
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 
 BULK_PORT = 5201
 BULK_CHUNK = 1 << 20

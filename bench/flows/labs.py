@@ -15,8 +15,9 @@ from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon, running_daemon
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.labconfig import lab_config
+from ecmpd.lab.layout import IspInfo, Lab
 from ecmpd.lab.sources import nat_only
-from ecmpd.lab.topology import IspInfo, Lab, add_lan_clients, lab_session
+from ecmpd.lab.topology import add_lan_clients, lab_session
 from ecmpd.lab.wait import wait_until
 
 FAILED = "isp-a"

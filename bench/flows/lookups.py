@@ -27,7 +27,7 @@ from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch
-from ecmpd.lab.topology import FIRST_LAN_CLIENT, ROUTER_LAN_IF, Lab
+from ecmpd.lab.layout import FIRST_LAN_CLIENT, ROUTER_LAN_IF, Lab
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ecmpd.lab.chat import chat
 from ecmpd.lab.chatpool import ClientPool
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch
-from ecmpd.lab.topology import FIRST_LAN_CLIENT, ROUTER_LAN_IF, Lab
+from ecmpd.lab.layout import FIRST_LAN_CLIENT, ROUTER_LAN_IF, Lab
 from ecmpd.model import Family
 
 BUCKETS = 512

@@ -28,8 +28,8 @@ from ecmpd.lab.chat import by_public, chat
 from ecmpd.lab.chatpool import Slot
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.sources import moved_flows, validate_sources
-from ecmpd.lab.topology import Lab
 from ecmpd.lab.wait import wait_until
 
 

@@ -16,8 +16,8 @@ from ecmpd.kernel.mptcpdiag import Subflow
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import running_daemon
 from ecmpd.lab.faults import gray_failure, heal
+from ecmpd.lab.layout import IspInfo, Lab
 from ecmpd.lab.mptcp import Download, Server, SubflowWatch
-from ecmpd.lab.topology import IspInfo, Lab
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import IPAddress
 

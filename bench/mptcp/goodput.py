@@ -12,8 +12,8 @@ from typing import Any
 from bench.common import BenchError, check, progress
 from ecmpd.lab import netns
 from ecmpd.lab.delay import DelayLine
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.mptcp import SubflowWatch
-from ecmpd.lab.topology import Lab
 from ecmpd.model import IPAddress
 
 _ports = itertools.count(5301)

@@ -1,9 +1,13 @@
-"""What the golden tests share: the lab's two-uplink config and hand-built kernel facts."""
+"""What the golden tests share (no tests here): configs, hand-built kernel facts, and the
+networkd files of a config."""
 
 from __future__ import annotations
 
+import textwrap
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
+from ecmpd.config import parse_config
+from ecmpd.export import networkd
 from ecmpd.facts import InterfaceFacts, KernelFacts
 
 # Interfaces of every kind an uplink can sit on: plain, point-to-point, DHCP-managed.
@@ -104,3 +108,30 @@ DUAL = """
       - {name: v6-bank, to: "2001:db8:88::/48", action: main}
       - {name: everything-else, action: balance}
 """
+
+# wan-a: dual-stack with a global IPv6 address; wan-b: IPv4 and only a link-local
+# IPv6 address; wan-c: IPv6 only.
+FACTS_IPV6 = KernelFacts(
+    interfaces={
+        "wan-a": InterfaceFacts(
+            "wan-a",
+            101,
+            addresses=(
+                ip_interface("10.1.0.2/24"),
+                ip_interface("fe80::a/64"),
+                ip_interface("2001:db8:1::2/64"),
+            ),
+        ),
+        "wan-b": InterfaceFacts(
+            "wan-b", 102, addresses=(ip_interface("10.2.0.2/24"), ip_interface("fe80::b/64"))
+        ),
+        "wan-c": InterfaceFacts(
+            "wan-c", 103, addresses=(ip_interface("2001:db8:3::2/64"), ip_interface("fe80::c/64"))
+        ),
+    }
+)
+
+
+def networkd_files(yaml_text: str, facts: KernelFacts = FACTS) -> dict[str, str]:
+    """The networkd files of a YAML config (dedented), rendered against the facts."""
+    return networkd.files(parse_config(textwrap.dedent(yaml_text), "lab.yaml"), facts)

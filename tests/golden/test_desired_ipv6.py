@@ -17,28 +17,7 @@ from ecmpd.export.iptext import state_commands
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import NH_ID_BASE, Family
 from ecmpd.plan import SWAP_ID_OFFSET
-
-# wan-a: dual-stack with a global IPv6 address; wan-b: IPv4 and only a link-local
-# IPv6 address; wan-c: IPv6 only.
-FACTS = KernelFacts(
-    interfaces={
-        "wan-a": InterfaceFacts(
-            "wan-a",
-            101,
-            addresses=(
-                ip_interface("10.1.0.2/24"),
-                ip_interface("fe80::a/64"),
-                ip_interface("2001:db8:1::2/64"),
-            ),
-        ),
-        "wan-b": InterfaceFacts(
-            "wan-b", 102, addresses=(ip_interface("10.2.0.2/24"), ip_interface("fe80::b/64"))
-        ),
-        "wan-c": InterfaceFacts(
-            "wan-c", 103, addresses=(ip_interface("2001:db8:3::2/64"), ip_interface("fe80::c/64"))
-        ),
-    }
-)
+from tests.golden.fixtures import FACTS_IPV6
 
 DUAL = """
     uplinks:
@@ -62,7 +41,7 @@ def commands(
     yaml_text: str,
     health: dict[str, bool] | None = None,
     health6: dict[str, bool] | None = None,
-    facts: KernelFacts = FACTS,
+    facts: KernelFacts = FACTS_IPV6,
 ) -> list[str]:
     config = parse_config(textwrap.dedent(yaml_text), "ecmpd.yaml")
     return state_commands(without_connections(desired_state(config, health or {}, facts, health6)))
@@ -127,7 +106,7 @@ def test_an_ipv6_only_uplink_has_nothing_of_ipv4() -> None:
     ]
     # NAT is IPv4 only: an IPv6-only uplink is not masqueraded.
     config = parse_config(textwrap.dedent(yaml_text), "ecmpd.yaml")
-    (table,) = desired_state(config, {}, FACTS).nft
+    (table,) = desired_state(config, {}, FACTS_IPV6).nft
     assert table.masquerade == ("wan-a",)
     assert "ip nexthop add id 248316104 group 248316005,1 " + RESILIENT in cmds
     assert f"ip nexthop add id 248332488 group 248332390,1 {RESILIENT}" in cmds
@@ -319,7 +298,7 @@ def test_check_targets_need_their_family_on_the_uplink() -> None:
 def test_kernel_checks_cover_ipv6_ids_and_gateways() -> None:
     config = parse_config(textwrap.dedent(DUAL), "ecmpd.yaml")
     facts = KernelFacts(
-        interfaces=FACTS.interfaces, foreign_nexthop_ids=frozenset({NH_ID_BASE + 0x4000 + 102})
+        interfaces=FACTS_IPV6.interfaces, foreign_nexthop_ids=frozenset({NH_ID_BASE + 0x4000 + 102})
     )
     issues = [str(i) for i in check_against_kernel(config, facts)]
     assert issues == [
@@ -327,7 +306,7 @@ def test_kernel_checks_cover_ipv6_ids_and_gateways() -> None:
         " is taken by a foreign nexthop"
     ]
     off_link = parse_config(textwrap.dedent(DUAL.replace("2001:db8:1::1", "2001:db8:9::1")))
-    assert [i.field for i in check_against_kernel(off_link, FACTS)] == ["uplinks[0].gateway6"]
+    assert [i.field for i in check_against_kernel(off_link, FACTS_IPV6)] == ["uplinks[0].gateway6"]
 
 
 def test_the_reference_examples_ipv6_block_renders() -> None:
@@ -366,8 +345,8 @@ def test_gateway6_ra_takes_the_advertised_router_and_waits_without_one() -> None
     ra = DUAL.replace("gateway6: fe80::1", "gateway6: ra")
     advertised = KernelFacts(
         interfaces={
-            **FACTS.interfaces,
-            "wan-b": replace(FACTS.interfaces["wan-b"], dhcp_gateway6=ip_address("fe80::9")),
+            **FACTS_IPV6.interfaces,
+            "wan-b": replace(FACTS_IPV6.interfaces["wan-b"], dhcp_gateway6=ip_address("fe80::9")),
         }
     )
     with_router = commands(ra, facts=advertised)
@@ -382,7 +361,7 @@ def test_gateway6_ra_takes_the_advertised_router_and_waits_without_one() -> None
     gone, added = changed(with_router, without)
     assert added == [f"ip nexthop add id 248332488 group 248332389,1 {RESILIENT}"]
     assert all("fe80::9" in c or "248332488" in c for c in gone), gone
-    assert check_against_kernel(parse_config(textwrap.dedent(ra)), FACTS) == []
+    assert check_against_kernel(parse_config(textwrap.dedent(ra)), FACTS_IPV6) == []
 
 
 def test_router_mode_listens_for_a_first_router_on_an_ra_uplink() -> None:
@@ -393,9 +372,12 @@ def test_router_mode_listens_for_a_first_router_on_an_ra_uplink() -> None:
     assert not any("via fe80::" in c and "wan-b" in c for c in without)
     # Link down too: the sysctl stays, so a carrier flap does not reset it to 1.
     down = KernelFacts(
-        interfaces={**FACTS.interfaces, "wan-b": replace(FACTS.interfaces["wan-b"], up=False)}
+        interfaces={
+            **FACTS_IPV6.interfaces,
+            "wan-b": replace(FACTS_IPV6.interfaces["wan-b"], up=False),
+        }
     )
     assert "sysctl -w net.ipv6.conf.wan-b.accept_ra=2" in commands(ra, facts=down)
     # No interface yet (a tunnel not made yet): nothing to write to.
-    gone = KernelFacts(interfaces={k: v for k, v in FACTS.interfaces.items() if k != "wan-b"})
+    gone = KernelFacts(interfaces={k: v for k, v in FACTS_IPV6.interfaces.items() if k != "wan-b"})
     assert not any("wan-b.accept_ra" in c for c in commands(ra, facts=gone))

@@ -14,7 +14,7 @@ from ecmpd.facts import KernelFacts
 from ecmpd.model import Family
 from ecmpd.mptcp import Degraded
 from ecmpd.plan import diff
-from tests.golden.test_desired_ipv6 import FACTS
+from tests.golden.fixtures import FACTS_IPV6
 
 THREE = """
     mptcp: true
@@ -29,7 +29,7 @@ def mptcp_commands(
     yaml_text: str,
     health: dict[str, bool] | None = None,
     degraded: Degraded = (),
-    facts: KernelFacts = FACTS,
+    facts: KernelFacts = FACTS_IPV6,
 ) -> list[str]:
     config = parse_config(textwrap.dedent(yaml_text), "ecmpd.yaml")
     state = desired_state(config, health or {}, facts, degraded=degraded)
@@ -75,7 +75,7 @@ def test_opting_out_and_the_global_default() -> None:
 
 def test_an_address_with_a_foreign_endpoint_is_left_to_it() -> None:
     facts = KernelFacts(
-        interfaces=FACTS.interfaces, foreign_mptcp_endpoints={ip_address("10.1.0.2"): 1}
+        interfaces=FACTS_IPV6.interfaces, foreign_mptcp_endpoints={ip_address("10.1.0.2"): 1}
     )
     assert "ip mptcp endpoint add 10.1.0.2 dev wan-a subflow" not in mptcp_commands(
         THREE, facts=facts
@@ -84,9 +84,9 @@ def test_an_address_with_a_foreign_endpoint_is_left_to_it() -> None:
 
 def test_a_returning_uplink_is_one_endpoint_add_and_a_grade_one_flag_change() -> None:
     config = parse_config(textwrap.dedent(THREE), "ecmpd.yaml")
-    up = desired_state(config, {}, FACTS)
-    down = desired_state(config, {"isp-b": False}, FACTS)
-    slow = desired_state(config, {}, FACTS, degraded={("isp-b", Family.INET)})
+    up = desired_state(config, {}, FACTS_IPV6)
+    down = desired_state(config, {"isp-b": False}, FACTS_IPV6)
+    slow = desired_state(config, {}, FACTS_IPV6, degraded={("isp-b", Family.INET)})
     assert [str(op) for op in diff(up, down) if "Mptcp" in str(op)] == [
         "add MptcpEndpoint MptcpEndpoint(address=IPv4Address('10.2.0.2'), ifname='wan-b',"
         " backup=False, id=0)"
@@ -115,7 +115,7 @@ def test_soft_limits_must_sit_below_the_failure_limits() -> None:
 
 def test_a_foreign_endpoint_on_an_uplink_address_is_a_conflict_unless_opted_out() -> None:
     foreign = {ip_address("2001:db8:1::2"): 3}
-    facts = KernelFacts(interfaces=FACTS.interfaces, foreign_mptcp_endpoints=foreign)
+    facts = KernelFacts(interfaces=FACTS_IPV6.interfaces, foreign_mptcp_endpoints=foreign)
     config = parse_config(textwrap.dedent(THREE), "ecmpd.yaml")
     assert [str(i) for i in check_against_kernel(config, facts)] == [
         "ecmpd.yaml:4: uplinks[0]: MPTCP endpoint id 3 on 2001:db8:1::2 is not ecmpd's:"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ecmpd.cli import completion, export
-from ecmpd.cli.main import build_parser
+from ecmpd.cli.main import build_parser, main
 
 # Runs the generated function as bash's programmable completion would: the words so
 # far in COMP_WORDS (an empty last word when the line ends in a space), then prints
@@ -114,7 +114,7 @@ def test_zsh_and_fish_scripts_parse(shell: str, check: list[str], tmp_path: Path
 def test_the_command_prints_the_script_of_the_real_parser(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert completion.run(argparse.Namespace(shell="bash")) == 0
+    assert main(["completion", "bash"]) == 0  # through the real wiring
     out = capsys.readouterr().out
     assert out.startswith("# bash completion for ecmpd")
     assert out.endswith("complete -F _ecmpd ecmpd\n")

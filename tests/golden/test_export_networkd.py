@@ -8,7 +8,7 @@ from ecmpd.config import parse_config
 from ecmpd.export import networkd
 from ecmpd.export.render import config_facts, join
 from ecmpd.facts import InterfaceFacts, KernelFacts
-from tests.golden.fixtures import DUAL, FACTS, FACTS6, LAB
+from tests.golden.fixtures import DUAL, FACTS6, LAB, networkd_files
 
 EVERY_KIND = """
     balancer: {group: hash-threshold}
@@ -36,10 +36,6 @@ NETWORK_NOTE = """\
 """
 
 
-def files(yaml_text: str, facts: KernelFacts = FACTS) -> dict[str, str]:
-    return networkd.files(parse_config(textwrap.dedent(yaml_text), "lab.yaml"), facts)
-
-
 def parse(text: str) -> list[Section]:
     """A .network file as (section, [(key, value)]), duplicates and order kept."""
     parsed: list[Section] = []
@@ -56,7 +52,7 @@ def parse(text: str) -> list[Section]:
 
 
 def test_the_lab_config() -> None:
-    out = files(LAB)
+    out = networkd_files(LAB)
     note = textwrap.indent(textwrap.dedent(NETWORK_NOTE), "    ")
     assert join(out) == textwrap.dedent(
         """\
@@ -150,7 +146,7 @@ def test_the_lab_config() -> None:
 
 
 def test_every_rule_kind_parses_back() -> None:
-    out = files(EVERY_KIND)
+    out = networkd_files(EVERY_KIND)
     assert list(out) == [
         "10-ecmpd-wan-a.network",
         "10-ecmpd-ppp0.network",
@@ -225,7 +221,7 @@ def test_a_dhcp_uplink_without_a_lease_still_gets_its_tables_default() -> None:
           - {name: cable, interface: dhcp0, gateway: dhcp}
     """
     facts = KernelFacts(interfaces={"dhcp0": InterfaceFacts("dhcp0", 5)})
-    routes = routes_of(files(text, facts)["10-ecmpd-dhcp0.network"])
+    routes = routes_of(networkd_files(text, facts)["10-ecmpd-dhcp0.network"])
     assert {"Destination": "0.0.0.0/0", "Gateway": "_dhcp4", "Table": "101"} in routes
 
 
@@ -249,7 +245,7 @@ def routes_of(text: str) -> list[dict[str, str]]:
 
 
 def test_dual_stack_rules_without_addresses_serve_both_families() -> None:
-    out = files(DUAL, FACTS6)
+    out = networkd_files(DUAL, FACTS6)
     assert list(out) == [
         "10-ecmpd-wan-a.network",
         "10-ecmpd-wan-b.network",
@@ -273,7 +269,7 @@ def test_dual_stack_rules_without_addresses_serve_both_families() -> None:
 
 
 def test_ipv6_routes_for_each_kind_of_gateway() -> None:
-    out = files(DUAL, FACTS6)
+    out = networkd_files(DUAL, FACTS6)
     wan_a = routes_of(out["10-ecmpd-wan-a.network"])
     # A link-local gateway needs no GatewayOnLink: the .network file names the link.
     assert wan_a[1] == {
@@ -307,7 +303,7 @@ def test_ipv6_routes_for_each_kind_of_gateway() -> None:
 
 
 def test_gateway6_ra_accepts_advertisements_and_follows_the_router() -> None:
-    ra0 = files(DUAL, FACTS6)["10-ecmpd-ra0.network"]
+    ra0 = networkd_files(DUAL, FACTS6)["10-ecmpd-ra0.network"]
     sections = parse(ra0)
     # Its IPv6 address comes by SLAAC: not written as a static one.
     assert sections[1] == ("Network", [("IPv6AcceptRA", "yes"), ("Address", "10.4.0.2/24")])
@@ -320,7 +316,7 @@ def test_gateway6_ra_accepts_advertisements_and_follows_the_router() -> None:
     }
     assert "# gateway6: ra: the advertised router (fe80::4 at export time)\n" in ra0
     # MultiPathRoute= takes addresses only: the router of export time, said so.
-    first = files(DUAL, FACTS6)["10-ecmpd-wan-a.network"]
+    first = networkd_files(DUAL, FACTS6)["10-ecmpd-wan-a.network"]
     assert (
         "# ra0: the router advertised at export time (no _ipv6ra here)\n"
         "MultiPathRoute=fe80::4@ra0 1\n"
@@ -353,7 +349,7 @@ def test_gateway6_ra_without_a_router_at_export_time_still_gets_its_route() -> N
 
 def test_an_ipv6_rule_unlike_its_ipv4_twin_keeps_its_own_section() -> None:
     # A strict pin to an uplink without IPv6 refuses IPv6 instead of looking it up.
-    out = files(
+    out = networkd_files(
         """
         uplinks:
           - {name: isp-a, interface: wan-a, gateway: 10.1.0.1}

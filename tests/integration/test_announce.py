@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_for
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd, ip_json, netlink_monitor

@@ -35,11 +35,12 @@ from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer
 from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import LAN_HOST6, Lab
 from ecmpd.lab.sources import nat_only, validate_sources
-from ecmpd.lab.topology import LAN_HOST6, Lab, add_lan_clients
+from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import Family
-from tests.conftest import LabFactory
 from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.labs import LabFactory
 from tests.integration.idleconns import IdleConns
 
 RESET_WITHIN = 0.3  # the bound: a dead uplink's connections reset this fast

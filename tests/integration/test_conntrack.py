@@ -17,11 +17,11 @@ from ecmpd.kernel import conntrack as ct
 from ecmpd.kernel import nftables as nft
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
-from ecmpd.lab.topology import Lab, add_lan_clients
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family, NftTable
-from tests.conftest import LabFactory
-from tests.integration.test_nftables import nat_lab
+from tests.integration.fixtures.labs import LabFactory, nat_lab
 
 HOLD_PORT = 7100
 UDP_PORT = 9999
@@ -204,22 +204,6 @@ def test_without_an_address_nothing_is_deleted(lab_factory: LabFactory) -> None:
     wait_for(lambda: netns.call_in(lab.router, ct.count_flows) == 40)
     assert netns.call_in(lab.router, lambda: ct.delete_uplink_flows(None)) == 0
     assert netns.call_in(lab.router, ct.count_flows) == 40
-
-
-def test_a_delete_without_a_tuple_is_refused() -> None:
-    empty = ct.Flow(
-        proto=6,
-        orig_src=IPv4Address("10.0.0.1"),
-        orig_dst=IPv4Address("10.0.0.2"),
-        sport=1,
-        dport=2,
-        reply_dst=IPv4Address("10.0.0.1"),
-        ct_id=1,
-        zone=None,
-        orig_tuple=b"",
-    )
-    with pytest.raises(ValueError):
-        ct._delete_message(empty, 1)
 
 
 def test_deleting_a_thousand_flows_is_quick(

@@ -9,7 +9,7 @@ import yaml
 
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.model import NH_ID_BASE
 from tests.integration.fixtures.kernelstate import (
     ecmpd,

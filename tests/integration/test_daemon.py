@@ -17,7 +17,8 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal, random_loss
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab, isp_link_down, isp_link_up
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.topology import isp_link_down, isp_link_up
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE, Family
 from tests.integration.fixtures.daemon import GROUP_ID, running_daemon

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ecmpd.lab import netns
-from tests.conftest import next_lab_prefix, require_netns
+from tests.integration.fixtures.labs import next_lab_prefix, require_netns
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT_S = 120

@@ -14,10 +14,11 @@ import pytest
 from ecmpd.explain import Flow
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.measure import kernel_split, random_flows, shares
-from ecmpd.lab.topology import Lab, add_lan_clients, lab_session
-from tests.conftest import next_lab_prefix, require_netns
+from ecmpd.lab.topology import add_lan_clients, lab_session
 from tests.integration.fixtures.kernelstate import ecmpd, explain_all, ip_route_get
+from tests.integration.fixtures.labs import next_lab_prefix, require_netns
 
 PIN_C = IPv4Network("203.0.113.0/28")
 PINNED_CLIENT = IPv4Address("10.200.1.5")

@@ -18,10 +18,10 @@ import yaml
 from ecmpd.export.ipbatch import FILENAME, NO_GATEWAY6
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.marks import DEFAULT_MASK
-from tests.conftest import LabFactory
 from tests.integration.fixtures.kernelstate import ecmpd, ip_json, owned, snapshot
+from tests.integration.fixtures.labs import LabFactory
 
 # The export command, run as the CLI runs it, without depending on cli/main.py
 # having registered it yet.

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.golden.fixtures import DUAL, FACTS6
-from tests.golden.test_export_networkd import files
+from tests.golden.fixtures import DUAL, FACTS6, networkd_files
 
 # Runs the real systemd-networkd on the exported files in fresh network and mount
 # namespaces: /run and /etc/systemd/network are private to it, and a read-only /sys
@@ -109,7 +108,7 @@ def run_networkd(out: dict[str, str], tmp_path: Path) -> dict[str, Any]:
 
 @pytest.mark.netns
 def test_networkd_itself_builds_both_families_from_the_files(tmp_path: Path) -> None:
-    state = run_networkd(files(DUAL, FACTS6), tmp_path)
+    state = run_networkd(networkd_files(DUAL, FACTS6), tmp_path)
     ours = [r for r in state["-6 rule"] if 10000 <= r["priority"] < 11000]
     # Family=both: local and everything-else reach IPv6 too.
     assert [(r["priority"], r.get("src"), r.get("dst"), r["table"]) for r in ours] == [

@@ -24,13 +24,14 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import LAN_HOST6, Lab, isp_link_down, isp_link_up, lab_session
+from ecmpd.lab.layout import LAN_HOST6, Lab
+from ecmpd.lab.topology import isp_link_down, isp_link_up, lab_session
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import Family, nexthop_id
 from ecmpd.status import FamilyStatus
-from tests.conftest import next_lab_prefix, require_netns
 from tests.integration.fixtures.daemon import DaemonProc, running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd, explain_all, ip_json, ip_route_get
+from tests.integration.fixtures.labs import next_lab_prefix, require_netns
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 DUAL_STACK_LAB = pytest.mark.parametrize("lab", [{"ipv6": True}], indirect=True)

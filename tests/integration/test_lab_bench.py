@@ -12,8 +12,8 @@ import pytest
 from bench.report import markdown_table
 from bench.suite import BENCHES
 from ecmpd.lab import netns
-from tests.conftest import next_lab_prefix, require_netns
 from tests.integration.fixtures.bench import ROOT
+from tests.integration.fixtures.labs import next_lab_prefix, require_netns
 
 BENCH_TIMEOUT_S = 600
 # What each benchmark's document must carry for the README's table.

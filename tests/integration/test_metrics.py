@@ -19,7 +19,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_for
 from ecmpd.metrics import Metrics
 from ecmpd.model import Family

@@ -10,7 +10,7 @@ import pytest
 
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.model import MPTCP_ID_BASE, IPAddress
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.mptcp import endpoints, limits

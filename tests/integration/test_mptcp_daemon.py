@@ -17,8 +17,8 @@ from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.mptcp import Download, Server, SubflowWatch
-from ecmpd.lab.topology import Lab
 from ecmpd.lab.wait import wait_for
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd

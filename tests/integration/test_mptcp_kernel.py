@@ -20,8 +20,8 @@ from ecmpd.kernel import mptcp
 from ecmpd.kernel.mptcpdiag import Subflow, dump_subflows
 from ecmpd.kernel.transport import NetlinkError, release
 from ecmpd.lab import netns
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.mptcp import Download, Server
-from ecmpd.lab.topology import Lab
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import IPAddress
 from tests.integration.fixtures.mptcp import limits

@@ -16,10 +16,11 @@ from ecmpd.kernel import nftables as nft
 from ecmpd.kernel.nftdoc import render_table
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.measure import ECHO_PORT, echo_server
-from ecmpd.lab.topology import LAN_PREFIX, Lab, add_lan_clients, core_link
+from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import NftTable
-from tests.conftest import LabFactory
+from tests.integration.fixtures.labs import LabFactory, nat_lab
 
 FOREIGN = """\
 table inet foreign {
@@ -29,21 +30,6 @@ table inet foreign {
     }
 }
 """
-
-
-def nat_lab(lab_factory: LabFactory, isps: int = 2) -> Lab:
-    """A lab whose router forwards for its LAN, default route via isp-a, and no NAT yet.
-
-    The internet's route back to the LAN is removed: a LAN client reaches the
-    internet only when the router translates its address to an uplink's.
-    """
-    lab = lab_factory(isps=isps, lan=True, shaping=False)
-    netns.write_sysctls(lab.router, {"net.ipv4.ip_forward": "1"})
-    with netns.iproute(lab.router) as ipr:
-        ipr.route("add", dst="0.0.0.0/0", gateway=str(lab.isps[0].gateway))
-    with netns.iproute(lab.internet) as ipr:
-        ipr.route("del", dst=str(LAN_PREFIX), gateway=str(core_link(0)[0].ip))
-    return lab
 
 
 def in_router(lab: Lab, func: Callable[[], Any]) -> Any:

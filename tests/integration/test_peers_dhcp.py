@@ -17,8 +17,8 @@ from ecmpd.health.fsm import recovery_time
 from ecmpd.lab import netns
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
+from ecmpd.lab.layout import ISP_CUSTOMER_IF, Lab
 from ecmpd.lab.peers import wiring
-from ecmpd.lab.topology import ISP_CUSTOMER_IF, Lab
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE
 from tests.integration.fixtures.daemon import running_daemon

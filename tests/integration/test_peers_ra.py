@@ -18,8 +18,8 @@ import yaml
 from ecmpd.lab import netns
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.peers import wiring
-from ecmpd.lab.topology import Lab
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import Family, nexthop_id
 from tests.integration.fixtures.daemon import running_daemon

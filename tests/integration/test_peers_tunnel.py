@@ -20,9 +20,9 @@ from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab import netns
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
+from ecmpd.lab.layout import Lab, core_link
 from ecmpd.lab.peers import openvpn, wiring
 from ecmpd.lab.peers.openvpn import TunnelPlan
-from ecmpd.lab.topology import Lab, core_link
 from ecmpd.lab.wait import wait_for
 from ecmpd.model import NH_ID_BASE
 from tests.integration.fixtures.daemon import running_daemon

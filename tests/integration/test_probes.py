@@ -25,7 +25,7 @@ from ecmpd.health.packets import build_echo
 from ecmpd.health.probes import ProbeCounters, Prober, open_prober, probe_round
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
-from ecmpd.lab.topology import ISP_CORE_IF, LINK_LOCAL_GATEWAY6, IspInfo, Lab, core_link
+from ecmpd.lab.layout import ISP_CORE_IF, LINK_LOCAL_GATEWAY6, IspInfo, Lab, core_link
 from ecmpd.model import NH_ID_BASE, Family, IPAddress
 from tests.integration.fixtures.kernelstate import ecmpd, ip_json
 

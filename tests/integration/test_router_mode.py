@@ -26,12 +26,13 @@ from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import LAN_PREFIX, ROUTER_LAN_IF, Lab
 from ecmpd.lab.sources import moved_flows, nat_only, validate_sources
-from ecmpd.lab.topology import LAN_PREFIX, ROUTER_LAN_IF, Lab, add_lan_clients
+from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_for
-from tests.conftest import LabFactory
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.labs import LabFactory
 
 ALL = {"isp-a", "isp-b", "isp-c"}
 CLIENTS = 100

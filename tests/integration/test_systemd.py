@@ -21,7 +21,7 @@ from ecmpd.control import DaemonNotRunning, request
 from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.groups import group_members
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_for
 from tests.integration.fixtures.kernelstate import ecmpd
 

@@ -28,12 +28,13 @@ from ecmpd.lab.chatpool import CHAT_PORT, GREETING
 from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import lab_config
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.sources import nat_only, validate_sources
-from ecmpd.lab.topology import Lab, add_lan_clients
+from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_for
-from tests.conftest import LabFactory
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.labs import LabFactory
 
 CHECK = CheckConfig()
 # One kernel change (a group replace, ~1 ms) plus the test's 5 ms polling, with room

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from ecmpd.lab.layout import plan_lab
+from ecmpd.lab.samples import Conn, Move, Sample
 from ecmpd.lab.summary import DemoRun, Marks, render_summary, summarize
-from ecmpd.lab.topology import plan_lab
-from ecmpd.lab.traffic import Conn, Move, Sample
 
 T0 = 100.0
 LAB = plan_lab(workdir=Path("/nonexistent"), prefix="ecmpd-unit-")  # no namespace made

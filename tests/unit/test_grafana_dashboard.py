@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecmpd.metrics import EcmpdCollector
-from tests.unit.test_metrics import COUNTERS, STATUS
+from tests.unit.fixtures import COUNTERS, STATUS
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "ecmpd.json"
 # Labels Prometheus adds to every scraped series.

@@ -10,133 +10,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
-from ecmpd.health.fsm import HealthState
 from ecmpd.metrics import (
     EcmpdCollector,
     Metrics,
     is_loopback,
 )
 from ecmpd.status import (
-    DaemonCounters,
     DisplayState,
     FamilyStatus,
     Status,
-    TargetStatus,
     UplinkStatus,
 )
-
-NOW = 1_700_000_100.0
-
-
-def family(
-    state: str,
-    health: str,
-    *,
-    weight: int = 1,
-    since: float = NOW - 42.5,
-    transitions: int = 0,
-    targets: tuple[TargetStatus, ...] = (),
-) -> FamilyStatus:
-    """One family's figures of an uplink, as the daemon's status has them."""
-    return FamilyStatus(
-        state=DisplayState(state),
-        health=HealthState(health),
-        in_balancer=state == "up",
-        weight=weight,
-        since=since,
-        for_s=41.0,  # stale on purpose: the collector must use `since`
-        reason="",
-        transitions=transitions,
-        detection_time_s=0.85,
-        targets=targets,
-    )
-
-
-def uplink(
-    name: str,
-    interface: str,
-    state: str,
-    health: str,
-    ipv6: FamilyStatus | None = None,
-    *,
-    weight: int = 1,
-    carrier: bool = True,
-    transitions: int = 0,
-    targets: tuple[TargetStatus, ...] = (),
-) -> UplinkStatus:
-    """One uplink of a daemon's status: IPv4 as given, dual-stack with `ipv6`."""
-    families = {
-        "ipv4": family(state, health, weight=weight, transitions=transitions, targets=targets)
-    }
-    if ipv6 is not None:
-        families["ipv6"] = ipv6.model_copy(update={"weight": weight})
-    return UplinkStatus(
-        name=name, interface=interface, table=101, carrier=carrier, families=families
-    )
-
-
-def target(address: str, rtt_ms: float | None, sent: int, received: int) -> TargetStatus:
-    """One probe target's figures (the average is 1.5 times the last RTT)."""
-    return TargetStatus(
-        target=address,
-        rtt_ms=rtt_ms,
-        rtt_avg_ms=None if rtt_ms is None else rtt_ms * 1.5,
-        loss=round(1 - received / sent, 4),
-        sent=sent,
-        received=received,
-    )
-
-
-def daemon_view(*uplinks: UplinkStatus, counters: DaemonCounters | None = None) -> Status:
-    """A daemon's status of these uplinks."""
-    return Status(source="daemon", uplinks=uplinks, daemon=counters)
-
-
-STATUS = daemon_view(
-    # Dual-stack, up in IPv4 and down in IPv6 (its IPv6 target stopped answering).
-    uplink(
-        "isp-a",
-        "wan-a",
-        "up",
-        "up",
-        weight=2,
-        transitions=1,
-        targets=(
-            target("10.1.0.1", 1.5, 40, 40),
-            target("198.51.100.1", None, 40, 0),  # never answered: no rtt sample
-        ),
-        ipv6=family(
-            "down",
-            "down",
-            since=NOW - 7.25,
-            transitions=2,
-            targets=(target("2001:db8:1::1", 3.0, 40, 10),),
-        ),
-    ),
-    uplink(
-        "isp-b",
-        "wan-b",
-        "drained",
-        "up",
-        transitions=3,
-        ipv6=family("drained", "rising", transitions=4),
-    ),
-    uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
-    counters=DaemonCounters(pid=1234, uptime_s=60.5, reconciles=5, ops=17, failures=1, resyncs=2),
-)
-
-COUNTERS = {
-    "wan-a": {
-        "rx_bytes": 1000,
-        "rx_packets": 10,
-        "rx_errors": 0,
-        "rx_dropped": 1,
-        "tx_bytes": 2000,
-        "tx_packets": 20,
-        "tx_errors": 2,
-        "tx_dropped": 0,
-    },
-}
+from tests.unit.fixtures import COUNTERS, NOW, STATUS, daemon_view, family, target, uplink
 
 EXPECTED = f"""
 # TYPE ecmpd_build_info gauge

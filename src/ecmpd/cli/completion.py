@@ -48,17 +48,17 @@ class Command:
         return [self, *(c for sub in self.subcommands for c in sub.walk())]
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], root: argparse.ArgumentParser
+) -> None:
+    """Adds `completion`, whose script is written from root: the whole command line."""
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=SHELLS)
-    p.set_defaults(func=run)
+    p.set_defaults(func=lambda args: run(args, root))
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: main imports this module to register it.
-    from ecmpd.cli.main import build_parser
-
-    print(script(args.shell, build_parser()), end="")
+def run(args: argparse.Namespace, root: argparse.ArgumentParser) -> int:
+    print(script(args.shell, root), end="")
     return EXIT_OK
 
 

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError, print_json
 from ecmpd.lab import netns
-from ecmpd.lab.demo import DEFAULT_DURATION_S, FLOWS, DemoError, DemoOptions, run_demo
+from ecmpd.lab.demo import DEFAULT_DURATION_S, FLOWS, DemoOptions, run_demo
+from ecmpd.lab.demoparts import DemoError
 from ecmpd.lab.summary import render_summary
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
 from ecmpd.live import LiveView, Snapshot

@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         export,
         install_unit,
         lab,
-        completion,
     ):
         module.register(sub)
+    completion.register(sub, parser)  # last: it completes what the others registered
     return parser
 
 

@@ -1,10 +1,9 @@
 """Network-namespace labs: an ecmpd router with several ISPs and a shared internet."""
 
 from ecmpd.lab.labconfig import lab_config, write_lab_config
+from ecmpd.lab.layout import IspInfo, Lab, plan_lab
 from ecmpd.lab.netns import popen_in, run_in
 from ecmpd.lab.topology import (
-    IspInfo,
-    Lab,
     add_lan_clients,
     build_lab,
     destroy_lab,
@@ -12,7 +11,6 @@ from ecmpd.lab.topology import (
     isp_link_up,
     lab_session,
     load_lab,
-    plan_lab,
     save_lab,
 )
 

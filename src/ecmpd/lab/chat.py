@@ -26,7 +26,7 @@ from ecmpd.lab.chatpool import (
     ClientPool,
     Slot,
 )
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 
 
 class ChatServer:

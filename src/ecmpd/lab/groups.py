@@ -1,7 +1,10 @@
-"""The lab router's balancer groups as the kernel holds them, by uplink name."""
+"""The lab router's balancer groups as the kernel holds them, by uplink name: read on
+demand (GroupWatch) or polled in a thread with their history (GroupHistory)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 
 from ecmpd.config.resolve import FIRST_UPLINK_TABLE
@@ -9,7 +12,7 @@ from ecmpd.config.schema import DEFAULT_BALANCER_TABLE
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family, nexthop_id
 
@@ -67,3 +70,64 @@ def group_members(lab: Lab, family: Family = Family.INET) -> frozenset[str]:
     """The uplinks in the router's balancer group of a family, read once."""
     with GroupWatch(lab, (family,)) as watch:
         return watch.members(family)
+
+
+class GroupHistory:
+    """The router's balancer groups (IPv4 and IPv6) polled often in a thread: what they
+    hold now and when they changed."""
+
+    def __init__(
+        self, lab: Lab, families: tuple[Family, ...] = (Family.INET,), poll_s: float = 0.005
+    ) -> None:
+        self.watch = GroupWatch(lab, families)
+        self.poll_s = poll_s
+        self.now: dict[Family, frozenset[str]] = dict.fromkeys(families, frozenset())
+        self.history: dict[Family, list[tuple[float, frozenset[str]]]] = {f: [] for f in families}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def current(self) -> frozenset[str]:
+        """The IPv4 group's uplinks at the last poll."""
+        return self.now[Family.INET]
+
+    @property
+    def changes(self) -> list[tuple[float, frozenset[str]]]:
+        """When the IPv4 group changed, and to what."""
+        return self.history[Family.INET]
+
+    def members(self, family: Family = Family.INET) -> frozenset[str]:
+        """The uplinks in the family's group now (a fresh read; any thread)."""
+        return self.watch.members(family)
+
+    def __enter__(self) -> GroupHistory:
+        self._poll()
+        self._thread = threading.Thread(target=self._run, name="group-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        for family in self.watch.families:
+            members = self.members(family)
+            if members != self.now[family] or not self.history[family]:
+                self.history[family].append((time.monotonic(), members))
+                self.now[family] = members
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.poll_s):
+                self._poll()
+        except BaseException as exc:  # reported by check(), in the reader's thread
+            self.error = exc
+
+    def check(self) -> None:
+        """Raises RuntimeError if polling failed."""
+        if self.error is not None:
+            raise RuntimeError(f"reading the nexthop group failed: {self.error!r}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.watch.close()

@@ -5,16 +5,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from ecmpd.config.resolve import FIRST_UPLINK_TABLE
-
-if TYPE_CHECKING:
-    from ecmpd.lab.topology import Lab
-
-LINK_LOCAL_GATEWAY6 = "fe80::1"  # what every lab ISP also answers on (topology)
+from ecmpd.lab.layout import LINK_LOCAL_GATEWAY6, Lab
 
 
 def lab_config(
@@ -46,7 +42,7 @@ def lab_config(
             "check": {"targets": [str(isp.gateway), str(lab.servers[0])]},
         }
         if ipv6 and isp.gateway6 is not None and isp.address6 is not None:
-            gateway6 = LINK_LOCAL_GATEWAY6 if isp.name in link_local else str(isp.gateway6)
+            gateway6 = str(LINK_LOCAL_GATEWAY6.ip if isp.name in link_local else isp.gateway6)
             uplink["gateway6"] = gateway6
             uplink["source6"] = str(isp.address6.ip)
             uplink["check"]["targets"] += [gateway6, str(lab.servers6[0])]

@@ -20,7 +20,7 @@ from ipaddress import IPv4Address
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
-from ecmpd.lab.topology import Lab
+from ecmpd.lab.layout import Lab
 
 ECHO_PORT = 7007
 

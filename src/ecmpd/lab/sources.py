@@ -8,7 +8,7 @@ from typing import Any
 
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
-from ecmpd.lab.topology import ISP_CUSTOMER_IF, LAN_PREFIX, Lab, core_link
+from ecmpd.lab.layout import ISP_CUSTOMER_IF, LAN_PREFIX, Lab, core_link
 
 
 def nat_only(lab: Lab) -> None:

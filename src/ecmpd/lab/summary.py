@@ -18,8 +18,8 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from ecmpd import __version__
-from ecmpd.lab.topology import Lab
-from ecmpd.lab.traffic import Conn, Move, Sample, Window, window
+from ecmpd.lab.layout import Lab
+from ecmpd.lab.samples import Conn, Move, Sample, Window, window
 
 PHASES = ("steady", "failure", "recovery")
 WARMUP_S = 2.0  # TCP ramping up: not part of the steady figures (at most half the phase)

@@ -32,8 +32,8 @@ from typing import Any
 
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
+from ecmpd.lab.layout import LAN_HOST6, Lab
 from ecmpd.lab.running import Running
-from ecmpd.lab.topology import LAN_HOST6, Lab
 
 SINK_PORT = 5206
 FLOWS = 16

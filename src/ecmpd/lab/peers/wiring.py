@@ -12,11 +12,11 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 from ecmpd.lab import netns
+from ecmpd.lab.layout import ISP_CUSTOMER_IF, Lab, core_link
 from ecmpd.lab.peers.dhcpcd import DhcpClient
 from ecmpd.lab.peers.dnsmasq import DhcpPool, DhcpServer
 from ecmpd.lab.peers.openvpn import TunnelClient, TunnelPlan, TunnelServer, make_identity
 from ecmpd.lab.peers.radvd import Advertisement, RouterAdvertiser
-from ecmpd.lab.topology import ISP_CUSTOMER_IF, Lab, core_link
 
 # Leases come from the top of the ISP's /24, far from the lab's static .1/.2 and
 # from second routers a test adds (.254).

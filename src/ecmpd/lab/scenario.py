@@ -1,0 +1,332 @@
+"""The demo's scenario: steady traffic, a gray failure and the restore, the heal and the
+recovery, each step waited for and marked; and the live view of it (lab.demo runs it)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+
+from ecmpd.control import DaemonNotRunning
+from ecmpd.lab import faults
+from ecmpd.lab.demoparts import DemoDaemon, DemoError, StatusPoller, inject
+from ecmpd.lab.groups import GroupHistory
+from ecmpd.lab.layout import IspInfo, Lab
+from ecmpd.lab.samples import Sample, window
+from ecmpd.lab.summary import PHASES, Marks
+from ecmpd.lab.traffic import STALL_S, Traffic
+from ecmpd.lab.traffic6 import Traffic6
+from ecmpd.live import Snapshot, UplinkView, family_views, health_figures, target_shares
+from ecmpd.model import Family
+from ecmpd.status import UplinkStatus
+
+PHASE_SPLIT = (0.3, 0.3, 0.4)  # of --duration
+MIN_STEADY_S = 3.0
+AFTER_RESTORE_S = 3.0  # the failure phase lasts at least this long after the restore
+AFTER_BACK_S = 3.0  # and the recovery phase this long after the uplink is back
+REBALANCED_FRACTION = 0.8  # the recovered uplink's share, of its weight's, that counts
+REMOVAL_TIMEOUT_S = 10.0
+RESTORE_TIMEOUT_S = 20.0
+RECOVERY_TIMEOUT_S = 20.0
+VIEW_WINDOW_S = 0.6  # the live figures average the last few samples
+HISTORY_STEP_S = 0.5
+HISTORY_POINTS = 240
+PROGRESS_EVERY_S = 2.0
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Demo:
+    """One run: the parts, what happened when, and the live snapshot of it."""
+
+    lab: Lab
+    daemon: DemoDaemon
+    watch: GroupHistory
+    poller: StatusPoller
+    traffic: Traffic
+    traffic6: Traffic6
+    fail: IspInfo
+    progress: Progress
+    live: bool
+    t0: float = field(default_factory=time.monotonic)
+    phase: str = PHASES[0]
+    marks: Marks = field(default_factory=Marks)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    affected: set[int] = field(default_factory=set)
+    interrupted: int = 0
+    resumed: list[float] = field(default_factory=list)  # per interrupted slot, after the fault
+    reasons: dict[str, str] = field(default_factory=dict)
+    ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
+    _next_progress: float = 0.0
+
+    def event(self, kind: str, text: str, at: float | None = None) -> None:
+        """Records (and, without the live view, prints) something that happened."""
+        t = (at if at is not None else time.monotonic()) - self.t0
+        self.events.append({"t": round(t, 3), "kind": kind, "text": text})
+        if not self.live:
+            self.progress(f"{t:6.1f} s  {_plain(text)}")
+
+    # --- waiting, with the checks that keep a broken run from hanging ---
+
+    def tick(self) -> None:
+        """Checks every part is alive; prints a progress line now and then (no live view)."""
+        self.traffic.check()
+        self.traffic6.check()
+        try:
+            self.watch.check()
+        except RuntimeError as exc:
+            raise DemoError(str(exc)) from exc
+        self.daemon.alive()
+        now = time.monotonic()
+        if not self.live and now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY_S
+            recent = window(self.traffic.all_samples(), now - 1.0, now)
+            if recent.seconds:
+                rates = "  ".join(f"{n} {v:4.0f}" for n, v in recent.tx_mbit.items())
+                self.progress(
+                    f"{now - self.t0:6.1f} s  {self.phase:<8}  {rates}  "
+                    f"= {recent.total_mbit:4.0f} Mbit/s"
+                )
+
+    def sleep_until(self, deadline: float) -> None:
+        """Waits until deadline, ticking."""
+        while (now := time.monotonic()) < deadline:
+            self.tick()
+            time.sleep(min(0.05, deadline - now))
+
+    def wait_for(self, check: Callable[[], float | None], timeout: float, what: str) -> float:
+        """Ticks until check() returns a time; raises DemoError after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.tick()
+            found = check()
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.01)
+
+    # --- the phases ---
+
+    def run(self, duration_s: float) -> None:
+        """Steady traffic, the gray failure and the restore, the heal and the recovery."""
+        steady_s, failure_s, recovery_s = (duration_s * f for f in PHASE_SPLIT)
+        name = self.fail.name
+        self.event(
+            "start",
+            f"{self.traffic.flows} TCP flows start from the LAN "
+            f"(and {self.traffic6.n} light IPv6 ones, for the steady phase)",
+        )
+        self.sleep_until(self.t0 + max(MIN_STEADY_S, steady_s))
+
+        self.phase = PHASES[1]
+        # The IPv6 flows measure the steady split only: their replies all come back
+        # through ISP a (the LAN's prefix is its), which a failure of ISP a would cut.
+        self.ipv6_flows = self.traffic6.finish()
+        self.affected = self.traffic.slots_on(name)
+        fault = self.marks.fault = time.monotonic()
+        inject(faults.gray_failure, self.fail.ns)  # both families (neighbour discovery too)
+        self.event(
+            "fault",
+            f"gray failure on [bold]{name}[/]: it drops everything, link and ARP stay up "
+            f"({len(self.affected)} flows on it)",
+            at=fault,
+        )
+        removed = self.marks.removed = self.wait_for(
+            lambda: self._left(name), REMOVAL_TIMEOUT_S, f"{name} to leave the group"
+        )
+        removed6 = self.marks.removed6 = self.wait_for(
+            lambda: self._left(name, Family.INET6),
+            REMOVAL_TIMEOUT_S,
+            f"{name} to leave the IPv6 group",
+        )
+        self.reasons["down"] = self._reason(name)
+        self.reasons["down6"] = self._reason(name, "ipv6")
+        self.event(
+            "removed",
+            f"{name} out of the group [bold]{(removed - fault) * 1000:.0f} ms[/] after the fault"
+            + (f" ({self.reasons['down']})" if self.reasons["down"] else "")
+            + f", out of the IPv6 group after [bold]{(removed6 - fault) * 1000:.0f} ms[/]",
+            at=removed,
+        )
+        restored = self.marks.restored = self.wait_for(
+            self._restored, RESTORE_TIMEOUT_S, f"the flows of {name} to deliver again"
+        )
+        median = statistics.median(self.resumed) if self.resumed else 0.0
+        self.event(
+            "restored",
+            f"all {self.interrupted} interrupted flows deliver again, on the other uplinks: "
+            f"[bold]{(restored - fault) * 1000:.0f} ms[/] after the fault (median "
+            f"{median * 1000:.0f} ms; TCP's retransmission backoff decides when each retries)",
+            at=restored,
+        )
+        self.sleep_until(max(fault + failure_s, restored + AFTER_RESTORE_S))
+
+        self.phase = PHASES[2]
+        heal = self.marks.heal = time.monotonic()
+        inject(faults.heal, self.fail.ns)
+        self.event("heal", f"{name} heals", at=heal)
+        back = self.marks.back = self.wait_for(
+            lambda: self._joined(name), RECOVERY_TIMEOUT_S, f"{name} to rejoin the group"
+        )
+        back6 = self.marks.back6 = self.wait_for(
+            lambda: self._joined(name, Family.INET6),
+            RECOVERY_TIMEOUT_S,
+            f"{name} to rejoin the IPv6 group",
+        )
+        self.reasons["up"] = self._reason(name)
+        self.reasons["up6"] = self._reason(name, "ipv6")
+        self.event(
+            "back",
+            f"{name} back in the group [bold]{(back - heal) * 1000:.0f} ms[/] after the heal, "
+            f"in the IPv6 group after [bold]{(back6 - heal) * 1000:.0f} ms[/]",
+            at=back,
+        )
+        end = max(heal + recovery_s, back + AFTER_BACK_S)
+        with contextlib.suppress(DemoError):
+            rebalanced = self.marks.rebalanced = self.wait_for(
+                self._rebalanced, max(0.0, end - time.monotonic()), f"{name} to take its share"
+            )
+            self.event(
+                "rebalanced",
+                f"{name} carries its share again: {(rebalanced - back) * 1000:.0f} ms after "
+                "rejoining (new flows; running flows stay where they are)",
+                at=rebalanced,
+            )
+        self.sleep_until(end)
+        self.marks.end = time.monotonic()
+        self.phase = "summary"
+
+    def _reason(self, name: str, family: str | None = None) -> str:
+        """The daemon's reason for the uplink's state (in one family: "ipv4", "ipv6"),
+        asked now (the poller's may be stale)."""
+
+        def of(uplink: UplinkStatus | None) -> str:
+            entry = None if uplink is None else uplink.families[family] if family else uplink
+            return (entry.reason if entry else None) or ""
+
+        with contextlib.suppress(DaemonNotRunning, OSError, ValueError, KeyError):
+            return of(self.daemon.status(timeout=2.0).uplink(name))
+        with contextlib.suppress(KeyError):
+            return of(self.poller.uplink(name))
+        return ""
+
+    def _left(self, name: str, family: Family = Family.INET) -> float | None:
+        fault = self.marks.fault or 0.0
+        return next(
+            (t for t, m in self.watch.history[family] if t >= fault and name not in m), None
+        )
+
+    def _joined(self, name: str, family: Family = Family.INET) -> float | None:
+        heal = self.marks.heal or 0.0
+        return next((t for t, m in self.watch.history[family] if t >= heal and name in m), None)
+
+    def _restored(self) -> float | None:
+        """When the last flow slot hit by the fault delivered again (None: not yet)."""
+        fault, removed = self.marks.fault, self.marks.removed
+        assert fault is not None and removed is not None
+        if time.monotonic() < removed + STALL_S:
+            return None  # a slot stalled by the fault must show as stalled first
+        resumed = self.traffic.resumed(self.affected, fault, removed)
+        if any(t == math.inf for t in resumed.values()):
+            return None
+        self.resumed = sorted(t - fault for t in resumed.values() if t is not None)
+        self.interrupted = len(self.resumed)
+        return fault + self.resumed[-1] if self.resumed else removed
+
+    def _rebalanced(self) -> float | None:
+        name = self.fail.name
+        target = target_shares(self._views(with_history=False))[name]
+        now = time.monotonic()
+        recent = window(self.traffic.all_samples(), now - 1.0, now)
+        if recent.seconds and target > 0 and recent.share(name) >= REBALANCED_FRACTION * target:
+            return now
+        return None
+
+    # --- the live view ---
+
+    def snapshot(self) -> Snapshot:
+        """What the live view shows now."""
+        names = [isp.name for isp in self.lab.isps]
+        return Snapshot(
+            title=f"ecmpd lab demo · {len(names)} ISPs · {self.traffic.flows} TCP flows",
+            uplinks=tuple(self._views(with_history=True)),
+            elapsed_s=time.monotonic() - self.t0,
+            phase=self.phase,
+            phases=(*PHASES, "summary"),
+            events=tuple((e["t"], e["text"]) for e in self.events),
+            history_step_s=HISTORY_STEP_S,
+            caption=self._caption(),
+            note=f"{self._ipv6_group()} · namespace {self.lab.router} · "
+            "Ctrl-C stops and removes the lab",
+        )
+
+    def _ipv6_group(self) -> str:
+        """Who is out of the kernel's IPv6 group: the table's per-family states are the
+        daemon's, this is the kernel's measure (as the share column's is for IPv4)."""
+        members = self.watch.now.get(Family.INET6, frozenset())
+        out = [isp.name for isp in self.lab.isps if isp.name not in members]
+        return "IPv6 group: " + (f"{', '.join(out)} out" if out else "all in")
+
+    def _caption(self) -> str:
+        """What to look at in the current phase."""
+        name, m = self.fail.name, self.marks
+        if m.fault is None:
+            return "every uplink is full, and carries its weight's share (┃ on the share bar)"
+        if m.removed is None:
+            return f"{name} silently drops everything: ecmpd's probes through it go unanswered"
+        if m.heal is None:
+            return f"{name} is out of the group: its flows come back on the others, by weight"
+        if m.back is None:
+            return f"{name} heals: ecmpd waits for good probe rounds before taking it back"
+        return f"{name} is back: new flows fill it, running flows stay where they are"
+
+    def _views(self, *, with_history: bool) -> list[UplinkView]:
+        samples = self.traffic.recent(HISTORY_STEP_S * HISTORY_POINTS if with_history else 1.0)
+        now = samples[-1].t if samples else time.monotonic()
+        recent = window(samples, now - VIEW_WINDOW_S, now)
+        flows = samples[-1].flows if samples else {}
+        members = self.watch.current
+        views = []
+        for isp in self.lab.isps:
+            status = self.poller.uplink(isp.name)
+            rtt, loss = health_figures(status) if status else (None, None)
+            views.append(
+                UplinkView(
+                    name=isp.name,
+                    interface=isp.uplink_if,
+                    state=status.state.value if status else "unknown",
+                    health=status.health.value if status and status.health else None,
+                    weight=isp.weight,
+                    in_balancer=isp.name in members,
+                    mbit=recent.tx_mbit.get(isp.name, 0.0),
+                    capacity_mbit=float(isp.rate_mbit),
+                    rtt_ms=rtt,
+                    loss=loss,
+                    flows=flows.get(isp.name),
+                    history=_history(samples, isp.name) if with_history else (),
+                    families=family_views(status) if status else (),
+                )
+            )
+        return views
+
+
+def _history(samples: list[Sample], name: str) -> tuple[float, ...]:
+    """The uplink's throughput binned by HISTORY_STEP_S, oldest first."""
+    if not samples:
+        return ()
+    bins: dict[int, list[float]] = {}
+    for s in samples:
+        bins.setdefault(int(s.t // HISTORY_STEP_S), []).append(s.tx_mbit.get(name, 0.0))
+    return tuple(sum(v) / len(v) for _, v in sorted(bins.items()))
+
+
+def _plain(text: str) -> str:
+    """Text without rich markup."""
+    return Text.from_markup(text).plain
