@@ -22,9 +22,7 @@ from dataclasses import replace
 from ecmpd.config import Config, Mode, OnFailure
 from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.marks import MarkSpace, assign_slots
-from ecmpd.model import DesiredState, Family, NftTable, Rule, RuleAction
-
-MAIN_TABLE = 254
+from ecmpd.model import MAIN_TABLE, DesiredState, Family, NftTable, Rule, RuleAction
 
 
 def mark_space(config: Config) -> MarkSpace:
