@@ -17,6 +17,7 @@ from bench.failover import rows as failover_rows
 from bench.flows import rows as flows_rows
 from bench.mptcp import rows as mptcp_rows
 from bench.table import rows as table_rows
+from bench.tiers import rows as tiers_rows
 
 
 @dataclass(frozen=True)
@@ -38,4 +39,5 @@ BENCHES = (
     Benchmark("flows", flows_rows.rows),
     Benchmark("table", table_rows.rows),
     Benchmark("mptcp", mptcp_rows.rows),
+    Benchmark("tiers", tiers_rows.rows),
 )
