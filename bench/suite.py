@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.apply import rows as apply_rows
 from bench.cells import Row
+from bench.connections import rows as connections_rows
 from bench.failover import rows as failover_rows
 from bench.flows import rows as flows_rows
 from bench.mptcp import rows as mptcp_rows
@@ -37,6 +38,7 @@ BENCHES = (
     Benchmark("apply", apply_rows.rows),
     Benchmark("failover", failover_rows.rows),
     Benchmark("flows", flows_rows.rows),
+    Benchmark("connections", connections_rows.rows),
     Benchmark("table", table_rows.rows),
     Benchmark("mptcp", mptcp_rows.rows),
     Benchmark("tiers", tiers_rows.rows),

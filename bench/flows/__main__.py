@@ -40,7 +40,7 @@ class Plan:
 FULL = Plan(
     lookup_flows=12000,
     connections=300,
-    idle_timers=(2, 5),
+    idle_timers=(0, 2, 5),  # 0: ecmpd's default; 2 and 5: the anchors
     share_connections=100,
     goodput_s=10.0,
     warmup_s=2.0,
@@ -54,7 +54,7 @@ QUICK = Plan(
     connections=60,
     # 4 s, not 2: a LAN client thread stalled that long on a loaded 2-core machine
     # looks idle to the kernel, and its bucket may then legitimately move.
-    idle_timers=(4,),
+    idle_timers=(0, 4),
     share_connections=30,
     goodput_s=3.0,
     warmup_s=1.0,

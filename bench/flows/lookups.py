@@ -89,6 +89,8 @@ def moved_summary(before: list[str], failed: list[str], recovered: list[str]) ->
     healthy_moved = sum(1 for i in on_healthy if failed[i] != before[i])
     dead_moved = sum(1 for i in on_dead if failed[i] != before[i])
     recovery_moved = sum(1 for i in range(n) if recovered[i] != failed[i])
+    # A minimal rebalance sends every moved lookup to the recovered uplink.
+    not_to_recovered = sum(1 for i in range(n) if failed[i] != recovered[i] != FAILED)
     return {
         "flows": n,
         "split_before": dict(sorted(Counter(before).items())),
@@ -104,6 +106,7 @@ def moved_summary(before: list[str], failed: list[str], recovered: list[str]) ->
             "moved": recovery_moved,
             "moved_fraction": round(recovery_moved / max(n, 1), 4),
             "on_recovered_uplink": sum(1 for u in recovered if u == FAILED),
+            "moved_not_to_recovered": not_to_recovered,
         },
     }
 

@@ -27,12 +27,15 @@ def rows(doc: dict[str, Any]) -> list[Row]:
         )
         rows.append(
             (
-                "flows moved when it comes back",
+                "new flows (lookups) moved when it comes back; connections keep their "
+                "uplink by their marks",
                 f"{fmt(get(ours, 'recovery', 'moved'))} "
-                f"({pct(get(ours, 'recovery', 'moved_fraction'))})",
+                f"({pct(get(ours, 'recovery', 'moved_fraction'))}), "
+                f"{fmt(get(ours, 'recovery', 'moved_not_to_recovered'))} elsewhere",
                 f"classic multipath route: {fmt(get(anchor, 'recovery', 'moved'))} "
-                f"({pct(get(anchor, 'recovery', 'moved_fraction'))})",
-                "0" + met(doc, "moved_on_recovery"),
+                f"({pct(get(anchor, 'recovery', 'moved_fraction'))}), "
+                f"{fmt(get(anchor, 'recovery', 'moved_not_to_recovered'))} elsewhere",
+                "its share, 0 elsewhere" + met(doc, "moved_on_recovery"),
             )
         )
     tcp = doc.get("moved_tcp") or {}
@@ -52,20 +55,29 @@ def rows(doc: dict[str, Any]) -> list[Row]:
         )
     share = doc.get("recovered_share") or {}
     runs = share.get("runs") or []
+    ours_s = [r for r in runs if r.get("idle_timer_s") == 0]
+    anchors = [r for r in runs if r.get("idle_timer_s")]
     if runs:
         timers = "; ".join(
             f"{fmt(r.get('t_share_s'), ' s', 1)} with a {r.get('idle_timer_s')} s idle timer "
             f"(load {r.get('load')})"
-            for r in runs
+            for r in anchors
         )
         default = share.get("extrapolated_default") or {}
+        ecmpd = "; ".join(
+            f"{fmt(r.get('t_share_s'), ' s', 2)} (load {r.get('load')})" for r in ours_s
+        )
         rows.append(
             (
-                "a recovered uplink back to its weighted share of new flows",
-                f"{timers}; at the default {share.get('default_idle_timer_s')} s "
-                f"≈{fmt(default.get('load_stops_t_share_s'), ' s', 0)} (extrapolated)",
-                "-",
-                "",
+                "a recovered uplink back to its weighted share of new flows (ecmpd: "
+                "idle_timer 0, established connections kept by their marks)",
+                ecmpd or "-",
+                f"the resilient group alone: {timers}; at the former default "
+                f"{share.get('default_idle_timer_s')} s "
+                f"≈{fmt(default.get('load_stops_t_share_s'), ' s', 0)} (load stops), "
+                f"≈{fmt(default.get('load_sustained_t_share_s'), ' s', 0)} (sustained; "
+                "extrapolated)",
+                "≤ 1 s",
             )
         )
     for key, good in (doc.get("goodput") or {}).items():

@@ -37,6 +37,8 @@ from ecmpd.lab.layout import FIRST_LAN_CLIENT, ROUTER_LAN_IF, Lab
 from ecmpd.model import Family
 
 BUCKETS = 512
+# ecmpd's default before connection marks kept established connections (now 0): the
+# anchor the runs with short timers are scaled to.
 DEFAULT_IDLE_TIMER = 60
 # Sustained new-flow load in the recovered-share runs: each bucket is hit this many
 # times per idle_timer on average (a per-bucket gap >= idle_timer then has e^-2 odds).
@@ -145,7 +147,8 @@ def share_run(
     seed: int,
 ) -> dict[str, Any]:
     """One failure and recovery; the recovered uplink's bucket count over time."""
-    timeout = idle_timer + 3.0 if load == "stops" else 6.0 * idle_timer + 2
+    # idle_timer 0 (ecmpd's default): the share is due at the group replace itself.
+    timeout = idle_timer + 3.0 if load == "stops" or not idle_timer else 6.0 * idle_timer + 2
     everyone = frozenset(isp.name for isp in lab.isps)
     target = wants(lab, FAILED)
     flows = NewFlows(lab, seed)
@@ -168,8 +171,10 @@ def share_run(
         back = watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, f"{FAILED} back")
         if load == "stops":
             flows.stop()
-        else:
+        elif idle_timer:
             flows.set_rate(SUSTAINED_HITS_PER_IDLE * BUCKETS / idle_timer)
+        # else: idle_timer 0 under sustained load keeps the flows at full speed (every
+        # bucket busy all the time): the harshest load there is.
         samples: list[tuple[float, int]] = []
         t_half = t_share = None
         while time.monotonic() - back < timeout:
@@ -189,7 +194,11 @@ def share_run(
         "idle_timer_s": idle_timer,
         "load": load,
         "new_flows_per_s_after": (
-            0 if load == "stops" else round(SUSTAINED_HITS_PER_IDLE * BUCKETS / idle_timer, 1)
+            0
+            if load == "stops"
+            else round(SUSTAINED_HITS_PER_IDLE * BUCKETS / idle_timer, 1)
+            if idle_timer
+            else "full speed"
         ),
         "wanted_buckets": target,
         "t_half_s": round(t_half, 3) if t_half is not None else None,
@@ -252,8 +261,9 @@ def bench_share(
 
 def _extrapolate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """What the runs predict for the default idle timer (see NOTES for the model)."""
-    stops = [r for r in runs if r["load"] == "stops" and r["t_share_s"] is not None]
-    sustained = [r for r in runs if r["load"] == "sustained" and r["t_share_s"] is not None]
+    timed = [r for r in runs if r["t_share_s"] is not None and r["idle_timer_s"]]
+    stops = [r for r in timed if r["load"] == "stops"]
+    sustained = [r for r in timed if r["load"] == "sustained"]
     # Load that stops: the idle timer plus the kernel's upkeep delay (additive).
     overhead = max((r["t_share_s"] - r["idle_timer_s"] for r in stops), default=None)
     # Sustained load: the same lambda*T per bucket takes T/T_run times as long.

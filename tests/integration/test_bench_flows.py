@@ -22,7 +22,10 @@ def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: st
         assert variant["failure"]["dead_moved"] == variant["failure"]["on_failed_uplink"] > 0
         assert variant["failure"]["still_on_failed_uplink"] == 0
     assert ecmpd["failure"]["healthy_moved"] == 0
-    assert ecmpd["recovery"]["moved"] == 0
+    # Recovery: new flows' lookups go to the recovered uplink, its share at once, and
+    # nowhere else (connections keep their uplink by their marks: moved_tcp below).
+    assert ecmpd["recovery"]["moved_not_to_recovered"] == 0
+    assert 0.2 < ecmpd["recovery"]["moved_fraction"] < 0.45  # 1/3: 3 equal uplinks
     # Hash-threshold with 3 equal uplinks: 1/4 of the healthy flows, 1/2 of all at recovery.
     assert 0.15 < anchor["failure"]["healthy_moved_fraction"] < 0.35
     assert 0.4 < anchor["recovery"]["moved_fraction"] < 0.6
@@ -35,7 +38,12 @@ def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: st
     assert tcp["recovery"]["broken"] == 0
     assert doc["moved_tcp"]["variants"]["anchor_multipath_route"]["recovery"]["broken"] > 0
 
-    (stops, sustained) = doc["recovered_share"]["runs"]
+    (now, now_sustained, stops, sustained) = doc["recovered_share"]["runs"]
+    assert now["idle_timer_s"] == now_sustained["idle_timer_s"] == 0
+    # ecmpd's idle_timer 0: the share at the group replace, also with every bucket busy.
+    for run in (now, now_sustained):
+        assert run["t_share_s"] is not None and run["t_share_s"] <= 1.0, run
+        assert run["long_lived_broken_at_recovery"] == 0
     assert stops["load"] == "stops" and sustained["load"] == "sustained"
     # Busy buckets wait out the idle timer; the kernel checks at most every 0.5 s.
     idle = stops["idle_timer_s"]

@@ -34,6 +34,7 @@ from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer
 from ecmpd.lab.chatpool import CHAT_PORT
+from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import LAN_HOST6, Lab
 from ecmpd.lab.sources import nat_only, validate_sources
@@ -41,7 +42,6 @@ from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import Family
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
-from tests.integration.idleconns import IdleConns
 
 RESET_WITHIN = 0.3  # the bound: a dead uplink's connections reset this fast
 CLIENTS = 64
