@@ -16,6 +16,15 @@ from ecmpd.cli.common import DEFAULT_CONFIG, CommandError, add_global_options
 UNITS = (install_unit.DAEMON_UNIT, install_unit.ONESHOT_UNIT)
 
 
+@pytest.fixture(autouse=True)
+def checkout_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests run from a checkout wherever it lies (CI may clone below /tmp).
+
+    Only the refusal test below puts this installation below the hidden directories.
+    """
+    monkeypatch.setattr(install_unit, "TMP_DIRS", (Path("/nonexistent-private-tmp"),))
+
+
 def settings(text: str) -> dict[str, list[str]]:
     """`Section.Key` -> values (unit files repeat keys) of a unit file text."""
     result: dict[str, list[str]] = {}
@@ -211,6 +220,7 @@ def test_install_unit_refuses_what_private_tmp_hides(
     target = tmp_path / "units"
     config = tmp_path / "edge.yaml"  # pytest's tmp_path is below /tmp
     assert config.is_relative_to("/tmp")
+    monkeypatch.setattr(install_unit, "TMP_DIRS", (Path("/tmp"),))
     args = parse(["-c", str(config), "install-unit", "--dir", str(target)])
     with pytest.raises(CommandError) as err:
         args.func(args)
