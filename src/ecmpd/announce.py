@@ -17,9 +17,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from ecmpd.config import Config
-from ecmpd.model import DEFAULT_ROUTE, IPV6_METRIC, SCOPE_LINK, Family, Route
+from ecmpd.model import DEFAULT_ROUTE, IPV6_METRIC, MAIN_TABLE, SCOPE_LINK, Family, Route
 from ecmpd.order import OrderState, balanced
 from ecmpd.uplinkplan import UplinkPlan, carries
+
+# The announce route's metric in the main table (`table6: main`): below the 1024 of
+# router advertisements and DHCPv6, so zebra takes it as the best ::/0 while it exists,
+# and unique, so FRR's route-map picks it (`match metric`) and never another default.
+ANNOUNCE_MAIN_METRIC = 236
 
 # Which uplinks' verdicts count, per family (None: every uplink in service, as `apply`
 # assumes with no daemon). The daemon leaves out uplinks it has not probed yet.
@@ -46,19 +51,34 @@ def announce_routes(
         if len(counted) < minimum:
             continue
         via = announce_via(plans, counted, order)
+        table = config.announce.table_of(family)
         routes.add(
             Route(
                 family=family,
-                table=config.announce.table,
+                table=table,
                 dst=DEFAULT_ROUTE[family],
                 ifname=via.ifname,
                 gateway=via.gateway,
                 # A point-to-point uplink without a gateway: a device route (scope link).
                 scope=0 if via.gateway is not None or family is Family.INET6 else SCOPE_LINK,
-                metric=IPV6_METRIC if family is Family.INET6 else 0,
+                metric=_metric(family, table),
             )
         )
     return routes
+
+
+def _metric(family: Family, table: int) -> int:
+    """ANNOUNCE_MAIN_METRIC in main; elsewhere what the kernel reports for metric 0."""
+    if table == MAIN_TABLE:
+        return ANNOUNCE_MAIN_METRIC
+    return IPV6_METRIC if family is Family.INET6 else 0
+
+
+def announce_tables(config: Config) -> frozenset[int]:
+    """The tables whose routes (of ecmpd's) only announce: `plan` orders them apart."""
+    if config.announce is None:
+        return frozenset()
+    return frozenset(config.announce.table_of(f) for f in Family)
 
 
 def announce_via(
@@ -92,6 +112,8 @@ def known_uplinks(
     return known
 
 
-def announced_families(routes: Collection[Route], table: int) -> set[Family]:
+def announced_families(routes: Collection[Route], config: Config) -> set[Family]:
     """The families with an announce route among `routes` (what a restart adopts)."""
-    return {r.family for r in routes if r.table == table}
+    if config.announce is None:
+        return set()
+    return {r.family for r in routes if r.table == config.announce.table_of(r.family)}

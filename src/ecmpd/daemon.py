@@ -369,10 +369,7 @@ class Daemon:
 
     def _adopt_announce(self, config: Config) -> None:
         """The families whose announce route a start (or reload) finds in the kernel."""
-        table = config.announce.table if config.announce is not None else None
-        self._announce_adopted = (
-            announced_families(self.observed.routes, table) if table is not None else set()
-        )
+        self._announce_adopted = announced_families(self.observed.routes, config)
 
     def _announce_known(self) -> dict[Family, set[str]]:
         """Per family, the uplinks whose verdict counts for `announce` (see ecmpd.announce)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from ecmpd.announce import Known, announce_routes
+from ecmpd.announce import Known, announce_routes, announce_tables
 from ecmpd.config import Config, Mode, WhenAllDown
 from ecmpd.config.semantic import carries_ipv6
 from ecmpd.connections import connection_table, mark_rules, mark_slots, mark_values
@@ -145,7 +145,7 @@ def desired_state(
         mptcp_limits=frozenset(limits),
         rule_names=tuple(sorted(names.items())),
         mark_slots=tuple(sorted(slots.items())),
-        announce_tables=frozenset([config.announce.table] if config.announce else []),
+        announce_tables=announce_tables(config),
     )
 
 

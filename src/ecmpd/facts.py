@@ -28,6 +28,9 @@ class InterfaceFacts:
     # (what a DHCP client installed); used for `gateway: dhcp`.
     dhcp_gateway: IPAddress | None = None
     dhcp_gateway6: IPAddress | None = None
+    # A gateway of the main table's BGP default route on this interface (`gateway: bgp`).
+    bgp_gateway: IPAddress | None = None
+    bgp_gateway6: IPAddress | None = None
 
     @property
     def assumed(self) -> bool:

@@ -332,7 +332,7 @@ def _gateway(configured: object, learned: object) -> str | None:
     """The configured gateway; `dhcp`/`ra` with what the kernel learnt, e.g. `ra (fe80::1)`."""
     if configured is None:
         return None
-    if configured in ("dhcp", "ra"):
+    if configured in ("dhcp", "ra", "bgp"):
         return f"{configured} ({learned or 'none yet'})"
     return str(configured)
 

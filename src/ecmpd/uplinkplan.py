@@ -53,9 +53,16 @@ def resolve_uplink(
     gateway: IPAddress | None
     if family is Family.INET6:
         gateway6 = uplink.gateway6
-        gateway = (iface.dhcp_gateway6 if iface else None) if gateway6 == "ra" else gateway6
+        if gateway6 == "ra":
+            gateway = iface.dhcp_gateway6 if iface else None
+        elif gateway6 == "bgp":
+            gateway = iface.bgp_gateway6 if iface else None
+        else:
+            gateway = gateway6
     elif uplink.gateway == "dhcp":
         gateway = iface.dhcp_gateway if iface else None
+    elif uplink.gateway == "bgp":
+        gateway = iface.bgp_gateway if iface else None
     else:
         gateway = uplink.gateway
     carried = carries(uplink, family)
@@ -64,7 +71,11 @@ def resolve_uplink(
     usable = admin_up and iface is not None and iface.carrier
     # A `dhcp` uplink without a lease (an `ra` one without a router) has nowhere to send
     # traffic yet, and must not look like a point-to-point link with a gateway-less route.
-    learned = uplink.gateway == "dhcp" if family is Family.INET else uplink.gateway6 == "ra"
+    learned = (
+        uplink.gateway in ("dhcp", "bgp")
+        if family is Family.INET
+        else uplink.gateway6 in ("ra", "bgp")
+    )
     if learned and gateway is None:
         admin_up = usable = False
     # A gateway off the interface's prefixes (its address went, a new lease is in

@@ -154,7 +154,7 @@ def test_offline_and_output_dir(
 
 def test_render_dispatch_and_file_layout() -> None:
     config = parse_config(textwrap.dedent(CONFIG), "ecmpd.yaml")
-    assert set(render.FORMATS) == {"ip", "netplan", "networkd", "routeros"}
+    assert set(render.FORMATS) == {"ip", "netplan", "networkd", "routeros", "frr"}
     with pytest.raises(KeyError):
         render.render("junos", config, LIVE)
     single = render.render("netplan", config, LIVE)

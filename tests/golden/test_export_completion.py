@@ -56,7 +56,7 @@ def offered(script: Path, line: str, cwd: Path | None = None) -> list[str]:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("ecmpd export --format ", ["ip", "netplan", "networkd", "routeros"]),
+        ("ecmpd export --format ", ["ip", "netplan", "networkd", "routeros", "frr"]),
         ("ecmpd export --format net", ["netplan", "networkd"]),
         ("ecmpd export --o", ["--output-dir", "--offline"]),
         ("ecmpd completion ", ["-h", "--help", "bash", "zsh", "fish"]),
@@ -88,12 +88,12 @@ def test_bash_script_parses(bash_script: Path) -> None:
 def test_zsh_and_fish_scripts_hold_the_same_tree() -> None:
     zsh = completion.script("zsh", full_parser())
     assert zsh.startswith("#compdef ecmpd\n")
-    assert '"ecmpd_export --format") compadd -- ip netplan networkd routeros; return ;;' in zsh
+    assert '"ecmpd_export --format") compadd -- ip netplan networkd routeros frr; return ;;' in zsh
     assert "'export:the same policy for another system, on stdout'" in zsh
     fish = completion.script("fish", full_parser())
     assert (
         "complete -c ecmpd -n '__fish_seen_subcommand_from export' -l format"
-        " -xa 'ip netplan networkd routeros' -d 'target system'\n"
+        " -xa 'ip netplan networkd routeros frr' -d 'target system'\n"
     ) in fish
     assert (
         "complete -c ecmpd -n '__fish_seen_subcommand_from lab; and not"

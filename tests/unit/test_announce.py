@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecmpd.announce import known_uplinks
+from ecmpd.announce import ANNOUNCE_MAIN_METRIC, known_uplinks
 from ecmpd.config import Config, ConfigError, parse_config
 from ecmpd.desired import desired_state
 from ecmpd.model import DesiredState, Family, NexthopGroup, Route, RouteType
 from ecmpd.plan import Op, OpKind, diff
 from tests.golden.fixtures import FACTS6
-from tests.unit.test_plan import FakeKernel, states
+from tests.unit.fakekernel import FakeKernel, states
 
 EDGE = """
     uplinks:
@@ -219,3 +219,27 @@ def test_unprobed_uplinks_count_only_where_a_restart_found_the_route() -> None:
     }
     assert known_uplinks(verdicts) == {Family.INET: {"b"}}
     assert known_uplinks(verdicts, {Family.INET6}) == {Family.INET: {"b"}, Family.INET6: {"a"}}
+
+
+def test_table6_main_puts_ipv6_in_main_at_its_own_metric() -> None:
+    """FRR 8.4 has no `ipv6 import-table`: ::/0 goes to main for `redistribute kernel`."""
+    text = EDGE.replace("announce: {table: 150}", "announce: {table: 150, table6: main}")
+    c = config(text=text)
+    assert c.tables().count(150) == 1 and 254 not in c.tables()
+    state = desired_state(c, {}, FACTS6, known=BOTH)
+    six = [r for r in state.routes if r.family is Family.INET6 and r.table in (150, 200, 254)]
+    assert {(r.table, r.metric) for r in six} == {(200, 1024), (254, ANNOUNCE_MAIN_METRIC)}
+    assert state.announce_tables == {150, 254}
+    withdrawn = desired_state(c, {"isp-a": False, "isp-b": False}, FACTS6, known=BOTH)
+    ops = diff(withdrawn, state)
+    assert [(op.kind, op.obj.table) for op in ops[:2] if isinstance(op.obj, Route)] == [
+        (OpKind.DELETE, 254),
+        (OpKind.DELETE, 150),
+    ]
+
+
+def test_table6_must_not_be_the_balancer_table() -> None:
+    text = EDGE.replace("announce: {table: 150}", "announce: {table: 150, table6: 200}")
+    with pytest.raises(ConfigError) as err:
+        config(text=text)
+    assert "announce.table6: table 200 is already the balancer table" in str(err.value)

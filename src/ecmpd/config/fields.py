@@ -145,17 +145,17 @@ def ipv6_parser(v4_field: str) -> Callable[[object], IPv6Address | None]:
     return parse
 
 
-def parse_gateway(value: object) -> IPv4Address | Literal["dhcp"] | None:
-    """An IPv4 gateway, `dhcp`, or null for point-to-point."""
-    if value == "dhcp":
-        return "dhcp"
+def parse_gateway(value: object) -> IPv4Address | Literal["dhcp", "bgp"] | None:
+    """An IPv4 gateway, `dhcp`, `bgp` (a router's BGP default), or null for point-to-point."""
+    if value in ("dhcp", "bgp"):
+        return "bgp" if value == "bgp" else "dhcp"
     return ipv4_parser("gateway6")(value)
 
 
-def parse_gateway6(value: object) -> IPv6Address | Literal["ra"] | None:
-    """An IPv6 gateway, `ra` (follow router advertisements), or null for point-to-point."""
-    if value == "ra":
-        return "ra"
+def parse_gateway6(value: object) -> IPv6Address | Literal["ra", "bgp"] | None:
+    """An IPv6 gateway, `ra` (follow router advertisements), `bgp`, or null (point-to-point)."""
+    if value in ("ra", "bgp"):
+        return "bgp" if value == "bgp" else "ra"
     if value in ("dhcp", "auto", "slaac"):
         # DHCPv6 never hands out a gateway: on IPv6 the routers announce themselves.
         raise ValueError(f"{show(value)} is not a gateway source for IPv6; use ra")

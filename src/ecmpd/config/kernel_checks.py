@@ -11,7 +11,7 @@ from ecmpd.config.semantic import carries_ipv6
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.marks import clashing
-from ecmpd.model import Family, nexthop_id
+from ecmpd.model import MAIN_TABLE, Family, nexthop_id
 
 Finding = tuple[str, str]
 
@@ -47,7 +47,10 @@ def _uplink(at: str, uplink: UplinkConfig, facts: KernelFacts) -> Iterator[Findi
     if uplink.gateway == "dhcp":
         if iface.dhcp_gateway is None:
             yield f"{at}.gateway", f"{iface.name} has no DHCP default route to follow"
-    elif uplink.gateway is not None and (why := _gateway_on_link(uplink.gateway, iface)):
+    # `gateway: bgp` without a BGP route yet is no error either: the session comes later.
+    elif isinstance(uplink.gateway, IPv4Address) and (
+        why := _gateway_on_link(uplink.gateway, iface)
+    ):
         yield f"{at}.gateway", why
     # `gateway6: ra` without a router yet is no error: in router mode the router only
     # listens to advertisements once ecmpd set accept_ra=2; the family waits till then.
@@ -81,9 +84,10 @@ def _tables(config: Config, facts: KernelFacts) -> Iterator[Finding]:
     """ecmpd's tables and nexthop ids are not already someone else's."""
     owned = [(f"uplinks[{i}].table", u.table) for i, u in enumerate(config.uplinks)]
     owned.append(("balancer.table", config.balancer.table))
-    if config.announce is not None and config.announce.table in facts.foreign_tables:
-        table = config.announce.table
-        yield "announce.table", f"table {table} already holds routes ecmpd did not create"
+    announce = config.announce
+    for key, table in (("table", announce.table), ("table6", announce.table6)) if announce else ():
+        if table in facts.foreign_tables and table != MAIN_TABLE:
+            yield f"announce.{key}", f"table {table} already holds routes ecmpd did not create"
     # IPv6 objects only exist when an uplink has IPv6.
     families = [Family.INET]
     if any(carries_ipv6(u) for u in config.uplinks):

@@ -50,7 +50,7 @@ def resolve(config: Config) -> Config:
     bandwidths = [u.bandwidth for u in config.uplinks]
     if all(b is not None for b in bandwidths):
         weights = weights_from_bandwidths([b for b in bandwidths if b is not None])
-    reserved = [config.balancer.table, *([config.announce.table] if config.announce else [])]
+    reserved = [config.balancer.table, *(config.announce.tables() if config.announce else [])]
     tables = allocate_tables([u.table for u in config.uplinks], reserved)
     uplinks: list[UplinkConfig] = [
         u.model_copy(

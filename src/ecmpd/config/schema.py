@@ -9,14 +9,23 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, PrivateAttr
 
 from ecmpd.config.enums import Mode, RuleActionName, WhenAllDown
-from ecmpd.config.fields import Duration, Listen, Mark, Percent, Table, Timer, integer_in
+from ecmpd.config.fields import (
+    Duration,
+    Listen,
+    Mark,
+    Percent,
+    Table,
+    Timer,
+    integer_in,
+    parse_table,
+)
 from ecmpd.config.hashspec import HashSpec, parse_hash
 from ecmpd.config.rule import RuleConfig
 from ecmpd.config.section import Section, none_as_empty
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.config.yamlsource import line_for
 from ecmpd.marks import DEFAULT_MASK
-from ecmpd.model import Family, GroupType
+from ecmpd.model import MAIN_TABLE, Family, GroupType
 
 # ecmpd owns priorities [rule_priority, rule_priority + 999]; the main table's rule sits
 # at 32766, so the block must end below it, and 0 is the kernel's local rule.
@@ -74,13 +83,29 @@ def _min_uplinks(value: object) -> object:
     return value
 
 
+def _table_or_main(value: object) -> object:
+    """`main` (the kernel's main table, 254) or an ordinary table id."""
+    return MAIN_TABLE if value == "main" else parse_table(value)
+
+
 class AnnounceConfig(Section):
     """A plain default route in `table` while enough uplinks are in service (for FRR to import)."""
 
     table: Table
+    # Where ::/0 goes (default: `table`). FRR 8.4 has no `ipv6 import-table`: `main`
+    # puts it in the main table at ANNOUNCE_MAIN_METRIC, for `redistribute kernel`.
+    table6: Annotated[int, BeforeValidator(_table_or_main)] | None = None
     min_uplinks: Annotated[MinUplinks, BeforeValidator(_min_uplinks)] = Field(
         default_factory=lambda: MinUplinks(ipv4=1, ipv6=1)
     )
+
+    def table_of(self, family: Family) -> int:
+        """The table of one family's announce route."""
+        return self.table6 or self.table if family is Family.INET6 else self.table
+
+    def tables(self) -> list[int]:
+        """The announce tables ecmpd owns (main is never one: it only owns a route there)."""
+        return sorted({self.table_of(f) for f in Family} - {MAIN_TABLE})
 
 
 class MetricsConfig(Section):
@@ -166,7 +191,7 @@ class Config(Section):
 
     def tables(self) -> list[int]:
         """Every routing table ecmpd fills: the uplinks', the balancer's, the announce one."""
-        announce = [self.announce.table] if self.announce is not None else []
+        announce = self.announce.tables() if self.announce is not None else []
         return [*(u.table for u in self.uplinks), self.balancer.table, *announce]
 
     def mptcp_uplinks(self) -> list[UplinkConfig]:
@@ -176,6 +201,10 @@ class Config(Section):
     def follows_defaults(self) -> bool:
         """Whether an uplink takes its gateway from a default route (`dhcp`, `ra`)."""
         return any(u.gateway == "dhcp" or u.gateway6 == "ra" for u in self.uplinks)
+
+    def follows_bgp(self) -> bool:
+        """Whether an uplink takes its gateway from a BGP default route (a core's edges)."""
+        return any(u.gateway == "bgp" or u.gateway6 == "bgp" for u in self.uplinks)
 
     def with_source(self, filename: str, lines: Mapping[str, int]) -> Config:
         """A copy that knows which file and lines it came from (for `line_of`)."""

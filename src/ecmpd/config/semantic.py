@@ -13,7 +13,7 @@ from ecmpd.config.schema import PRIORITY_SPAN, Config
 from ecmpd.config.units import PORT_PROTOCOLS
 from ecmpd.config.uplink import UplinkConfig
 from ecmpd.marks import FULL, MarkSpace, MarkUse, clashes, mask_problem
-from ecmpd.model import IPV6_ID_OFFSET, CapPeriod
+from ecmpd.model import IPV6_ID_OFFSET, MAIN_TABLE, CapPeriod
 
 Finding = tuple[str, str]
 DAYS_PER_WEEK = 7
@@ -53,9 +53,12 @@ def _unique_uplinks(config: Config) -> Iterator[Finding]:
     interfaces: dict[str, str] = {}
     tables: dict[int, str] = {config.balancer.table: "the balancer table"}
     if config.announce is not None:
-        if config.announce.table in tables:
-            yield "announce.table", f"table {config.announce.table} is already the balancer table"
-        tables.setdefault(config.announce.table, "the announce table")
+        for key, table in (("table", config.announce.table), ("table6", config.announce.table6)):
+            if table is None or table == MAIN_TABLE:
+                continue
+            if table == config.balancer.table:
+                yield f"announce.{key}", f"table {table} is already the balancer table"
+            tables.setdefault(table, "the announce table")
     for i, uplink in enumerate(config.uplinks):
         at = f"uplinks[{i}]"
         if uplink.name in names:

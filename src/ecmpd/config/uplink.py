@@ -61,9 +61,13 @@ class UplinkConfig(Section):
 
     name: UplinkName
     interface: IfName
-    gateway: Annotated[IPv4Address | Literal["dhcp"] | None, BeforeValidator(parse_gateway)] = None
+    gateway: Annotated[
+        IPv4Address | Literal["dhcp", "bgp"] | None, BeforeValidator(parse_gateway)
+    ] = None
     source: Annotated[IPv4Address | None, BeforeValidator(ipv4_parser("source6"))] = None
-    gateway6: Annotated[IPv6Address | Literal["ra"] | None, BeforeValidator(parse_gateway6)] = None
+    gateway6: Annotated[
+        IPv6Address | Literal["ra", "bgp"] | None, BeforeValidator(parse_gateway6)
+    ] = None
     source6: Annotated[IPv6Address | None, BeforeValidator(ipv6_parser("source"))] = None
     # Always set after loading: derived from `bandwidth` when that was given instead.
     weight: Annotated[int, BeforeValidator(integer_in(1, 256))] = 1

@@ -8,7 +8,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 
 from ecmpd.config import Config
-from ecmpd.export import ipbatch, netplan, networkd, routeros
+from ecmpd.export import frr, ipbatch, netplan, networkd, routeros
 from ecmpd.facts import InterfaceFacts, KernelFacts
 
 Renderer = Callable[[Config, KernelFacts], dict[str, str]]
@@ -18,6 +18,7 @@ RENDERERS: dict[str, Renderer] = {
     "netplan": netplan.files,
     "networkd": networkd.files,
     "routeros": routeros.files,
+    "frr": frr.files,
 }
 FORMATS = tuple(RENDERERS)
 # Formats that configure another system describe every uplink whatever its carrier

@@ -70,6 +70,7 @@ class ReadScope:
     nft: bool = False  # ecmpd's nftables table (every config has one: connection marks)
     defaults: bool = True  # the main table's default routes (`gateway: dhcp`, `gateway6: ra`)
     mptcp: bool = False  # MPTCP endpoints and limits (`mptcp: true`)
+    bgp: bool = False  # the main table's BGP default routes (`gateway: bgp`)
 
     @classmethod
     def of(cls, config: Config) -> ReadScope:
@@ -78,6 +79,7 @@ class ReadScope:
             nft=True,
             defaults=config.follows_defaults(),
             mptcp=bool(config.mptcp_uplinks()),
+            bgp=config.follows_bgp(),
         )
 
     def __or__(self, other: ReadScope) -> ReadScope:
@@ -85,6 +87,7 @@ class ReadScope:
             nft=self.nft or other.nft,
             defaults=self.defaults or other.defaults,
             mptcp=self.mptcp or other.mptcp,
+            bgp=self.bgp or other.bgp,
         )
 
 
@@ -147,7 +150,9 @@ class KernelWriter:
         """
         tables: Collection[int] = check.tables() if check is not None else ()
         scope = self.scope | ReadScope.of(check) if check is not None else self.scope
-        observed, facts = observe(self.nl, self.record.sysctls, tables, defaults=scope.defaults)
+        observed, facts = observe(
+            self.nl, self.record.sysctls, tables, defaults=scope.defaults, bgp=scope.bgp
+        )
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
         if scope.nft or self.record.nat:
             observed = replace(observed, nft=observe_nft())

@@ -79,18 +79,21 @@ def read_addresses(handle: Any) -> dict[int, list[Address]]:
 def default_gateways(defaults: list[KernelRoute]) -> dict[int, IPAddress]:
     """Interface index -> gateway of its main-table default route, lowest metric winning."""
     gateways: dict[int, IPAddress] = {}
-    usable = [r for r in defaults if r.gateway is not None and r.ifindex is not None]
-    # Lowest metric last, so it wins, as in the kernel's own choice.
-    for route in sorted(usable, key=lambda r: -r.metric):
-        assert route.ifindex is not None and route.gateway is not None
-        gateways[route.ifindex] = route.gateway
+    # Lowest metric last, so it wins, as in the kernel's own choice; a multipath route
+    # (zebra's, over several edges) gives each of its interfaces a gateway.
+    for route in sorted(defaults, key=lambda r: -r.metric):
+        for ifindex, gateway in ((route.ifindex, route.gateway), *route.nexthops):
+            if ifindex is not None and gateway is not None:
+                gateways[ifindex] = gateway
     return gateways
 
 
 Gateways = tuple[Mapping[int, IPAddress], Mapping[int, IPAddress]]  # IPv4, IPv6 by ifindex
 
 
-def read_interfaces(handle: Any, gateways: Gateways) -> dict[int, InterfaceFacts]:
+def read_interfaces(
+    handle: Any, gateways: Gateways, bgp: Gateways = ({}, {})
+) -> dict[int, InterfaceFacts]:
     """Every interface by index, with its addresses and main-table default gateways."""
     gw4, gw6 = gateways
     addrs = read_addresses(handle)
@@ -111,6 +114,8 @@ def read_interfaces(handle: Any, gateways: Gateways) -> dict[int, InterfaceFacts
             addresses=tuple(addrs.get(index, ())),
             dhcp_gateway=gw4.get(index),
             dhcp_gateway6=gw6.get(index),
+            bgp_gateway=bgp[0].get(index),
+            bgp_gateway6=bgp[1].get(index),
         )
     return result
 
@@ -121,21 +126,28 @@ def observe(
     check_tables: Collection[int] = (),
     *,
     defaults: bool = True,
+    bgp: bool = False,
 ) -> tuple[ObservedState, KernelFacts]:
     """What ecmpd owns now, and everything else the planner must respect.
 
     `check_tables`: the tables to look into for routes ecmpd did not create (what
     check_against_kernel reports); the facts' foreign_tables cover only those.
     `defaults`: read the main table's default routes (the DHCP/RA gateways).
+    `bgp`: read its BGP default routes (`gateway: bgp`).
     """
     scans = {
-        family: scan_routes(handle, family, check_tables, defaults=defaults) for family in FAMILIES
+        family: scan_routes(handle, family, check_tables, defaults=defaults, bgp=bgp)
+        for family in FAMILIES
     }
     gateways = (
         default_gateways(scans[socket.AF_INET].main_defaults),
         default_gateways(scans[socket.AF_INET6].main_defaults),
     )
-    links = read_interfaces(handle, gateways)
+    bgp_gateways = (
+        default_gateways(scans[socket.AF_INET].bgp_defaults),
+        default_gateways(scans[socket.AF_INET6].bgp_defaults),
+    )
+    links = read_interfaces(handle, gateways, bgp_gateways)
     names = {i: f.name for i, f in links.items()}
 
     rules, foreign_prios, mark_uses = set(), set(), []

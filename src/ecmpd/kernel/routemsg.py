@@ -53,7 +53,7 @@ RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 
 RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY = 1, 2, 3, 4, 5
-RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE, RTA_MARK = 6, 7, 15, 16
+RTA_PRIORITY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE, RTA_MARK = 6, 7, 9, 15, 16
 RTA_UID, RTA_IP_PROTO, RTA_SPORT, RTA_DPORT, RTA_NH_ID = 25, 27, 28, 29, 30
 
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
@@ -127,6 +127,8 @@ class KernelRoute:
     prefsrc: IPAddress | None
     metric: int
     onlink: bool
+    # A multipath route's nexthops (RTA_MULTIPATH) as (ifindex, gateway).
+    nexthops: tuple[tuple[int, IPAddress | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class RouteScan:
 
     owned: list[KernelRoute] = field(default_factory=list)  # protocol RTPROT_ECMPD
     main_defaults: list[KernelRoute] = field(default_factory=list)  # main table, /0
+    bgp_defaults: list[KernelRoute] = field(default_factory=list)  # main, /0, proto bgp
     tables: set[int] = field(default_factory=set)  # checked tables holding foreign routes
 
 
@@ -178,7 +181,25 @@ def parse_route(payload: bytes) -> KernelRoute | None:
         prefsrc=to_addr(attrs.get(RTA_PREFSRC)),
         metric=get_u32(attrs, RTA_PRIORITY) or 0,
         onlink=bool(flags & RTNH_F_ONLINK),
+        nexthops=_multipath(attrs.get(RTA_MULTIPATH)),
     )
+
+
+_RTNH = struct.Struct("=HBBi")  # struct rtnexthop {len, flags, hops, ifindex}
+
+
+def _multipath(raw: bytes | None) -> tuple[tuple[int, IPAddress | None], ...]:
+    """RTA_MULTIPATH's nexthops: a zebra multipath route names its gateways there."""
+    hops: list[tuple[int, IPAddress | None]] = []
+    offset = 0
+    while raw is not None and offset + _RTNH.size <= len(raw):
+        length, _, _, ifindex = _RTNH.unpack_from(raw, offset)
+        if length < _RTNH.size:
+            break
+        inner = parse_attrs(raw[offset : offset + length], _RTNH.size)
+        hops.append((ifindex, to_addr(inner.get(RTA_GATEWAY))))
+        offset += (length + 3) & ~3
+    return tuple(hops)
 
 
 def _dump(handle: Any, family: int, *, table: int = 0, protocol: int = 0) -> list[bytes]:
@@ -210,10 +231,16 @@ def dump_routes(handle: Any, family: int, table: int | None = None) -> list[Kern
 # (NetworkManager, systemd-networkd, dhcpcd). Routing daemons (bgp 186, ospf 188, ...)
 # are not asked for: their tables may hold a million routes.
 DEFAULT_ROUTE_PROTOCOLS = (3, 4, 9, 16)
+RTPROT_BGP = 186
 
 
 def scan_routes(
-    handle: Any, family: int, check_tables: Collection[int] = (), *, defaults: bool = True
+    handle: Any,
+    family: int,
+    check_tables: Collection[int] = (),
+    *,
+    defaults: bool = True,
+    bgp: bool = False,
 ) -> RouteScan:
     """What observe needs of one family's routes, each part dumped with a kernel filter.
 
@@ -227,6 +254,11 @@ def scan_routes(
         for payload in _dump(handle, family, table=MAIN_TABLE, protocol=proto):
             if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
                 scan.main_defaults.append(route)
+    # Only when an uplink follows BGP (a core, whose BGP table holds the edges' defaults):
+    # a full BGP table would be transferred whole (the kernel filters no prefix length).
+    for payload in _dump(handle, family, table=MAIN_TABLE, protocol=RTPROT_BGP) if bgp else ():
+        if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
+            scan.bgp_defaults.append(route)
     for table in check_tables:
         payloads = _dump(handle, family, table=table)
         if any(_RTMSG.unpack_from(p)[5] != RTPROT_ECMPD for p in payloads):
