@@ -34,7 +34,7 @@ from ecmpd.config import Config, UplinkConfig
 from ecmpd.connections import rule_name
 from ecmpd.desired import carries
 from ecmpd.export.iptext import rule_args
-from ecmpd.facts import KernelFacts
+from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState, detection_time
 from ecmpd.health.window import TargetStats
 from ecmpd.kernel.mptcpdiag import Subflow
@@ -328,6 +328,16 @@ def _groups(balancer_table: int, observed: DesiredState) -> dict[Family, Nexthop
     }
 
 
+def _learned(iface: InterfaceFacts | None, configured: object, family: Family) -> object:
+    """What the kernel taught a `dhcp`/`ra` (a DHCP lease, a router) or `bgp` uplink."""
+    if iface is None:
+        return None
+    v6 = family is Family.INET6
+    if configured == "bgp":
+        return iface.bgp_gateway6 if v6 else iface.bgp_gateway
+    return iface.dhcp_gateway6 if v6 else iface.dhcp_gateway
+
+
 def _gateway(configured: object, learned: object) -> str | None:
     """The configured gateway; `dhcp`/`ra` with what the kernel learnt, e.g. `ra (fe80::1)`."""
     if configured is None:
@@ -352,8 +362,8 @@ def _uplink(
         interface=u.interface,
         table=u.table,
         carrier=carrier,
-        gateway=_gateway(u.gateway, iface.dhcp_gateway if iface else None),
-        gateway6=_gateway(u.gateway6, iface.dhcp_gateway6 if iface else None),
+        gateway=_gateway(u.gateway, _learned(iface, u.gateway, Family.INET)),
+        gateway6=_gateway(u.gateway6, _learned(iface, u.gateway6, Family.INET6)),
         families=families,
     )
 
