@@ -14,6 +14,7 @@ from typing import Any
 from bench.apply import rows as apply_rows
 from bench.cells import Row
 from bench.connections import rows as connections_rows
+from bench.edges import rows as edges_rows
 from bench.failover import rows as failover_rows
 from bench.flows import rows as flows_rows
 from bench.mptcp import rows as mptcp_rows
@@ -42,4 +43,5 @@ BENCHES = (
     Benchmark("table", table_rows.rows),
     Benchmark("mptcp", mptcp_rows.rows),
     Benchmark("tiers", tiers_rows.rows),
+    Benchmark("edges", edges_rows.rows),
 )

@@ -263,12 +263,16 @@ class EdgeRouters(Running):
         daemon.start()
 
     def kill_edge(self, name: str) -> None:
-        """The edge dies: ecmpd and FRR SIGKILLed, its link to the switch down."""
+        """The edge dies: its link to the switch down, then ecmpd and FRR SIGKILLed.
+
+        The link first: a killed bgpd's socket would otherwise still send its FIN, and
+        the core would hear of the death instead of having to notice it (BFD).
+        """
         edge = self.lab.edge(name)
+        _batch(edge.ns, [f"link set {EDGE_CORE_IF} down"])
         if name in self.ecmpd:
             self.ecmpd[name].stop(signal.SIGKILL, timeout=2)
         self.frr[name].kill()
-        _batch(edge.ns, [f"link set {EDGE_CORE_IF} down"])
 
     def stop(self) -> None:
         for daemon in reversed(list(self.ecmpd.values())):

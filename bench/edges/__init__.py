@@ -1,0 +1,18 @@
+"""Benchmark several edge routers with FRR: LAN -> core -> 2 edges -> 4 ISPs, in namespaces.
+
+In the scale-out lab (ecmpd.lab.edges: real FRR 8.4 on the core and the edges, ecmpd on
+the edges with `announce`, on the core with `gateway: bgp` uplinks), the same run
+measures, each against its anchor:
+
+- an edge's ISPs all fail (gray): the longest pause of a LAN stream that went through
+  it, with ecmpd on the core (default and tuned checks) and with BGP alone at the core
+  (the edge's announce withdrawn by ecmpd there, hash-threshold multipath at the core);
+  streams through the other edge paused at the failure or the return (disturbed);
+- announce -> the core's FIB (drain / undrain of an edge's uplinks, both families);
+- an edge that forwards nothing but stays up: ecmpd on the core vs BGP/BFD alone;
+- an edge dying behind a switch (link and FRR killed) with BFD 100 ms x 3.
+
+    python -m bench.edges [--quick] [--runs N] [--prefix P]
+
+Prints one JSON document on stdout, progress on stderr.
+"""
