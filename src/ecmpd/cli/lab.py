@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
 import signal
 import tempfile
 import types
@@ -18,11 +20,16 @@ from ecmpd.cli.common import EXIT_OK, CommandError, print_json
 from ecmpd.lab import netns
 from ecmpd.lab.demo import DEFAULT_DURATION_S, FLOWS, DemoOptions, run_demo
 from ecmpd.lab.demoparts import DemoError
+from ecmpd.lab.edgelayout import plan_edge_lab
+from ecmpd.lab.edgerun import whole
+from ecmpd.lab.edges import EdgeRouters, build_edge_lab, destroy_edge_lab
+from ecmpd.lab.peers.frr import frr_available
 from ecmpd.lab.summary import render_summary
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
 from ecmpd.live import LiveView, Snapshot
 
 DEFAULT_LAB_DIR = os.environ.get("ECMPD_LAB_DIR", "/run/ecmpd-lab")
+EDGES_STATE = "edges.json"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--dir", type=Path, default=Path(DEFAULT_LAB_DIR), help="lab state dir")
     up.add_argument("--isps", type=int, default=3)
     up.add_argument("--lan", action="store_true", help="add a LAN namespace behind the router")
+    up.add_argument(
+        "--edges",
+        type=int,
+        help="the scale-out lab instead: LAN, core, N edges (2 ISPs each) with FRR and ecmpd",
+    )
     up.add_argument("--json", action="store_true")
     up.set_defaults(func=lab_up)
     down = labsub.add_parser("down", help="remove the lab built by `lab up`")
@@ -75,8 +87,10 @@ def _need_netns() -> None:
 
 def lab_up(args: argparse.Namespace) -> int:
     _need_netns()
-    if (args.dir / "lab.json").exists():
+    if (args.dir / "lab.json").exists() or (args.dir / EDGES_STATE).exists():
         raise CommandError(f"{args.dir}: a lab is already up there (ecmpd lab down first)", 1)
+    if args.edges is not None:
+        return _edges_up(args)
     lab = build_lab(workdir=args.dir, isps=args.isps, lan=args.lan)
     if args.json:
         print_json(
@@ -95,7 +109,54 @@ def lab_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _edges_up(args: argparse.Namespace) -> int:
+    """The scale-out lab, left running: its daemons outlive this command."""
+    reason = frr_available()
+    if reason is not None:
+        raise CommandError(reason, 1)
+    try:
+        lab = build_edge_lab(args.edges, netns.new_prefix(), args.dir)
+    except ValueError as err:
+        raise CommandError(str(err), 1) from err
+    routers = EdgeRouters(lab)
+    try:
+        routers.start()
+        whole(routers)
+    except BaseException:
+        routers.stop()
+        destroy_edge_lab(lab)
+        raise
+    state = {
+        "prefix": lab.prefix,
+        "edges": len(lab.edges),
+        "frr_dirs": [str(r.dir) for r in routers.frr.values()],
+    }
+    (args.dir / EDGES_STATE).write_text(json.dumps(state))
+    if args.json:
+        print_json({"namespaces": lab.namespaces(), **state})
+        return EXIT_OK
+    print(f"lab up: {' '.join(lab.namespaces())}")
+    for name, router in routers.frr.items():
+        print(f"  {name}: vtysh --vty_socket {router.dir}   config {routers.configs[name]}")
+    print(f"  ecmpd lab down --dir {args.dir}")
+    return EXIT_OK
+
+
+def _edges_down(args: argparse.Namespace) -> int:
+    path = args.dir / EDGES_STATE
+    state = json.loads(path.read_text())
+    lab = plan_edge_lab(state["edges"], state["prefix"], args.dir)
+    destroy_edge_lab(lab)
+    for directory in state["frr_dirs"]:
+        shutil.rmtree(directory, ignore_errors=True)
+    path.unlink()
+    print(f"lab down: removed {' '.join(lab.namespaces())}")
+    return EXIT_OK
+
+
 def lab_down(args: argparse.Namespace) -> int:
+    if (args.dir / EDGES_STATE).exists():
+        return _edges_down(args)
     state = args.dir / "lab.json"
     if not state.exists():
         print(f"no lab in {args.dir}")
