@@ -61,7 +61,7 @@ def offered(script: Path, line: str, cwd: Path | None = None) -> list[str]:
         ("ecmpd export --o", ["--output-dir", "--offline"]),
         ("ecmpd completion ", ["-h", "--help", "bash", "zsh", "fish"]),
         ("ecmpd lab ", ["-h", "--help", "up", "down", "demo"]),
-        ("ecmpd lab up --", ["--help", "--dir", "--isps", "--lan", "--json"]),
+        ("ecmpd lab up --", ["--help", "--dir", "--isps", "--lan", "--edges", "--json"]),
         ("ecmpd explain 192.0.2.1 --proto ", ["icmp", "tcp", "udp"]),
         # `export` is the value of -c here, not the command: still at the top level.
         ("ecmpd -c export ex", ["explain", "export"]),
