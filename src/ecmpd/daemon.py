@@ -1,71 +1,63 @@
 """`ecmpd run`: apply, then keep the kernel in step with uplink health.
 
-Wiring only: health trackers and probe schedulers per uplink and address family
-(an uplink can be up in IPv4 and down in IPv6), kernel events first
-(carrier loss acts at once), one reconcile path for every change, the control socket,
-signals (SIGHUP reload, SIGTERM exit leaving forwarding in place), hooks and
-sd_notify. What to put in the kernel is decided by `desired_state()`, what to change
-by `diff()`; a health change normally costs one netlink operation (a group replace).
+Wiring only. Health (trackers, probers, holds) lives in health/supervisor.py, which
+reports every change through `_on_health`; the kernel side (one netlink thread, what it
+last saw, reconciles under the policy of ecmpd.refusals: apply what can, report and
+retry the rest) in reconciler.py; what to put in the kernel is decided by
+`desired_state()`, what to change by `diff()`. This module runs the loop: the one
+reconcile path, a typed `match` over kernel events (carrier first: a dead link acts at
+once), reload, drain, the control socket, hooks, signals (SIGHUP reload, SIGTERM exit
+leaving forwarding in place) and sd_notify.
+A health change normally costs one netlink operation (a group replace).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv6Address
+from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ecmpd.announce import announced_families, known_uplinks
 from ecmpd.config import (
     Config,
     ConfigError,
     Mode,
-    UplinkConfig,
     check_against_kernel,
     load_config,
+    warnings_against_kernel,
 )
 from ecmpd.control import serve
-from ecmpd.desired import carries, desired_state, resolve_uplink
-from ecmpd.facts import KernelFacts
-from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition
-from ecmpd.health.probes import Prober, open_prober
-from ecmpd.health.scheduler import ProbeScheduler
+from ecmpd.desired import desired_state
+from ecmpd.health.fsm import HealthState, Transition
+from ecmpd.health.probes import open_prober
+from ecmpd.health.service import Service, ServiceChange, service_changes
+from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
 from ecmpd.hooks import run_hooks
-from ecmpd.kernel.apply import KernelWriter, execute_all
 from ecmpd.kernel.conntrack import delete_uplink_flows
-from ecmpd.kernel.monitor import KernelMonitor, LinkEvent, NexthopEvent, Resync, RouteEvent
-from ecmpd.kernel.netlink import open_iproute
-from ecmpd.kernel.record import Record
-from ecmpd.metrics import Metrics
-from ecmpd.model import (
-    FAMILY_NAMES,
-    MAIN_TABLE,
-    RTPROT_ECMPD,
-    DesiredState,
-    Family,
-    IPAddress,
-    nexthop_id,
+from ecmpd.kernel.monitor import (
+    AddressEvent,
+    KernelEvent,
+    KernelMonitor,
+    LinkEvent,
+    NexthopEvent,
+    Resync,
+    RouteEvent,
 )
-from ecmpd.plan import diff
+from ecmpd.metrics import Metrics
+from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, DesiredState, Family
+from ecmpd.reconciler import Reconciler
 from ecmpd.sdnotify import notify, watchdog_interval
-from ecmpd.status import Clock, DaemonCounters, FamilyReport, Status, UplinkReport, daemon_status
+from ecmpd.status import Clock, DaemonCounters, Status, daemon_status, refused_ops
+from ecmpd.uplinkplan import FAMILIES, resolve_uplink
 
 log = logging.getLogger("ecmpd.daemon")
-T = TypeVar("T")
 
-# A tracker needs at least one target; an uplink that cannot be probed (point-to-point
-# without targets) gets a placeholder that is never probed, so carrier alone decides.
-NO_TARGET: Target = IPv4Address("0.0.0.0")
-NO_TARGET6: Target = IPv6Address("::")
 RESYNC_PERIOD = 30.0  # full re-read against drift nobody told us about
 EVENT_DEBOUNCE = 0.01  # coalesce a burst of kernel events into one re-read
 
@@ -74,94 +66,37 @@ class StartupError(Exception):
     """The daemon cannot start (bad config, conflicting kernel state)."""
 
 
-@dataclass
-class FamilyHealth:
-    """One uplink's live health in one address family: tracker, prober, probing task."""
-
-    family: Family
-    tracker: HealthTracker
-    targets: list[Target]
-    prober: Prober | None = None
-    task: asyncio.Task[None] | None = None
-    scheduler: ProbeScheduler | None = None
-    transitions: int = 0
-    # (interface index, source address) the prober's socket is bound to: a re-created
-    # interface or a new DHCP/SLAAC address leaves that socket sending into nothing.
-    bound: tuple[int | None, IPAddress | None] | None = None
-
-
-@dataclass
-class UplinkRuntime:
-    """One uplink's live health, per address family it carries (IPv4 first)."""
-
-    config: UplinkConfig
-    families: dict[Family, FamilyHealth]
-
-    @property
-    def primary(self) -> FamilyHealth:
-        """IPv4 when the uplink carries it, else IPv6: what the top-level status shows."""
-        return next(iter(self.families.values()))
-
-    @property
-    def carrier(self) -> bool:
-        """The last carrier reported (every family's tracker hears the same)."""
-        return self.primary.tracker.carrier
-
-    @property
-    def transitions(self) -> int:
-        """Health state changes, all families together."""
-        return sum(f.transitions for f in self.families.values())
-
-
-@dataclass
-class Counters:
-    """What the daemon did, for status and tests."""
-
-    reconciles: int = 0
-    ops: int = 0
-    failures: int = 0
-    resyncs: int = 0
-    last_ops: list[str] = field(default_factory=list)
-
-
 class Daemon:
     """The running daemon for one config and run dir (one per network namespace)."""
 
-    def __init__(self, config_path: Path, run_dir: Path) -> None:
+    def __init__(
+        self, config_path: Path, run_dir: Path, prober_factory: ProberFactory = open_prober
+    ) -> None:
         self.config_path = config_path
         self.run_dir = run_dir
-        self.ipr: Any = None
-        self.writer: KernelWriter | None = None
         self.config: Config | None = None
-        self.observed = DesiredState()
-        self._facts = KernelFacts()
-        self.uplinks: dict[str, UplinkRuntime] = {}
+        self.kernel = Reconciler(run_dir, self._on_retry)
+        self.supervisor = Supervisor(prober_factory, self._on_health)
         self.drained: set[str] = set()
         self._announce_adopted: set[Family] = set()
-        self.counters = Counters()
         self.started = time.time()
-        # pyroute2's sync IPRoute runs an event loop of its own, which cannot run on a
-        # thread that already runs ours: every netlink call happens on this one thread
-        # (one thread also keeps kernel operations in order).
-        self._kernel = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecmpd-kernel")
-        self._lock = asyncio.Lock()
+        # Wall-clock times are shown as monotonic ones plus this offset, taken once, so a
+        # `since` never wobbles from one status to the next.
+        self._wall_offset = self.started - time.monotonic()
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._resync_handle: asyncio.TimerHandle | None = None
-        self._in_service: dict[str, bool] = {}
+        self._service: Service = {}  # what the last reconcile put in service
 
     # --- life cycle -------------------------------------------------------------
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then leave the forwarding state in place."""
         config = self._load()
-        self.ipr = await self._k(open_iproute)
-        self.writer = KernelWriter.for_config(self.ipr, Record(self.run_dir), config)
+        await self.kernel.open(config)
         try:
-            await self._observe(check=config)
-            issues = check_against_kernel(config, self._facts)
-            if issues:
-                raise StartupError("\n".join(str(i) for i in issues))
+            await self.kernel.observe(check=config)
+            self._check(config)
             self.config = config
             self._adopt_announce(config)
             server = await serve(self.run_dir, self._control)
@@ -171,18 +106,18 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             async with server, asyncio.TaskGroup() as tg:
                 self._tg = tg
-                for uplink in config.uplinks:
-                    self.uplinks[uplink.name] = self._adopt(uplink)
+                self.supervisor.adopt(
+                    config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
+                )
                 await self._reconcile("start")
-                for runtime in self.uplinks.values():
-                    await self._start_probing(runtime)
+                await self.supervisor.start(tg)
                 tg.create_task(self._watch_kernel())
                 tg.create_task(self._periodic_resync())
                 tg.create_task(self._watchdog())
                 if config.metrics is not None:
                     tg.create_task(Metrics(config.metrics).run(self.status))
                 notify("READY=1\nSTATUS=probing uplinks")
-                log.info("daemon.ready", extra={"uplinks": list(self.uplinks)})
+                log.info("daemon.ready", extra={"uplinks": list(self.supervisor.uplinks)})
                 await self._stop.wait()
                 log.info("daemon.stop", extra={"note": "forwarding state left in place"})
                 notify("STOPPING=1")
@@ -190,12 +125,8 @@ class Daemon:
                     if task is not asyncio.current_task():
                         task.cancel()
         finally:
-            for runtime in self.uplinks.values():
-                for fam in runtime.families.values():
-                    if fam.prober is not None:
-                        await fam.prober.aclose()
-            await self._k(self.ipr.close)
-            self._kernel.shutdown()
+            await self.supervisor.close()
+            await self.kernel.close()
 
     def _load(self) -> Config:
         try:
@@ -203,190 +134,48 @@ class Daemon:
         except ConfigError as err:
             raise StartupError(str(err)) from err
 
-    async def _k(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a netlink call on the kernel thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._kernel, fn, *args)
+    def _check(self, config: Config) -> None:
+        """Refuse a config that conflicts with the kernel; log what is only not there yet."""
+        issues = check_against_kernel(config, self.kernel.facts)
+        if issues:
+            raise ConfigError(issues)
+        for warning in warnings_against_kernel(config, self.kernel.facts):
+            log.warning("config.warning", extra={"warning": str(warning)})
 
-    async def _observe(self, check: Config | None = None) -> None:
-        """Re-read the kernel; with `check`, also look for foreign routes in its tables."""
-        assert self.writer is not None
-        self.observed, self._facts = await self._k(self.writer.observe, check)
-
-    def _adopt(self, uplink: UplinkConfig, keep: UplinkRuntime | None = None) -> UplinkRuntime:
-        """A runtime for an uplink, starting from what the kernel shows.
-
-        A restart must change nothing while uplinks stay healthy: a family whose
-        nexthop exists but is out of that family's balancer starts down, every other
-        one starts unknown (which counts as in service) until probing says otherwise.
-        """
-        if keep is not None and keep.config == uplink:
-            return keep
-        families = {
-            family: self._adopt_family(uplink, family)
-            for family in (Family.INET, Family.INET6)
-            if carries(uplink, family)
-        }
-        return UplinkRuntime(config=uplink, families=families)
-
-    def _adopt_family(
-        self, uplink: UplinkConfig, family: Family, adopt: bool = True
-    ) -> FamilyHealth:
-        """One family's tracker for an uplink, adopting the kernel's verdict if `adopt`."""
-        assert self.config is not None
-        targets = self._targets(uplink, family)
-        placeholder = NO_TARGET6 if family is Family.INET6 else NO_TARGET
-        now = time.monotonic()
-        tracker = HealthTracker(uplink.name, uplink.check, targets or [placeholder], now)
-        group_id = nexthop_id(self.config.balancer.table, family)
-        group = next((g for g in self.observed.groups if g.id == group_id), None)
-        nh = nexthop_id(uplink.table, family)
-        if (
-            adopt
-            and group is not None
-            and any(n.id == nh for n in self.observed.nexthops)
-            and nh not in dict(group.members)
-        ):
-            tracker.force(now, HealthState.DOWN, "adopted: out of the balancer")
-        iface = self._facts.interfaces.get(uplink.interface)
-        if iface is not None and not iface.carrier:
-            tracker.on_carrier(now, False)
-        return FamilyHealth(family=family, tracker=tracker, targets=targets)
-
-    def _targets(self, uplink: UplinkConfig, family: Family = Family.INET) -> list[Target]:
-        """The check targets of one family, defaulting to that family's resolved gateway."""
-        version = 6 if family is Family.INET6 else 4
-        targets: list[Target] = [t for t in uplink.check.targets if t.version == version]
-        if not targets:
-            resolved = resolve_uplink(uplink, self._facts, True, family)
-            if resolved.gateway is not None:
-                targets = [resolved.gateway]
-        return targets
-
-    async def _start_probing(self, runtime: UplinkRuntime) -> None:
-        for fam in runtime.families.values():
-            await self._start_family(runtime, fam)
-
-    async def _start_family(self, runtime: UplinkRuntime, fam: FamilyHealth) -> None:
-        if not fam.targets or self._tg is None or fam.task is not None:
-            return  # point-to-point without targets: carrier is all we know
-        fam.bound = bound = self._bound(runtime.config, fam.family)
-        _, source = bound
-        try:
-            fam.prober = await open_prober(
-                runtime.config.check.method, runtime.config.interface, source, fam.family
-            )
-        except OSError as exc:
-            if fam.family is Family.INET:
-                raise  # as ever: an IPv4 uplink that cannot be probed stops the start
-            # An IPv6 source may still be tentative (DAD) or not yet learnt (SLAAC):
-            # the next resync tries again; until then the family keeps its state.
-            log.warning(
-                "probe.open_failed",
-                extra={"uplink": runtime.config.name, "family": "ipv6", "error": str(exc)},
-            )
-            return
-        fam.scheduler = ProbeScheduler(
-            fam.tracker,
-            fam.prober,
-            fam.targets,
-            runtime.config.check.interval,
-            runtime.config.check.timeout,
-            functools.partial(self._on_transition, family=fam.family),
-        )
-        fam.task = self._tg.create_task(fam.scheduler.run())
-
-    def _bound(self, uplink: UplinkConfig, family: Family) -> tuple[int | None, IPAddress | None]:
-        """What a prober of this uplink and family binds to now: interface index, source."""
-        iface = self._facts.interfaces.get(uplink.interface)
-        up = resolve_uplink(uplink, self._facts, True, family)
-        return (iface.index if iface else None, up.source.ip if up.source is not None else None)
-
-    async def _stop_probing(self, runtime: UplinkRuntime) -> None:
-        for fam in runtime.families.values():
-            await self._stop_family(fam)
-
-    async def _stop_family(self, fam: FamilyHealth) -> None:
-        if fam.task is not None:
-            fam.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fam.task
-            fam.task = None
-        if fam.prober is not None:
-            await fam.prober.aclose()
-            fam.prober = None
-
-    async def _follow_kernel(self, runtime: UplinkRuntime) -> bool:
-        """Re-aim probing after the kernel moved under an uplink; True if health was reset.
-
-        A DHCP lease or a router advertisement may name a new gateway (the default
-        probe target), an address may change, an interface may be re-created.
-        """
-        reset = False
-        for family, fam in list(runtime.families.items()):
-            targets = self._targets(runtime.config, family)
-            if targets != fam.targets:
-                # The old verdict was about the old gateway: the new one starts unknown.
-                await self._stop_family(fam)
-                fresh = self._adopt_family(runtime.config, family, adopt=False)
-                fresh.tracker.on_carrier(time.monotonic(), fam.tracker.carrier)
-                fresh.transitions = fam.transitions
-                runtime.families[family] = fresh
-                log.info(
-                    "probe.retarget",
-                    extra={
-                        "uplink": runtime.config.name,
-                        "family": FAMILY_NAMES[family],
-                        "targets": [str(t) for t in targets],
-                    },
-                )
-                await self._start_family(runtime, fresh)
-                reset = True
-            elif fam.task is not None and fam.bound != self._bound(runtime.config, family):
-                log.info(
-                    "probe.rebind",
-                    extra={"uplink": runtime.config.name, "family": FAMILY_NAMES[family]},
-                )
-                await self._stop_family(fam)
-                await self._start_family(runtime, fam)
-            elif fam.family is Family.INET6 and fam.task is None and fam.targets:
-                # An IPv6 prober that could not open (its source not there yet) retries.
-                await self._start_family(runtime, fam)
-        return reset
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine in the daemon's task group (never fire-and-forget)."""
+        assert self._tg is not None
+        self._tg.create_task(coro)
 
     # --- the one reconcile path ---------------------------------------------------
 
-    def health(self, family: Family = Family.INET) -> dict[str, bool]:
-        """Which uplinks may carry traffic of a family: healthy (or not yet known), not drained.
-
-        An uplink that does not carry the family counts as healthy in it: nothing of
-        it exists there, and desired_state() never asks.
-        """
+    def service(self, family: Family = Family.INET) -> dict[str, bool]:
+        """Which uplinks may carry traffic of a family: in service by health, not drained."""
         return {
-            name: name not in self.drained
-            and (family not in rt.families or rt.families[family].tracker.in_service)
-            for name, rt in self.uplinks.items()
+            name: ok and name not in self.drained
+            for name, ok in self.supervisor.in_service(family).items()
         }
 
     def _adopt_announce(self, config: Config) -> None:
         """The families whose announce route a start (or reload) finds in the kernel."""
-        self._announce_adopted = announced_families(self.observed.routes, config)
+        self._announce_adopted = announced_families(self.kernel.observed.routes, config)
 
     def _announce_known(self) -> dict[Family, set[str]]:
         """Per family, the uplinks whose verdict counts for `announce` (see ecmpd.announce)."""
         verdicts: dict[tuple[str, Family], bool | None] = {}
-        for name, rt in self.uplinks.items():
-            for family, fam in rt.families.items():
+        for name, uplink in self.supervisor.uplinks.items():
+            for family, fam in uplink.families.items():
                 unknown = fam.tracker.state is HealthState.UNKNOWN
-                verdicts[(name, family)] = (
-                    False if name in self.drained else None if unknown else fam.tracker.in_service
-                )
+                out = name in self.drained or fam.hold is not None
+                verdicts[(name, family)] = False if out else None if unknown else fam.in_service
         return known_uplinks(verdicts, self._announce_adopted)
 
     def _desired(self) -> DesiredState:
         assert self.config is not None
-        health6 = self.health(Family.INET6)
+        health6 = self.service(Family.INET6)
         known = self._announce_known()
-        return desired_state(self.config, self.health(), self._facts, health6, known=known)
+        facts = self.kernel.facts
+        return desired_state(self.config, self.service(), facts, health6, known=known)
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -394,110 +183,75 @@ class Daemon:
         Serialised: each run computes the desired state from the health at that
         moment, so a burst of changes converges on the latest one.
         """
-        async with self._lock:
+        async with self.kernel.lock:
             return await self._reconcile_locked(reason)
 
     async def _reconcile_locked(self, reason: str) -> int:
-        assert self.writer is not None and self.config is not None
-        desired = self._desired()
-        ops = diff(desired, self.observed)
-        if not ops:
-            return 0
-        started = time.perf_counter()
-        try:
-            await self._k(execute_all, self.writer, ops)
-        except Exception as exc:  # the kernel moved under us: re-read and retry once
-            self.counters.failures += 1
-            log.warning("reconcile.retry", extra={"reason": reason, "error": str(exc)})
-            await self._observe()
-            desired = self._desired()
-            ops = diff(desired, self.observed)
-            try:
-                await self._k(execute_all, self.writer, ops)
-            except Exception as exc2:
-                log.error("reconcile.failed", extra={"reason": reason, "error": str(exc2)})
-                await self._observe()
-                self._schedule_resync(1.0)
-                return 0
-        self.observed = desired
-        await self._forget_flows_of_departed()
-        self.counters.reconciles += 1
-        self.counters.ops += len(ops)
-        self.counters.last_ops = [str(op) for op in ops]
-        log.info(
-            "kernel.updated",
-            extra={
-                "reason": reason,
-                "ops": len(ops),
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
-        return len(ops)
+        """One reconcile (the kernel's lock held), then its service changes."""
+        ops = await self.kernel.reconcile_locked(self._desired, reason)
+        await self._on_service_changes(self._service_changes())
+        return ops
 
-    async def _forget_flows_of_departed(self) -> None:
-        """Router mode: delete the conntrack entries of uplinks that just left service.
+    def _on_retry(self) -> None:
+        if self._tg is not None:
+            self._spawn(self._reconcile("retry refused"))
 
-        Their flows now hash to other uplinks, where the old NAT binding is useless:
-        without its entry a connection is reset at once and reconnects, instead of
-        hanging until it times out. Only these uplinks' entries go, never the table.
-        IPv4 alone: ecmpd never NATs IPv6, so no IPv6 entry holds a binding to forget.
+    def _service_changes(self) -> list[ServiceChange]:
+        """Who left or rejoined service with this reconcile (the service it applied)."""
+        after: dict[tuple[str, Family], bool] = {}
+        for family in FAMILIES:
+            service = self.service(family)
+            for name, uplink in self.supervisor.uplinks.items():
+                if family in uplink.families:
+                    after[(name, family)] = service[name]
+        before, self._service = self._service, after
+        return service_changes(before, after)
+
+    async def _on_service_changes(self, changes: list[ServiceChange]) -> None:
+        """The one place for what follows an uplink (family) leaving or rejoining service.
+
+        Router mode: a departed uplink's conntrack entries go. Its flows now hash to
+        other uplinks, where the old NAT binding is useless: without its entry a
+        connection is reset at once and reconnects, instead of hanging until it times
+        out. Only that uplink's entries go, never the table. IPv4 alone: ecmpd never
+        NATs IPv6, so no IPv6 entry holds a binding to forget.
         """
-        health = self.health()
-        departed = [n for n, ok in health.items() if not ok and self._in_service.get(n, True)]
-        self._in_service = health
         assert self.config is not None
         if self.config.mode is not Mode.ROUTER:
             return
-        for name in departed:
-            runtime = self.uplinks[name]
-            if not runtime.config.nat_enabled(self.config.mode):
+        for change in changes:
+            if change.in_service or change.family is not Family.INET:
                 continue
-            up = resolve_uplink(runtime.config, self._facts, False)
-            if up.source is None:
+            uplink = self.config.uplink(change.uplink)
+            if not uplink.nat_enabled(self.config.mode):
+                continue
+            source = resolve_uplink(uplink, self.kernel.facts, False).source
+            if source is None:
                 continue
             try:
-                count = await self._k(delete_uplink_flows, up.source.ip, up.source.ip)
+                count = await self.kernel.call(delete_uplink_flows, source.ip, source.ip)
             except OSError as exc:
-                log.warning("conntrack.failed", extra={"uplink": name, "error": str(exc)})
+                log.warning("conntrack.failed", extra={"uplink": uplink.name, "error": str(exc)})
                 continue
-            log.info("conntrack.flushed", extra={"uplink": name, "entries": count})
+            log.info("conntrack.flushed", extra={"uplink": uplink.name, "entries": count})
 
-    def _spawn(self, coro: Any) -> None:
-        """Run a coroutine in the daemon's task group (never fire-and-forget)."""
-        assert self._tg is not None
-        self._tg.create_task(coro)
+    # --- health changes ---------------------------------------------------------------
 
-    def _on_transition(self, t: Transition, family: Family = Family.INET) -> None:
-        runtime = self.uplinks.get(t.uplink)
-        if runtime is None or family not in runtime.families:
-            return
-        runtime.families[family].transitions += 1
-        changed = t.old.in_service != t.new.in_service
-        event = ("uplink.up" if t.new.in_service else "uplink.down") if changed else "uplink.state"
-        log.info(
-            event,
-            extra={
-                "uplink": t.uplink,
-                "family": FAMILY_NAMES[family],
-                "old": t.old.value,
-                "new": t.new.value,
-                "reason": t.reason,
-            },
-        )
+    def _on_health(self, change: HealthChange) -> None:
+        """Every health change (probe round, carrier, hold released) comes here."""
+        t = change.transition
         # Leaving unknown changes nothing in service, but the first verdict is what
         # makes an uplink count for `announce`.
         settled = t.old is HealthState.UNKNOWN and self.config is not None and self.config.announce
-        if changed or settled:
-            what = f"{t.uplink}{' ipv6' if family is Family.INET6 else ''}"
-            self._spawn(self._reconcile(f"{what} {t.old.value}->{t.new.value}"))
-        self._run_hooks(t, family)
-
-    def _run_hooks(self, t: Transition, family: Family) -> None:
-        if self.config is not None and self.config.hooks is not None:
+        if (change.service_moved or settled) and self._tg is not None:
+            ipv6 = " ipv6" if change.family is Family.INET6 else ""
+            self._spawn(self._reconcile(f"{t.uplink}{ipv6} {t.old.value}->{t.new.value}"))
+        if self.config is not None and self.config.hooks is not None and self._tg is not None:
             # in_service says whether the uplink may carry traffic of the family that
             # moved (ECMPD_FAMILY says which one; the tracker's transition does not).
             in_service = t.new.in_service and t.uplink not in self.drained
-            self._spawn(run_hooks(self.config.hooks, _for_hooks(t, family), family, in_service))
+            heard = _for_hooks(t, change.family)
+            self._spawn(run_hooks(self.config.hooks, heard, change.family, in_service))
 
     # --- kernel events --------------------------------------------------------------
 
@@ -506,58 +260,38 @@ class Daemon:
             async for event in monitor.events():
                 await self._on_kernel_event(event)
 
-    async def _on_kernel_event(self, event: object) -> None:
-        uplink_ifs = {rt.config.interface: rt for rt in self.uplinks.values()}
-        if isinstance(event, LinkEvent) and event.ifname in uplink_ifs:
-            runtime = uplink_ifs[event.ifname]
-            carrier = event.carrier and event.up and not event.deleted
-            if carrier != runtime.carrier:
-                # Carrier first: no probe round needed to know a dead link is dead. The
-                # kernel has already dropped the link's nexthops (silently): re-read.
-                moved: list[tuple[Transition, Family]] = []
-                for family, fam in runtime.families.items():
-                    t = fam.tracker.on_carrier(time.monotonic(), carrier)
-                    if t is None:
-                        continue
-                    fam.transitions += 1
-                    moved.append((t, family))
-                    log.info(
-                        "uplink.down" if not carrier else "uplink.state",
-                        extra={
-                            "uplink": t.uplink,
-                            "family": FAMILY_NAMES[family],
-                            "old": t.old.value,
-                            "new": t.new.value,
-                            "reason": t.reason,
-                        },
-                    )
-                async with self._lock:
-                    # Links and nexthops only: no walk of a full routing table on the
-                    # way to taking the uplink out. The full re-read follows at once.
-                    assert self.writer is not None
-                    self.observed, self._facts = await self._k(
-                        self.writer.observe_links, self.observed, self._facts
-                    )
-                    await self._reconcile_locked(
-                        f"{event.ifname} carrier {'up' if carrier else 'lost'}"
-                    )
+    async def _on_kernel_event(self, event: KernelEvent) -> None:
+        interfaces = {u.config.interface for u in self.supervisor.uplinks.values()}
+        match event:
+            case LinkEvent(ifname=ifname) if ifname in interfaces:
+                carrier = event.carrier and event.up and not event.deleted
+                if self.supervisor.on_carrier(ifname, carrier):
+                    await self._carrier_changed(ifname, carrier)
                 self._schedule_resync(EVENT_DEBOUNCE)
-                for t, family in moved:
-                    self._run_hooks(t, family)
-            else:
-                self._schedule_resync(EVENT_DEBOUNCE)
-        elif isinstance(event, NexthopEvent):
-            if event.deleted and event.protocol == RTPROT_ECMPD:
+            case NexthopEvent(deleted=True, protocol=protocol) if protocol == RTPROT_ECMPD:
                 # The kernel deletes nexthops of a device that lost carrier and never
                 # re-creates them; a re-read notices and reconcile puts them back.
                 self._schedule_resync(EVENT_DEBOUNCE)
-        elif isinstance(event, RouteEvent):
-            if event.table == MAIN_TABLE and event.dst.prefixlen == 0:
+            case RouteEvent(table=table, dst=dst) if table == MAIN_TABLE and dst.prefixlen == 0:
                 self._schedule_resync(EVENT_DEBOUNCE)  # a DHCP client moved the gateway
-        elif isinstance(event, Resync):
-            self._schedule_resync(0)
-        else:  # addresses on uplinks change sources and connected routes
-            self._schedule_resync(EVENT_DEBOUNCE)
+            case Resync():
+                self._schedule_resync(0)
+            case LinkEvent() | AddressEvent():
+                # A new interface may be an uplink's; addresses change sources.
+                self._schedule_resync(EVENT_DEBOUNCE)
+            case NexthopEvent() | RouteEvent():
+                pass
+
+    async def _carrier_changed(self, ifname: str, carrier: bool) -> None:
+        """Take the uplink out (or let it back) now: links and nexthops only, then reconcile.
+
+        The supervisor already moved health through the usual path; this reconcile
+        does not wait for the full re-read (a walk of a full routing table) that follows.
+        """
+        async with self.kernel.lock:
+            # The kernel has already dropped the link's nexthops (silently): re-read them.
+            await self.kernel.observe_links()
+            await self._reconcile_locked(f"{ifname} carrier {'up' if carrier else 'lost'}")
 
     def _schedule_resync(self, delay: float) -> None:
         if self._resync_handle is not None:
@@ -570,15 +304,13 @@ class Daemon:
         self._spawn(self._resync_now())
 
     async def _resync_now(self) -> None:
-        self.counters.resyncs += 1
-        async with self._lock:
-            await self._observe()
+        self.kernel.counters.resyncs += 1
+        async with self.kernel.lock:
+            await self.kernel.observe()
+            # Probing and holds follow the kernel first (a new gateway, an interface or
+            # lease come or gone), so this reconcile already applies what they say.
+            await self.supervisor.follow(self.kernel.facts)
             await self._reconcile_locked("resync")
-        reset = False
-        for runtime in list(self.uplinks.values()):
-            reset |= await self._follow_kernel(runtime)
-        if reset:
-            await self._reconcile("probe targets changed")
 
     async def _periodic_resync(self) -> None:
         while True:
@@ -605,42 +337,30 @@ class Daemon:
             config = load_config(self.config_path)
             # The new config's tables may hold foreign routes, its uplinks follow DHCP/RA
             # gateways the old one did not read: look (observe(check=)) before checking.
-            assert self.writer is not None
-            async with self._lock:
-                await self._observe(check=config)
-            issues = check_against_kernel(config, self._facts)
-            if issues:
-                raise ConfigError(issues)
+            async with self.kernel.lock:
+                await self.kernel.observe(check=config)
+            self._check(config)
         except ConfigError as err:
             log.error("config.reload_failed", extra={"errors": str(err).splitlines()})
             return {"ok": False, "error": str(err)}
-        old = self.uplinks
         self.config = config
         self._adopt_announce(config)
-        self.writer.use_config(config)
-        self.uplinks = {}
-        for uplink in config.uplinks:
-            keep = old.get(uplink.name)
-            runtime = self._adopt(uplink, keep)
-            self.uplinks[uplink.name] = runtime
-            if runtime is not keep:
-                if keep is not None:
-                    await self._stop_probing(keep)
-                await self._start_probing(runtime)
-        for name, runtime in old.items():
-            if name not in self.uplinks:
-                await self._stop_probing(runtime)
-        self.drained &= set(self.uplinks)
-        async with self._lock:
-            await self._observe()
+        self.kernel.use_config(config)
+        await self.supervisor.reload(
+            config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
+        )
+        self.drained &= set(self.supervisor.uplinks)
+        async with self.kernel.lock:
+            await self.kernel.observe()
             ops = await self._reconcile_locked("reload")
-        log.info("config.reload", extra={"uplinks": list(self.uplinks), "ops": ops})
-        return {"ok": True, "ops": ops}
+        log.info("config.reload", extra={"uplinks": list(self.supervisor.uplinks), "ops": ops})
+        return {"ok": True, "ops": ops, "refused": len(self.kernel.book.current())}
 
     async def drain(self, name: str, drained: bool) -> dict[str, Any]:
         """Take an uplink out of service by hand (or put it back)."""
-        if name not in self.uplinks:
-            return {"ok": False, "error": f"no uplink {name!r}; uplinks: {', '.join(self.uplinks)}"}
+        if name not in self.supervisor.uplinks:
+            names = ", ".join(self.supervisor.uplinks)
+            return {"ok": False, "error": f"no uplink {name!r}; uplinks: {names}"}
         if drained:
             self.drained.add(name)
         else:
@@ -652,30 +372,27 @@ class Daemon:
     def status(self) -> Status:
         """The status: health per uplink and family, membership from the kernel."""
         assert self.config is not None
+        now = time.monotonic()
+        kernel = self.kernel
+        refused = refused_ops(kernel.book.current(), kernel.owners, now)
         counters = DaemonCounters(
             pid=os.getpid(),
             uptime_s=round(time.time() - self.started, 1),
-            reconciles=self.counters.reconciles,
-            ops=self.counters.ops,
-            failures=self.counters.failures,
-            resyncs=self.counters.resyncs,
+            reconciles=kernel.counters.reconciles,
+            ops=kernel.counters.ops,
+            failures=kernel.counters.failures,
+            resyncs=kernel.counters.resyncs,
+            refusals=kernel.book.total,
         )
-        reports = [
-            UplinkReport(
-                config=rt.config,
-                families={family: _report(fam) for family, fam in rt.families.items()},
-            )
-            for rt in self.uplinks.values()
-        ]
-        clock = Clock(monotonic=time.monotonic(), wall=time.time())
         return daemon_status(
             self.config.balancer.table,
-            reports,
-            self.observed,
-            self._facts,
+            self.supervisor.reports(),
+            kernel.observed,
+            kernel.facts,
             self.drained,
             counters,
-            clock,
+            Clock(monotonic=now, wall=now + self._wall_offset),
+            refused,
         )
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -687,21 +404,8 @@ class Daemon:
         if cmd in ("drain", "undrain"):
             return await self.drain(str(request.get("uplink")), cmd == "drain")
         if cmd == "health":
-            return {"ok": True, "health": self.health(), "health6": self.health(Family.INET6)}
+            return {"ok": True, "health": self.service(), "health6": self.service(Family.INET6)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
-
-
-def _report(fam: FamilyHealth) -> FamilyReport:
-    """One family's health as the status shows it."""
-    tracker = fam.tracker
-    return FamilyReport(
-        state=tracker.state,
-        since=tracker.since,
-        reason=tracker.reason,
-        transitions=fam.transitions,
-        targets=tuple(tracker.stats()) if fam.targets else (),
-        carrier=tracker.carrier,
-    )
 
 
 def _for_hooks(t: Transition, family: Family) -> Transition:

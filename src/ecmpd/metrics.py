@@ -21,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -34,7 +35,7 @@ from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import read_interface_counters
-from ecmpd.status import DaemonCounters, DisplayState, Status, UplinkStatus
+from ecmpd.status import DaemonCounters, DisplayState, RefusedOp, Status, UplinkStatus
 
 log = logging.getLogger("ecmpd.metrics")
 
@@ -86,6 +87,8 @@ class EcmpdCollector:
         yield from self._interfaces(snap.counters)
         if snap.status.daemon is not None:
             yield from self._daemon(snap.status.daemon)
+        if snap.status.refused is not None:
+            yield from self._refused(snap.status.refused)
 
     def _uplinks(self, uplinks: Sequence[UplinkStatus]) -> Iterator[Metric]:
         per_family = ["uplink", "family"]
@@ -193,6 +196,18 @@ class EcmpdCollector:
                     families[kind].add_metric([ifname, direction], float(value))
         yield from families.values()
 
+    def _refused(self, refused: Sequence[RefusedOp]) -> Iterator[Metric]:
+        gauge = _gauge(
+            "ecmpd_kernel_refused_ops",
+            "Operations the kernel does not hold now, by kind (refused, conflict, held), "
+            "and uplink ('' for the balancer's and shared objects).",
+            ["kind", "uplink"],
+        )
+        counts = Counter((r.kind.value, r.uplink or "") for r in refused)
+        for (kind, uplink), count in sorted(counts.items()):
+            gauge.add_metric([kind, uplink], float(count))
+        yield gauge
+
     def _daemon(self, daemon: DaemonCounters) -> Iterator[Metric]:
         for value, name, doc in (
             (daemon.reconciles, "ecmpd_reconciles_total", "Reconciles that changed the kernel."),
@@ -200,9 +215,14 @@ class EcmpdCollector:
             (
                 daemon.failures,
                 "ecmpd_reconcile_failures_total",
-                "Reconciles whose kernel operations failed (retried after a re-read).",
+                "Reconciles that met a refused kernel operation (the rest was applied).",
             ),
             (daemon.resyncs, "ecmpd_resyncs_total", "Full re-reads of the kernel state."),
+            (
+                daemon.refusals,
+                "ecmpd_kernel_refusals_total",
+                "Kernel operations refused (each try counts; conflicts included).",
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=float(value))
         yield GaugeMetricFamily(

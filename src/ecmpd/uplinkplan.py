@@ -67,27 +67,18 @@ def resolve_uplink(
         gateway = uplink.gateway
     carried = carries(uplink, family)
     source = _source_interface(uplink, iface, family) if carried else None
-    admin_up = carried and iface is not None and iface.up
-    usable = admin_up and iface is not None and iface.carrier
-    # A `dhcp` uplink without a lease (an `ra` one without a router) has nowhere to send
-    # traffic yet, and must not look like a point-to-point link with a gateway-less route.
-    learned = (
-        uplink.gateway in ("dhcp", "bgp")
-        if family is Family.INET
-        else uplink.gateway6 in ("ra", "bgp")
-    )
-    if learned and gateway is None:
-        admin_up = usable = False
-    # A gateway off the interface's prefixes (its address went, a new lease is in
-    # another subnet) cannot be routed to: the kernel would refuse its nexthop and
-    # routes, and that one refusal would hold up every other change of the reconcile.
-    if (
-        gateway is not None
+    admin_up = (
+        carried
         and iface is not None
-        and not iface.assumed
-        and not iface.reaches(gateway)
-    ):
-        admin_up = usable = False
+        and iface.up
+        and _unroutable(uplink, iface, family, gateway) is None
+    )
+    usable = (
+        admin_up
+        and iface is not None
+        and iface.carrier
+        and _conflict(uplink, facts, family) is None
+    )
     return UplinkPlan(
         name=uplink.name,
         ifname=uplink.interface,
@@ -102,6 +93,53 @@ def resolve_uplink(
         family=family,
         tier=effective_tier(uplink.name, uplink.tier, order or OrderState()),
     )
+
+
+def unavailable(uplink: UplinkConfig, facts: KernelFacts, family: Family) -> str | None:
+    """Why the uplink cannot carry this family now, whatever its health; None if it can.
+
+    What the daemon shows as the uplink's reason while it holds it down (no probing,
+    nothing of it in the kernel), until the interface, lease or router appears.
+    """
+    iface = facts.interfaces.get(uplink.interface)
+    if iface is None:
+        return "no interface"
+    gateway = resolve_uplink(uplink, facts, True, family).gateway
+    return _unroutable(uplink, iface, family, gateway) or _conflict(uplink, facts, family)
+
+
+def _unroutable(
+    uplink: UplinkConfig, iface: InterfaceFacts, family: Family, gateway: IPAddress | None
+) -> str | None:
+    """Why no route can go out of the uplink in this family (None: they can)."""
+    # A `dhcp` uplink without a lease (an `ra` one without a router, a `bgp` one without
+    # a route) has nowhere to send traffic yet, and must not look like a point-to-point
+    # link with a gateway-less route.
+    if family is Family.INET and uplink.gateway == "dhcp" and gateway is None:
+        return "no DHCP lease yet"
+    if family is Family.INET6 and uplink.gateway6 == "ra" and gateway is None:
+        return "no router advertisement yet"
+    bgp = uplink.gateway == "bgp" if family is Family.INET else uplink.gateway6 == "bgp"
+    if bgp and gateway is None:
+        return "no BGP route yet"
+    # A gateway off the interface's prefixes (its address went, a new lease is in
+    # another subnet) cannot be routed to: the kernel would refuse its nexthop and
+    # routes, and that one refusal would hold up every other change of the reconcile.
+    if gateway is not None and not iface.assumed and not iface.reaches(gateway):
+        return f"gateway {gateway} is not on a prefix of {iface.name}"
+    return None
+
+
+def _conflict(uplink: UplinkConfig, facts: KernelFacts, family: Family) -> str | None:
+    """A foreign nexthop holding the uplink's nexthop id: never put it in ecmpd's group.
+
+    (FRR's zebra can take an id while the kernel has flushed ecmpd's nexthop with a
+    carrier loss; ecmpd's add then fails with EEXIST.)
+    """
+    nhid = nexthop_id(uplink.table, family)
+    if nhid in facts.foreign_nexthop_ids:
+        return f"conflict: nexthop id {nhid} is held by a foreign nexthop"
+    return None
 
 
 def _source_interface(

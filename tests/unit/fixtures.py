@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ecmpd.health.fsm import HealthState
+from ecmpd.refusals import RefusalKind
 from ecmpd.status import (
     DaemonCounters,
     DisplayState,
     FamilyStatus,
+    RefusedOp,
     Status,
     TargetStatus,
     UplinkStatus,
@@ -74,9 +76,26 @@ def target(address: str, rtt_ms: float | None, sent: int, received: int) -> Targ
     )
 
 
-def daemon_view(*uplinks: UplinkStatus, counters: DaemonCounters | None = None) -> Status:
+def daemon_view(
+    *uplinks: UplinkStatus,
+    counters: DaemonCounters | None = None,
+    refused: tuple[RefusedOp, ...] | None = None,
+) -> Status:
     """A daemon's status of these uplinks."""
-    return Status(source="daemon", uplinks=uplinks, daemon=counters)
+    return Status(source="daemon", uplinks=uplinks, daemon=counters, refused=refused)
+
+
+def refused(kind: str, uplink: str | None) -> RefusedOp:
+    """An operation the kernel does not hold."""
+    return RefusedOp(
+        op="ip nexthop add id 1 via 10.0.0.1 dev wan-a proto 236",
+        kind=RefusalKind(kind),
+        error="File exists",
+        uplink=uplink,
+        attempts=2,
+        for_s=3.0,
+        retry_in_s=1.0,
+    )
 
 
 STATUS = daemon_view(
@@ -109,7 +128,15 @@ STATUS = daemon_view(
         ipv6=family("drained", "rising", transitions=4),
     ),
     uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
-    counters=DaemonCounters(pid=1234, uptime_s=60.5, reconciles=5, ops=17, failures=1, resyncs=2),
+    counters=DaemonCounters(
+        pid=1234, uptime_s=60.5, reconciles=5, ops=17, failures=1, resyncs=2, refusals=4
+    ),
+    refused=(
+        refused("conflict", "isp-a"),
+        refused("refused", "lte"),
+        refused("held", "lte"),
+        refused("refused", None),
+    ),
 )
 COUNTERS = {
     "wan-a": {

@@ -1,11 +1,15 @@
-"""check_against_kernel with hand-built KernelFacts: one test per way a config can misfit."""
+"""check_against_kernel with hand-built KernelFacts: one test per way a config can misfit.
+
+What the kernel only does not have yet (an interface, a lease, an address of the
+family) is a warning (warnings_against_kernel), everything else an error.
+"""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from textwrap import dedent
 
-from ecmpd.config import Config, check_against_kernel, parse_config
+from ecmpd.config import Config, check_against_kernel, parse_config, warnings_against_kernel
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import NH_ID_BASE, Family
 
@@ -31,6 +35,9 @@ rules:
     action: balance
     iif: br-lan
 """
+
+
+HOLDS = "; ecmpd run holds the uplink down until then"
 
 
 def config(text: str = CONFIG) -> Config:
@@ -68,7 +75,11 @@ def healthy() -> dict[str, InterfaceFacts]:
 
 
 def issues(facts: KernelFacts, text: str = CONFIG) -> list[str]:
-    return [str(issue) for issue in check_against_kernel(config(text), facts)]
+    """Errors and warnings, errors first."""
+    errors = check_against_kernel(config(text), facts)
+    warnings = warnings_against_kernel(config(text), facts)
+    assert all(w.warning for w in warnings) and not any(e.warning for e in errors)
+    return [str(issue) for issue in [*errors, *warnings]]
 
 
 def with_interface(iface: InterfaceFacts) -> KernelFacts:
@@ -83,7 +94,8 @@ def test_missing_interface_with_suggestion() -> None:
     interfaces = healthy()
     interfaces["eth10"] = interfaces.pop("eth1")
     assert issues(KernelFacts(interfaces=interfaces)) == [
-        "ecmpd.yaml:7: uplinks[1].interface: no interface 'eth1'; did you mean 'eth10'?"
+        "ecmpd.yaml:7: uplinks[1].interface: warning: no interface 'eth1' yet (did you mean "
+        f"'eth10'?){HOLDS}"
     ]
 
 
@@ -91,7 +103,7 @@ def test_missing_interface_without_suggestion() -> None:
     interfaces = healthy()
     del interfaces["ppp0"]
     assert issues(KernelFacts(interfaces=interfaces)) == [
-        "ecmpd.yaml:14: uplinks[3].interface: no interface 'ppp0'"
+        f"ecmpd.yaml:14: uplinks[3].interface: warning: no interface 'ppp0' yet{HOLDS}"
     ]
 
 
@@ -105,11 +117,12 @@ def test_gateway_outside_the_interface_prefixes() -> None:
 
 def test_gateway_on_interface_without_ipv4() -> None:
     facts = with_interface(InterfaceFacts("eth0", 2))
+    # No IPv4 address yet (a tunnel not connected, DHCP pending): warnings.
     assert issues(facts) == [
-        "ecmpd.yaml:4: uplinks[0].gateway: 192.168.1.1 is not in any prefix of eth0 "
-        "(no IPv4 address)",
-        "ecmpd.yaml:5: uplinks[0].source: 192.168.1.100 is not an address of eth0 "
-        "(it has no IPv4 address)",
+        "ecmpd.yaml:4: uplinks[0].gateway: warning: 192.168.1.1 is not in any prefix of eth0 "
+        f"(no IPv4 address){HOLDS}",
+        "ecmpd.yaml:5: uplinks[0].source: warning: 192.168.1.100 is not an address of eth0 "
+        f"(it has no IPv4 address){HOLDS}",
     ]
 
 
@@ -153,7 +166,7 @@ def test_source6_not_on_the_interface() -> None:
 def test_dhcp_gateway_without_dhcp_route() -> None:
     facts = with_interface(InterfaceFacts("eth1", 3, addresses=(IPv4Interface("10.0.2.15/24"),)))
     assert issues(facts) == [
-        "ecmpd.yaml:8: uplinks[1].gateway: eth1 has no DHCP default route to follow"
+        f"ecmpd.yaml:8: uplinks[1].gateway: warning: eth1 has no DHCP lease yet{HOLDS}"
     ]
 
 
@@ -237,10 +250,11 @@ def test_every_issue_at_once_in_file_order() -> None:
     assert issues(facts) == [
         "ecmpd.yaml: rule_priority: ecmpd needs priorities 10000-10999, but rules it does not "
         "own use 10001 (IPv4)",
-        "ecmpd.yaml:3: uplinks[0].interface: no interface 'eth0'; did you mean 'eth1'?",
-        "ecmpd.yaml:8: uplinks[1].gateway: eth1 has no DHCP default route to follow",
         "ecmpd.yaml:16: uplinks[3].table: table 150 already holds routes ecmpd did not create",
         "ecmpd.yaml:20: rules[0].iif: no interface 'br-lan'",
+        "ecmpd.yaml:3: uplinks[0].interface: warning: no interface 'eth0' yet (did you mean "
+        f"'eth1'?){HOLDS}",
+        f"ecmpd.yaml:8: uplinks[1].gateway: warning: eth1 has no DHCP lease yet{HOLDS}",
     ]
 
 
@@ -248,10 +262,7 @@ def test_issues_carry_the_config_file_name() -> None:
     facts = KernelFacts(interfaces={})
     found = check_against_kernel(parse_config(dedent(CONFIG), "/etc/ecmpd/ecmpd.yaml"), facts)
     assert {issue.file for issue in found} == {"/etc/ecmpd/ecmpd.yaml"}
-    assert [issue.field for issue in found] == [
-        "uplinks[0].interface",
-        "uplinks[1].interface",
-        "uplinks[2].interface",
-        "uplinks[3].interface",
-        "rules[0].iif",
-    ]
+    assert [issue.field for issue in found] == ["rules[0].iif"]
+    warned = warnings_against_kernel(parse_config(dedent(CONFIG), "/etc/ecmpd/ecmpd.yaml"), facts)
+    assert {issue.file for issue in warned} == {"/etc/ecmpd/ecmpd.yaml"}
+    assert [issue.field for issue in warned] == [f"uplinks[{i}].interface" for i in range(4)]

@@ -145,8 +145,15 @@ ecmpd_kernel_ops_total 17.0
 ecmpd_reconcile_failures_total 1.0
 # TYPE ecmpd_resyncs_total counter
 ecmpd_resyncs_total 2.0
+# TYPE ecmpd_kernel_refusals_total counter
+ecmpd_kernel_refusals_total 4.0
 # TYPE ecmpd_uptime_seconds gauge
 ecmpd_uptime_seconds 60.5
+# TYPE ecmpd_kernel_refused_ops gauge
+ecmpd_kernel_refused_ops{{kind="conflict",uplink="isp-a"}} 1.0
+ecmpd_kernel_refused_ops{{kind="held",uplink="lte"}} 1.0
+ecmpd_kernel_refused_ops{{kind="refused",uplink=""}} 1.0
+ecmpd_kernel_refused_ops{{kind="refused",uplink="lte"}} 1.0
 """
 
 

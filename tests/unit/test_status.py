@@ -143,8 +143,10 @@ def test_the_daemon_view_as_json() -> None:
     assert doc["source"] == "daemon"
     assert doc["daemon"] == {
         "pid": 7, "uptime_s": 60.0, "reconciles": 2, "ops": 9, "failures": 0, "resyncs": 1,
+        "refusals": 0,
     }  # fmt: skip
     assert "rules" not in doc and "balancer" not in doc  # the kernel's view only
+    assert doc["refused"] == []
     a, b = doc["uplinks"]
     assert set(a) == DAEMON_UPLINK_KEYS | {"gateway", "gateway6"}
     assert set(a["families"]["ipv4"]) == DAEMON_FAMILY_KEYS | {"weight"}

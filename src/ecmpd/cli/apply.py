@@ -1,4 +1,11 @@
-"""`ecmpd apply`: make the kernel match the config; roll back on any failure."""
+"""`ecmpd apply`: make the kernel match the config; roll back on any failure.
+
+All or nothing (kernel/apply.py `reconcile`): a one-shot says with its exit status
+whether the kernel took the config (0) or was put back as it was (2). With a daemon
+running, the daemon applies instead, under its own policy (ecmpd.refusals: what the
+kernel refuses is reported and retried, the rest applied): exit 2 then says some
+operations are still refused, `ecmpd status` lists them.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +41,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not answer.get("ok"):
             raise CommandError(str(answer.get("error")), EXIT_CONFIG)
+        refused = int(answer.get("refused", 0))
         if args.json:
-            print_json({"changes": answer.get("ops", 0), "via": "daemon"})
+            print_json({"changes": answer.get("ops", 0), "via": "daemon", "refused": refused})
         else:
             print(f"# applied by the running daemon: {answer.get('ops', 0)} changes")
+        if refused:
+            raise CommandError(
+                f"the daemon applied the rest; {refused} operations are refused by the kernel"
+                " (it retries them; `ecmpd status` lists them)",
+                EXIT_KERNEL,
+            )
         return EXIT_OK
     with run_lock(args.run_dir), session(args) as s:
         try:

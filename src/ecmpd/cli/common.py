@@ -20,6 +20,7 @@ from ecmpd.config import (
     ConfigIssue,
     check_against_kernel,
     load_config,
+    warnings_against_kernel,
 )
 from ecmpd.desired import desired_state
 from ecmpd.facts import KernelFacts
@@ -76,6 +77,7 @@ class Session:
     writer: KernelWriter
     observed: DesiredState
     facts: KernelFacts
+    warnings: tuple[ConfigIssue, ...] = ()  # what the kernel does not have yet
 
     def desired(self) -> DesiredState:
         """The desired state with every uplink assumed healthy (no daemon yet)."""
@@ -100,7 +102,11 @@ def session(args: argparse.Namespace, *, check: bool = True) -> Iterator[Session
                 issues = kernel_issues(config, facts)
                 if issues:
                     raise CommandError("\n".join(str(i) for i in issues), EXIT_CONFIG)
-            yield Session(config, writer, observed, facts)
+            # Not there yet (an interface, a lease): said, and the rest goes ahead.
+            warnings = tuple(warnings_against_kernel(config, facts)) if check else ()
+            for warning in warnings:
+                print(warning, file=sys.stderr)
+            yield Session(config, writer, observed, facts, warnings)
         finally:
             writer.close()
     finally:

@@ -101,6 +101,20 @@ def render(status: Status, console: Console) -> None:
             ip = "ip -6 rule" if r.family == "ipv6" else "ip rule"
             rules.add_row(str(r.priority), r.name or "-", f"{ip} {r.rule}")
         console.print(rules)
+    if status.refused:
+        refused = Table(title="kernel operations not applied (the daemon retries them)")
+        for col in ("kind", "uplink", "operation", "kernel said", "tries", "next try"):
+            refused.add_column(col)
+        for op in status.refused:
+            refused.add_row(
+                op.kind.value,
+                op.uplink or "-",
+                op.op,
+                op.error,
+                str(op.attempts),
+                f"in {op.retry_in_s:.0f}s",
+            )
+        console.print(refused)
 
 
 def _mptcp(m: MptcpStatus | None) -> str:

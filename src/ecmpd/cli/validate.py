@@ -1,4 +1,8 @@
-"""`ecmpd validate`: check the config (and, unless --offline, against this kernel)."""
+"""`ecmpd validate`: check the config (and, unless --offline, against this kernel).
+
+What the kernel only does not have yet (an uplink's interface, its DHCP lease) is a
+warning on stderr, `file:line: field: warning: ...`, and the config stays valid.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    warnings: list[str] = []
     try:
         if args.offline:
             config = load(args)
         else:
             with session(args) as s:
                 config = s.config
+                warnings = [str(w) for w in s.warnings]
     except CommandError as err:
         if args.json:
             print_json({"valid": False, "errors": str(err).splitlines()})
             return EXIT_CONFIG
         raise
     if args.json:
-        print_json({"valid": True, "uplinks": len(config.uplinks), "rules": len(config.rules)})
+        print_json(
+            {
+                "valid": True,
+                "uplinks": len(config.uplinks),
+                "rules": len(config.rules),
+                "warnings": warnings,
+            }
+        )
     else:
         print(f"{args.config}: valid ({len(config.uplinks)} uplinks, {len(config.rules)} rules)")
     return EXIT_OK

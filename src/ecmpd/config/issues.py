@@ -15,12 +15,12 @@ class ConfigIssue:
     line: int | None
     field: str
     message: str
+    warning: bool = False  # not an error: something the kernel does not have yet
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.field}: {message}" if self.field else f"{where}: {message}"
 
 
 class ConfigError(Exception):

@@ -14,6 +14,9 @@ from ecmpd.marks import clashing
 from ecmpd.model import MAIN_TABLE, Family, nexthop_id
 
 Finding = tuple[str, str]
+# A finding that only says "not there yet" (the interface, a lease, an address): at boot
+# that is normal, `ecmpd run` holds the uplink down until it appears.
+HOLDS = "ecmpd run holds the uplink down until then"
 
 
 def _missing_interface(name: str, facts: KernelFacts) -> str:
@@ -38,29 +41,43 @@ def _source_on_interface(source: IPv4Address | IPv6Address, iface: InterfaceFact
     return f"{source} is not an address of {iface.name} (it has {have})"
 
 
-def _uplink(at: str, uplink: UplinkConfig, facts: KernelFacts) -> Iterator[Finding]:
-    """The interface exists and the gateways and sources fit its addresses."""
+def _uplink(at: str, uplink: UplinkConfig, facts: KernelFacts) -> Iterator[tuple[str, str, bool]]:
+    """The interface exists and the gateways and sources fit its addresses.
+
+    Yields (field path, message, only-not-there-yet): a missing interface, a DHCP lease
+    not taken yet, an interface with no address of the family yet are warnings; a
+    gateway or source that contradicts the addresses the interface has is an error.
+    """
     iface = facts.interfaces.get(uplink.interface)
     if iface is None:
-        yield f"{at}.interface", _missing_interface(uplink.interface, facts)
+        hint = did_you_mean(uplink.interface, facts.interfaces).removeprefix("; ")
+        missing = f"no interface '{uplink.interface}' yet" + (f" ({hint})" if hint else "")
+        yield f"{at}.interface", f"{missing}; {HOLDS}", True
         return
     if uplink.gateway == "dhcp":
         if iface.dhcp_gateway is None:
-            yield f"{at}.gateway", f"{iface.name} has no DHCP default route to follow"
+            yield f"{at}.gateway", f"{iface.name} has no DHCP lease yet; {HOLDS}", True
     # `gateway: bgp` without a BGP route yet is no error either: the session comes later.
     elif isinstance(uplink.gateway, IPv4Address) and (
         why := _gateway_on_link(uplink.gateway, iface)
     ):
-        yield f"{at}.gateway", why
+        yield f"{at}.gateway", *_unless_unaddressed(why, iface, 4)
     # `gateway6: ra` without a router yet is no error: in router mode the router only
     # listens to advertisements once ecmpd set accept_ra=2; the family waits till then.
     if isinstance(uplink.gateway6, IPv6Address) and (
         why := _gateway_on_link(uplink.gateway6, iface)
     ):
-        yield f"{at}.gateway6", why
+        yield f"{at}.gateway6", *_unless_unaddressed(why, iface, 6)
     for key, source in (("source", uplink.source), ("source6", uplink.source6)):
         if source is not None and (why := _source_on_interface(source, iface)):
-            yield f"{at}.{key}", why
+            yield f"{at}.{key}", *_unless_unaddressed(why, iface, source.version)
+
+
+def _unless_unaddressed(why: str, iface: InterfaceFacts, version: int) -> tuple[str, bool]:
+    """A mismatch is an error, unless the interface has no address of the family yet."""
+    if any(a.version == version for a in iface.addresses):
+        return why, False
+    return f"{why}; {HOLDS}", True
 
 
 def _family_name(family: Family) -> str:
@@ -141,10 +158,29 @@ def _marks(config: Config, facts: KernelFacts) -> Iterator[Finding]:
         yield "connections.mark", f"{use.where} {what} mark bits {bits:#010x}, which ecmpd owns"
 
 
+def warnings_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
+    """What this kernel does not have yet (an interface, a lease, an address): warnings."""
+    return sort_issues(
+        ConfigIssue(config.filename, config.line_of(path), path, message, warning=True)
+        for i, u in enumerate(config.uplinks)
+        for path, message, later in _uplink(f"uplinks[{i}]", u, facts)
+        if later
+    )
+
+
 def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
-    """Every way the config does not fit this kernel, at the line of the field concerned."""
+    """Every way the config conflicts with this kernel, at the line of the field concerned.
+
+    What is only not there yet is left to `warnings_against_kernel`.
+    """
+    uplinks = [
+        (path, message)
+        for i, u in enumerate(config.uplinks)
+        for path, message, later in _uplink(f"uplinks[{i}]", u, facts)
+        if not later
+    ]
     findings = [
-        *(f for i, u in enumerate(config.uplinks) for f in _uplink(f"uplinks[{i}]", u, facts)),
+        *uplinks,
         *_priorities(config, facts),
         *_tables(config, facts),
         *_rule_interfaces(config, facts),

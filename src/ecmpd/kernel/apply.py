@@ -1,10 +1,12 @@
 """The only module that changes the kernel: executes a plan, rolls back on failure.
 
-Two policies for two callers. `reconcile` is all-or-nothing: any refused operation
-rolls the kernel back to what it held before (the CLI's `apply` and `down`: one-shots
-whose exit status says which). The daemon keeps the kernel as right as it can instead,
-never rolling back for one refusal: see ecmpd.reconcile, which executes through
-`KernelWriter.execute` one operation at a time.
+Two policies for two callers, side by side:
+* `reconcile`, all or nothing: any refused operation rolls the kernel back to what it
+  held before. For the CLI's `apply` and `down`, one-shots whose exit status says
+  which (2: rolled back).
+* `execute_partial`, apply what can be applied: a refusal is recorded and the rest
+  goes on, never rolled back. For `ecmpd run`, which must keep every other uplink
+  right while one object is refused; the policy is spelt out in ecmpd.refusals.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ from ecmpd.model import (
     Sysctl,
 )
 from ecmpd.plan import Op, OpKind, diff
+from ecmpd.refusals import (
+    Refusal,
+    RefusalBook,
+    RefusalKind,
+    describe,
+    held_by,
+    prune_group,
+    refusal_kind,
+)
 
 log = logging.getLogger("ecmpd.kernel")
 
@@ -219,8 +230,9 @@ class KernelWriter:
                 self.nl.request(*self._message(op))
         except OSError as exc:
             # A delete means "make sure it is gone": the kernel may have beaten us to
-            # it (it deletes the nexthops of a link that lost carrier).
-            if op.kind is OpKind.DELETE and exc.errno in (errno.ENOENT, errno.ESRCH):
+            # it (it deletes the nexthops of a link that lost carrier, and everything
+            # on a device that was removed).
+            if op.kind is OpKind.DELETE and exc.errno in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
                 return
             raise
 
@@ -269,7 +281,9 @@ class KernelWriter:
     def _sysctl(self, kind: OpKind, s: Sysctl) -> None:
         if kind is OpKind.DELETE:
             original = self.record.sysctls.get(s.name)
-            if original is not None:
+            # An interface's sysctl that went with its interface has nothing to restore
+            # (a new interface of that name starts from the kernel's defaults).
+            if original is not None and read_sysctl(s.name) is not None:
                 write_sysctl(s.name, original)
             self.record.sysctls.pop(s.name, None)
             if self._batch:
@@ -336,11 +350,79 @@ def rollback(writer: KernelWriter, target: DesiredState) -> bool:
     return ok and writer.observe()[0] == target
 
 
+@dataclass(frozen=True)
+class PartialResult:
+    """What one pass of `execute_partial` did."""
+
+    done: tuple[Op, ...]  # executed (a group as sent: without members not in the kernel)
+    refused: tuple[Refusal, ...]  # refused or held in this pass
+    deferred: tuple[Refusal, ...]  # refused before and not yet due: not sent
+    recovered: tuple[Op, ...]  # refused before, taken now
+    pruned: bool  # a group was sent without some of its planned members
+
+    @property
+    def complete(self) -> bool:
+        """Whether the kernel now holds the whole plan as planned."""
+        return not self.refused and not self.deferred and not self.pruned
+
+
+def execute_partial(
+    writer: KernelWriter,
+    ops: Sequence[Op],
+    book: RefusalBook,
+    present: Collection[int],
+    now: float,
+) -> PartialResult:
+    """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
+
+    `present`: the nexthop ids the kernel holds before the pass (groups are sent
+    without members that are not there); `now` is the book's clock.
+    """
+    nexthops = set(present)
+    done: list[Op] = []
+    refused: list[Refusal] = []
+    deferred: list[Refusal] = []
+    recovered: list[Op] = []
+    failed: list[Op] = []
+    pruned = False
+    with writer.batch(ops):
+        for op in ops:
+            if not book.due(op, now):
+                waiting = book.waiting(op)
+                if waiting is not None:
+                    deferred.append(waiting)
+                failed.append(op)
+                continue
+            blocker = held_by(op, failed)
+            sent = prune_group(op, nexthops) if blocker is None else None
+            if sent is None:
+                why = f"waits for {blocker}" if blocker else "no member nexthop in the kernel"
+                refused.append(book.refuse(op, RefusalKind.HELD, why, now))
+                failed.append(op)
+                continue
+            try:
+                writer.execute(sent)
+            except Exception as exc:  # one refusal never stops the rest
+                err = exc if isinstance(exc, OSError) else OSError(str(exc))
+                refused.append(book.refuse(op, refusal_kind(err, op), describe(err, op), now))
+                failed.append(op)
+                continue
+            pruned |= sent is not op
+            if book.done(op):
+                recovered.append(op)
+            done.append(sent)
+            if isinstance(op.obj, Nexthop):
+                if op.kind is OpKind.DELETE:
+                    nexthops.discard(op.obj.id)
+                else:
+                    nexthops.add(op.obj.id)
+    return PartialResult(tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned)
+
+
 def execute_all(writer: KernelWriter, ops: Sequence[Op]) -> None:
     """Execute operations in order, stopping at the first refusal, with no rollback.
 
-    The daemon's reconcile (which re-reads and retries once, see daemon.py) and the
-    measurements of a known-good plan (bench/table_bench.py).
+    For measurements of a known-good plan (bench/table_bench.py).
     """
     with writer.batch(ops):
         for op in ops:

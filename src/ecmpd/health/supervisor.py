@@ -1,0 +1,396 @@
+"""Probing of every uplink in each family it carries, and the one path of health changes.
+
+The supervisor keeps, per uplink and address family, a HealthTracker and (when the
+family has targets) a prober and its ProbeScheduler. The daemon tells it what the
+kernel shows (`adopt` at start, `follow` after every re-read, `on_carrier` at once on
+a link event, `reload`); it starts, re-aims (a DHCP lease or router advertisement
+named a new gateway), rebinds (the interface was re-created, the source changed) and
+stops probers accordingly, and holds a family down with a reason while it cannot be
+used at all (`no interface`, `no DHCP lease yet`, ...), probing nothing.
+
+Every health change, whatever caused it (a probe round, a carrier event, a carrier-only
+family coming back), goes through `_changed`: counted, logged (`uplink.up`,
+`uplink.down`, `uplink.state`) and handed to the daemon's callback as a HealthChange.
+Probers come from an injected factory and time from an injected clock: unit-tested
+with a fake prober (tests/unit/test_supervisor.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from ecmpd.config import UplinkConfig
+from ecmpd.facts import KernelFacts
+from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition
+from ecmpd.health.probes import Prober
+from ecmpd.health.scheduler import ProbeScheduler
+from ecmpd.model import FAMILY_NAMES, DesiredState, Family, IPAddress, nexthop_id
+from ecmpd.status import FamilyReport, UplinkReport
+from ecmpd.uplinkplan import FAMILIES, carries, resolve_uplink, unavailable
+
+log = logging.getLogger("ecmpd.health")
+
+# A tracker needs at least one target; a family that cannot be probed (point-to-point
+# without targets) gets a placeholder that is never probed, so carrier alone decides.
+PLACEHOLDER: dict[Family, Target] = {
+    Family.INET: IPv4Address("0.0.0.0"),
+    Family.INET6: IPv6Address("::"),
+}
+
+ProberFactory = Callable[[str, str, IPAddress | None, Family], Awaitable[Prober]]
+Binding = tuple[int | None, IPAddress | None]  # (interface index, source address)
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    """One health transition of one uplink in one family."""
+
+    transition: Transition
+    family: Family
+
+    @property
+    def service_moved(self) -> bool:
+        """Whether it moved the family in or out of service (else: within, e.g. falling)."""
+        return self.transition.old.in_service != self.transition.new.in_service
+
+
+@dataclass
+class FamilyProbe:
+    """One uplink's health in one family: tracker, and prober while probed."""
+
+    family: Family
+    tracker: HealthTracker
+    targets: list[Target]
+    hold: str | None = None  # why it cannot be used at all now (no probing meanwhile)
+    prober: Prober | None = None
+    task: asyncio.Task[None] | None = None
+    transitions: int = 0
+    # What the prober's socket is bound to: a re-created interface or a new DHCP/SLAAC
+    # address leaves a socket sending into nothing.
+    bound: Binding | None = None
+
+    @property
+    def in_service(self) -> bool:
+        """Health allows traffic and nothing holds the family down."""
+        return self.hold is None and self.tracker.in_service
+
+
+@dataclass
+class UplinkProbes:
+    """One uplink: its config and each family it carries (IPv4 first)."""
+
+    config: UplinkConfig
+    families: dict[Family, FamilyProbe]
+
+
+class Supervisor:
+    """The health of every uplink; see the module docstring."""
+
+    def __init__(
+        self,
+        open_prober: ProberFactory,
+        on_change: Callable[[HealthChange], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open = open_prober
+        self._on_change = on_change
+        self._clock = clock
+        self._tg: asyncio.TaskGroup | None = None
+        self._facts = KernelFacts()
+        self.uplinks: dict[str, UplinkProbes] = {}
+
+    # --- life cycle ----------------------------------------------------------------
+
+    def adopt(
+        self,
+        uplinks: Iterable[UplinkConfig],
+        observed: DesiredState,
+        facts: KernelFacts,
+        balancer_table: int,
+    ) -> None:
+        """Trackers for a first start, from what the kernel shows (no probing yet).
+
+        A restart must change nothing while uplinks stay healthy: a family whose nexthop
+        exists but is out of its balancer group starts down, every other one unknown
+        (which counts as in service) until probing says otherwise.
+        """
+        self._facts = facts
+        self.uplinks = {u.name: self._adopt(u, observed, balancer_table) for u in uplinks}
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        """Probe every family that can be, with schedulers in the daemon's task group."""
+        self._tg = tg
+        for uplink in self.uplinks.values():
+            for fam in uplink.families.values():
+                await self._start(uplink.config, fam)
+
+    async def reload(
+        self,
+        uplinks: Sequence[UplinkConfig],
+        observed: DesiredState,
+        facts: KernelFacts,
+        balancer_table: int,
+    ) -> None:
+        """A new config: unchanged uplinks keep their health, the others start afresh."""
+        self._facts = facts
+        old, self.uplinks = self.uplinks, {}
+        for config in uplinks:
+            keep = old.pop(config.name, None)
+            if keep is not None and keep.config == config:
+                self.uplinks[config.name] = keep
+                continue
+            if keep is not None:
+                await self._stop_uplink(keep)
+            fresh = self._adopt(config, observed, balancer_table)
+            self.uplinks[config.name] = fresh
+            for fam in fresh.families.values():
+                await self._start(config, fam)
+        for gone in old.values():
+            await self._stop_uplink(gone)
+
+    async def close(self) -> None:
+        """Stop every prober."""
+        for uplink in self.uplinks.values():
+            await self._stop_uplink(uplink)
+
+    # --- what the kernel shows -------------------------------------------------------
+
+    def on_carrier(self, ifname: str, carrier: bool) -> bool:
+        """A link event on an uplink's interface; True if its carrier changed.
+
+        Carrier loss takes every family down at once (no probe round needed to know a
+        dead link is dead); its return lets probing recover them.
+        """
+        changed = False
+        for uplink in self.uplinks.values():
+            if uplink.config.interface != ifname:
+                continue
+            for fam in uplink.families.values():
+                if fam.tracker.carrier == carrier:
+                    continue
+                changed = True
+                t = fam.tracker.on_carrier(self._clock(), carrier)
+                if t is not None:
+                    self._changed(fam, t)
+                self._carrier_only(fam)
+        return changed
+
+    async def follow(self, facts: KernelFacts) -> None:
+        """Re-aim probing and holds after a re-read of the kernel.
+
+        A DHCP lease or a router advertisement may name a new gateway (the default probe
+        target), an address may change, an interface may go or be re-created, a lease
+        or router appear: each family follows.
+        """
+        self._facts = facts
+        for uplink in self.uplinks.values():
+            for family, fam in list(uplink.families.items()):
+                await self._follow(uplink, family, fam)
+
+    async def _follow(self, uplink: UplinkProbes, family: Family, fam: FamilyProbe) -> None:
+        config = uplink.config
+        hold = unavailable(config, self._facts, family)
+        if hold != fam.hold:
+            log.info(
+                "uplink.held" if hold else "uplink.available",
+                extra={"uplink": config.name, "family": FAMILY_NAMES[family], "reason": hold},
+            )
+            fam.hold = hold
+            if hold is not None:
+                await self._stop(fam)
+                return
+            self._carrier_only(fam)
+        if hold is not None:
+            return
+        targets = self._targets(config, family)
+        if targets != fam.targets:
+            # The old verdict was about the old gateway: the new one starts unknown.
+            await self._stop(fam)
+            fresh = self._family(config, family)
+            fresh.tracker.on_carrier(self._clock(), fam.tracker.carrier)
+            fresh.transitions = fam.transitions
+            uplink.families[family] = fresh
+            log.info(
+                "probe.retarget",
+                extra={
+                    "uplink": config.name,
+                    "family": FAMILY_NAMES[family],
+                    "targets": [str(t) for t in targets],
+                },
+            )
+            await self._start(config, fresh)
+            return
+        if fam.task is not None and fam.bound != self._binding(config, family):
+            log.info("probe.rebind", extra={"uplink": config.name, "family": FAMILY_NAMES[family]})
+            await self._stop(fam)
+        # Not probing although it could (a source not there yet, an interface back):
+        # try again.
+        await self._start(config, fam)
+
+    # --- what the daemon reads -------------------------------------------------------
+
+    def in_service(self, family: Family) -> dict[str, bool]:
+        """Per uplink: health allows the family's traffic and nothing holds it down.
+
+        An uplink that does not carry the family counts as in service in it: nothing of
+        it exists there, and desired_state() never asks.
+        """
+        return {
+            name: family not in u.families or u.families[family].in_service
+            for name, u in self.uplinks.items()
+        }
+
+    def reports(self) -> list[UplinkReport]:
+        """Each uplink's health, for the status."""
+        return [
+            UplinkReport(
+                config=u.config,
+                families={family: _report(fam) for family, fam in u.families.items()},
+            )
+            for u in self.uplinks.values()
+        ]
+
+    # --- the one path of health changes ----------------------------------------------
+
+    def _changed(self, fam: FamilyProbe, t: Transition) -> None:
+        fam.transitions += 1
+        change = HealthChange(t, fam.family)
+        event = "uplink.state"
+        if change.service_moved:
+            event = "uplink.up" if t.new.in_service else "uplink.down"
+        log.info(
+            event,
+            extra={
+                "uplink": t.uplink,
+                "family": FAMILY_NAMES[fam.family],
+                "old": t.old.value,
+                "new": t.new.value,
+                "reason": t.reason,
+            },
+        )
+        self._on_change(change)
+
+    def _carrier_only(self, fam: FamilyProbe) -> None:
+        """A family without targets comes back with its carrier: nothing else can tell."""
+        tracker = fam.tracker
+        if fam.targets or fam.hold is not None or not tracker.carrier:
+            return
+        if tracker.state is HealthState.DOWN:
+            now = self._clock()
+            self._changed(fam, tracker.force(now, HealthState.RISING, "carrier back"))
+            self._changed(fam, tracker.force(now, HealthState.UP, "carrier back, no targets"))
+
+    # --- trackers and probers ----------------------------------------------------------
+
+    def _adopt(
+        self, config: UplinkConfig, observed: DesiredState, balancer_table: int
+    ) -> UplinkProbes:
+        families = {}
+        for family in FAMILIES:
+            if not carries(config, family):
+                continue
+            fam = self._family(config, family)
+            now = self._clock()
+            group = next(
+                (g for g in observed.groups if g.id == nexthop_id(balancer_table, family)), None
+            )
+            nhid = nexthop_id(config.table, family)
+            if (
+                group is not None
+                and any(n.id == nhid for n in observed.nexthops)
+                and nhid not in dict(group.members)
+            ):
+                fam.tracker.force(now, HealthState.DOWN, "adopted: out of the balancer")
+            iface = self._facts.interfaces.get(config.interface)
+            if iface is not None and not (iface.carrier and iface.up):
+                fam.tracker.on_carrier(now, False)
+            families[family] = fam
+        return UplinkProbes(config, families)
+
+    def _family(self, config: UplinkConfig, family: Family) -> FamilyProbe:
+        targets = self._targets(config, family)
+        tracker = HealthTracker(
+            config.name, config.check, targets or [PLACEHOLDER[family]], self._clock()
+        )
+        hold = unavailable(config, self._facts, family)
+        return FamilyProbe(family=family, tracker=tracker, targets=targets, hold=hold)
+
+    def _targets(self, config: UplinkConfig, family: Family) -> list[Target]:
+        """The family's check targets, defaulting to its resolved gateway."""
+        version = 6 if family is Family.INET6 else 4
+        targets: list[Target] = [t for t in config.check.targets if t.version == version]
+        if not targets:
+            gateway = resolve_uplink(config, self._facts, True, family).gateway
+            if gateway is not None:
+                targets = [gateway]
+        return targets
+
+    def _binding(self, config: UplinkConfig, family: Family) -> Binding:
+        iface = self._facts.interfaces.get(config.interface)
+        up = resolve_uplink(config, self._facts, True, family)
+        return (iface.index if iface else None, up.source.ip if up.source is not None else None)
+
+    async def _start(self, config: UplinkConfig, fam: FamilyProbe) -> None:
+        if not fam.targets or fam.hold is not None or self._tg is None or fam.task is not None:
+            return  # carrier-only, held down, not started yet or already probing
+        fam.bound = self._binding(config, fam.family)
+        try:
+            fam.prober = await self._open(
+                config.check.method, config.interface, fam.bound[1], fam.family
+            )
+        except OSError as exc:
+            # The interface may have just gone, an IPv6 source may still be tentative
+            # (DAD) or not yet learnt (SLAAC): the next re-read tries again; meanwhile
+            # the family keeps its state.
+            log.warning(
+                "probe.open_failed",
+                extra={
+                    "uplink": config.name,
+                    "family": FAMILY_NAMES[fam.family],
+                    "error": str(exc),
+                },
+            )
+            return
+        scheduler = ProbeScheduler(
+            fam.tracker,
+            fam.prober,
+            fam.targets,
+            config.check.interval,
+            config.check.timeout,
+            lambda t: self._changed(fam, t),
+            self._clock,
+        )
+        fam.task = self._tg.create_task(scheduler.run())
+
+    async def _stop(self, fam: FamilyProbe) -> None:
+        if fam.task is not None:
+            fam.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fam.task
+            fam.task = None
+        if fam.prober is not None:
+            await fam.prober.aclose()
+            fam.prober = None
+
+    async def _stop_uplink(self, uplink: UplinkProbes) -> None:
+        for fam in uplink.families.values():
+            await self._stop(fam)
+
+
+def _report(fam: FamilyProbe) -> FamilyReport:
+    tracker = fam.tracker
+    return FamilyReport(
+        state=tracker.state,
+        since=tracker.since,
+        reason=tracker.reason,
+        transitions=fam.transitions,
+        targets=tuple(tracker.stats()) if fam.targets else (),
+        carrier=tracker.carrier,
+        held=fam.hold,
+    )

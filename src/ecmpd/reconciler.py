@@ -1,0 +1,173 @@
+"""The daemon's side of the kernel: one netlink thread, what it last saw, and reconciles
+under the daemon's policy (ecmpd.refusals: apply what can, report and retry the rest).
+
+The daemon decides what it wants (`desired`, a function of health read at the moment
+of each pass); this module re-reads, plans, executes, re-reads and re-plans once when
+the kernel refused something, logs each refusal, and wakes the daemon at the next
+retry. Every netlink call runs on one thread (pyroute2's sync IPRoute runs an event
+loop of its own, which cannot run on a thread that already runs ours; one thread also
+keeps kernel operations in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ecmpd.config import Config
+from ecmpd.facts import KernelFacts
+from ecmpd.kernel.apply import KernelWriter, PartialResult, execute_partial
+from ecmpd.kernel.netlink import open_iproute
+from ecmpd.kernel.record import Record
+from ecmpd.model import DesiredState
+from ecmpd.plan import diff
+from ecmpd.refusals import Owners, RefusalBook, RefusalKind
+
+log = logging.getLogger("ecmpd.daemon")
+T = TypeVar("T")
+
+
+@dataclass
+class Counters:
+    """What the reconciles did, for status and metrics."""
+
+    reconciles: int = 0  # reconciles that changed the kernel
+    ops: int = 0
+    failures: int = 0  # reconciles that met a refused operation
+    resyncs: int = 0
+
+
+class Reconciler:
+    """The kernel as the daemon keeps it: observe, reconcile under the policy, retry."""
+
+    def __init__(self, run_dir: Path, on_retry: Callable[[], None]) -> None:
+        self.run_dir = run_dir
+        self.observed = DesiredState()
+        self.facts = KernelFacts()
+        self.book = RefusalBook()
+        self.counters = Counters()
+        self.lock = asyncio.Lock()  # one reconcile at a time, each from the latest health
+        self._on_retry = on_retry
+        self._owners = Owners({}, {}, {})
+        self._ipr: Any = None
+        self._writer: KernelWriter | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecmpd-kernel")
+        self._retry: asyncio.TimerHandle | None = None
+
+    async def open(self, config: Config) -> None:
+        """Open netlink for this config (on the kernel thread)."""
+        self._ipr = await self.call(open_iproute)
+        self._writer = KernelWriter.for_config(self._ipr, Record(self.run_dir), config)
+        self._owners = Owners.of(config)
+
+    def use_config(self, config: Config) -> None:
+        """A reload: read what the new config needs from now on."""
+        assert self._writer is not None
+        self._writer.use_config(config)
+        self._owners = Owners.of(config)
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._ipr is not None:
+            await self.call(self._ipr.close)
+        self._thread.shutdown()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a netlink call on the kernel thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def observe(self, check: Config | None = None) -> None:
+        """Re-read the kernel; with `check`, also what that config needs checked."""
+        assert self._writer is not None
+        self.observed, self.facts = await self.call(self._writer.observe, check)
+
+    async def observe_links(self) -> None:
+        """After a carrier event: links and nexthops only (no walk of a full table)."""
+        assert self._writer is not None
+        self.observed, self.facts = await self.call(
+            self._writer.observe_links, self.observed, self.facts
+        )
+
+    async def reconcile_locked(self, desired: Callable[[], DesiredState], reason: str) -> int:
+        """Make the kernel hold `desired()` as far as it takes it; the operations executed.
+
+        Call with `lock` held. One pass; after refusals a re-read and one more pass at
+        once; what is still refused waits its backoff (RefusalBook) and a timer calls
+        `on_retry` when the first is due.
+        """
+        started = time.perf_counter()
+        want = desired()
+        result = await self._execute(want)
+        done = len(result.done)
+        if result.refused:
+            # The kernel may have moved under us (a link went, a DHCP client acted).
+            self.counters.failures += 1
+            first = [f"{r.op}: {r.error}" for r in result.refused]
+            log.info("reconcile.retry", extra={"reason": reason, "refused": first})
+            self.book.reopen(result.refused)
+            await self.observe()
+            want = desired()
+            result = await self._execute(want)
+            done += len(result.done)
+        if result.complete:
+            self.observed = want
+        else:
+            await self.observe()  # an honest picture for the next diff
+        self._report(result, reason)
+        if done:
+            self.counters.reconciles += 1
+            self.counters.ops += done
+            ms = round((time.perf_counter() - started) * 1000, 3)
+            log.info("kernel.updated", extra={"reason": reason, "ops": done, "ms": ms})
+        return done
+
+    async def _execute(self, desired: DesiredState) -> PartialResult:
+        assert self._writer is not None
+        ops = diff(desired, self.observed)
+        self.book.keep_only(ops)
+        present = {n.id for n in self.observed.nexthops}
+        now = time.monotonic()
+        return await self.call(execute_partial, self._writer, ops, self.book, present, now)
+
+    def _report(self, result: PartialResult, reason: str) -> None:
+        """Log each refusal of this pass and wake up for the next retry."""
+        now = time.monotonic()
+        for r in result.refused:
+            level = logging.INFO if r.kind is RefusalKind.HELD else logging.WARNING
+            log.log(
+                level,
+                f"kernel.{r.kind.value}",
+                extra={
+                    "op": str(r.op),
+                    "uplink": self._owners.of_object(r.op.obj),
+                    "error": r.error,
+                    "attempts": r.attempts,
+                    "retry_in_s": round(r.retry_at - now, 3),
+                    "reason": reason,
+                },
+            )
+        for op in result.recovered:
+            log.info("kernel.accepted", extra={"op": str(op), "note": "refused before"})
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        due = self.book.next_retry()
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            self._retry = loop.call_later(max(0.0, due - now), self._wake)
+
+    def _wake(self) -> None:
+        self._retry = None
+        self._on_retry()
+
+    @property
+    def owners(self) -> Owners:
+        """Whose each of the current config's objects is."""
+        return self._owners
