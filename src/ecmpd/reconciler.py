@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ecmpd.config import Config
+from ecmpd.export.iptext import op_command
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel.apply import KernelWriter, PartialResult, execute_partial
 from ecmpd.kernel.netlink import open_iproute
@@ -98,18 +99,19 @@ class Reconciler:
     async def reconcile_locked(self, desired: Callable[[], DesiredState], reason: str) -> int:
         """Make the kernel hold `desired()` as far as it takes it; the operations executed.
 
-        Call with `lock` held. One pass; after refusals a re-read and one more pass at
-        once; what is still refused waits its backoff (RefusalBook) and a timer calls
-        `on_retry` when the first is due.
+        Call with `lock` held. One pass; when the kernel refused something, a re-read and
+        one more pass at once; what is still refused waits its backoff (RefusalBook) and
+        a timer calls `on_retry` when the first is due.
         """
         started = time.perf_counter()
         want = desired()
         result = await self._execute(want)
         done = len(result.done)
         if result.refused:
-            # The kernel may have moved under us (a link went, a DHCP client acted).
             self.counters.failures += 1
-            first = [f"{r.op}: {r.error}" for r in result.refused]
+        if result.kernel_refused:
+            # The kernel may have moved under us (a link went, a DHCP client acted).
+            first = [f"{op_command(r.op)}: {r.error}" for r in result.refused]
             log.info("reconcile.retry", extra={"reason": reason, "refused": first})
             self.book.reopen(result.refused)
             await self.observe()
@@ -133,8 +135,9 @@ class Reconciler:
         ops = diff(desired, self.observed)
         self.book.keep_only(ops)
         present = {n.id for n in self.observed.nexthops}
+        foreign = self.facts.foreign_nexthop_ids
         now = time.monotonic()
-        return await self.call(execute_partial, self._writer, ops, self.book, present, now)
+        return await self.call(execute_partial, self._writer, ops, self.book, present, now, foreign)
 
     def _report(self, result: PartialResult, reason: str) -> None:
         """Log each refusal of this pass and wake up for the next retry."""
@@ -145,7 +148,7 @@ class Reconciler:
                 level,
                 f"kernel.{r.kind.value}",
                 extra={
-                    "op": str(r.op),
+                    "op": op_command(r.op),
                     "uplink": self._owners.of_object(r.op.obj),
                     "error": r.error,
                     "attempts": r.attempts,
@@ -154,7 +157,7 @@ class Reconciler:
                 },
             )
         for op in result.recovered:
-            log.info("kernel.accepted", extra={"op": str(op), "note": "refused before"})
+            log.info("kernel.accepted", extra={"op": op_command(op), "note": "refused before"})
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None

@@ -18,7 +18,9 @@ it can while one object is refused, so `ecmpd run` reconciles like this:
    the same operation is not sent again before its time (`RefusalBook.due`), a
    changed one (new health, a reload) is. A timer wakes the daemon at the next retry;
    nothing loops.
-5. Each refusal is reported: a `kernel.refused` log event, the status' `refused` list
+5. An operation that would take over a foreign object holding one of ecmpd's ids, or
+   route through one, is not sent (`foreign_use`): a conflict, or held.
+6. Each refusal is reported: a `kernel.refused` log event, the status' `refused` list
    (with the uplink it belongs to), the metrics ecmpd_kernel_refusals_total and
    ecmpd_kernel_refused_ops. EEXIST on an add means a foreign object holds one of
    ecmpd's ids or keys (as FRR's zebra can): a `conflict`, named as such.
@@ -97,6 +99,24 @@ def held_by(op: Op, refused: Iterable[Op]) -> Op | None:
     return None
 
 
+def foreign_use(op: Op, foreign: Collection[int]) -> tuple[RefusalKind, str] | None:
+    """Whether an operation would take over or route through a foreign nexthop (point 5).
+
+    ecmpd's nexthop and group ids are its own (NH_ID_BASE + table), but another program
+    can hold one (FRR's zebra re-creates a group id as its own once its members went).
+    Replacing it would take zebra's object over, adding it fails with EEXIST anyway, and
+    a route through it would send ecmpd's traffic by someone else's group: not sent.
+    """
+    if op.kind is OpKind.DELETE:
+        return None
+    obj = op.obj
+    if isinstance(obj, Nexthop | NexthopGroup) and obj.id in foreign:
+        return RefusalKind.CONFLICT, f"id {obj.id} is held by a foreign nexthop object"
+    if isinstance(obj, Route) and obj.nhid is not None and obj.nhid in foreign:
+        return RefusalKind.HELD, f"its nexthop group {obj.nhid} is a foreign object"
+    return None
+
+
 def prune_group(op: Op, present: Collection[int]) -> Op | None:
     """A group add/replace without members whose nexthop is not in the kernel (point 2).
 
@@ -141,11 +161,13 @@ class RefusalBook:
         return entry
 
     def reopen(self, refused: Iterable[Refusal]) -> None:
-        """Make these due again at once (the immediate re-try after a re-read, point 4)."""
+        """Make these due again at once: the immediate re-try after a re-read (point 4),
+        which is not a backoff round of its own."""
         for r in refused:
             key = op_key(r.op)
-            if key in self._entries:
-                self._entries[key] = replace(self._entries[key], retry_at=r.since)
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = replace(entry, retry_at=r.since, attempts=entry.attempts - 1)
 
     def done(self, op: Op) -> bool:
         """The kernel took it; True if it had been refused before."""

@@ -31,6 +31,7 @@ from ecmpd.refusals import (
     Owners,
     RefusalBook,
     RefusalKind,
+    foreign_use,
     held_by,
     prune_group,
 )
@@ -95,15 +96,17 @@ def test_backoff_doubles_to_its_cap_and_a_changed_operation_goes_at_once() -> No
         assert book.due(op, now)
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert book.current()[0].since == 0.0 and book.total == 6
-    # The immediate second pass after a re-read sends it again whatever the backoff.
+    # The immediate second pass after a re-read sends it again whatever the backoff,
+    # and is no backoff round of its own.
     book.reopen([entry])
-    assert book.due(op, now) and book.current()[0].attempts == 6
+    assert book.due(op, now) and book.current()[0].attempts == 5
+    assert book.refuse(op, RefusalKind.REFUSED, "no", now).attempts == 6
     changed = Op(OpKind.ADD, replace(nexthop(NH_A, "a"), gateway=IPv4Address("10.0.0.9")))
     assert book.due(changed, now - 1)  # new content: no wait
     assert book.refuse(changed, RefusalKind.REFUSED, "no", now).attempts == 1
     held = Op(OpKind.DELETE, rule(10100, 101))
     book.refuse(held, RefusalKind.HELD, "waits", now)
-    assert book.total == 7  # holds are not refusals
+    assert book.total == 8  # holds are not refusals
     book.keep_only([changed])
     assert [r.op for r in book.current()] == [changed]
     assert book.done(changed) and book.current() == () and book.next_retry() is None
@@ -204,3 +207,20 @@ def test_owners(obj: Nexthop | Route | Rule | Sysctl | NexthopGroup, owner: str 
         )
     )
     assert Owners.of(config).of_object(obj) == owner
+
+
+def test_a_foreign_object_on_one_of_ecmpds_ids_is_never_taken_over_nor_routed_through() -> None:
+    foreign = {GROUP}
+    add = Op(OpKind.ADD, group(NH_A))
+    assert foreign_use(add, foreign) == (
+        RefusalKind.CONFLICT,
+        f"id {GROUP} is held by a foreign nexthop object",
+    )
+    assert foreign_use(Op(OpKind.REPLACE, group(NH_A)), foreign) is not None
+    route = Op(OpKind.ADD, Route(Family.INET, 200, DEFAULT, nhid=GROUP))
+    assert foreign_use(route, foreign) == (
+        RefusalKind.HELD,
+        f"its nexthop group {GROUP} is a foreign object",
+    )
+    assert foreign_use(Op(OpKind.DELETE, group(NH_A)), foreign) is None  # gone: not ours
+    assert foreign_use(add, set()) is None

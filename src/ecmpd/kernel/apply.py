@@ -55,6 +55,7 @@ from ecmpd.refusals import (
     RefusalBook,
     RefusalKind,
     describe,
+    foreign_use,
     held_by,
     prune_group,
     refusal_kind,
@@ -359,6 +360,7 @@ class PartialResult:
     deferred: tuple[Refusal, ...]  # refused before and not yet due: not sent
     recovered: tuple[Op, ...]  # refused before, taken now
     pruned: bool  # a group was sent without some of its planned members
+    kernel_refused: bool  # the kernel itself said no (not only held or known conflicts)
 
     @property
     def complete(self) -> bool:
@@ -372,11 +374,14 @@ def execute_partial(
     book: RefusalBook,
     present: Collection[int],
     now: float,
+    foreign: Collection[int] = (),
 ) -> PartialResult:
     """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
 
     `present`: the nexthop ids the kernel holds before the pass (groups are sent
-    without members that are not there); `now` is the book's clock.
+    without members that are not there); `foreign`: nexthop ids in ecmpd's block that
+    another program holds (never taken over, never routed through); `now` is the
+    book's clock.
     """
     nexthops = set(present)
     done: list[Op] = []
@@ -384,13 +389,18 @@ def execute_partial(
     deferred: list[Refusal] = []
     recovered: list[Op] = []
     failed: list[Op] = []
-    pruned = False
+    pruned = kernel_refused = False
     with writer.batch(ops):
         for op in ops:
             if not book.due(op, now):
                 waiting = book.waiting(op)
                 if waiting is not None:
                     deferred.append(waiting)
+                failed.append(op)
+                continue
+            taken = foreign_use(op, foreign)
+            if taken is not None:
+                refused.append(book.refuse(op, *taken, now))
                 failed.append(op)
                 continue
             blocker = held_by(op, failed)
@@ -406,6 +416,7 @@ def execute_partial(
                 err = exc if isinstance(exc, OSError) else OSError(str(exc))
                 refused.append(book.refuse(op, refusal_kind(err, op), describe(err, op), now))
                 failed.append(op)
+                kernel_refused = True
                 continue
             pruned |= sent is not op
             if book.done(op):
@@ -416,7 +427,9 @@ def execute_partial(
                     nexthops.discard(op.obj.id)
                 else:
                     nexthops.add(op.obj.id)
-    return PartialResult(tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned)
+    return PartialResult(
+        tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned, kernel_refused
+    )
 
 
 def execute_all(writer: KernelWriter, ops: Sequence[Op]) -> None:
