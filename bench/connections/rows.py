@@ -37,9 +37,16 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                 f"unshaped forwarding through NAT with connection marks (iperf3, "
                 f"{cost.get('streams')} streams, median of {rounds})",
                 f"{fmt(cost.get('ecmpd_mbit'), ' Mbit/s', 0)} "
-                f"({pct(cost.get('cost_fraction'))} less)",
-                f"NAT alone, no marks: {fmt(cost.get('nat_only_mbit'), ' Mbit/s', 0)}",
+                f"({pct(cost.get('cost_fraction'))} less; rounds {spread(cost, 'ecmpd')})",
+                f"NAT alone, no marks: {fmt(cost.get('nat_only_mbit'), ' Mbit/s', 0)} "
+                f"(rounds {spread(cost, 'nat_only')})",
                 "",
             )
         )
     return rows
+
+
+def spread(cost: dict[str, Any], variant: str) -> str:
+    """`lowest-highest` of a variant's rounds, in Mbit/s."""
+    rounds = get(cost, "rounds", variant) or []
+    return f"{min(rounds):.0f}-{max(rounds):.0f}" if rounds else "-"

@@ -10,6 +10,7 @@ from bench.common import machine
 TARGETS = {
     "healthy_moved_on_failure": 0,
     "moved_on_recovery": "to the recovered uplink only",
+    "recovered_share_s": 1.0,
     "goodput_fraction": 0.95,
 }
 NOTES = [
@@ -74,6 +75,7 @@ def document(
     res_l = lookups["variants"]["ecmpd_resilient"]
     res_t = tcp["variants"]["ecmpd_resilient"]
     fractions = [g["ecmpd"]["fraction"] for k, g in goodput.items() if k.endswith("uplinks")]
+    ours_share = [r for r in share["runs"] if r["idle_timer_s"] == 0]
     return {
         "benchmark": "flows",
         **machine(),
@@ -92,6 +94,11 @@ def document(
             # New flows move to the recovered uplink only; no connection breaks.
             "moved_on_recovery": res_l["recovery"]["moved_not_to_recovered"] == 0
             and res_t["recovery"]["broken"] == 0,
+            "recovered_share_s": bool(ours_share)
+            and all(
+                r["t_share_s"] is not None and r["t_share_s"] <= TARGETS["recovered_share_s"]
+                for r in ours_share
+            ),
             "goodput_fraction": all(f >= TARGETS["goodput_fraction"] for f in fractions),
         },
         "notes": NOTES,

@@ -77,7 +77,7 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                 f"≈{fmt(default.get('load_stops_t_share_s'), ' s', 0)} (load stops), "
                 f"≈{fmt(default.get('load_sustained_t_share_s'), ' s', 0)} (sustained; "
                 "extrapolated)",
-                "≤ 1 s",
+                "≤ 1 s" + met(doc, "recovered_share_s"),
             )
         )
     for key, good in (doc.get("goodput") or {}).items():

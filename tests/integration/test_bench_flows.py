@@ -56,7 +56,12 @@ def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: st
     assert 0.5 < goodput["ecmpd"]["fraction"] <= 1.0
     assert 0.2 < goodput["anchor_single_route"]["fraction"] < 0.4
     assert goodput["ecmpd"]["mbit"] > goodput["anchor_single_route"]["mbit"] * 1.5
-    assert set(doc["met"]) == {"healthy_moved_on_failure", "moved_on_recovery", "goodput_fraction"}
+    assert set(doc["met"]) == {
+        "healthy_moved_on_failure",
+        "moved_on_recovery",
+        "recovered_share_s",
+        "goodput_fraction",
+    }
 
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert lab_prefix not in listed.stdout
