@@ -48,7 +48,8 @@ def rows(doc: dict[str, Any]) -> list[Row]:
         (
             "an edge forwards nothing but stays up -> out of the core's balancer",
             fmt(get(doc, "ecmpd", "forwards_nothing_s"), " s"),
-            "BGP/BFD alone: never",
+            "BGP/BFD alone: "
+            + ("never" if get(doc, "bgp_only", "forwards_nothing_s") is None else "noticed"),
             f"<= 1.0 s{met(doc, 'forwards_nothing')}",
         ),
         (
