@@ -34,6 +34,7 @@ from ecmpd.config import (
 )
 from ecmpd.control import serve
 from ecmpd.desired import desired_state
+from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthState, Transition
 from ecmpd.health.probes import open_prober
 from ecmpd.health.service import Service, ServiceChange, service_changes
@@ -76,7 +77,7 @@ class Daemon:
         self.run_dir = run_dir
         self.config: Config | None = None
         self.kernel = Reconciler(run_dir, self._on_retry)
-        self.supervisor = Supervisor(prober_factory, self._on_health)
+        self.supervisor = Supervisor(prober_factory, self._on_health, on_grade=self._on_grade)
         self.drained: set[str] = set()
         self._announce_adopted: set[Family] = set()
         self.started = time.time()
@@ -175,7 +176,10 @@ class Daemon:
         health6 = self.service(Family.INET6)
         known = self._announce_known()
         facts = self.kernel.facts
-        return desired_state(self.config, self.service(), facts, health6, known=known)
+        degraded = self.supervisor.degraded()
+        return desired_state(
+            self.config, self.service(), facts, health6, known=known, degraded=degraded
+        )
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -236,6 +240,11 @@ class Daemon:
             log.info("conntrack.flushed", extra={"uplink": uplink.name, "entries": count})
 
     # --- health changes ---------------------------------------------------------------
+
+    def _on_grade(self, change: GradeChange, family: Family) -> None:
+        """An uplink became degraded or clear: its MPTCP endpoints flip backup."""
+        if self.config is not None and self.config.mptcp_uplinks() and self._tg is not None:
+            self._spawn(self._reconcile(f"grade {change.old.value}->{change.new.value}"))
 
     def _on_health(self, change: HealthChange) -> None:
         """Every health change (probe round, carrier, hold released) comes here."""

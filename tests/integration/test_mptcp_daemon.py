@@ -12,11 +12,13 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
-from ecmpd.lab.faults import gray_failure, heal
-from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.health.window import default_window
+from ecmpd.lab.faults import gray_failure, heal, random_loss
+from ecmpd.lab.labconfig import lab_config, write_lab_config
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.mptcp import Download, Server, SubflowWatch
 from ecmpd.lab.wait import wait_for
@@ -131,5 +133,61 @@ def test_ipv6_one_connection_per_uplink_endpoints_follow_a_failure(
             heal(lab.ns(b))
             wait_for(lambda: subflows.carrying(b, 0), recovery_time(CHECK) + 3, f"{b} back")
             assert dl.error is None and not dl.done.is_set()
+    finally:
+        subflows.close()
+
+
+# What the degraded test injects and the soft limit it crosses: each probe target of the
+# lossy uplink loses LOSS of its probes, its window of WINDOW rounds passes SOFT_LOSS after
+# about (WINDOW * SOFT_LOSS + 1) / LOSS rounds; then down_after rounds over it.
+LOSS, SOFT_LOSS = 0.25, 0.05
+
+
+def degraded_bound(check: CheckConfig) -> float:
+    """Expected seconds until degraded, times 3 for the randomness of the losses."""
+    window = default_window(check)
+    rounds = (window * SOFT_LOSS + 1) / LOSS + check.down_after
+    return 3 * rounds * check.interval + KERNEL_MARGIN
+
+
+@pytest.mark.parametrize("lab", [{"isps": 2, "servers": 2, "shaping": False}], indirect=True)
+def test_a_lossy_uplink_turns_backup_on_the_running_connection_and_stays_in_service(
+    lab: Lab, tmp_path: Path
+) -> None:
+    doc = lab_config(lab, extra={"mptcp": True})
+    doc["uplinks"][0]["check"]["degraded_loss"] = f"{SOFT_LOSS:.0%}"
+    config = tmp_path / "ecmpd.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    a, b = (isp.name for isp in lab.isps)
+    subflows = watch(lab, v6=False)
+    try:
+        with (
+            running_daemon(lab, config, tmp_path / "d") as daemon,
+            Server(lab.internet, lab.servers[0]) as server,
+        ):
+            wait_for(daemon.all_in_service, 10, "both uplinks in service")
+            dl = Download(lab.router, lab.servers[0], server.port, 1 << 40).start()
+            wait_for(lambda: subflows.carrying(a) and subflows.carrying(b), 5, "every uplink")
+            assert not any(s.backup for s in subflows.now().values())
+            random_loss(lab.ns(a), round(LOSS * 100))
+            bound = degraded_bound(CheckConfig(degraded_loss=SOFT_LOSS))
+
+            def backup_endpoint() -> bool:
+                return any(e.get("backup") for e in endpoints(lab.router)
+                           if e["address"] == str(lab.isp(a).address.ip))  # fmt: skip
+
+            wait_for(backup_endpoint, bound, f"{a}'s endpoint backup")
+            # MP_PRIO on the live connection: its subflow on isp-a is backup now.
+            wait_for(lambda: subflows.now()[a].backup, 1 + KERNEL_MARGIN, "subflow backup")
+            assert not subflows.now()[b].backup
+            shown = json.loads(
+                ecmpd(lab.router, config, tmp_path / "d" / "run", "status", "--json").stdout
+            )
+            entry = next(u for u in shown["uplinks"] if u["name"] == a)
+            assert entry["families"]["ipv4"]["grade"] == "degraded"
+            assert entry["in_balancer"] and entry["mptcp"]["backup"]
+            assert daemon.uplink(a).in_balancer  # degraded is not down
+            assert dl.error is None and not dl.done.is_set()
+            heal(lab.ns(a))
     finally:
         subflows.close()

@@ -18,6 +18,7 @@ import pytest
 
 from ecmpd.config import Config, parse_config
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.health.degraded import Grade, GradeChange
 from ecmpd.health.fsm import HealthState
 from ecmpd.health.probebase import ProbeCounters
 from ecmpd.health.probes import Prober
@@ -286,3 +287,31 @@ def test_a_prober_that_cannot_open_is_retried_not_fatal(family: Family) -> None:
         assert fam.task is not None
 
     run(scenario)
+
+
+def test_a_grade_change_is_passed_on_only_when_it_flips_degraded() -> None:
+    graded: list[tuple[GradeChange, Family]] = []
+    soft = CONFIG.replace("up_after: 2}", "up_after: 2, degraded_rtt: 0.01}", 1)
+    supervisor = Supervisor(
+        Harness().open, lambda c: None, on_grade=lambda g, f: graded.append((g, f))
+    )
+    supervisor.adopt(config(soft).uplinks, DesiredState(), FACTS, 200)
+    fam = supervisor.uplinks["isp-a"].families[Family.INET]
+    assert (
+        fam.tracker.grading
+        and not supervisor.uplinks["isp-b"].families[Family.INET].tracker.grading
+    )
+    steps = [(Grade.CLEAR, Grade.DEGRADING), (Grade.DEGRADING, Grade.DEGRADED),
+             (Grade.DEGRADED, Grade.RECOVERING), (Grade.RECOVERING, Grade.CLEAR)]  # fmt: skip
+    for old, new in steps:
+        supervisor._graded("isp-a", fam, GradeChange(old, new, 0.0, "test"))
+    assert [(g.new, f) for g, f in graded] == [
+        (Grade.DEGRADED, Family.INET),
+        (Grade.CLEAR, Family.INET),
+    ]
+    assert supervisor.degraded() == set()
+    assert supervisor.reports()[0].families[Family.INET].grade is Grade.CLEAR
+    for _ in range(2):  # down_after rounds with a median RTT over 10 ms
+        fam.tracker.on_round(1.0, {IPv4Address("10.1.0.1"): 0.05})
+    assert supervisor.degraded() == {("isp-a", Family.INET)}
+    assert supervisor.reports()[1].families[Family.INET].grade is None

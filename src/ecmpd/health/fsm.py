@@ -180,6 +180,11 @@ class HealthTracker:
         return Grade.CLEAR if self._soft is None else self._soft.grade
 
     @property
+    def grading(self) -> bool:
+        """Whether the check has soft limits (degraded_loss, degraded_rtt) to grade by."""
+        return self._soft is not None
+
+    @property
     def degraded(self) -> bool:
         """Whether the uplink is over its soft limits (its MPTCP endpoints turn backup)."""
         return self._soft is not None and self._soft.degraded

@@ -27,6 +27,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.config import UplinkConfig
 from ecmpd.facts import KernelFacts
+from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition
 from ecmpd.health.probes import Prober
 from ecmpd.health.scheduler import ProbeScheduler
@@ -97,9 +98,11 @@ class Supervisor:
         open_prober: ProberFactory,
         on_change: Callable[[HealthChange], None],
         clock: Callable[[], float] = time.monotonic,
+        on_grade: Callable[[GradeChange, Family], None] | None = None,
     ) -> None:
         self._open = open_prober
         self._on_change = on_change
+        self._on_grade = on_grade
         self._clock = clock
         self._tg: asyncio.TaskGroup | None = None
         self._facts = KernelFacts()
@@ -246,6 +249,15 @@ class Supervisor:
             for name, u in self.uplinks.items()
         }
 
+    def degraded(self) -> set[tuple[str, Family]]:
+        """The (uplink, family) pairs over their soft limits (health.degraded)."""
+        return {
+            (name, family)
+            for name, u in self.uplinks.items()
+            for family, fam in u.families.items()
+            if fam.tracker.degraded
+        }
+
     def reports(self) -> list[UplinkReport]:
         """Each uplink's health, for the status."""
         return [
@@ -275,6 +287,24 @@ class Supervisor:
             },
         )
         self._on_change(change)
+
+    def _graded(self, name: str, fam: FamilyProbe, change: GradeChange) -> None:
+        """A grade change: logged; passed on when it makes the uplink (not) degraded."""
+        moved = change.old.degraded != change.new.degraded
+        event = ("uplink.degraded" if change.new.degraded else "uplink.clear") if moved else ""
+        log.log(
+            logging.INFO if moved else logging.DEBUG,
+            event or "uplink.grade",
+            extra={
+                "uplink": name,
+                "family": FAMILY_NAMES[fam.family],
+                "old": change.old.value,
+                "new": change.new.value,
+                "reason": change.reason,
+            },
+        )
+        if moved and self._on_grade is not None:
+            self._on_grade(change, fam.family)
 
     def _carrier_only(self, fam: FamilyProbe) -> None:
         """A family without targets comes back with its carrier: nothing else can tell."""
@@ -365,6 +395,7 @@ class Supervisor:
             config.check.timeout,
             lambda t: self._changed(fam, t),
             self._clock,
+            on_grade=lambda g: self._graded(config.name, fam, g),
         )
         fam.task = self._tg.create_task(scheduler.run())
 
@@ -393,4 +424,5 @@ def _report(fam: FamilyProbe) -> FamilyReport:
         targets=tuple(tracker.stats()) if fam.targets else (),
         carrier=tracker.carrier,
         held=fam.hold,
+        grade=tracker.grade if tracker.grading else None,
     )

@@ -9,6 +9,7 @@ from ecmpd.config import Config, UplinkConfig
 from ecmpd.connections import rule_name
 from ecmpd.export.iptext import op_command, rule_args
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.health.degraded import Grade
 from ecmpd.health.fsm import HealthState, detection_time
 from ecmpd.health.window import TargetStats
 from ecmpd.kernel.mptcpdiag import Subflow
@@ -42,6 +43,7 @@ class FamilyReport:
     targets: tuple[TargetStats, ...]  # empty when the family is not probed (carrier only)
     carrier: bool
     held: str | None = None  # why it cannot be used at all now (no interface, ...)
+    grade: Grade | None = None  # against the soft limits; None without any
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ def daemon_status(
                 transitions=report.transitions,
                 detection_time_s=round(detection_time(u.check), 3),
                 targets=tuple(_target(s) for s in report.targets),
+                grade=report.grade,
             )
         heard = [r.carrier for r in uplink.families.values()]
         uplinks.append(_uplink(u, facts, families, carrier=all(heard) if heard else None))

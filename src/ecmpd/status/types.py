@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from ecmpd.health.degraded import Grade
 from ecmpd.health.fsm import HealthState
 from ecmpd.refusals import RefusalKind
 
@@ -102,6 +103,9 @@ class FamilyStatus(_Frozen):
     transitions: int | None = Field(default=None, exclude_if=_unset)
     detection_time_s: float | None = Field(default=None, exclude_if=_unset)
     targets: tuple[TargetStatus, ...] = ()
+    # Against check.degraded_loss/degraded_rtt (clear, degrading, degraded, recovering);
+    # absent without soft limits.
+    grade: Grade | None = Field(default=None, exclude_if=_unset)
 
 
 # An uplink's top-level JSON repeats these of its primary family.
