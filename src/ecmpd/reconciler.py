@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 from ecmpd.config import Config
 from ecmpd.export.iptext import op_command
 from ecmpd.facts import KernelFacts
-from ecmpd.kernel.apply import KernelWriter, PartialResult, execute_partial
+from ecmpd.kernel.apply import KernelWriter
 from ecmpd.kernel.netlink import open_iproute
+from ecmpd.kernel.partial import PartialResult, execute_partial
 from ecmpd.kernel.record import Record
 from ecmpd.model import DesiredState
 from ecmpd.plan import diff

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ecmpd.config import parse_config
-from ecmpd.kernel.apply import KernelWriter, execute_partial
+from ecmpd.kernel.apply import KernelWriter
+from ecmpd.kernel.partial import execute_partial
 from ecmpd.kernel.record import Record
 from ecmpd.model import (
     DesiredState,

@@ -4,9 +4,10 @@ Two policies for two callers, side by side:
 * `reconcile`, all or nothing: any refused operation rolls the kernel back to what it
   held before. For the CLI's `apply` and `down`, one-shots whose exit status says
   which (2: rolled back).
-* `execute_partial`, apply what can be applied: a refusal is recorded and the rest
-  goes on, never rolled back. For `ecmpd run`, which must keep every other uplink
-  right while one object is refused; the policy is spelt out in ecmpd.refusals.
+* `execute_partial` (kernel/partial.py), apply what can be applied: a refusal is
+  recorded and the rest goes on, never rolled back. For `ecmpd run`, which must keep
+  every other uplink right while one object is refused; the policy is spelt out in
+  ecmpd.refusals.
 """
 
 from __future__ import annotations
@@ -50,16 +51,6 @@ from ecmpd.model import (
     Sysctl,
 )
 from ecmpd.plan import Op, OpKind, diff
-from ecmpd.refusals import (
-    Refusal,
-    RefusalBook,
-    RefusalKind,
-    describe,
-    foreign_use,
-    held_by,
-    prune_group,
-    refusal_kind,
-)
 
 log = logging.getLogger("ecmpd.kernel")
 
@@ -349,87 +340,6 @@ def rollback(writer: KernelWriter, target: DesiredState) -> bool:
             log.error("rollback.failed", extra={"op": str(op), "error": str(exc)})
             ok = False
     return ok and writer.observe()[0] == target
-
-
-@dataclass(frozen=True)
-class PartialResult:
-    """What one pass of `execute_partial` did."""
-
-    done: tuple[Op, ...]  # executed (a group as sent: without members not in the kernel)
-    refused: tuple[Refusal, ...]  # refused or held in this pass
-    deferred: tuple[Refusal, ...]  # refused before and not yet due: not sent
-    recovered: tuple[Op, ...]  # refused before, taken now
-    pruned: bool  # a group was sent without some of its planned members
-    kernel_refused: bool  # the kernel itself said no (not only held or known conflicts)
-
-    @property
-    def complete(self) -> bool:
-        """Whether the kernel now holds the whole plan as planned."""
-        return not self.refused and not self.deferred and not self.pruned
-
-
-def execute_partial(
-    writer: KernelWriter,
-    ops: Sequence[Op],
-    book: RefusalBook,
-    present: Collection[int],
-    now: float,
-    foreign: Collection[int] = (),
-) -> PartialResult:
-    """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
-
-    `present`: the nexthop ids the kernel holds before the pass (groups are sent
-    without members that are not there); `foreign`: nexthop ids in ecmpd's block that
-    another program holds (never taken over, never routed through); `now` is the
-    book's clock.
-    """
-    nexthops = set(present)
-    done: list[Op] = []
-    refused: list[Refusal] = []
-    deferred: list[Refusal] = []
-    recovered: list[Op] = []
-    failed: list[Op] = []
-    pruned = kernel_refused = False
-    with writer.batch(ops):
-        for op in ops:
-            if not book.due(op, now):
-                waiting = book.waiting(op)
-                if waiting is not None:
-                    deferred.append(waiting)
-                failed.append(op)
-                continue
-            taken = foreign_use(op, foreign)
-            if taken is not None:
-                refused.append(book.refuse(op, *taken, now))
-                failed.append(op)
-                continue
-            blocker = held_by(op, failed)
-            sent = prune_group(op, nexthops) if blocker is None else None
-            if sent is None:
-                why = f"waits for {blocker}" if blocker else "no member nexthop in the kernel"
-                refused.append(book.refuse(op, RefusalKind.HELD, why, now))
-                failed.append(op)
-                continue
-            try:
-                writer.execute(sent)
-            except Exception as exc:  # one refusal never stops the rest
-                err = exc if isinstance(exc, OSError) else OSError(str(exc))
-                refused.append(book.refuse(op, refusal_kind(err, op), describe(err, op), now))
-                failed.append(op)
-                kernel_refused = True
-                continue
-            pruned |= sent is not op
-            if book.done(op):
-                recovered.append(op)
-            done.append(sent)
-            if isinstance(op.obj, Nexthop):
-                if op.kind is OpKind.DELETE:
-                    nexthops.discard(op.obj.id)
-                else:
-                    nexthops.add(op.obj.id)
-    return PartialResult(
-        tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned, kernel_refused
-    )
 
 
 def execute_all(writer: KernelWriter, ops: Sequence[Op]) -> None:

@@ -1,0 +1,107 @@
+"""The daemon's way of executing a plan: every operation that can be applied, is.
+
+One pass of the policy in ecmpd.refusals (which says why each rule): operations go
+through `KernelWriter.execute` one at a time, in the plan's order; what the kernel
+refuses is recorded in the RefusalBook and the rest goes on, never rolled back.
+kernel/apply.py's `reconcile` is the all-or-nothing twin the CLI uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from ecmpd.kernel.apply import KernelWriter
+from ecmpd.model import Nexthop
+from ecmpd.plan import Op, OpKind
+from ecmpd.refusals import (
+    Refusal,
+    RefusalBook,
+    RefusalKind,
+    describe,
+    foreign_use,
+    held_by,
+    prune_group,
+    refusal_kind,
+)
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    """What one pass of `execute_partial` did."""
+
+    done: tuple[Op, ...]  # executed (a group as sent: without members not in the kernel)
+    refused: tuple[Refusal, ...]  # refused or held in this pass
+    deferred: tuple[Refusal, ...]  # refused before and not yet due: not sent
+    recovered: tuple[Op, ...]  # refused before, taken now
+    pruned: bool  # a group was sent without some of its planned members
+    kernel_refused: bool  # the kernel itself said no (not only held or known conflicts)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the kernel now holds the whole plan as planned."""
+        return not self.refused and not self.deferred and not self.pruned
+
+
+def execute_partial(
+    writer: KernelWriter,
+    ops: Sequence[Op],
+    book: RefusalBook,
+    present: Collection[int],
+    now: float,
+    foreign: Collection[int] = (),
+) -> PartialResult:
+    """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
+
+    `present`: the nexthop ids the kernel holds before the pass (groups are sent
+    without members that are not there); `foreign`: nexthop ids in ecmpd's block that
+    another program holds (never taken over, never routed through); `now` is the
+    book's clock.
+    """
+    nexthops = set(present)
+    done: list[Op] = []
+    refused: list[Refusal] = []
+    deferred: list[Refusal] = []
+    recovered: list[Op] = []
+    failed: list[Op] = []
+    pruned = kernel_refused = False
+    with writer.batch(ops):
+        for op in ops:
+            if not book.due(op, now):
+                waiting = book.waiting(op)
+                if waiting is not None:
+                    deferred.append(waiting)
+                failed.append(op)
+                continue
+            taken = foreign_use(op, foreign)
+            if taken is not None:
+                refused.append(book.refuse(op, *taken, now))
+                failed.append(op)
+                continue
+            blocker = held_by(op, failed)
+            sent = prune_group(op, nexthops) if blocker is None else None
+            if sent is None:
+                why = f"waits for {blocker}" if blocker else "no member nexthop in the kernel"
+                refused.append(book.refuse(op, RefusalKind.HELD, why, now))
+                failed.append(op)
+                continue
+            try:
+                writer.execute(sent)
+            except Exception as exc:  # one refusal never stops the rest
+                err = exc if isinstance(exc, OSError) else OSError(str(exc))
+                refused.append(book.refuse(op, refusal_kind(err, op), describe(err, op), now))
+                failed.append(op)
+                kernel_refused = True
+                continue
+            pruned |= sent is not op
+            if book.done(op):
+                recovered.append(op)
+            done.append(sent)
+            if isinstance(op.obj, Nexthop):
+                if op.kind is OpKind.DELETE:
+                    nexthops.discard(op.obj.id)
+                else:
+                    nexthops.add(op.obj.id)
+    return PartialResult(
+        tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned, kernel_refused
+    )
