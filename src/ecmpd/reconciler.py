@@ -135,7 +135,7 @@ class Reconciler:
         assert self._writer is not None
         ops = diff(desired, self.observed)
         self.book.keep_only(ops)
-        present = {n.id for n in self.observed.nexthops}
+        present = {n.id for n in self.observed.nexthops} | {g.id for g in self.observed.groups}
         foreign = self.facts.foreign_nexthop_ids
         now = time.monotonic()
         return await self.call(execute_partial, self._writer, ops, self.book, present, now, foreign)

@@ -11,7 +11,9 @@ it can while one object is refused, so `ecmpd run` reconciles like this:
    sent without the members whose nexthop is not in the kernel (`prune_group`).
 3. A deletion waits (`held`) while what was to take the deleted object's place was
    refused, so traffic is never left with nothing: a changed rule's new twin, a
-   group's swap twin or a route meant to move off the group (`held_by`).
+   group's swap twin or a route meant to move off the group (`held_by`). A route
+   whose nexthop group is not in the kernel waits for it (`missing_group`). A held
+   operation has no backoff of its own: it goes with what it waits for.
 4. After a pass with refusals the kernel is re-read and the plan re-made once at once
    (the kernel may just have moved under us: a link went, a DHCP client acted). What
    is refused again is retried with backoff, RETRY_FIRST_S doubling to RETRY_MAX_S:
@@ -117,6 +119,18 @@ def foreign_use(op: Op, foreign: Collection[int]) -> tuple[RefusalKind, str] | N
     return None
 
 
+def missing_group(op: Op, present: Collection[int]) -> str | None:
+    """Why a route cannot go yet: its nexthop group is not in the kernel (None: it is).
+
+    The group's own operation was refused or waits its backoff; the kernel would refuse
+    the route too, so it waits without asking (policy point 3).
+    """
+    obj = op.obj
+    if op.kind is OpKind.DELETE or not isinstance(obj, Route) or obj.nhid is None:
+        return None
+    return None if obj.nhid in present else f"waits for its nexthop group {obj.nhid}"
+
+
 def prune_group(op: Op, present: Collection[int]) -> Op | None:
     """A group add/replace without members whose nexthop is not in the kernel (point 2).
 
@@ -154,7 +168,10 @@ class RefusalBook:
         attempts = old.attempts + 1 if old is not None and old.op == op else 1
         since = old.since if old is not None else now
         wait = min(self._cap, self._first * 2 ** (attempts - 1))
-        entry = Refusal(op, kind, error, attempts, since, now + wait)
+        # A held operation has no backoff of its own: it goes in the first pass in which
+        # what it waits for is in place (that one's retry wakes the daemon).
+        retry_at = now if kind is RefusalKind.HELD else now + wait
+        entry = Refusal(op, kind, error, attempts, since, retry_at)
         self._entries[op_key(op)] = entry
         if kind is not RefusalKind.HELD:
             self.total += 1
@@ -184,8 +201,9 @@ class RefusalBook:
         return tuple(sorted(self._entries.values(), key=lambda r: (r.since, str(r.op))))
 
     def next_retry(self) -> float | None:
-        """When the earliest waiting operation may be sent again."""
-        return min((r.retry_at for r in self._entries.values()), default=None)
+        """When the earliest refused operation may be sent again (held ones follow theirs)."""
+        waiting = (r.retry_at for r in self._entries.values() if r.kind is not RefusalKind.HELD)
+        return min(waiting, default=None)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ecmpd.refusals import (
     RefusalKind,
     foreign_use,
     held_by,
+    missing_group,
     prune_group,
 )
 
@@ -164,7 +165,12 @@ def test_one_refused_nexthop_holds_up_nothing_else(tmp_path: Path) -> None:
     # Again before the retry time: nothing refused is sent again (no hot loop).
     writer.sent.clear()
     again = execute_partial(writer, ops, book, {NH_A}, now=100.5)
-    assert {r.op for r in again.deferred} == {add_b, new_rule, Op(OpKind.DELETE, rule(10100, 101))}
+    assert {r.op for r in again.deferred} == {add_b, new_rule}
+    # What is held waits for those, pass after pass, with no backoff of its own.
+    assert [(r.op, r.kind) for r in again.refused] == [
+        (Op(OpKind.DELETE, rule(10100, 101)), RefusalKind.HELD)
+    ]
+    assert book.next_retry() == 101.0  # the refusals' own retry, not the hold's
     assert add_b not in writer.sent and new_rule not in writer.sent
     # Its time come and the kernel willing: taken, and said so.
     writer.refuse.clear()
@@ -225,3 +231,22 @@ def test_a_foreign_object_on_one_of_ecmpds_ids_is_never_taken_over_nor_routed_th
     )
     assert foreign_use(Op(OpKind.DELETE, group(NH_A)), foreign) is None  # gone: not ours
     assert foreign_use(add, set()) is None
+
+
+def test_a_route_waits_for_its_group_and_one_gone_with_its_group_is_gone(tmp_path: Path) -> None:
+    route = Route(Family.INET, 200, DEFAULT, nhid=GROUP)
+    assert missing_group(Op(OpKind.ADD, route), {NH_A}) == f"waits for its nexthop group {GROUP}"
+    assert missing_group(Op(OpKind.ADD, route), {GROUP}) is None
+    # In one pass: the group refused, the route not sent; a deletion of a route whose
+    # group went (the kernel deleted both) is done without asking.
+    add_group, add_route = Op(OpKind.ADD, group(NH_A)), Op(OpKind.ADD, route)
+    writer = FakeWriter(tmp_path, {add_group: errno.EINVAL})
+    result = execute_partial(writer, [add_group, add_route], RefusalBook(), {NH_A}, now=0.0)
+    assert [(r.op, r.kind) for r in result.refused] == [
+        (add_group, RefusalKind.REFUSED),
+        (add_route, RefusalKind.HELD),
+    ]
+    assert writer.sent == []
+    gone = Op(OpKind.DELETE, route)
+    result = execute_partial(writer, [gone], RefusalBook(), {NH_A}, now=0.0)
+    assert result.done == (gone,) and writer.sent == [] and result.complete

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ecmpd.kernel.apply import KernelWriter
-from ecmpd.model import Nexthop
+from ecmpd.model import Nexthop, NexthopGroup, Route
 from ecmpd.plan import Op, OpKind
 from ecmpd.refusals import (
     Refusal,
@@ -21,6 +21,7 @@ from ecmpd.refusals import (
     describe,
     foreign_use,
     held_by,
+    missing_group,
     prune_group,
     refusal_kind,
 )
@@ -53,10 +54,10 @@ def execute_partial(
 ) -> PartialResult:
     """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
 
-    `present`: the nexthop ids the kernel holds before the pass (groups are sent
-    without members that are not there); `foreign`: nexthop ids in ecmpd's block that
-    another program holds (never taken over, never routed through); `now` is the
-    book's clock.
+    `present`: the nexthop and group ids the kernel holds before the pass (groups are
+    sent without members that are not there, routes wait for their group);
+    `foreign`: nexthop ids in ecmpd's block that another program holds (never taken
+    over, never routed through); `now` is the book's clock.
     """
     nexthops = set(present)
     done: list[Op] = []
@@ -78,10 +79,15 @@ def execute_partial(
                 refused.append(book.refuse(op, *taken, now))
                 failed.append(op)
                 continue
+            if _gone_with_its_group(op, nexthops):
+                book.done(op)
+                done.append(op)
+                continue
             blocker = held_by(op, failed)
-            sent = prune_group(op, nexthops) if blocker is None else None
+            waits = f"waits for {blocker}" if blocker else missing_group(op, nexthops)
+            sent = prune_group(op, nexthops) if waits is None else None
             if sent is None:
-                why = f"waits for {blocker}" if blocker else "no member nexthop in the kernel"
+                why = waits or "no member nexthop in the kernel"
                 refused.append(book.refuse(op, RefusalKind.HELD, why, now))
                 failed.append(op)
                 continue
@@ -97,11 +103,22 @@ def execute_partial(
             if book.done(op):
                 recovered.append(op)
             done.append(sent)
-            if isinstance(op.obj, Nexthop):
+            if isinstance(op.obj, Nexthop | NexthopGroup):
                 if op.kind is OpKind.DELETE:
                     nexthops.discard(op.obj.id)
                 else:
                     nexthops.add(op.obj.id)
     return PartialResult(
         tuple(done), tuple(refused), tuple(deferred), tuple(recovered), pruned, kernel_refused
+    )
+
+
+def _gone_with_its_group(op: Op, present: Collection[int]) -> bool:
+    """A route to delete whose nexthop group is gone: the kernel deleted it with the group."""
+    obj = op.obj
+    return (
+        op.kind is OpKind.DELETE
+        and isinstance(obj, Route)
+        and obj.nhid is not None
+        and obj.nhid not in present
     )
