@@ -27,20 +27,19 @@ from ecmpd.announce import announced_families, known_uplinks
 from ecmpd.config import (
     Config,
     ConfigError,
-    Mode,
     check_against_kernel,
     load_config,
     warnings_against_kernel,
 )
 from ecmpd.control import serve
 from ecmpd.desired import desired_state
+from ecmpd.ending import end_all, ending_now, endings
 from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthState, Transition
 from ecmpd.health.probes import open_prober
 from ecmpd.health.service import Service, ServiceChange, service_changes
 from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
 from ecmpd.hooks import run_hooks
-from ecmpd.kernel.conntrack import delete_uplink_flows
 from ecmpd.kernel.monitor import (
     AddressEvent,
     KernelEvent,
@@ -55,7 +54,7 @@ from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, DesiredState, Family
 from ecmpd.reconciler import Reconciler
 from ecmpd.sdnotify import notify, watchdog_interval
 from ecmpd.status import Clock, DaemonCounters, Status, daemon_status, refused_ops
-from ecmpd.uplinkplan import FAMILIES, resolve_uplink
+from ecmpd.uplinkplan import FAMILIES
 
 log = logging.getLogger("ecmpd.daemon")
 
@@ -177,8 +176,17 @@ class Daemon:
         known = self._announce_known()
         facts = self.kernel.facts
         degraded = self.supervisor.degraded()
+        ending = ending_now(
+            self.config, {f: self.supervisor.in_service(f) for f in FAMILIES}, self.drained
+        )
         return desired_state(
-            self.config, self.service(), facts, health6, known=known, degraded=degraded
+            self.config,
+            self.service(),
+            facts,
+            health6,
+            known=known,
+            degraded=degraded,
+            ending=ending,
         )
 
     async def _reconcile(self, reason: str) -> int:
@@ -214,30 +222,15 @@ class Daemon:
     async def _on_service_changes(self, changes: list[ServiceChange]) -> None:
         """The one place for what follows an uplink (family) leaving or rejoining service.
 
-        Router mode: a departed uplink's conntrack entries go. Its flows now hash to
-        other uplinks, where the old NAT binding is useless: without its entry a
-        connection is reset at once and reconnects, instead of hanging until it times
-        out. Only that uplink's entries go, never the table. IPv4 alone: ecmpd never
-        NATs IPv6, so no IPv6 entry holds a binding to forget.
+        An uplink that left service (not drained: a drain is graceful) with `on_failure:
+        reset` has its connections ended at once (ecmpd.ending): the reconcile that took
+        it out put its mark in the table's reset set. Rejoining needs nothing here: the
+        reset set lets go of it in the same reconcile.
         """
         assert self.config is not None
-        if self.config.mode is not Mode.ROUTER:
-            return
-        for change in changes:
-            if change.in_service or change.family is not Family.INET:
-                continue
-            uplink = self.config.uplink(change.uplink)
-            if not uplink.nat_enabled(self.config.mode):
-                continue
-            source = resolve_uplink(uplink, self.kernel.facts, False).source
-            if source is None:
-                continue
-            try:
-                count = await self.kernel.call(delete_uplink_flows, source.ip, source.ip)
-            except OSError as exc:
-                log.warning("conntrack.failed", extra={"uplink": uplink.name, "error": str(exc)})
-                continue
-            log.info("conntrack.flushed", extra={"uplink": uplink.name, "entries": count})
+        wanted = endings(self.config, changes, self.drained, self.kernel.facts)
+        if wanted:
+            await end_all(self.kernel.call, wanted)
 
     # --- health changes ---------------------------------------------------------------
 

@@ -93,13 +93,19 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     add, rep, dele = _changes(desired.sysctls, observed.sysctls)
     ops += [Op(OpKind.REPLACE, s) for s in add + rep]
     # The nftables table (NAT, connection marks) before any route can send traffic out
-    # of an uplink; replaced atomically. A change of the reset sets alone (an uplink left
-    # or rejoined service) waits until the routes are changed: it must not hold up a
-    # failover's group replace.
+    # of an uplink; replaced atomically. Its reset sets (the uplinks whose connections
+    # are ending) lose members before the routes change and gain them after: a rejoining
+    # uplink's new connections are never reset, and a failover's group replace is never
+    # held up by nft.
     n_add, n_rep, n_del = _changes(desired.nft, observed.nft)
     have_nft = _by_key(observed.nft)
-    late_nft = [n for n in n_rep if _resets_only(have_nft[n.key], n)]
-    ops += [Op(OpKind.REPLACE, n) for n in n_add + n_rep if n not in late_nft]
+    late_nft = []
+    for table in n_add + n_rep:
+        early = _fewer_resets(have_nft.get(table.key), table)
+        if early != have_nft.get(table.key):
+            ops.append(Op(OpKind.REPLACE, early))
+        if early != table:
+            late_nft.append(table)
     # The subflows limit before any endpoint that needs room under it.
     m_add, m_rep, m_del = _changes(desired.mptcp_limits, observed.mptcp_limits)
     ops += [Op(OpKind.REPLACE, m) for m in m_add + m_rep]
@@ -161,9 +167,15 @@ def _endpoints(want: Iterable[MptcpEndpoint], have: Iterable[MptcpEndpoint]) -> 
     return ops
 
 
-def _resets_only(old: NftTable, new: NftTable) -> bool:
-    """Whether two tables differ in their reset sets alone."""
-    return replace(old, reset4=new.reset4, reset6=new.reset6) == new
+def _fewer_resets(old: NftTable | None, new: NftTable) -> NftTable:
+    """`new` with only the reset values `old` had too (the table to put up first)."""
+    if old is None:
+        return replace(new, reset4=(), reset6=())
+    return replace(
+        new,
+        reset4=tuple(v for v in new.reset4 if v in old.reset4),
+        reset6=tuple(v for v in new.reset6 if v in old.reset6),
+    )
 
 
 def _swap_group(old: NexthopGroup, group: NexthopGroup, have_routes: Iterable[Route]) -> list[Op]:

@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-import yaml
-
 from ecmpd.config import load_config
 from ecmpd.connections import mark_space, mark_values
 from ecmpd.desired import desired_state
@@ -37,14 +35,12 @@ from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import LAN_HOST6, Lab
-from ecmpd.lab.sources import nat_only, validate_sources
-from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import Family
+from tests.integration.fixtures.connections import CLIENTS, pairs, router_lab, uplink_of
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
 
 RESET_WITHIN = 0.3  # the issue's bound: a dead uplink's connections reset this fast
-CLIENTS = 64
 
 
 class Router:
@@ -89,41 +85,12 @@ class Router:
         return netns.call_in(self.lab.router, lambda: end_connections(ending)).probed
 
 
-def router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
-    """3 ISPs (weights 2/4/1), a LAN, NAT only, source-validating ISPs, ecmpd applied.
-
-    `ipv6_on`: that uplink alone carries IPv6 (the lab routes the LAN's IPv6 prefix back
-    through isp-a only, so only it can carry the LAN's routed IPv6 connections).
-    """
-    lab = lab_factory(isps=3, lan=True, shaping=False)
-    nat_only(lab)
-    validate_sources(lab)
-    add_lan_clients(lab, CLIENTS)
-    write_lab_config(lab, lab.config_path, ipv6=ipv6_on is not None)
-    if ipv6_on is not None:
-        data = yaml.safe_load(lab.config_path.read_text())
-        for uplink in data["uplinks"]:
-            if uplink["name"] != ipv6_on:
-                for key in ("gateway6", "source6"):
-                    uplink.pop(key, None)
-                uplink["check"]["targets"] = uplink["check"]["targets"][:2]
-        lab.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+def applied_router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
+    """fixtures.connections.router_lab with ecmpd applied (`ecmpd apply`)."""
+    lab = router_lab(lab_factory, ipv6_on=ipv6_on)
     r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "apply")
     assert r.returncode == 0, r.stderr
     return lab
-
-
-def pairs(lab: Lab, n: int, offset: int = 0) -> list[tuple[IPv4Address, IPv4Address]]:
-    """n (LAN client, server) pairs, spread over clients and servers."""
-    return [
-        (lab.lan_clients[(offset + k) % CLIENTS], lab.servers[(offset + k) % len(lab.servers)])
-        for k in range(n)
-    ]
-
-
-def uplink_of(lab: Lab) -> dict[str, str]:
-    """A server-seen public address -> the uplink (ISP) it belongs to."""
-    return {str(isp.address.ip): isp.name for isp in lab.isps}
 
 
 def test_idle_connections_survive_another_uplinks_failure_and_recovery(
@@ -131,7 +98,7 @@ def test_idle_connections_survive_another_uplinks_failure_and_recovery(
 ) -> None:
     """More idle connections than the group has buckets, opened before and during the
     failure, silent across it and the recovery: every one on a healthy uplink answers."""
-    lab = router_lab(lab_factory, tmp_path)
+    lab = applied_router_lab(lab_factory, tmp_path)
     router = Router(lab, tmp_path / "run")
     names = uplink_of(lab)
     assert lab.lan is not None
@@ -168,7 +135,7 @@ def test_idle_connections_survive_another_uplinks_failure_and_recovery(
 
 def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_path: Path) -> None:
     """Idle and busy, IPv4 (NATed) and IPv6 (routed): all reset within 0.3 s, state gone."""
-    lab = router_lab(lab_factory, tmp_path, ipv6_on="isp-a")
+    lab = applied_router_lab(lab_factory, tmp_path, ipv6_on="isp-a")
     router = Router(lab, tmp_path / "run")
     names = uplink_of(lab)
     assert lab.lan is not None
@@ -276,7 +243,7 @@ def test_explain_names_the_uplink_an_established_connection_is_bound_to(
 ) -> None:
     """Its uplink out of the group (on_failure: wait keeps it), explain still names the
     uplink the connection's packets take: the one its mark binds it to."""
-    lab = router_lab(lab_factory, tmp_path)
+    lab = applied_router_lab(lab_factory, tmp_path)
     router = Router(lab, tmp_path / "run")
     names = uplink_of(lab)
     assert lab.lan is not None

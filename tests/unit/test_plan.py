@@ -69,10 +69,17 @@ def test_failover_with_resets_replaces_the_group_before_the_table() -> None:
         Op(OpKind.REPLACE, next(iter(after.groups))),
         Op(OpKind.REPLACE, ending),
     ]
-    # Anything else in the table (a new uplink's mark, NAT) still comes first.
+    # Back in service: the reset goes first, so the uplink's new connections never meet it.
+    assert diff(before, after) == [
+        Op(OpKind.REPLACE, table),
+        Op(OpKind.REPLACE, next(iter(before.groups))),
+    ]
+    # Anything else in the table (a new uplink's mark, NAT) still comes first; an added
+    # reset value waits for the routes.
     grown = replace(ending, marks=(*ending.marks, ("wan-3", 0x03000000)))
     ops = diff(replace(after, nft=frozenset({grown})), before)
-    assert ops[0] == Op(OpKind.REPLACE, grown)
+    assert ops[0] == Op(OpKind.REPLACE, replace(grown, reset4=()))
+    assert ops[-1] == Op(OpKind.REPLACE, grown)
 
 
 def test_group_type_change_swaps_through_a_twin_without_a_gap() -> None:

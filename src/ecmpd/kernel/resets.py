@@ -135,6 +135,15 @@ class Ending:
 
 
 @dataclass(frozen=True)
+class Begun:
+    """What begin_ending did, and the entries finish_ending deletes."""
+
+    flows: tuple[Flow, ...]
+    probed: int
+    sockets: int
+
+
+@dataclass(frozen=True)
 class Ended:
     """What end_connections did."""
 
@@ -143,14 +152,11 @@ class Ended:
     sockets: int  # local sockets aborted
 
 
-def end_connections(
-    ending: Ending,
-    sleep: Callable[[float], None] = time.sleep,
-    draw: Callable[[int], int] = random.getrandbits,
-) -> Ended:
-    """Ends every connection with the uplink's mark; the table's reset set must hold it.
+def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits) -> Begun:
+    """Probes every LAN TCP connection with the uplink's mark and aborts the local sockets.
 
-    Call it in the network namespace of the router (the calling thread's).
+    The table's reset set must hold the uplink's value already. Call it in the network
+    namespace of the router (the calling thread's); finish_ending() after GRACE.
     """
     flows: list[Flow] = []
     for family in ending.families:
@@ -158,8 +164,30 @@ def end_connections(
     packets = probes(flows, draw)
     send_probes(packets, ending.probe_mark)
     aborted = sum(sockdestroy.destroy_from(source) for source in ending.sources)
-    if packets:
+    return Begun(flows=tuple(flows), probed=len(packets) // 2, sockets=aborted)
+
+
+def finish_ending(begun: Begun) -> Ended:
+    """Deletes the entries begin_ending read (by tuple and id).
+
+    No new connection leaves by the uplink once it left the group, and reading them again
+    would cost as much as the probes.
+    """
+    deleted = conntrack.delete_flows(list(begun.flows))
+    return Ended(probed=begun.probed, deleted=deleted, sockets=begun.sockets)
+
+
+def end_connections(
+    ending: Ending,
+    sleep: Callable[[float], None] = time.sleep,
+    draw: Callable[[int], int] = random.getrandbits,
+) -> Ended:
+    """Ends every connection with the uplink's mark (begin, a grace for the answers, finish).
+
+    The table's reset set must hold the uplink's value (desired_state's `ending`). For
+    `failback: reset` as much as for a failure; call it in the router's namespace.
+    """
+    begun = begin_ending(ending, draw)
+    if begun.probed:
         sleep(GRACE)
-    # The entries read above (by tuple and id): no new connection leaves by the uplink
-    # once it left the group, and reading them again would cost as much as the probes.
-    return Ended(probed=len(packets) // 2, deleted=conntrack.delete_flows(flows), sockets=aborted)
+    return finish_ending(begun)

@@ -1,0 +1,100 @@
+"""What follows an uplink leaving service: its established connections end (`on_failure`).
+
+Pure choices (which uplinks and families end, with which mark and addresses) beside the
+one async step the daemon awaits at its service-change seam: begin on the kernel thread
+(probes, aborted local sockets), a grace for the clients' answers, finish (the
+conntrack entries go). A drain is graceful and ends nothing; `on_failure: wait` keeps
+the connections (and their entries) for the uplink's return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+from ecmpd.config import Config
+from ecmpd.connections import ending_uplinks, mark_slots, mark_space, mark_values
+from ecmpd.desired import resolve_uplink
+from ecmpd.facts import KernelFacts
+from ecmpd.health.service import ServiceChange
+from ecmpd.kernel.resets import GRACE, Ending, begin_ending, finish_ending
+from ecmpd.model import Family
+
+log = logging.getLogger("ecmpd.daemon")
+KernelCall = Callable[..., Awaitable[Any]]
+
+
+def ending_now(
+    config: Config, in_service: Mapping[Family, Mapping[str, bool]], drained: Collection[str]
+) -> dict[Family, set[str]]:
+    """Per family, the uplinks whose connections end while they are out of service:
+    out by health (not drained) and `on_failure: reset` (desired_state's `ending`)."""
+    return {
+        family: ending_uplinks(config, {n for n, ok in service.items() if not ok} - set(drained))
+        for family, service in in_service.items()
+    }
+
+
+def endings(
+    config: Config,
+    changes: Collection[ServiceChange],
+    drained: Collection[str],
+    facts: KernelFacts,
+) -> list[tuple[str, Ending]]:
+    """(uplink, Ending) per uplink whose connections end with this reconcile: it left
+    service in some families, was not drained, and says `on_failure: reset`."""
+    left: dict[str, list[Family]] = {}
+    for change in changes:
+        if not change.in_service and change.uplink not in drained:
+            left.setdefault(change.uplink, []).append(change.family)
+    space = mark_space(config)
+    values = mark_values(config, mark_slots(config, facts.mark_slots))
+    out = []
+    for name in sorted(ending_uplinks(config, left)):
+        uplink = config.uplink(name)
+        sources = []
+        for family in left[name]:
+            source = resolve_uplink(uplink, facts, False, family).source
+            if source is not None:
+                sources.append(source.ip)
+        ending = Ending(
+            mark=values[name],
+            mask=space.mask,
+            probe_mark=space.probe,
+            families=tuple(left[name]),
+            sources=tuple(sources),
+        )
+        out.append((name, ending))
+    return out
+
+
+async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
+    """Ends the connections of each Ending (begin all, one grace, finish all); logs each."""
+    started = time.perf_counter()
+    begun = []
+    for name, ending in wanted:
+        try:
+            begun.append((name, await call(begin_ending, ending)))
+        except OSError as exc:
+            log.warning("connections.reset_failed", extra={"uplink": name, "error": str(exc)})
+    if any(b.probed for _, b in begun):
+        await asyncio.sleep(GRACE)
+    for name, first in begun:
+        try:
+            ended = await call(finish_ending, first)
+        except OSError as exc:
+            log.warning("connections.reset_failed", extra={"uplink": name, "error": str(exc)})
+            continue
+        log.info(
+            "connections.reset",
+            extra={
+                "uplink": name,
+                "probed": ended.probed,
+                "entries": ended.deleted,
+                "sockets": ended.sockets,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )

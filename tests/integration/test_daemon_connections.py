@@ -1,0 +1,163 @@
+"""Connections with the real `ecmpd run`: dead ones end at once, no other one ever moves.
+
+Router mode: more idle connections than the group has buckets live through a gray
+failure and recovery of another uplink, a weight change by reload, a drain and undrain,
+and a daemon restart, silent in between for longer than any timer (idle_timer is 0),
+then each sends a line and gets its echo. The failed uplink's connections (IPv4 NATed
+and IPv6 routed) are reset within 0.3 s of the kernel's group change, measured from
+the group as the kernel holds it. Host mode: the router's own socket from the dead
+uplink's address gets an error at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ecmpd.lab import netns
+from ecmpd.lab.chat import ChatServer
+from ecmpd.lab.chatpool import CHAT_PORT
+from ecmpd.lab.daemon import running_daemon
+from ecmpd.lab.faults import gray_failure, heal_gray_failure
+from ecmpd.lab.groups import GroupWatch
+from ecmpd.lab.idleconns import Idle, IdleConns
+from ecmpd.lab.labconfig import write_lab_config
+from ecmpd.lab.layout import LAN_HOST6, LAN_IF
+from ecmpd.lab.wait import wait_until
+from ecmpd.model import Family
+from tests.integration.fixtures.connections import (
+    CLIENTS,
+    TUNED_CHECK,
+    pairs,
+    router_lab,
+    set_config,
+    uplink_of,
+)
+from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.labs import LabFactory
+
+RESET_WITHIN = 0.3  # the issue's bound, from the uplink leaving the group
+GROUP_TIMEOUT = 10.0
+BUCKETS = 512  # the config's default
+
+
+def late(conns: list[Idle], since: float) -> list[Idle]:
+    """The connections not reset within RESET_WITHIN of `since`."""
+    return [c for c in conns if c.how != "ECONNRESET" or (c.ended or 0) - since > RESET_WITHIN]
+
+
+def test_daemon_resets_the_dead_and_moves_nothing_else(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    lab = router_lab(lab_factory, ipv6_on="isp-a", tuned=True)
+    names = uplink_of(lab)
+    assert lab.lan is not None
+    v6_clients = [LAN_HOST6.ip + 0x100 + k for k in range(CLIENTS)]
+    with netns.iproute(lab.lan) as ipr:
+        index = ipr.link_lookup(ifname=LAN_IF)[0]
+        for address in v6_clients:
+            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
+    v6 = [(v6_clients[k % CLIENTS], lab.servers6[k % len(lab.servers6)]) for k in range(300)]
+    everyone = frozenset(isp.name for isp in lab.isps)
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        GroupWatch(lab, (Family.INET, Family.INET6)) as watch,
+        ChatServer(lab.internet),
+        ChatServer(lab.internet, family=socket.AF_INET6),
+        IdleConns(lab.lan) as conns,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        wait_until(daemon.every_family_in_service, 20, "every uplink in service")
+        conns.open(pairs(lab, 3 * BUCKETS))
+        conns.open(v6)
+        dead = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
+        conns.chatty = {id(c) for c in dead[::10]}  # busy ones too
+
+        # isp-a fails: its connections are reset within 0.3 s of it leaving the group.
+        # (It is the only IPv6 uplink, so when_all_down: keep leaves it in the IPv6
+        # group; its IPv6 family leaves service in the same probe round as its IPv4.)
+        out = pool.submit(watch.wait, lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
+        gray_failure(lab.isp("isp-a").ns)
+        conns.watch(2.0)
+        conns.chatty = set()
+        left = out.result()
+        assert late(dead, left) == [], Counter(c.how for c in late(dead, left))
+        assert daemon.count_events("connections.reset") >= 1
+
+        conns.open(pairs(lab, BUCKETS, offset=7))  # opened during the failure
+        heal_gray_failure(lab.ns("isp-a"))
+        back = watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, "isp-a back")
+        # Within 1 s of its return, isp-a takes its weighted share (2 of 7) of new ones.
+        fresh = IdleConns(lab.lan)
+        with fresh:
+            fresh.open(pairs(lab, 300, offset=13))
+            assert time.monotonic() - back < 1.0 + 0.5 * 300 / 100  # opening takes its time
+            share = Counter(names[c.public] for c in fresh.conns)
+        assert share["isp-a"] >= 40, share  # 86 expected (binomial sd 8)
+        conns.watch(1.0)  # longer than any timer: idle_timer is 0
+
+        # A weight change by reload, a drain and undrain of isp-c, a daemon restart.
+        set_config(lab.config_path, **{"isp-b": {"weight": 8}})
+        daemon.send(signal.SIGHUP)
+        wait_until(lambda: daemon.uplinks()["isp-b"].weight == 8, 10, "new weight")
+        conns.watch(0.5)
+        r = ecmpd(lab.router, lab.config_path, daemon.run_dir, "drain", "isp-c")
+        assert r.returncode == 0, r.stderr
+        watch.wait(lambda m: "isp-c" not in m, GROUP_TIMEOUT, "isp-c drained")
+        conns.watch(0.5)
+        r = ecmpd(lab.router, lab.config_path, daemon.run_dir, "undrain", "isp-c")
+        assert r.returncode == 0, r.stderr
+        watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, "isp-c back")
+        daemon.stop()
+        daemon.start()
+        wait_until(daemon.every_family_in_service, 20, "every uplink in service again")
+        conns.watch(1.0)
+
+        broken = {id(c) for c in conns.check()}
+        healthy = [c for c in conns.conns if c.client.version == 4 and names[c.public] != "isp-a"]
+        lost = [c for c in healthy if id(c) in broken]
+        assert len(healthy) > 1500
+        assert lost == [], Counter((names[c.public], c.how) for c in lost)
+        assert daemon.count_events("connections.reset") == 1  # drains and reloads end none
+
+
+def test_host_socket_on_a_dead_uplink_gets_an_error_at_once(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    write_lab_config(lab, lab.config_path)
+    set_config(lab.config_path, **{isp.name: {"check": {**TUNED_CHECK,
+               "targets": [str(isp.gateway)]}} for isp in lab.isps})  # fmt: skip
+    a, b = (str(isp.address.ip) for isp in lab.isps)
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        GroupWatch(lab) as watch,
+        ChatServer(lab.internet),
+    ):
+        wait_until(daemon.all_in_service, 20, "every uplink in service")
+        socks = {}
+        for source in (a, b):
+            sock = netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((source, 0))
+            sock.connect((str(lab.servers[0]), CHAT_PORT))
+            assert sock.recv(100).startswith(b"HELLO " + source.encode())
+            socks[source] = sock
+        try:
+            gray_failure(lab.isp("isp-a").ns)
+            left = watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
+            socks[a].settimeout(RESET_WITHIN)
+            try:
+                got: bytes | str = socks[a].recv(100)
+            except OSError as exc:
+                got = errno.errorcode.get(exc.errno or 0, str(exc))
+            assert got == "ECONNABORTED" and time.monotonic() - left <= RESET_WITHIN
+            socks[b].sendall(b"still here\n")
+            assert socks[b].recv(100) == b"still here\n"
+        finally:
+            for sock in socks.values():
+                sock.close()
