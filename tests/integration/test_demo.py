@@ -23,6 +23,8 @@ DEMO_TIMEOUT_S = 120
 REMOVAL_MS = (100, 3000)
 RESTORE_MEDIAN_MS = 6000
 RESTORE_MAX_MS = 16000
+RESET_MS = 300
+RECONNECT_MS = 500
 BACK_IN_GROUP_MS = 5000
 SHARE_PP = 8.0  # |share - weight's share| per uplink, percentage points
 AGGREGATE_FRACTION = 0.8
@@ -139,6 +141,13 @@ def test_gray_failure_fails_over_and_the_flows_come_back(demo: dict[str, Any]) -
     assert REMOVAL_MS[0] < fo["removal_ms"] < REMOVAL_MS[1], fo
     assert fo["removal_ms"] <= fo["restore_median_ms"] <= fo["restore_ms"] < RESTORE_MAX_MS, fo
     assert fo["restore_median_ms"] < RESTORE_MEDIAN_MS, fo
+    # on_failure: reset: every established connection on it reset within 0.3 s of it
+    # leaving the group, and the interrupted flows back by the others within 0.5 s
+    # (median). Their data then meets the remaining, saturated uplinks (a SYN or a first
+    # segment lost in their queues waits for TCP's 1 s timer), which decide when it delivers.
+    assert fo["reset_after_removal_ms"] is not None, fo
+    assert fo["reset_after_removal_ms"] <= RESET_MS, fo
+    assert fo["reconnected_after_removal_ms"] <= RECONNECT_MS, fo
     assert "bad rounds" in fo["reason"] or "bad round" in fo["reason"]
     failure = doc["phases"]["failure"]
     assert failure["capacity_mbit"] == 150

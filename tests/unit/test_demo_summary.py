@@ -85,6 +85,8 @@ def record(**changes: Any) -> DemoRun:
         "affected": 1,
         "interrupted": 2,
         "resumed": [0.5, 2.0],
+        "reset": [0.52, 0.55],  # fault -> reset; removal is 0.5 s after it
+        "reconnected": [0.6, 0.65],
         "reasons": {"down": "3/3 probes lost", "up": "probes answered", "down6": "", "up6": ""},
         "ipv6_flows": IPV6_FLOWS,
         "events": [{"t": 10.0, "kind": "fault", "text": "gray failure"}],
@@ -120,6 +122,9 @@ def test_failover_and_recovery_are_timed_from_the_marks() -> None:
         "removal_ms": 500.0,
         "restore_ms": 2000.0,
         "restore_median_ms": 1250.0,
+        "restore_after_removal_ms": 1500.0,
+        "reset_after_removal_ms": 50.0,
+        "reconnected_after_removal_ms": 125.0,
         "reason": "3/3 probes lost",
     }
     assert result["recovery"] == {
@@ -169,7 +174,9 @@ def test_the_rendered_summary_states_the_measured_figures() -> None:
     text = out.getvalue()
     assert "350 Mbit/s of 350 summed capacity (100%), 1.75x the fastest uplink alone" in text
     assert "out of the group after 500 ms" in text
-    assert "after 1250 ms (median), all of them after 2000 ms" in text
+    assert "connections reset within 50 ms of that, interrupted flows back" in text
+    assert "(reconnected by the others) within 125 ms (median)" in text
+    assert "1250 ms (median) and 2000 ms (all) after the fault" in text
     assert "1 healthy flows moved" in text and "1 errors on healthy flows" in text
     assert "isp-b out of the IPv6 group after 800 ms" in text
     assert "lab built in 4.2 s" in text

@@ -174,6 +174,8 @@ def record(demo: Demo, options: DemoOptions) -> DemoRun:
         affected=len(demo.affected),
         interrupted=demo.interrupted,
         resumed=demo.resumed,
+        reset=demo.reset,
+        reconnected=demo.reconnected,
         reasons=demo.reasons,
         ipv6_flows=demo.ipv6_flows,
         events=demo.events,

@@ -61,6 +61,10 @@ class Demo:
     affected: set[int] = field(default_factory=set)
     interrupted: int = 0
     resumed: list[float] = field(default_factory=list)  # per interrupted slot, after the fault
+    # Per interrupted, established slot: fault -> its connection ended (reset), and ->
+    # its next connection established (by a healthy uplink).
+    reset: list[float] = field(default_factory=list)
+    reconnected: list[float] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
     _next_progress: float = 0.0
@@ -238,6 +242,26 @@ class Demo:
             return None
         self.resumed = sorted(t - fault for t in resumed.values() if t is not None)
         self.interrupted = len(self.resumed)
+        # The interrupted slots whose connection was established at the fault (one still
+        # opening ends at its SYN's retransmission: the reset it would accept needs that
+        # SYN's sequence number): when that connection ended, and its successor was up.
+        conns = self.traffic.all_conns()
+        stalled = {slot for slot, t in resumed.items() if t is not None}
+        ended = {
+            c.slot: c.closed
+            for c in conns
+            if c.slot in stalled
+            and c.connected is not None
+            and c.connected <= fault
+            and c.closed is not None
+            and c.closed > fault
+        }
+        first: dict[int, float] = {}
+        for conn in conns:
+            if conn.slot in ended and conn.connected is not None and conn.connected > removed:
+                first[conn.slot] = min(first.get(conn.slot, math.inf), conn.connected)
+        self.reset = sorted(t - fault for t in ended.values())
+        self.reconnected = sorted(t - fault for t in first.values())
         return fault + self.resumed[-1] if self.resumed else removed
 
     def _rebalanced(self) -> float | None:
