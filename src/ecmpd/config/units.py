@@ -20,6 +20,8 @@ _BANDWIDTH_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 # Volumes as ISPs bill them: decimal (GB = 10**9 bytes), or binary with an i (GiB).
 # Bytes only: a cap in bits ("20Gbit") is a mistake worth a message, not a guess.
 _DATA_CAP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?B\s*/\s*(\w+)\s*$", re.IGNORECASE)
+_PROBE_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?B\s*/\s*(s|min|h)\s*$", re.IGNORECASE)
+_BUDGET_PERIODS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _VOLUME_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY_UNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmpv6": 58, "sctp": 132}
@@ -104,6 +106,24 @@ def parse_data_cap(value: object) -> DataCap:
     if limit < 1:
         raise ValueError(f"must be greater than 0, got {show(value)}")
     return DataCap(limit, CapPeriod(match.group(3).lower()))
+
+
+def parse_probe_budget(value: object) -> float:
+    """Bytes per minute from `1KB/min`, `500B/min` or `60KB/h`."""
+    number = _number(value)
+    if number is not None:
+        if number <= 0:
+            raise ValueError(f"must be greater than 0, got {show(value)}")
+        return number  # from code: bytes per minute
+    match = _PROBE_BUDGET.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected bytes per time like '1KB/min', got {show(value)}")
+    unit = (match.group(2) or "").lower()
+    volume = float(match.group(1)) * {**_VOLUME_UNITS, **_BINARY_UNITS}[unit]
+    per_minute = volume * 60 / _BUDGET_PERIODS[match.group(3).lower()]
+    if per_minute <= 0:
+        raise ValueError(f"must be greater than 0, got {show(value)}")
+    return per_minute
 
 
 def _port(text: str, original: object) -> int:

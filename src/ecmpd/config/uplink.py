@@ -16,6 +16,7 @@ from ecmpd.config.fields import (
     IfName,
     Method,
     Percent,
+    ProbeBudget,
     Table,
     UplinkName,
     integer_in,
@@ -49,6 +50,8 @@ class CheckConfig(Section):
     # `degraded` (its MPTCP endpoints turn backup). Unset: never degraded.
     degraded_loss: Percent | None = None
     degraded_rtt: Duration | None = None
+    # Metered uplinks only: probe bytes per minute (both directions) while standing by.
+    standby_budget: ProbeBudget = 1000.0
 
     @property
     def tcp_port(self) -> int | None:
