@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from ecmpd.health.fsm import HealthState, Transition
 from ecmpd.health.probes import open_prober
 from ecmpd.health.service import Service, ServiceChange, service_changes
 from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
-from ecmpd.hooks import run_hooks
+from ecmpd.hooks import run_hooks, run_with
 from ecmpd.kernel.monitor import (
     AddressEvent,
     KernelEvent,
@@ -51,9 +51,18 @@ from ecmpd.kernel.monitor import (
 )
 from ecmpd.metrics import Metrics
 from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, DesiredState, Family
+from ecmpd.orderwatch import OrderWatch
 from ecmpd.reconciler import Reconciler
 from ecmpd.sdnotify import notify, watchdog_interval
-from ecmpd.status import Clock, DaemonCounters, Status, daemon_status, refused_ops
+from ecmpd.status import (
+    Clock,
+    DaemonCounters,
+    Status,
+    daemon_order_view,
+    daemon_status,
+    refused_ops,
+    with_order,
+)
 from ecmpd.uplinkplan import FAMILIES
 
 log = logging.getLogger("ecmpd.daemon")
@@ -87,6 +96,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._resync_handle: asyncio.TimerHandle | None = None
         self._service: Service = {}  # what the last reconcile put in service
+        # Metering, standing-by probes, tier changes and failback (ecmpd.orderwatch).
+        self.order = OrderWatch.in_run_dir(run_dir, self._on_order_change)
 
     # --- life cycle -------------------------------------------------------------
 
@@ -99,6 +110,7 @@ class Daemon:
             self._check(config)
             self.config = config
             self._adopt_announce(config)
+            self.order.meter.use_config(config)
             server = await serve(self.run_dir, self._control)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -114,6 +126,9 @@ class Daemon:
                 tg.create_task(self._watch_kernel())
                 tg.create_task(self._periodic_resync())
                 tg.create_task(self._watchdog())
+                tg.create_task(
+                    self.order.meter.run(lambda: self.order.spill_tiers(self._in_service()))
+                )
                 if config.metrics is not None:
                     tg.create_task(Metrics(config.metrics).run(self.status))
                 notify("READY=1\nSTATUS=probing uplinks")
@@ -170,24 +185,45 @@ class Daemon:
                 verdicts[(name, family)] = False if out else None if unknown else fam.in_service
         return known_uplinks(verdicts, self._announce_adopted)
 
+    def _in_service(self) -> dict[Family, set[str]]:
+        """Per family, the uplinks in service (those that carry the family)."""
+        out: dict[Family, set[str]] = {}
+        for family in FAMILIES:
+            service = self.service(family)
+            out[family] = {
+                name
+                for name, uplink in self.supervisor.uplinks.items()
+                if family in uplink.families and service[name]
+            }
+        return out
+
     def _desired(self) -> DesiredState:
-        assert self.config is not None
-        health6 = self.service(Family.INET6)
+        config = self.config
+        assert config is not None
+        health, health6 = self.service(), self.service(Family.INET6)
         known = self._announce_known()
-        facts = self.kernel.facts
+        facts, order = self.kernel.facts, self.order.order
         degraded = self.supervisor.degraded()
-        ending = ending_now(
-            self.config, {f: self.supervisor.in_service(f) for f in FAMILIES}, self.drained
+        # Connections end for two reasons: the uplink left service (on_failure: reset,
+        # ecmpd.ending), or it failed back and stands by (failback: reset, orderwatch).
+        failed = ending_now(
+            config, {f: self.supervisor.in_service(f) for f in FAMILIES}, self.drained
         )
-        return desired_state(
-            self.config,
-            self.service(),
-            facts,
-            health6,
-            known=known,
-            degraded=degraded,
-            ending=ending,
-        )
+
+        def compute(failback: Mapping[Family, Collection[str]]) -> DesiredState:
+            ending = {f: {*failed.get(f, ()), *failback.get(f, ())} for f in FAMILIES}
+            return desired_state(
+                config,
+                health,
+                facts,
+                health6,
+                order=order,
+                degraded=degraded,
+                ending=ending,
+                known=known,
+            )
+
+        return self.order.desired(config, compute, self._in_service())
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -202,7 +238,32 @@ class Daemon:
         """One reconcile (the kernel's lock held), then its service changes."""
         ops = await self.kernel.reconcile_locked(self._desired, reason)
         await self._on_service_changes(self._service_changes())
+        await self._on_order_applied()
         return ops
+
+    async def _on_order_applied(self) -> None:
+        """After a reconcile: tier-change hooks, failback resets, probe paces (orderwatch)."""
+        assert self.config is not None
+        hooks = self.config.hooks
+        for env in await self.order.after_reconcile(
+            self.config, self.kernel.facts, self.kernel.call
+        ):
+            if hooks is not None and self._tg is not None:
+                self._spawn(run_with(hooks, env))
+        self._set_paces()
+
+    def _set_paces(self) -> None:
+        assert self.config is not None
+        sup = self.supervisor
+        paces = self.order.paces(
+            self.config, sup.states(), sup.target_counts(), self._in_service(), self.drained
+        )
+        self.supervisor.set_paces(paces)
+
+    def _on_order_change(self, reason: str) -> None:
+        """The meter says a cap or a tier's load changed the order: reconcile."""
+        if self._tg is not None:
+            self._spawn(self._reconcile(reason))
 
     def _on_retry(self) -> None:
         if self._tg is not None:
@@ -248,6 +309,9 @@ class Daemon:
         if (change.service_moved or settled) and self._tg is not None:
             ipv6 = " ipv6" if change.family is Family.INET6 else ""
             self._spawn(self._reconcile(f"{t.uplink}{ipv6} {t.old.value}->{t.new.value}"))
+        elif self.config is not None:
+            # A carrying uplink starting to fail wakes a standing-by metered one at once.
+            self._set_paces()
         if self.config is not None and self.config.hooks is not None and self._tg is not None:
             # in_service says whether the uplink may carry traffic of the family that
             # moved (ECMPD_FAMILY says which one; the tracker's transition does not).
@@ -347,6 +411,7 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         self.config = config
         self._adopt_announce(config)
+        self.order.meter.use_config(config)
         self.kernel.use_config(config)
         await self.supervisor.reload(
             config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
@@ -386,7 +451,7 @@ class Daemon:
             resyncs=kernel.counters.resyncs,
             refusals=kernel.book.total,
         )
-        return daemon_status(
+        status = daemon_status(
             self.config.balancer.table,
             self.supervisor.reports(),
             kernel.observed,
@@ -396,6 +461,17 @@ class Daemon:
             Clock(monotonic=now, wall=now + self._wall_offset),
             refused,
         )
+        meter = self.order.meter
+        view = daemon_order_view(
+            self.config,
+            self.order.carrying,
+            set().union(*self._in_service().values()),
+            self.drained,
+            meter.counters,
+            meter.ledgers,
+            meter.order.last_resort,
+        )
+        return with_order(status, self.config, view)
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")

@@ -50,13 +50,23 @@ def endings(
     for change in changes:
         if not change.in_service and change.uplink not in drained:
             left.setdefault(change.uplink, []).append(change.family)
+    ending = ending_uplinks(config, left)
+    return endings_for(config, facts, {n: f for n, f in left.items() if n in ending})
+
+
+def endings_for(
+    config: Config, facts: KernelFacts, families: Mapping[str, Collection[Family]]
+) -> list[tuple[str, Ending]]:
+    """(uplink, Ending) for each uplink whose connections end in these families: its
+    mark, and its own addresses there (the router's sockets from them are aborted)."""
     space = mark_space(config)
     values = mark_values(config, mark_slots(config, facts.mark_slots))
     out = []
-    for name in sorted(ending_uplinks(config, left)):
+    for name in sorted(families):
         uplink = config.uplink(name)
+        wanted = sorted(families[name])
         sources = []
-        for family in left[name]:
+        for family in wanted:
             source = resolve_uplink(uplink, facts, False, family).source
             if source is not None:
                 sources.append(source.ip)
@@ -64,7 +74,7 @@ def endings(
             mark=values[name],
             mask=space.mask,
             probe_mark=space.probe,
-            families=tuple(left[name]),
+            families=tuple(wanted),
             sources=tuple(sources),
         )
         out.append((name, ending))

@@ -19,6 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from ecmpd.liveorder import OrderCell, tier_text, volume_text
 from ecmpd.status import UplinkStatus
 
 STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
@@ -70,6 +71,7 @@ class UplinkView:
     history: tuple[float, ...] = ()  # throughput, oldest first, one point per history step
     # Each family it carries (when the source tells); the fields above are the primary's.
     families: tuple[FamilyView, ...] = ()
+    order: OrderCell = field(default_factory=OrderCell)
 
     @property
     def mixed(self) -> bool:
@@ -185,6 +187,13 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
     if directions:
         table.add_column("out / in", justify="right", no_wrap=True)
     table.add_column(Text.assemble("share  ", ("┃ weight", "magenta")), no_wrap=True)
+    # The failover order, once there is one: tier and role, and the bytes moved so far.
+    order = any(u.order.tier != 1 or u.order.role == "standby" for u in snap.uplinks)
+    if order:
+        table.add_column("tier", no_wrap=True)
+    moved = any(u.order.bytes_in is not None for u in snap.uplinks)
+    if moved:
+        table.add_column("sent / received", justify="right", no_wrap=True)
     total = sum(u.mbit for u in snap.uplinks)
     targets = target_shares(snap.uplinks)
     for u in snap.uplinks:
@@ -201,6 +210,10 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
         if directions:
             row.append(_directions(u))
         row.append(_share(u.mbit / total if total > 0 else 0.0, targets[u.name], share_bar))
+        if order:
+            row.append(tier_text(u.order))
+        if moved:
+            row.append(Text(volume_text(u.order)))
         table.add_row(*row)
     return table
 

@@ -35,6 +35,7 @@ from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import read_interface_counters
+from ecmpd.metrics_order import order_metrics
 from ecmpd.status import DaemonCounters, DisplayState, RefusedOp, Status, UplinkStatus
 
 log = logging.getLogger("ecmpd.metrics")
@@ -84,6 +85,7 @@ class EcmpdCollector:
         uplinks = snap.status.uplinks
         yield from self._uplinks(uplinks)
         yield from self._probes(uplinks)
+        yield from order_metrics(uplinks)
         yield from self._interfaces(snap.counters)
         if snap.status.daemon is not None:
             yield from self._daemon(snap.status.daemon)

@@ -16,72 +16,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ecmpd.config import CheckConfig
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer, public_addresses
 from ecmpd.lab.chatpool import CHAT_PORT, GREETING
 from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
 from ecmpd.lab.groups import group_members
-from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.layout import Lab
-from ecmpd.lab.sources import nat_only, validate_sources
 from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_for
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
-
-CHECK = CheckConfig()
-# One kernel change (a group replace, ~1 ms) plus the test's 5 ms polling, with room
-# for a loaded 2-core machine: added to the probing bounds of health.fsm.
-KERNEL_MARGIN = 0.5
-TALLY = """
-table inet tally {
-    counter data { }
-    chain forward {
-        type filter hook forward priority 0; policy accept;
-        meta l4proto { tcp, udp } counter name data
-    }
-}
-"""
-
-
-def tiered_lab(lab_factory: LabFactory, isps: int) -> Lab:
-    """A router with a LAN, return paths only by NAT, each ISP dropping foreign sources."""
-    lab = lab_factory(isps=isps, lan=True, shaping=False)
-    nat_only(lab)
-    validate_sources(lab)
-    return lab
-
-
-def write_config(lab: Lab, tiers: dict[str, int], rules: list[dict[str, Any]]) -> Path:
-    config = lab_config(lab)
-    for uplink in config["uplinks"]:
-        uplink["tier"] = tiers.get(uplink["name"], 1)
-        uplink["weight"] = 1  # an even split: a leak to a third uplink shows quickly
-    config["rules"] = [{"name": "local", "action": "bypass"}, *rules,
-                       {"name": "everything-else", "action": "balance"}]  # fmt: skip
-    path = lab.workdir / "tiers.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def data_bytes(lab: Lab, isp: str) -> int:
-    """TCP and UDP bytes the ISP forwarded since TALLY was loaded (probes are ICMP)."""
-    out = netns.run_in(
-        lab.ns(isp),
-        ["nft", "-j", "list", "counter", "inet", "tally", "data"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    counters = [o["counter"] for o in json.loads(out)["nftables"] if "counter" in o]
-    return int(counters[0]["bytes"])
+from tests.integration.fixtures.tiers import (
+    CHECK,
+    KERNEL_MARGIN,
+    TALLY,
+    data_bytes,
+    tiered_lab,
+    write_config,
+)
 
 
 def fresh_publics(lab: Lab, source: IPv4Address, n: int = 16) -> set[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ecmpd.health.fsm import HealthState
+from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
 from ecmpd.status import (
     DaemonCounters,
@@ -98,9 +101,16 @@ def refused(kind: str, uplink: str | None) -> RefusedOp:
     )
 
 
+def _carrying(*args: Any, **kwargs: Any) -> UplinkStatus:
+    """An uplink() carrying traffic, with its interface's byte counters."""
+    return uplink(*args, **kwargs).model_copy(
+        update={"role": Role.CARRYING, "bytes_in": 1000, "bytes_out": 2000}
+    )
+
+
 STATUS = daemon_view(
     # Dual-stack, up in IPv4 and down in IPv6 (its IPv6 target stopped answering).
-    uplink(
+    _carrying(
         "isp-a",
         "wan-a",
         "up",
@@ -126,8 +136,19 @@ STATUS = daemon_view(
         "up",
         transitions=3,
         ipv6=family("drained", "rising", transitions=4),
+    ).model_copy(update={"role": Role.DRAINED}),
+    uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2).model_copy(
+        update={
+            "tier": 2,
+            "metered": True,
+            "role": Role.DOWN,
+            "bytes_in": 3000,
+            "bytes_out": 400,
+            "data_cap": 20 * 10**9,
+            "data_used": 5 * 10**9,
+            "last_resort": False,
+        }
     ),
-    uplink("lte", "ppp0", "down", "down", carrier=False, transitions=2),
     counters=DaemonCounters(
         pid=1234, uptime_s=60.5, reconciles=5, ops=17, failures=1, resyncs=2, refusals=4
     ),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecmpd.health.fsm import HealthState, Transition
-from ecmpd.hooks import hook_env, run_hooks
+from ecmpd.hooks import hook_env, run_hooks, tier_env
 from ecmpd.model import Family
 
 DOWN = Transition("isp-b", HealthState.FALLING, HealthState.DOWN, 12.5, "ipv6: 3 of 3 lost")
@@ -24,7 +24,23 @@ def test_hook_env_names_the_family(family: Family, name: str) -> None:
         "ECMPD_NEW_STATE": "down",
         "ECMPD_REASON": "ipv6: 3 of 3 lost",
         "ECMPD_IN_SERVICE": "0",
+        "ECMPD_EVENT": "health",
     }
+
+
+def test_tier_env_says_who_took_over() -> None:
+    env = tier_env(Family.INET, 1, 2, ["lte"])
+    assert {k: v for k, v in env.items() if k.startswith("ECMPD_")} == {
+        "ECMPD_EVENT": "tier",
+        "ECMPD_FAMILY": "ipv4",
+        "ECMPD_OLD_TIER": "1",
+        "ECMPD_NEW_TIER": "2",
+        "ECMPD_UPLINKS": "lte",
+        "ECMPD_TAKEOVER": "1",
+    }
+    back = tier_env(Family.INET6, 2, 1, ["fiber", "cable"])
+    assert (back["ECMPD_TAKEOVER"], back["ECMPD_UPLINKS"]) == ("0", "fiber cable")
+    assert tier_env(Family.INET, 1, None, [])["ECMPD_NEW_TIER"] == ""
 
 
 def test_hook_env_inherits_only_path_lang_and_tz(monkeypatch: pytest.MonkeyPatch) -> None:

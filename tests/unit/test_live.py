@@ -26,6 +26,7 @@ from ecmpd.live import (
     sparkline,
     target_shares,
 )
+from ecmpd.liveorder import OrderCell
 from ecmpd.status import (
     DaemonCounters,
     DisplayState,
@@ -423,3 +424,16 @@ def test_parse_capacities() -> None:
     for bad in ("isp-a", "=5", "isp-a=fast", "isp-a=0"):
         with pytest.raises(ValueError, match="--capacity"):
             parse_capacities([bad])
+
+
+def test_a_standing_by_backup_shows_its_tier_role_and_bytes() -> None:
+    uplinks = (
+        view("fiber", "up", 1, 40.0, order=OrderCell(1, "carrying", 2_500_000_000, 340_000_000)),
+        view("lte", "up", 1, 0.0, in_balancer=False, order=OrderCell(2, "standby", 1_200, 900)),
+    )
+    text = text_of(Snapshot(title="t", uplinks=uplinks), width=140)
+    assert "2 standby" in row_of(text, "lte") and "1.2k / 900" in row_of(text, "lte")
+    assert "1 carrying" in row_of(text, "fiber") and "2.5G / 340.0M" in row_of(text, "fiber")
+    # Without a failover order the columns stay away.
+    plain = text_of(Snapshot(title="t", uplinks=(view("a", "up", 1, 1.0),)))
+    assert "tier" not in plain and "sent / received" not in plain

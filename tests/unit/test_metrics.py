@@ -125,6 +125,35 @@ ecmpd_probes_sent_total{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 4
 ecmpd_probes_received_total{{family="ipv4",target="10.1.0.1",uplink="isp-a"}} 40.0
 ecmpd_probes_received_total{{family="ipv4",target="198.51.100.1",uplink="isp-a"}} 0.0
 ecmpd_probes_received_total{{family="ipv6",target="2001:db8:1::1",uplink="isp-a"}} 10.0
+# TYPE ecmpd_uplink_tier gauge
+ecmpd_uplink_tier{{uplink="isp-a"}} 1.0
+ecmpd_uplink_tier{{uplink="isp-b"}} 1.0
+ecmpd_uplink_tier{{uplink="lte"}} 2.0
+# TYPE ecmpd_uplink_role gauge
+ecmpd_uplink_role{{role="carrying",uplink="isp-a"}} 1.0
+ecmpd_uplink_role{{role="standby",uplink="isp-a"}} 0.0
+ecmpd_uplink_role{{role="down",uplink="isp-a"}} 0.0
+ecmpd_uplink_role{{role="drained",uplink="isp-a"}} 0.0
+ecmpd_uplink_role{{role="carrying",uplink="isp-b"}} 0.0
+ecmpd_uplink_role{{role="standby",uplink="isp-b"}} 0.0
+ecmpd_uplink_role{{role="down",uplink="isp-b"}} 0.0
+ecmpd_uplink_role{{role="drained",uplink="isp-b"}} 1.0
+ecmpd_uplink_role{{role="carrying",uplink="lte"}} 0.0
+ecmpd_uplink_role{{role="standby",uplink="lte"}} 0.0
+ecmpd_uplink_role{{role="down",uplink="lte"}} 1.0
+ecmpd_uplink_role{{role="drained",uplink="lte"}} 0.0
+# TYPE ecmpd_uplink_bytes_total counter
+ecmpd_uplink_bytes_total{{direction="in",uplink="isp-a"}} 1000.0
+ecmpd_uplink_bytes_total{{direction="out",uplink="isp-a"}} 2000.0
+ecmpd_uplink_bytes_total{{direction="in",uplink="lte"}} 3000.0
+ecmpd_uplink_bytes_total{{direction="out",uplink="lte"}} 400.0
+# TYPE ecmpd_uplink_takeover_seconds gauge
+# TYPE ecmpd_uplink_data_used_bytes gauge
+ecmpd_uplink_data_used_bytes{{uplink="lte"}} 5e+09
+# TYPE ecmpd_uplink_data_cap_bytes gauge
+ecmpd_uplink_data_cap_bytes{{uplink="lte"}} 2e+10
+# TYPE ecmpd_uplink_last_resort gauge
+ecmpd_uplink_last_resort{{uplink="lte"}} 0.0
 # TYPE ecmpd_interface_bytes_total counter
 ecmpd_interface_bytes_total{{direction="rx",interface="wan-a"}} 1000.0
 ecmpd_interface_bytes_total{{direction="tx",interface="wan-a"}} 2000.0

@@ -125,7 +125,7 @@ def test_one_display_state_rule(
 DAEMON_UPLINK_KEYS = {
     "name", "interface", "state", "health", "since", "for_s", "reason", "in_balancer",
     "detection_time_s", "weight", "table", "carrier", "transitions", "targets", "degraded",
-    "families",
+    "families", "tier", "metered",
 }  # fmt: skip
 DAEMON_FAMILY_KEYS = {
     "state", "health", "since", "for_s", "reason", "in_balancer", "transitions",
@@ -133,7 +133,7 @@ DAEMON_FAMILY_KEYS = {
 }  # fmt: skip
 KERNEL_UPLINK_KEYS = {
     "name", "interface", "state", "weight", "in_balancer", "table", "gateway", "gateway6",
-    "carrier", "families",
+    "carrier", "families", "tier", "metered",
 }  # fmt: skip
 TARGET_KEYS = {"target", "rtt_ms", "rtt_avg_ms", "loss", "sent", "received"}
 

@@ -315,3 +315,20 @@ def test_a_grade_change_is_passed_on_only_when_it_flips_degraded() -> None:
         fam.tracker.on_round(1.0, {IPv4Address("10.1.0.1"): 0.05})
     assert supervisor.degraded() == {("isp-a", Family.INET)}
     assert supervisor.reports()[1].families[Family.INET].grade is None
+
+
+def test_a_standing_by_uplink_is_probed_sparingly_and_woken_at_once() -> None:
+    async def scenario(h: Harness, tg: asyncio.TaskGroup) -> None:
+        h.supervisor.adopt(config().uplinks, DesiredState(), FACTS, 200)
+        await h.supervisor.start(tg)
+        await until(lambda: h.state("isp-b") is HealthState.UP, "isp-b up")
+        scheduler = h.supervisor.uplinks["isp-b"].families[Family.INET].scheduler
+        assert scheduler is not None
+        h.supervisor.set_paces({"isp-b": 3600.0})
+        rounds = scheduler.rounds
+        await asyncio.sleep(0.3)  # ~15 rounds at the normal 20 ms
+        assert scheduler.rounds <= rounds + 1  # the round already launched, at most
+        h.supervisor.set_paces({})
+        await until(lambda: scheduler.rounds >= rounds + 5, "normal rate again at once")
+
+    run(scenario)

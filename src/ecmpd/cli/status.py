@@ -10,7 +10,17 @@ from rich.table import Table
 from ecmpd.cli.common import EXIT_OK, Session, load, print_json, session
 from ecmpd.control import DaemonNotRunning, request_status
 from ecmpd.kernel.mptcpdiag import dump_subflows
-from ecmpd.status import DisplayState, MptcpStatus, Status, kernel_status, with_mptcp
+from ecmpd.kernel.netdev import read_interface_counters
+from ecmpd.status import (
+    DisplayState,
+    MptcpStatus,
+    Status,
+    UplinkStatus,
+    kernel_order_view,
+    kernel_status,
+    with_mptcp,
+    with_order,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,7 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def kernel_view(s: Session) -> Status:
     """The status built from the kernel alone (no daemon running)."""
-    return kernel_status(s.config, s.observed, s.facts, s.desired().rule_names)
+    names = s.desired().rule_names
+    status = kernel_status(s.config, s.observed, s.facts, names)
+    by_if = read_interface_counters({u.interface for u in s.config.uplinks})
+    counters = {
+        u.name: (c["rx_bytes"], c["tx_bytes"])
+        for u in s.config.uplinks
+        if (c := by_if.get(u.interface)) is not None
+    }
+    return with_order(status, s.config, kernel_order_view(s.config, s.observed, names, counters))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +73,9 @@ def render(status: Status, console: Console) -> None:
     cols += ["since", "reason", "targets (rtt, loss)", "detects in"] if daemon else ["gateway"]
     mptcp = any(u.mptcp is not None for u in status.uplinks)
     cols += ["mptcp"] if mptcp else []
+    # The failover order, once the config has one (tiers, metering).
+    order = any(u.tier != 1 or u.metered for u in status.uplinks)
+    cols += ["tier", "role", "in / out"] if order else []
     for col in cols:
         table.add_column(col)
     for u in status.uplinks:
@@ -91,6 +112,8 @@ def render(status: Status, console: Console) -> None:
             row.append(", ".join(gateways) or "-")
         if mptcp:
             row.append(_mptcp(u.mptcp))
+        if order:
+            row += [str(u.tier), _role(u), _volume(u)]
         table.add_row(*row)
     console.print(table)
     if status.rules is not None:
@@ -125,6 +148,33 @@ def _mptcp(m: MptcpStatus | None) -> str:
         return f"no endpoint, {m.subflows} subflows"
     backup = " (backup)" if m.backup else ""
     return f"{m.connections} conn, {m.subflows} subflows{backup}"
+
+
+def _role(u: UplinkStatus) -> str:
+    """The role, and how soon a standing-by uplink takes over at worst."""
+    role = u.role.value if u.role is not None else "-"
+    if u.takeover_time_s is not None:
+        role += f" (takes over ≤ {u.takeover_time_s:.2f}s)"
+    return role
+
+
+def _volume(u: UplinkStatus) -> str:
+    """Bytes in and out; the data cap's use."""
+    text = "-"
+    if u.bytes_in is not None and u.bytes_out is not None:
+        text = f"{_bytes(u.bytes_in)} / {_bytes(u.bytes_out)}"
+    if u.data_cap is not None:
+        used = _bytes(u.data_used) if u.data_used is not None else "?"
+        text += f", cap {used} of {_bytes(u.data_cap)}" + (" (reached)" if u.last_resort else "")
+    return text
+
+
+def _bytes(n: int) -> str:
+    """A byte count with a decimal unit, as caps are written."""
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _state(state: DisplayState) -> str:

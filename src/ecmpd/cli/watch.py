@@ -18,7 +18,15 @@ from rich.console import Console
 from ecmpd.cli.common import EXIT_OK, CommandError
 from ecmpd.control import DaemonNotRunning, request_status
 from ecmpd.kernel.netdev import InterfaceCounters, read_interface_counters
-from ecmpd.live import LiveView, Snapshot, UplinkView, family_views, health_figures, render
+from ecmpd.live import (
+    LiveView,
+    Snapshot,
+    UplinkView,
+    family_views,
+    health_figures,
+    render,
+)
+from ecmpd.liveorder import order_cell
 from ecmpd.status import Status
 
 HISTORY_STEP_S = 1.0
@@ -163,6 +171,7 @@ class Feed:
                         loss=loss,
                         history=tuple(self.history.get(u.name, ())),
                         families=family_views(u),
+                        order=order_cell(u),
                     )
                 )
             daemon = status.daemon if status else None

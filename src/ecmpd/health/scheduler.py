@@ -9,6 +9,7 @@ a newer round said. `detection_time()` in fsm.py is computed for exactly this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,18 @@ class ProbeScheduler:
         self.clock = clock
         self.on_grade = on_grade
         self.rounds = 0
+        # A standing-by metered uplink's sparse interval (None: the check's own).
+        self.pace: float | None = None
+        self._woken = asyncio.Event()
+
+    def set_pace(self, pace: float | None) -> None:
+        """Probe every `pace` seconds from now on, or at the normal rate (None) at once."""
+        if pace == self.pace:
+            return
+        wake = pace is None or (self.pace is not None and pace < self.pace)
+        self.pace = pace
+        if wake:
+            self._woken.set()  # the next round starts now, not after the sparse wait
 
     async def run(self) -> None:
         """Launch rounds forever; each reports after the round launched before it."""
@@ -54,7 +67,13 @@ class ProbeScheduler:
                 done = asyncio.Event()
                 rounds.create_task(self._round(previous, done))
                 previous = done
-                await asyncio.sleep(self.tracker.next_interval(self.interval))
+                await self._wait(self.pace or self.tracker.next_interval(self.interval))
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep until the next round, or until set_pace asks for one now."""
+        self._woken.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
 
     async def _round(self, previous: asyncio.Event | None, done: asyncio.Event) -> None:
         try:

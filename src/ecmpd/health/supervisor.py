@@ -71,6 +71,7 @@ class FamilyProbe:
     hold: str | None = None  # why it cannot be used at all now (no probing meanwhile)
     prober: Prober | None = None
     task: asyncio.Task[None] | None = None
+    scheduler: ProbeScheduler | None = None
     transitions: int = 0
     # What the prober's socket is bound to: a re-created interface or a new DHCP/SLAAC
     # address leaves a socket sending into nothing.
@@ -107,6 +108,7 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._facts = KernelFacts()
         self.uplinks: dict[str, UplinkProbes] = {}
+        self._paces: dict[str, float] = {}  # standing-by metered uplinks' sparse intervals
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -397,7 +399,41 @@ class Supervisor:
             self._clock,
             on_grade=lambda g: self._graded(config.name, fam, g),
         )
+        scheduler.set_pace(self._paces.get(config.name))
+        fam.scheduler = scheduler
         fam.task = self._tg.create_task(scheduler.run())
+
+    def states(self) -> dict[tuple[str, Family], HealthState]:
+        """Each uplink's health state in each family it carries."""
+        return {
+            (name, family): fam.tracker.state
+            for name, uplink in self.uplinks.items()
+            for family, fam in uplink.families.items()
+        }
+
+    def target_counts(self) -> dict[str, dict[Family, int]]:
+        """How many targets each uplink probes in each family."""
+        return {
+            name: {family: len(fam.targets) for family, fam in uplink.families.items()}
+            for name, uplink in self.uplinks.items()
+        }
+
+    def set_paces(self, paces: dict[str, float]) -> None:
+        """Probe these uplinks every so many seconds (standing by); all others normally."""
+        changed = {n for n in set(paces) | set(self._paces) if paces.get(n) != self._paces.get(n)}
+        self._paces = dict(paces)
+        for name in changed:
+            uplink = self.uplinks.get(name)
+            if uplink is None:
+                continue
+            pace = paces.get(name)
+            log.info(
+                "probe.sparse" if pace is not None else "probe.normal",
+                extra={"uplink": name, "interval": pace or uplink.config.check.interval},
+            )
+            for fam in uplink.families.values():
+                if fam.scheduler is not None:
+                    fam.scheduler.set_pace(pace)
 
     async def _stop(self, fam: FamilyProbe) -> None:
         if fam.task is not None:
@@ -405,6 +441,7 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await fam.task
             fam.task = None
+            fam.scheduler = None
         if fam.prober is not None:
             await fam.prober.aclose()
             fam.prober = None

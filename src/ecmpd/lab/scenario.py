@@ -22,7 +22,14 @@ from ecmpd.lab.samples import Sample, window
 from ecmpd.lab.summary import PHASES, Marks
 from ecmpd.lab.traffic import STALL_S, Traffic
 from ecmpd.lab.traffic6 import Traffic6
-from ecmpd.live import Snapshot, UplinkView, family_views, health_figures, target_shares
+from ecmpd.live import (
+    Snapshot,
+    UplinkView,
+    family_views,
+    health_figures,
+    target_shares,
+)
+from ecmpd.liveorder import order_cell
 from ecmpd.model import Family
 from ecmpd.status import UplinkStatus
 
@@ -336,6 +343,7 @@ class Demo:
                     flows=flows.get(isp.name),
                     history=_history(samples, isp.name) if with_history else (),
                     families=family_views(status) if status else (),
+                    order=order_cell(status),
                 )
             )
         return views

@@ -18,6 +18,7 @@ from ecmpd.status.build import (
     refused_ops,
     with_mptcp,
 )
+from ecmpd.status.order import OrderView, daemon_order_view, kernel_order_view, with_order
 from ecmpd.status.types import (
     BalancerStatus,
     DaemonCounters,
@@ -44,15 +45,19 @@ __all__ = [
     "FamilyStatus",
     "GroupStatus",
     "MptcpStatus",
+    "OrderView",
     "RefusedOp",
     "RuleStatus",
     "Status",
     "TargetStatus",
     "UplinkReport",
     "UplinkStatus",
+    "daemon_order_view",
     "daemon_status",
     "display_state",
+    "kernel_order_view",
     "kernel_status",
     "refused_ops",
     "with_mptcp",
+    "with_order",
 ]

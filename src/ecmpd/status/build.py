@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from ecmpd.carrying import carrying, carrying_tiers
 from ecmpd.config import Config, UplinkConfig
 from ecmpd.connections import rule_name
 from ecmpd.export.iptext import op_command, rule_args
@@ -189,6 +190,8 @@ def kernel_status(
     """The status from the kernel alone: membership of each family's group says the state."""
     groups = _groups(config.balancer.table, observed)
     nexthops = {n.id for n in observed.nexthops}
+    names = dict(rule_names)
+    tiers = carrying_tiers(config, carrying(config, observed, names))
     uplinks = []
     for u in config.uplinks:
         families: dict[FamilyKey, FamilyStatus] = {}
@@ -198,18 +201,20 @@ def kernel_status(
             group = groups[family]
             members = dict(group.members) if group else {}
             nhid = nexthop_id(u.table, family)
+            # Out of a group that a lower tier fills: standing by, not known to be down.
+            lowest = tiers[family]
+            standby = lowest is not None and u.tier > lowest
             families[label] = FamilyStatus(
                 state=display_state(
                     drained=False,
                     health=None,
                     in_balancer=nhid in members,
-                    applied=nhid in nexthops,
+                    applied=nhid in nexthops and not standby,
                 ),
                 in_balancer=nhid in members,
                 weight=members.get(nhid, u.weight),
             )
         uplinks.append(_uplink(u, facts, families))
-    names = dict(rule_names)
     rules = tuple(
         RuleStatus(
             priority=r.priority,

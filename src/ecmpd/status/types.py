@@ -24,6 +24,7 @@ from pydantic import (
 
 from ecmpd.health.degraded import Grade
 from ecmpd.health.fsm import HealthState
+from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
 
 FamilyKey = str  # "ipv4" / "ipv6" (model.FAMILY_NAMES): the keys of `families`
@@ -141,6 +142,16 @@ class UplinkStatus(_Frozen):
     gateway6: str | None = None
     families: Mapping[FamilyKey, FamilyStatus] = Field(min_length=1)
     mptcp: MptcpStatus | None = Field(default=None, exclude_if=_unset)  # `mptcp` on it
+    # The failover order (status/order.py fills these):
+    tier: int = 1
+    metered: bool = False
+    role: Role | None = Field(default=None, exclude_if=_unset)
+    bytes_in: int | None = Field(default=None, exclude_if=_unset)  # interface counters
+    bytes_out: int | None = Field(default=None, exclude_if=_unset)
+    takeover_time_s: float | None = Field(default=None, exclude_if=_unset)  # standing by
+    data_used: int | None = Field(default=None, exclude_if=_unset)  # bytes, this cap period
+    data_cap: int | None = Field(default=None, exclude_if=_unset)
+    last_resort: bool | None = Field(default=None, exclude_if=_unset)  # its cap is reached
 
     @property
     def primary(self) -> FamilyStatus:
