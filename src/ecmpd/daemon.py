@@ -187,15 +187,7 @@ class Daemon:
 
     def _in_service(self) -> dict[Family, set[str]]:
         """Per family, the uplinks in service (those that carry the family)."""
-        out: dict[Family, set[str]] = {}
-        for family in FAMILIES:
-            service = self.service(family)
-            out[family] = {
-                name
-                for name, uplink in self.supervisor.uplinks.items()
-                if family in uplink.families and service[name]
-            }
-        return out
+        return self.supervisor.serving(self.drained)
 
     def _desired(self) -> DesiredState:
         config = self.config

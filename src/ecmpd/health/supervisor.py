@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -402,6 +402,17 @@ class Supervisor:
         scheduler.set_pace(self._paces.get(config.name))
         fam.scheduler = scheduler
         fam.task = self._tg.create_task(scheduler.run())
+
+    def serving(self, drained: Collection[str]) -> dict[Family, set[str]]:
+        """Per family, the uplinks carrying it that are in service and not drained."""
+        return {
+            family: {
+                name
+                for name, u in self.uplinks.items()
+                if family in u.families and u.families[family].in_service and name not in drained
+            }
+            for family in FAMILIES
+        }
 
     def states(self) -> dict[tuple[str, Family], HealthState]:
         """Each uplink's health state in each family it carries."""
