@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -31,21 +32,36 @@ from bench.failover.document import RESTORE_DEFAULT_S
 from bench.failover.runs import check_summary, guarded
 from bench.failover.timing import FAULT_JITTER, RECOVERY_TIMEOUT, REMOVAL_TIMEOUT, SETTLE
 from bench.failover.traffic import UDP_FLOWS, UDP_PORT_FIRST, UDP_PORT_SPAN, restore_times, traffic
-from ecmpd.config import parse_config
+from ecmpd.config import CheckConfig, parse_config
 from ecmpd.health.fsm import detection_time, recovery_time
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon, running_daemon
-from ecmpd.lab.faults import gray_failure, heal
+from ecmpd.lab.faults import gray_failure, heal, load_nft
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.labconfig import lab_config
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.topology import lab_session
 from ecmpd.lab.wait import wait_until
+from ecmpd.metering import standby_interval
+from ecmpd.model import Family
 
 PRIMARY = frozenset({"isp-a", "isp-b"})
 BACKUP = "isp-c"
-FULL = {"runs": 10}
-QUICK = {"runs": 2}
+# Whole minutes: the budget holds in any minute, and a shorter window can catch one
+# round more than its share.
+FULL = {"runs": 10, "probe_s": 180}
+QUICK = {"runs": 2, "probe_s": 60}
+PROBE_TALLY = """
+table inet tally {
+    counter probes { }
+    chain input { type filter hook input priority 0; meta l4proto icmp counter name probes; }
+    chain output { type filter hook output priority 0; meta l4proto icmp counter name probes; }
+    chain forward { type filter hook forward priority 0; meta l4proto icmp counter name probes; }
+}
+"""
+# The anchor's probes: `ping -c1` of the gateway once a minute, 56 bytes of payload:
+# 84 bytes each way at the IP level.
+CRON_PING_BYTES = 2 * (20 + 8 + 56)
 
 
 class Bench:
@@ -118,6 +134,34 @@ class Bench:
         }
 
 
+def standby_probes(lab: Lab, daemon: LabDaemon, seconds: float) -> dict[str, Any]:
+    """ICMP bytes at the backup's ISP (to, from, through it) while the backup stands by."""
+    load_nft(lab.isp(BACKUP).ns, PROBE_TALLY)
+    wait_until(lambda: daemon.count_events("probe.sparse") >= 1, 30, "the backup probed sparingly")
+    start_bytes, t0 = _probe_bytes(lab), time.monotonic()
+    time.sleep(seconds)
+    spent, elapsed = _probe_bytes(lab) - start_bytes, time.monotonic() - t0
+    load_nft(lab.isp(BACKUP).ns, "delete table inet tally\n")
+    return {
+        "seconds": round(elapsed, 2),
+        "bytes": spent,
+        "bytes_per_min": round(spent * 60 / elapsed, 1),
+        "budget_bytes_per_min": CheckConfig().standby_budget,
+        "interval_s": round(standby_interval(CheckConfig(), {Family.INET: 2}), 3),
+    }
+
+
+def _probe_bytes(lab: Lab) -> int:
+    out = netns.run_in(
+        lab.isp(BACKUP).ns,
+        ["nft", "-j", "list", "counter", "inet", "tally", "probes"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(next(o["counter"] for o in json.loads(out)["nftables"] if "counter" in o)["bytes"])
+
+
 def modelled_cron(dead: int, rng: random.Random) -> dict[str, float]:
     """The cron anchor: the wait for the next tick, then a 1 s timeout per dead gateway."""
     return summary([rng.uniform(0, CRON_PERIOD) + dead * PING_TIMEOUT for _ in range(MODEL_PHASES)])
@@ -127,6 +171,7 @@ def write_config(lab: Lab, path: Path) -> None:
     data = lab_config(lab)
     for uplink in data["uplinks"]:
         uplink["tier"] = 2 if uplink["name"] == BACKUP else 1
+        uplink["metered"] = uplink["name"] == BACKUP
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
@@ -134,6 +179,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = arguments(tiers, "two runs of each kind")
     p.add_argument("--runs", type=int, help="runs of each kind (default 10)")
     p.add_argument("--seed", type=int, default=1, help="fault jitter and the cron model")
+    p.add_argument("--probe-seconds", type=float, help="how long to count standby probes")
     return p.parse_args(argv)
 
 
@@ -142,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if namespaces_missing(tiers):
         return 2
-    runs = args.runs if args.runs is not None else (QUICK if args.quick else FULL)["runs"]
+    preset = QUICK if args.quick else FULL
+    runs = args.runs if args.runs is not None else preset["runs"]
+    probe_s = args.probe_seconds or float(preset["probe_s"])
     prefix = args.prefix or netns.new_prefix()
     rng = random.Random(args.seed)
     install_sigterm()
@@ -162,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 GroupWatch(lab) as watch,
             ):
                 bench = Bench(lab, daemon, watch)
+                progress(f"{BACKUP} standing by: probe bytes over {probe_s:g} s")
+                probes = standby_probes(lab, daemon, probe_s)
                 for k in range(runs):
                     primary = sorted(PRIMARY)[k % 2]
                     progress(f"run {k + 1}/{runs}: {primary} fails (tier 1 failover)")
@@ -172,7 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     guarded(bench.failures, f"takeover run {k + 1}",
                             partial(bench.record, bench.takeover, PRIMARY, rng))  # fmt: skip
     check = config.uplinks[0].check
-    emit(document(args, runs, prefix, load, bench, check_summary(check), rng, check))
+    doc = document(args, runs, prefix, load, bench, check_summary(check), rng, check)
+    budget = probes["budget_bytes_per_min"]
+    doc["standby_probes"] = probes
+    doc["anchor_cron"]["ping_bytes_per_min"] = CRON_PING_BYTES
+    doc["targets"]["standby_probe_bytes_per_min"] = budget
+    doc["met"]["standby_probe_bytes_per_min"] = probes["bytes_per_min"] <= budget
+    emit(doc)
     return 0
 
 

@@ -31,4 +31,18 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                 target,
             )
         )
+    probes = doc.get("standby_probes") or {}
+    cron = get(doc, "anchor_cron", "ping_bytes_per_min")
+    window = fmt(probes.get("seconds"), " s", 0)
+    every = fmt(probes.get("interval_s"), " s", 1)
+    out.append(
+        (
+            f"probe traffic of a standing-by metered uplink ({window} counted at its ISP;"
+            f" 2 targets, a round every {every})",
+            f"{fmt(probes.get('bytes_per_min'), ' B/min', 0)}",
+            f"cron ping of the gateway every minute: {fmt(cron, ' B/min')} (no check beyond it)",
+            f"≤ {fmt(get(doc, 'targets', 'standby_probe_bytes_per_min'), ' B/min', 0)}"
+            + met(doc, "standby_probe_bytes_per_min"),
+        )
+    )
     return out

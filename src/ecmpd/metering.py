@@ -33,8 +33,17 @@ def round_bytes(check: CheckConfig, targets: dict[Family, int]) -> int:
 
 
 def standby_interval(check: CheckConfig, targets: dict[Family, int]) -> float:
-    """Seconds between probe rounds that keep a standing-by uplink within its budget."""
+    """Seconds between probe rounds that keep a standing-by uplink within its budget.
+
+    In any minute, not only on average: n = budget // round rounds fit a minute, so
+    rounds 60 / n seconds apart (a minute never holds n + 1 of them). A budget below one
+    round spreads rounds out to match it on average.
+    """
     per_round = round_bytes(check, targets)
     if per_round == 0:
         return check.interval
-    return max(check.interval, per_round * SECONDS_PER_MINUTE / check.standby_budget)
+    fit = int(check.standby_budget // per_round)
+    spacing = (
+        SECONDS_PER_MINUTE / fit if fit else per_round * SECONDS_PER_MINUTE / check.standby_budget
+    )
+    return max(check.interval, spacing)

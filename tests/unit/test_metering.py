@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -82,8 +83,12 @@ def test_standby_interval_keeps_within_the_budget() -> None:
     assert round_bytes(icmp, {Family.INET: 2}) == 176
     assert round_bytes(icmp, {Family.INET: 2, Family.INET6: 2}) == 176 + 256
     interval = standby_interval(icmp, {Family.INET: 2})
-    assert 176 * 60 / interval <= 1000
-    assert interval == pytest.approx(10.56)
+    # 5 rounds of 176 bytes fit 1000 bytes: 12 s apart, so no minute holds a 6th.
+    assert interval == 12.0
+    assert math.floor(60 / interval) * 176 <= 1000
+    # A budget below one round: one round per 176 / 100 minutes.
+    sparse = CheckConfig(standby_budget=100.0)
+    assert standby_interval(sparse, {Family.INET: 2}) == pytest.approx(105.6)
     tcp = CheckConfig(method="tcp:443", standby_budget=10_000.0)
     assert round_bytes(tcp, {Family.INET: 1}) == 4 * 20 + 132
     # A generous budget never probes faster than the normal interval.
