@@ -64,7 +64,7 @@ def endings_for(
     out = []
     for name in sorted(families):
         uplink = config.uplink(name)
-        wanted = sorted(families[name])
+        wanted = list(families[name])
         sources = []
         for family in wanted:
             source = resolve_uplink(uplink, facts, False, family).source

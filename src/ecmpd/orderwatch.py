@@ -117,7 +117,8 @@ class OrderWatch:
                     "uplinks": list(change.uplinks),
                 },
             )
-        return changes, endings_for(config, facts, fresh) if fresh else []
+        ordered = {name: sorted(families) for name, families in fresh.items()}
+        return changes, endings_for(config, facts, ordered) if fresh else []
 
     async def after_reconcile(
         self, config: Config, facts: KernelFacts, call: KernelCall
