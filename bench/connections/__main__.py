@@ -13,6 +13,7 @@ from bench.common import arguments, emit, install_sigterm, namespaces_missing, p
 from bench.connections.cost import bench_cost
 from bench.connections.document import document
 from bench.connections.idle import BUCKETS, bench_idle
+from bench.connections.interrupted import bench_interrupted
 from ecmpd.lab import netns
 
 
@@ -32,9 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ecmpd-connections-") as tmp:
         work = Path(tmp)
         idle = bench_idle(f"{prefix}i-", work / "i", before, before // 3)
+        interrupted = bench_interrupted(f"{prefix}r-", work / "r", 60 if args.quick else 300)
         rounds, seconds = (2, 2.0) if args.quick else (8, 4.0)
         cost = bench_cost(f"{prefix}c-", work / "c", rounds, seconds)
-    emit(document(args, prefix, idle, cost, time.monotonic() - started))
+    emit(document(args, prefix, idle, interrupted, cost, time.monotonic() - started))
     return 0
 
 

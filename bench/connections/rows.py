@@ -29,6 +29,22 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                 "0" + met(doc, "idle_broken_by_recovery"),
             )
         )
+    inter = get(doc, "interrupted", "variants") or {}
+    ours_i, anchor_i = inter.get("ecmpd") or {}, inter.get("anchor_multipath_route") or {}
+    if ours_i:
+        rows.append(
+            (
+                "the failed uplink's connections back by another uplink, after it left "
+                f"(median / worst; {ours_i.get('on_failed_uplink')} of "
+                f"{ours_i.get('connections')} chat connections)",
+                f"{fmt(get(ours_i, 'back_after_left_s', 'median'), ' s')} / "
+                f"{fmt(get(ours_i, 'back_after_left_s', 'max'), ' s')} (reset at once)",
+                "classic multipath route switched after the same detection time (TCP's own "
+                f"backoff): {fmt(get(anchor_i, 'back_after_left_s', 'median'), ' s')} / "
+                f"{fmt(get(anchor_i, 'back_after_left_s', 'max'), ' s')}",
+                "≤ 0.5 s" + met(doc, "interrupted_back_s"),
+            )
+        )
     cost = doc.get("cost") or {}
     rounds = len(get(cost, "rounds", "ecmpd") or [])
     if cost:

@@ -7,7 +7,7 @@ from tests.integration.fixtures.bench import run_benchmark
 
 
 def test_quick_connections_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
-    doc = run_benchmark("connections", "--quick", "--prefix", lab_prefix, timeout=600)
+    doc = run_benchmark("connections", "--quick", "--prefix", lab_prefix, timeout=900)
     assert doc["benchmark"] == "connections" and doc["netns_prefix"] == lab_prefix
     idle = doc["idle"]["variants"]
     for variant in idle.values():
@@ -18,7 +18,16 @@ def test_quick_connections_benchmark_reports_sane_numbers_and_cleans_up(lab_pref
     # uplink, a classic route rehashes (measured: about 1 in 6 and 1 in 10).
     assert idle["anchor_resilient_group"]["healthy_broken"] > 0
     assert idle["anchor_multipath_route"]["healthy_broken"] > 0
+    inter = doc["interrupted"]["variants"]
+    ours, anchor = inter["ecmpd"], inter["anchor_multipath_route"]
+    assert (
+        ours["on_failed_uplink"] > 0 and ours["back_after_left_s"]["n"] == ours["on_failed_uplink"]
+    )
+    # Reset at once, back within the 0.5 s of the uplink leaving; the anchor's
+    # flows wait for their next retransmission (backoff since the fault: 1 s and more).
+    assert ours["back_after_left_s"]["max"] <= 0.5, ours
+    assert anchor["back_after_left_s"]["median"] > ours["back_after_left_s"]["median"], inter
     cost = doc["cost"]
     assert cost["ecmpd_mbit"] > 0 and cost["nat_only_mbit"] > 0
-    assert doc["met"] == {"idle_broken_by_recovery": True}
+    assert doc["met"] == {"idle_broken_by_recovery": True, "interrupted_back_s": True}
     assert netns.list_netns(lab_prefix) == []

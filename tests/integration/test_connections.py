@@ -236,6 +236,14 @@ def test_host_sockets_on_a_dead_uplink_get_an_error_at_once(
         finally:
             for sock in (*socks.values(), listener):
                 sock.close()
+    # `down` takes everything this added with it: the table and the mark rules.
+    r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "down")
+    assert r.returncode == 0, r.stderr
+    tables = netns.run_in(lab.router, ["nft", "list", "tables"], capture_output=True, text=True)
+    assert "ecmpd" not in tables.stdout
+    for family in ("-4", "-6"):
+        rules = netns.run_in(lab.router, ["ip", family, "rule"], capture_output=True, text=True)
+        assert "fwmark" not in rules.stdout and "proto 236" not in rules.stdout
 
 
 def test_explain_names_the_uplink_an_established_connection_is_bound_to(
