@@ -93,7 +93,7 @@ def demo() -> dict[str, Any]:
 
 def test_the_demo_leaves_no_namespace_and_no_process(demo: dict[str, Any]) -> None:
     doc, prefix = demo["doc"], demo["prefix"]
-    assert doc["lab"]["prefix"] == prefix and len(doc["lab"]["namespaces"]) == 6
+    assert doc["lab"]["prefix"] == prefix and len(doc["lab"]["namespaces"]) == 7
     assert prefix not in demo["ip_netns_list"]
     assert netns.list_netns(prefix) == []
     # Other tests may run beside this one: only names of this demo's kind count as new.
@@ -105,9 +105,10 @@ def test_the_demo_leaves_no_namespace_and_no_process(demo: dict[str, Any]) -> No
 
 def test_progress_lines_tell_what_happens(demo: dict[str, Any]) -> None:
     err = demo["stderr"]
-    for step in ("building the lab", "lab up", "uplinks up and balanced", "gray failure on",
+    for step in ("building the lab", "lab up", "uplinks up (isp-d standing by)", "gray failure on",
                  "out of the group", "out of the IPv6 group", "deliver again", "heals",
-                 "back in the group", "in the IPv6 group", "removing the lab"):  # fmt: skip
+                 "back in the group", "in the IPv6 group", "carries everything",
+                 "tier 1 back", "removing the lab"):  # fmt: skip
         assert step in err, step
 
 
@@ -122,14 +123,15 @@ def _shares_near_weights(phase: dict[str, Any], skip: str | None = None) -> None
 def test_traffic_splits_by_weight_and_fills_the_uplinks(demo: dict[str, Any]) -> None:
     doc = demo["doc"]
     isps = {i["name"]: i for i in doc["lab"]["isps"]}
-    assert [isps[n]["weight"] for n in sorted(isps)] == [2, 4, 1]
+    assert [isps[n]["weight"] for n in sorted(isps)] == [2, 4, 1, 1]
     steady = doc["phases"]["steady"]
     assert steady["capacity_mbit"] == 350
     assert steady["aggregate_fraction"] > AGGREGATE_FRACTION, steady
     assert doc["vs_best_single_uplink"] > 1.3  # more than the fastest ISP could carry
     _shares_near_weights(steady)
     for name, u in steady["uplinks"].items():
-        assert u["target_share"] == pytest.approx(isps[name]["weight"] / 7, abs=1e-3)
+        weight = 0 if name == "isp-d" else isps[name]["weight"]  # the backup stands by
+        assert u["target_share"] == pytest.approx(weight / 7, abs=1e-3)
         assert u["mbit"] <= isps[name]["rate_mbit"] * 1.05  # the TBF holds: a real measurement
 
 
@@ -167,9 +169,23 @@ def test_the_isp_recovers_and_takes_its_share_again(demo: dict[str, Any]) -> Non
     assert recovery["aggregate_fraction"] > AGGREGATE_FRACTION, recovery
     _shares_near_weights(recovery)
     kinds = [e["kind"] for e in doc["events"]]
-    assert kinds == ["start", "fault", "removed", "restored", "heal", "back", "rebalanced"]
+    assert kinds == ["start", "fault", "removed", "restored", "heal", "back", "rebalanced",
+                     "tier-fault", "takeover", "tier-heal", "failback", "left"]  # fmt: skip
     times = [e["t"] for e in doc["events"]]
     assert times == sorted(times)
+
+
+def test_the_backup_tier_takes_over_and_is_left_on_failback(demo: dict[str, Any]) -> None:
+    """isp-d (tier 2, metered) stands by through the run, carries everything when every
+    tier-1 ISP fails, and carries nothing 2 s after they return (its connections reset)."""
+    backup = demo["doc"]["backup"]
+    assert backup["uplink"] == "isp-d"
+    # Detection (0.85 s worst, default check) and one group change, with room for load.
+    assert 0 < backup["takeover_ms"] < REMOVAL_MS[1], backup
+    assert 0 < backup["failback_ms"] < BACK_IN_GROUP_MS, backup
+    assert backup["flows_on_it_after_failback"] == 0, backup
+    steady = demo["doc"]["phases"]["steady"]["uplinks"]
+    assert steady["isp-d"]["share"] < 0.02 and steady["isp-d"]["target_share"] == 0
 
 
 def test_ipv6_fails_over_and_recovers_with_ipv4(demo: dict[str, Any]) -> None:

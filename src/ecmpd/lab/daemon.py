@@ -15,6 +15,7 @@ from ecmpd.control import DaemonNotRunning, request, request_status
 from ecmpd.health.fsm import HealthState
 from ecmpd.lab import netns
 from ecmpd.lab.running import Running
+from ecmpd.order import Role
 from ecmpd.status import Status, UplinkStatus
 
 START_TIMEOUT = 15.0
@@ -80,13 +81,18 @@ class LabDaemon(Running):
         return {u.name: u for u in self.status().uplinks}
 
     def all_in_service(self) -> bool:
-        """Whether every uplink is up (not merely unknown) and in the balancer."""
-        return all(u.health is HealthState.UP and u.in_balancer for u in self.uplinks().values())
+        """Whether every uplink is up (not merely unknown) and in the balancer, or standing
+        by (a higher tier's, while a lower one carries)."""
+        return all(
+            u.health is HealthState.UP and (u.in_balancer or u.role is Role.STANDBY)
+            for u in self.uplinks().values()
+        )
 
     def every_family_in_service(self) -> bool:
-        """Whether each family of each uplink is up and in its balancer group."""
+        """Whether each family of each uplink is up and in its balancer group (or the
+        uplink stands by)."""
         return all(
-            f.health is HealthState.UP and f.in_balancer
+            f.health is HealthState.UP and (f.in_balancer or u.role is Role.STANDBY)
             for u in self.uplinks().values()
             for f in u.families.values()
         )

@@ -52,6 +52,12 @@ LIFETIME_S = (3.0, 8.0)
 #   list makes the router hash the 5-tuple itself, as it does for a real LAN.
 #  idle_timer: a recovered uplink gets back the buckets idle this long; at 2 s it takes
 #   new flows within seconds, and flows that are sending are never moved.
+# Three ISPs balanced by weight, and an LTE backup (isp-d, 20 Mbit/s): tier 2, metered,
+# so it stands by probed sparingly and its connections are reset on failback.
+RATES_MBIT = (100, 200, 50, 20)
+WEIGHTS = (2, 4, 1, 1)
+BACKUP = "isp-d"
+BACKUP_KEYS = {BACKUP: {"tier": 2, "metered": True}}
 DEMO_CONFIG: dict[str, Any] = {
     "hash": ["src-ip", "dst-ip", "ip-proto", "src-port", "dst-port"],
     "balancer": {"idle_timer": 2},
@@ -93,16 +99,26 @@ def run_demo(
     preflight()
     started = time.monotonic()
     progress(
-        "building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF), internet; IPv4 and IPv6 ..."
+        "building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF) and an LTE backup"
+        " (20 Mbit/s, tier 2, metered), internet; IPv4 and IPv6 ..."
     )
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(
-            lab_session(workdir=workdir / "lab", isps=3, lan=True, prefix=options.prefix)
+            lab_session(
+                workdir=workdir / "lab",
+                isps=4,
+                rates_mbit=RATES_MBIT,
+                weights=WEIGHTS,
+                lan=True,
+                prefix=options.prefix,
+            )
         )
         fail = _pick(lab, options.fail)
         built = time.monotonic()
         progress(f"lab up in {built - started:.1f} s: {' '.join(lab.namespaces())}")
-        config = write_lab_config(lab, workdir / "demo.yaml", extra=DEMO_CONFIG, ipv6=True)
+        config = write_lab_config(
+            lab, workdir / "demo.yaml", extra=DEMO_CONFIG, ipv6=True, per_uplink=BACKUP_KEYS
+        )
         progress("starting `ecmpd run` in the router namespace ...")
         daemon = stack.enter_context(
             DemoDaemon(lab, config, workdir / "run", workdir / "daemon.log")
@@ -112,7 +128,7 @@ def run_demo(
         uplinks = daemon.status(timeout=2.0).uplinks
         detection = {u.name: u.primary.detection_time_s for u in uplinks}
         progress(
-            f"ecmpd: all {len(lab.isps)} uplinks up and balanced, IPv4 and IPv6, "
+            f"ecmpd: all {len(lab.isps)} uplinks up (isp-d standing by), IPv4 and IPv6, "
             f"after {ready - built:.1f} s"
         )
         families = (Family.INET, Family.INET6)
@@ -131,6 +147,7 @@ def run_demo(
         )
         traffic6 = stack.enter_context(Traffic6(lab))
         demo = Demo(lab, daemon, watch, poller, traffic, traffic6, fail, progress, live is not None)
+        demo.backup = BACKUP
         if live is not None:
             stack.enter_context(live(demo.snapshot))
         demo.run(options.duration_s)
@@ -179,4 +196,6 @@ def record(demo: Demo, options: DemoOptions) -> DemoRun:
         reasons=demo.reasons,
         ipv6_flows=demo.ipv6_flows,
         events=demo.events,
+        backup=demo.backup,
+        on_backup_after=demo.on_backup_after,
     )

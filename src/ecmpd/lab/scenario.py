@@ -45,6 +45,8 @@ VIEW_WINDOW_S = 0.6  # the live figures average the last few samples
 HISTORY_STEP_S = 0.5
 HISTORY_POINTS = 240
 PROGRESS_EVERY_S = 2.0
+BACKUP_HOLD_S = 4.0  # the backup carries this long before tier 1 heals
+AFTER_FAILBACK_S = 2.0  # then, this long after the failback, no flow may be on it
 Progress = Callable[[str], None]
 
 
@@ -74,6 +76,8 @@ class Demo:
     reconnected: list[float] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
+    backup: str | None = None  # the tier-2 ISP, whose phase follows the recovery
+    on_backup_after: int | None = None
     _next_progress: float = 0.0
 
     def event(self, kind: str, text: str, at: float | None = None) -> None:
@@ -212,7 +216,59 @@ class Demo:
             )
         self.sleep_until(end)
         self.marks.end = time.monotonic()
+        if self.backup is not None:
+            self._backup_phase(self.backup)
         self.phase = "summary"
+
+    def _backup_phase(self, backup: str) -> None:
+        """Every tier-1 ISP fails: the standing-by backup takes over; they heal: failback."""
+        self.phase = PHASES[3]
+        primaries = [isp for isp in self.lab.isps if isp.name != backup]
+        tier1 = frozenset(isp.name for isp in primaries)
+        fault = self.marks.tier_fault = time.monotonic()
+        for isp in primaries:
+            inject(faults.gray_failure, isp.ns)
+        self.event("tier-fault", "gray failure on every tier-1 ISP at once", at=fault)
+        takeover = self.marks.takeover = self.wait_for(
+            lambda: self._group_is(frozenset({backup}), fault),
+            REMOVAL_TIMEOUT_S,
+            f"{backup} to take over",
+        )
+        self.event(
+            "takeover",
+            f"[bold]{backup}[/] (tier 2, metered, probed sparingly until now) carries "
+            f"everything [bold]{(takeover - fault) * 1000:.0f} ms[/] after the faults",
+            at=takeover,
+        )
+        self.sleep_until(takeover + BACKUP_HOLD_S)
+        heal = self.marks.tier_heal = time.monotonic()
+        for isp in primaries:
+            inject(faults.heal, isp.ns)
+        self.event("tier-heal", "the tier-1 ISPs heal", at=heal)
+        failback = self.marks.failback = self.wait_for(
+            lambda: self._group_is(tier1, heal), RECOVERY_TIMEOUT_S, "tier 1 to return"
+        )
+        self.event(
+            "failback",
+            f"tier 1 back {(failback - heal) * 1000:.0f} ms after the heal: {backup}'s "
+            "connections are reset and reconnect by tier 1 (failback: reset)",
+            at=failback,
+        )
+        self.sleep_until(failback + AFTER_FAILBACK_S)
+        # Where each open connection is now: the NAT address its server sees, and the
+        # router's latest lookup (not the lookup when it opened: a SYN sent while the
+        # backup carried, retried after the failback, connects by tier 1).
+        self.on_backup_after = sum(
+            1 for c in self.traffic.live() if backup in (c.nat_uplink, c.path)
+        )
+        self.event("left", f"{self.on_backup_after} flows on {backup} now")
+        self.marks.backup_end = time.monotonic()
+
+    def _group_is(self, names: frozenset[str], since: float) -> float | None:
+        """When the IPv4 group first held exactly these uplinks after since."""
+        return next(
+            (t for t, m in self.watch.history[Family.INET] if t >= since and m == names), None
+        )
 
     def _reason(self, name: str, family: str | None = None) -> str:
         """The daemon's reason for the uplink's state (in one family: "ipv4", "ipv6"),
@@ -316,7 +372,16 @@ class Demo:
             return f"{name} is out of the group: its flows come back on the others, by weight"
         if m.back is None:
             return f"{name} heals: ecmpd waits for good probe rounds before taking it back"
-        return f"{name} is back: new flows fill it, running flows stay where they are"
+        backup = self.backup or "the backup"
+        if m.tier_fault is None:
+            return f"{name} is back: new flows fill it, running flows stay where they are"
+        if m.takeover is None:
+            return f"every tier-1 ISP drops everything: {backup} stands by, ready"
+        if m.tier_heal is None:
+            return f"{backup} (tier 2) carries everything, within the same failover time"
+        if m.failback is None:
+            return "tier 1 heals: ecmpd waits for good probe rounds before it carries again"
+        return f"tier 1 carries again; {backup}'s connections were reset: it carries nothing"
 
     def _views(self, *, with_history: bool) -> list[UplinkView]:
         samples = self.traffic.recent(HISTORY_STEP_S * HISTORY_POINTS if with_history else 1.0)

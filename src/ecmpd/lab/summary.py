@@ -21,7 +21,7 @@ from ecmpd import __version__
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.samples import Conn, Move, Sample, Window, window
 
-PHASES = ("steady", "failure", "recovery")
+PHASES = ("steady", "failure", "recovery", "backup")
 WARMUP_S = 2.0  # TCP ramping up: not part of the steady figures (at most half the phase)
 SETTLE_S = 1.0  # skipped after a restore or a rebalance before shares are averaged
 
@@ -38,7 +38,13 @@ class Marks:
     back: float | None = None
     back6: float | None = None
     rebalanced: float | None = None
-    end: float | None = None
+    end: float | None = None  # of the recovery phase
+    # The backup tier's phase: every tier-1 ISP fails, the backup takes over, they heal.
+    tier_fault: float | None = None
+    takeover: float | None = None
+    tier_heal: float | None = None
+    failback: float | None = None
+    backup_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class DemoRun:
     reasons: Mapping[str, str]  # the daemon's: down, down6, up, up6
     ipv6_flows: Mapping[str, Any]  # the steady phase's light IPv6 flows (Traffic6.finish)
     events: Sequence[Mapping[str, Any]]
+    backup: str | None = None  # the tier-2 (metered) ISP, standing by until its phase
+    on_backup_after: int | None = None  # its flows AFTER_FAILBACK_S after the failback
 
 
 def summarize(demo: DemoRun) -> dict[str, Any]:
@@ -75,7 +83,8 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
     m, lab, name, samples = demo.marks, demo.lab, demo.failed, demo.samples
     assert m.fault and m.removed and m.restored and m.heal and m.back and m.end, "run() first"
     assert m.removed6 and m.back6, "run() first"
-    everyone = [isp.name for isp in lab.isps]
+    # The backup tier carries nothing until its phase: the shares are tier 1's.
+    everyone = [isp.name for isp in lab.isps if isp.name != demo.backup]
     others = [n for n in everyone if n != name]
     steady_from = demo.t0 + min(WARMUP_S, (m.fault - demo.t0) / 2)
     recovery_from = (m.rebalanced or m.back) + SETTLE_S
@@ -96,7 +105,13 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
     }
     conns = demo.conns
     errors = [c for c in conns if c.error is not None]
-    expected = [c for c in errors if name in c.uplinks() and (c.closed or m.end) >= m.fault]
+    expected = [
+        c
+        for c in errors
+        if (name in c.uplinks() and (c.closed or m.end) >= m.fault)
+        # The backup phase fails every tier-1 uplink, and failback resets the backup's.
+        or (m.tier_fault is not None and (c.closed or m.end) >= m.tier_fault)
+    ]
     healthy_errors = [c for c in errors if c not in expected]
     moves = demo.moves
     steady = phases["steady"]
@@ -105,7 +120,7 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
         "demo": "ecmpd lab demo",
         "version": __version__,
         "duration_s": demo.duration_s,
-        "elapsed_s": round(m.end - demo.t0, 2),
+        "elapsed_s": round((m.backup_end or m.end) - demo.t0, 2),
         "lab": {
             "prefix": lab.prefix,
             "router": lab.router,
@@ -175,6 +190,7 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
             "reason_up": demo.reasons.get("up6", ""),
             "steady_flows": dict(demo.ipv6_flows),
         },
+        "backup": _backup(demo),
         "flows_moved": {
             # Connections on the failed uplink when it failed or opened onto it before it
             # left the group: all had to leave. The kernel lookups, 5 a second, catch most
@@ -187,7 +203,11 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
                 and (c.closed is None or c.closed >= m.fault)
             ),
             "rerouted_seen": len(
-                {(mv.slot, mv.serial) for mv in moves if not mv.healthy and mv.old == name}
+                {
+                    (mv.slot, mv.serial)
+                    for mv in moves
+                    if not mv.healthy and mv.old == name and mv.t <= m.heal
+                }
             ),
             "healthy": sum(1 for mv in moves if mv.healthy),
             "healthy_moves": [
@@ -276,7 +296,7 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
     )
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    steady, failure, recovery = (result["phases"][p] for p in PHASES)
+    steady, failure, recovery = (result["phases"][p] for p in PHASES[:3])
     fo, rec = result["failover"], result["recovery"]
     name = fo["uplink"]
     table.add_row(
@@ -318,6 +338,7 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         f"{rebalanced}; then {_split(recovery)}",
     )
     table.add_row("IPv6", _ipv6(result["ipv6"], name))
+    table.add_row("backup tier", _backup_row(result.get("backup")))
     errors = result["errors"]
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(errors["kinds"].items()))
     table.add_row(
@@ -334,6 +355,30 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         "removed",
     )
     return table
+
+
+def _backup(demo: DemoRun) -> dict[str, Any] | None:
+    """The backup tier's phase: takeover after the faults, failback after the heal."""
+    m = demo.marks
+    if demo.backup is None or not (m.tier_fault and m.takeover and m.tier_heal and m.failback):
+        return None
+    return {
+        "uplink": demo.backup,
+        "takeover_ms": _ms(m.takeover - m.tier_fault),
+        "failback_ms": _ms(m.failback - m.tier_heal),
+        "flows_on_it_after_failback": demo.on_backup_after,
+    }
+
+
+def _backup_row(backup: dict[str, Any] | None) -> str:
+    if backup is None:
+        return "-"
+    return (
+        f"every tier-1 ISP fails: {backup['uplink']} (tier 2, metered) carries everything "
+        f"[bold]{backup['takeover_ms']:.0f} ms[/] after the faults; they heal: tier 1 back "
+        f"{backup['failback_ms'] / 1000:.1f} s later, {backup['uplink']}'s connections reset, "
+        f"{backup['flows_on_it_after_failback']} flows left on it"
+    )
 
 
 def _ipv6(v6: dict[str, Any], name: str) -> str:
