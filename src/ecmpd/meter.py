@@ -13,11 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from ecmpd.config import Config
-from ecmpd.datacap import Ledger, advance, over_cap
+from ecmpd.datacap import Ledger, advance, over_cap, period_start
 from ecmpd.kernel.netdev import InterfaceCounters, read_interface_counters
 from ecmpd.order import OrderState
 from ecmpd.spillover import Member, SpillMonitor
@@ -56,8 +57,22 @@ class Meter:
         self.order = OrderState()
 
     def use_config(self, config: Config) -> None:
-        """Start (or reload): caps and spillover as this config says."""
+        """Start (or reload): caps and spillover as this config says.
+
+        A cap reached this period, as the run dir's ledgers say, counts from the start:
+        a restarted daemon must not hand a capped uplink traffic until its first reading.
+        """
         self.config = config
+        wall = self._wall()
+        capped = frozenset(
+            u.name
+            for u in config.uplinks
+            if u.data_cap is not None
+            and (ledger := self._ledgers.get(u.name)) is not None
+            and ledger.period_start == period_start(wall, u.data_cap, u.data_cap_reset_day)
+            and over_cap(ledger, u.data_cap)
+        )
+        self.order = replace(self.order, last_resort=capped)
         spill = config.balancer.spillover
         if spill is None:
             self._spill = None

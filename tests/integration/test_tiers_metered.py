@@ -16,6 +16,7 @@ from ecmpd.lab.chat import chat
 from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.topology import add_lan_clients
+from ecmpd.lab.traffic import Traffic
 from ecmpd.lab.wait import wait_for
 from ecmpd.metering import round_bytes, standby_interval
 from ecmpd.model import Family
@@ -121,3 +122,33 @@ def test_metered_backup_connections_are_reset_on_failback(
         assert daemon.count_events("failback.reset") == 1
         wait_for(lambda: daemon.uplink("isp-c").role == "standby", 2, "lte standing by")
     assert heard.read_text().splitlines() == ["ipv4 1 2 1", "ipv4 2 1 0"]
+
+
+def test_a_data_cap_demotes_to_last_resort_and_survives_a_restart(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """isp-a may move 3 MB a day: bulk traffic past that makes it the last resort (isp-b,
+    tier 1 too, carries alone); a restarted daemon reads the count from its run dir."""
+    lab = tiered_lab(lab_factory, isps=2)
+    config = write_config(lab, {}, [], {"isp-a": {"data_cap": "3MB/day"}})
+    with running_daemon(lab, config, tmp_path) as daemon:
+        wait_for(lambda: daemon.uplink("isp-a").health == "up", 10, "isp-a up")
+        assert group_members(lab) == {"isp-a", "isp-b"}
+        with Traffic(lab, flows=8, clients=4, lifetime_s=(1.0, 2.0)):
+            wait_for(lambda: group_members(lab) == {"isp-b"}, 30, "isp-a demoted")
+        a = daemon.uplink("isp-a")
+        assert a.last_resort and a.data_cap == 3_000_000
+        assert a.data_used is not None and a.data_used >= 3_000_000
+        assert a.role == "standby"  # in service, behind every tier
+        used = a.data_used
+        changes = daemon.count_events("order.changed")  # the log carries on in the restart
+    with running_daemon(lab, config, tmp_path) as daemon:
+        # From its first reconcile on: isp-a never rejoins the group.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert group_members(lab) == {"isp-b"}
+            time.sleep(0.05)
+        assert daemon.uplink("isp-a").last_resort is True
+        assert (daemon.uplink("isp-a").data_used or 0) >= used
+        # Capped from the start, not from its first reading a moment later.
+        assert daemon.count_events("order.changed") == changes
