@@ -98,6 +98,7 @@ def test_daemon_first_then_each_peer_when_ready(lab: Lab, tmp_path: Path, order:
             wait_for(lambda: balancer(lab, "-6") == {"isp-a", "isp-b"}, 10, "IPv6 group")
             # Each held down, saying why.
             assert "no interface" in str(daemon.uplink("vpn").reason)
+            assert daemon.uplink("vpn").carrier is None  # no tun0: no carrier to speak of
             assert "no DHCP lease yet" in str(daemon.uplink("isp-b").families["ipv4"].reason)
             isp_c6 = daemon.uplink("isp-c").families["ipv6"]
             assert "no router advertisement yet" in str(isp_c6.reason)
@@ -148,6 +149,7 @@ def test_tunnel_gone_and_back_with_a_new_ifindex(lab: Lab, tmp_path: Path) -> No
                 "tunnel gone",
             )
             wait_for(lambda: "no interface" in str(daemon.uplink("vpn").reason), 1, "the reason")
+            assert daemon.uplink("vpn").carrier is None
             daemon.alive()
 
             tun.client.start()

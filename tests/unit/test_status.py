@@ -173,6 +173,26 @@ def test_drained_shows_whatever_the_health() -> None:
     assert status.uplink("isp-b").state is DisplayState.DOWN
 
 
+@pytest.mark.parametrize("source", ["daemon", "kernel"])
+def test_an_uplink_without_its_interface_has_no_carrier(source: str) -> None:
+    """Not `true`: the daemon's trackers assume a carrier until told, the status does not."""
+    facts = KernelFacts(interfaces={"wan-a": FACTS.interfaces["wan-a"]})  # no wan-b yet
+    held = replace(report(HealthState.DOWN, probed=False), held="no interface wan-b")
+    reports = [
+        UplinkReport(CONFIG.uplink("isp-a"), {Family.INET: report(HealthState.UP)}),
+        UplinkReport(CONFIG.uplink("isp-b"), {Family.INET: held}),
+    ]
+    counters = DaemonCounters(pid=7, uptime_s=1.0)
+    status = (
+        daemon_status(200, reports, OBSERVED, facts, (), counters, CLOCK)
+        if source == "daemon"
+        else kernel_status(CONFIG, OBSERVED, facts, ())
+    )
+    assert status.uplink("isp-b").carrier is None
+    assert status.to_json()["uplinks"][1]["carrier"] is None  # type: ignore[index]
+    assert status.uplink("isp-a").carrier is True
+
+
 def test_the_kernel_view_as_json() -> None:
     status = kernel_status(CONFIG, OBSERVED, FACTS, desired_state(CONFIG, {}, FACTS).rule_names)
     doc: dict[str, Any] = status.to_json()

@@ -96,9 +96,15 @@ def _uplink(
     families: Mapping[FamilyKey, FamilyStatus],
     carrier: bool | None = None,
 ) -> UplinkStatus:
-    """An uplink's entry; `carrier` as the daemon's health heard it, else the kernel's."""
+    """An uplink's entry; `carrier` as the daemon's health heard it, else the kernel's.
+
+    No interface, no carrier to speak of: None, whatever the daemon's trackers assume
+    (they start with carrier, so that probing alone decides once the interface comes).
+    """
     iface = facts.interfaces.get(u.interface)
-    if carrier is None and iface is not None:
+    if iface is None:
+        carrier = None
+    elif carrier is None:
         carrier = iface.carrier
     return UplinkStatus(
         name=u.name,
