@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from ipaddress import ip_network
 from typing import Any
 
 from ecmpd.config import Config
@@ -65,17 +66,24 @@ def endings_for(
     for name in sorted(families):
         uplink = config.uplink(name)
         wanted = list(families[name])
-        sources = []
+        sources, on_link = [], []
         for family in wanted:
-            source = resolve_uplink(uplink, facts, False, family).source
-            if source is not None:
-                sources.append(source.ip)
+            plan = resolve_uplink(uplink, facts, False, family)
+            if plan.source is not None:
+                sources.append(plan.source.ip)
+            # The link's own prefixes and its gateway (a point-to-point peer is in none):
+            # sockets to a neighbour there stay (a BGP session to the next router).
+            iface = facts.interfaces.get(uplink.interface)
+            on_link += iface.networks(family) if iface is not None else []
+            if plan.gateway is not None:
+                on_link.append(ip_network(plan.gateway))
         ending = Ending(
             mark=values[name],
             mask=space.mask,
             probe_mark=space.probe,
             families=tuple(wanted),
             sources=tuple(sources),
+            on_link=tuple(dict.fromkeys(on_link)),
         )
         out.append((name, ending))
     return out

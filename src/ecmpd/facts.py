@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from ecmpd.marks import MarkUse
 from ecmpd.model import Family, IPAddress
@@ -44,6 +44,11 @@ class InterfaceFacts:
         if self.pointopoint or gateway.is_link_local:
             return True
         return any(gateway in a.network for a in self.addresses if a.version == gateway.version)
+
+    def networks(self, family: Family) -> list[IPv4Network | IPv6Network]:
+        """The prefixes of its addresses of one family: its on-link neighbours'."""
+        version = 4 if family is Family.INET else 6
+        return [a.network for a in self.addresses if a.version == version]
 
     def primary(self, family: Family) -> IPv4Interface | IPv6Interface | None:
         """The first address of a family (link-local IPv6 skipped), as `ip` lists it."""

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from pathlib import Path
 
 from ecmpd.config import load_config
@@ -27,7 +27,7 @@ from ecmpd.desired import desired_state
 from ecmpd.kernel import conntrack as ct
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.record import Record
-from ecmpd.kernel.resets import Ending, end_connections
+from ecmpd.kernel.resets import Ending, begin_ending, end_connections, finish_ending
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer
@@ -70,19 +70,43 @@ class Router:
 
         return netns.call_in(self.lab.router, run)
 
-    def end(self, name: str, families: tuple[Family, ...], sources: tuple[str, ...] = ()) -> int:
+    def end(
+        self,
+        name: str,
+        families: tuple[Family, ...],
+        sources: tuple[str, ...] = (),
+        on_link: tuple[str, ...] = (),
+    ) -> int:
         """end_connections() for one uplink; returns how many TCP connections it probed."""
+        ending = self.ending(name, families, sources, on_link)
+        return netns.call_in(self.lab.router, lambda: end_connections(ending)).probed
+
+    def ending(
+        self,
+        name: str,
+        families: tuple[Family, ...],
+        sources: tuple[str, ...] = (),
+        on_link: tuple[str, ...] = (),
+    ) -> Ending:
+        """What ends for one uplink, with the mark value the run dir recorded."""
         slots = dict(Record(self.run_dir).marks)
-        value = mark_values(self.config, slots)[name]
         space = mark_space(self.config)
-        ending = Ending(
-            mark=value,
+        return Ending(
+            mark=mark_values(self.config, slots)[name],
             mask=space.mask,
             probe_mark=space.probe,
             families=families,
             sources=tuple(IPv4Address(s) if "." in s else IPv6Address(s) for s in sources),
+            on_link=tuple(ip_network(n) for n in on_link),
         )
-        return netns.call_in(self.lab.router, lambda: end_connections(ending)).probed
+
+    def marked(self, name: str, proto: int) -> list[ct.Flow]:
+        """The IPv4 conntrack entries of one protocol with the uplink's mark."""
+        ending = self.ending(name, (Family.INET,))
+        flows = netns.call_in(
+            self.lab.router, lambda: ct.marked_flows(ending.mark, ending.mask, socket.AF_INET)
+        )
+        return [f for f in flows if f.proto == proto]
 
 
 def applied_router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
@@ -195,23 +219,62 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
     assert left == []
 
 
+def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """UDP (and ICMP) flows wait for no answer: their entries are deleted when ending
+    begins, so their next packet takes a healthy uplink; TCP entries stay for the grace
+    (the reset chain needs their mark to answer the clients) and go at finish."""
+    lab = applied_router_lab(lab_factory, tmp_path)
+    router = Router(lab, tmp_path / "run")
+    assert lab.lan is not None
+    lan = lab.lan
+
+    def send_udp() -> None:
+        for k, (client, server) in enumerate(pairs(lab, 60)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((str(client), 30000 + k))
+                sock.sendto(b"x", (str(server), 9999))
+
+    with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
+        conns.open(pairs(lab, 60))
+        netns.call_in(lan, send_udp)
+        assert router.marked("isp-a", socket.IPPROTO_UDP), "no UDP flow took isp-a"
+        tcp = router.marked("isp-a", socket.IPPROTO_TCP)
+        assert tcp, "no TCP connection took isp-a"
+        router.apply(down={"isp-a"}, ending={Family.INET: {"isp-a"}})
+        ending = router.ending("isp-a", (Family.INET,))
+        begun = netns.call_in(lab.router, lambda: begin_ending(ending))
+        assert router.marked("isp-a", socket.IPPROTO_UDP) == []
+        assert len(router.marked("isp-a", socket.IPPROTO_TCP)) == len(tcp)
+        assert begun.deleted >= 1 and begun.probed == len(tcp)
+        netns.call_in(lab.router, lambda: finish_ending(begun))
+        assert router.marked("isp-a", socket.IPPROTO_TCP) == []
+
+
 def test_host_sockets_on_a_dead_uplink_get_an_error_at_once(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
     """Host mode: the local sockets from the dead uplink's address are aborted (as
-    `ss -K` does); those of the other uplink and a listener on that address stay."""
+    `ss -K` does); those of the other uplink, one to a neighbour on the dead uplink's
+    link (its gateway: a BGP session's kind) and a listener on that address stay."""
     lab = lab_factory(isps=2, shaping=False)
     write_lab_config(lab, lab.config_path)
     r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "apply")
     assert r.returncode == 0, r.stderr
     router = Router(lab, tmp_path / "run")
     a, b = (str(isp.address.ip) for isp in lab.isps)
-    with ChatServer(lab.internet):
+    isp_a = lab.isps[0]
+    with ChatServer(lab.internet), ChatServer(isp_a.ns):
         socks = {}
-        for name, source in (("isp-a", a), ("isp-b", b)):
+        for name, source, server in (
+            ("isp-a", a, lab.servers[0]),
+            ("isp-b", b, lab.servers[0]),
+            ("neighbour", a, isp_a.gateway),
+        ):
             sock = netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((source, 0))
-            sock.connect((str(lab.servers[0]), CHAT_PORT))
+            sock.connect((str(server), CHAT_PORT))
             assert sock.recv(100).startswith(b"HELLO " + source.encode())
             socks[name] = sock
         listener = netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM)
@@ -220,15 +283,16 @@ def test_host_sockets_on_a_dead_uplink_get_an_error_at_once(
         try:
             start = time.monotonic()
             router.apply(down={"isp-a"}, ending={Family.INET: {"isp-a"}})
-            router.end("isp-a", (Family.INET,), sources=(a,))
+            router.end("isp-a", (Family.INET,), sources=(a,), on_link=(str(isp_a.address.network),))
             socks["isp-a"].settimeout(RESET_WITHIN)
             try:
                 got: bytes | str = socks["isp-a"].recv(100)
             except OSError as exc:
                 got = errno.errorcode.get(exc.errno or 0, str(exc))
             assert got == "ECONNABORTED" and time.monotonic() - start <= RESET_WITHIN
-            socks["isp-b"].sendall(b"still here\n")
-            assert socks["isp-b"].recv(100) == b"still here\n"
+            for name in ("isp-b", "neighbour"):
+                socks[name].sendall(b"still here\n")
+                assert socks[name].recv(100) == b"still here\n", name
             assert listener.getsockname()[0] == a
             client = netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM)
             with client:

@@ -55,8 +55,14 @@ def test_an_edges_isps_fail_lan_traffic_moves_to_the_other_edge(routers: EdgeRou
 
 
 def test_the_announce_reaches_the_core_fib_in_both_families(routers: EdgeRouters) -> None:
-    """Draining edge2's uplinks withdraws its 0.0.0.0/0 and ::/0 at the core; undrain restores."""
+    """Draining edge2's uplinks withdraws its 0.0.0.0/0 and ::/0 at the core; undrain restores.
+
+    The BGP sessions stay up throughout: the core's ecmpd, ending the connections of an
+    edge that left its service, leaves those to a neighbour on the link alone.
+    """
+    dropped = edgerun.sessions_dropped(routers)
     withdrawn, restored = edgerun.announce_to_fib(routers, "edge2")
+    assert edgerun.sessions_dropped(routers) == dropped
     assert withdrawn <= FRR_PROPAGATION_S + MARGIN_S, withdrawn
     assert restored <= FRR_PROPAGATION_S + MARGIN_S, restored
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from ipaddress import IPv4Address, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 
 from ecmpd.config import parse_config
 from ecmpd.ending import ending_now, endings
@@ -53,4 +53,9 @@ def test_endings_carry_the_recorded_mark_and_the_families_that_left() -> None:
     assert (a.mark, a.mask, a.probe_mark) == (0x07000000, 0xFF000000, 0xFF000000)
     assert a.families == (V6, V4)
     assert a.sources == (IPv6Address("2001:db8:1::2"), IPv4Address("10.1.0.2"))
+    # Its link's prefixes and gateways: the router's sockets to a neighbour there stay.
+    assert a.on_link == tuple(
+        ip_network(n)
+        for n in ("2001:db8:1::/64", "2001:db8:1::1/128", "10.1.0.0/24", "10.1.0.1/32")
+    )
     assert endings(CONFIG, changes, drained=(), facts=FACTS)[1][0] == "b"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ecmpd.health.packets import checksum
 from ecmpd.kernel.conntrack import IPS_DST_NAT, Flow
 from ecmpd.kernel.resets import HALF, Endpoints, lan_side, probe_packet, probes
+from ecmpd.kernel.sockdestroy import is_neighbour
 
 LAN, SERVER, PUBLIC = (
     IPv4Address("10.200.1.1"),
@@ -90,3 +91,13 @@ def test_two_probes_half_the_sequence_space_apart_first_ones_first() -> None:
     seqs = [struct.unpack_from("!I", tcp_of(p)[2], 4)[0] for _, p in packets]
     assert seqs == [100, 200, 100 + HALF, 200 + HALF]
     assert [e.lan_port for e, _ in packets] == [40000, 40001, 40000, 40001]
+
+
+def test_a_neighbour_on_the_link_is_spared_anything_beyond_is_not() -> None:
+    on_link = (ip_network("10.0.2.0/24"), ip_network("fd00:0:0:2::/64"), ip_network("10.9.9.9/32"))
+    assert is_neighbour(ip_address("10.0.2.1"), on_link)  # the next router (BGP)
+    assert is_neighbour(ip_address("fd00:0:0:2::1"), on_link)
+    assert is_neighbour(ip_address("10.9.9.9"), on_link)  # a point-to-point peer
+    assert is_neighbour(ip_address("fe80::1"), ())  # link-local: always on the link
+    assert not is_neighbour(SERVER, on_link)
+    assert not is_neighbour(ip_address("2001:db8::1"), on_link)

@@ -15,7 +15,10 @@ The probes carry ecmpd's probe mark: the table never tracks them and never lets 
 out of an uplink, and the probe rule routes them by the main table. Then, after a
 grace for the answers, every conntrack entry with the uplink's mark is deleted (UDP
 flows start afresh on a healthy uplink), and the router's own sockets bound to the
-uplink's addresses are aborted (kernel/sockdestroy.py).
+uplink's addresses are aborted (kernel/sockdestroy.py), except those to a neighbour on
+the uplink's own link: a BGP session to the next router, a modem's web page. They do not
+cross the uplink's path, and a routing daemon's session is its own to judge (aborting
+it would withdraw the very routes that bring the uplink back).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from ecmpd.health.packets import checksum
 from ecmpd.kernel import conntrack, sockdestroy
@@ -34,6 +37,7 @@ from ecmpd.kernel.conntrack import IPS_DST_NAT, Flow
 from ecmpd.model import Family
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 # Answers from the LAN arrive within a LAN round trip of the probe; this much after the
 # last probe the entries go (a client answering later gets a fresh, unmarked flow).
@@ -132,15 +136,17 @@ class Ending:
     probe_mark: int
     families: tuple[Family, ...]
     sources: tuple[IPAddress, ...] = ()  # the router's own sockets from these are aborted
+    on_link: tuple[IPNetwork, ...] = ()  # ... unless to a neighbour here (or link-local)
 
 
 @dataclass(frozen=True)
 class Begun:
     """What begin_ending did, and the entries finish_ending deletes."""
 
-    flows: tuple[Flow, ...]
+    flows: tuple[Flow, ...]  # the probed TCP connections' entries, deleted by finish
     probed: int
     sockets: int
+    deleted: int = 0  # entries deleted at once: nothing waits for an answer from them
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,9 @@ class Ended:
 
 
 def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits) -> Begun:
-    """Probes every LAN TCP connection with the uplink's mark and aborts the local sockets.
+    """Deletes the uplink's entries that wait for nothing (UDP, ICMP: those flows take a
+    healthy uplink with their next packet), probes every LAN TCP connection with its mark
+    and aborts the local sockets.
 
     The table's reset set must hold the uplink's value already. Call it in the network
     namespace of the router (the calling thread's); finish_ending() after GRACE.
@@ -161,10 +169,14 @@ def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits
     flows: list[Flow] = []
     for family in ending.families:
         flows += conntrack.marked_flows(ending.mark, ending.mask, int(family))
-    packets = probes(flows, draw)
+    probed = [f for f in flows if lan_side(f) is not None]
+    deleted = conntrack.delete_flows([f for f in flows if lan_side(f) is None])
+    packets = probes(probed, draw)
     send_probes(packets, ending.probe_mark)
-    aborted = sum(sockdestroy.destroy_from(source) for source in ending.sources)
-    return Begun(flows=tuple(flows), probed=len(packets) // 2, sockets=aborted)
+    aborted = sum(
+        sockdestroy.destroy_from(source, spare=ending.on_link) for source in ending.sources
+    )
+    return Begun(flows=tuple(probed), probed=len(packets) // 2, sockets=aborted, deleted=deleted)
 
 
 def finish_ending(begun: Begun) -> Ended:
@@ -173,8 +185,8 @@ def finish_ending(begun: Begun) -> Ended:
     No new connection leaves by the uplink once it left the group, and reading them again
     would cost as much as the probes.
     """
-    deleted = conntrack.delete_flows(list(begun.flows))
-    return Ended(probed=begun.probed, deleted=deleted, sockets=begun.sockets)
+    deleted = conntrack.delete_flows(list(begun.flows)) if begun.flows else 0
+    return Ended(probed=begun.probed, deleted=begun.deleted + deleted, sockets=begun.sockets)
 
 
 def end_connections(

@@ -17,11 +17,12 @@ import contextlib
 import errno
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -80,9 +81,15 @@ def destroy(sockets: list[LocalSocket]) -> int:
     return destroyed
 
 
-def destroy_from(source: IPAddress) -> int:
-    """Aborts every connected socket whose local address is `source`."""
-    return destroy(sockets_from(source))
+def destroy_from(source: IPAddress, spare: Collection[IPNetwork] = ()) -> int:
+    """Aborts every connected socket whose local address is `source`, but those to a
+    peer in `spare` or at a link-local address (neighbours on the link)."""
+    return destroy([s for s in sockets_from(source) if not is_neighbour(s.dst, spare)])
+
+
+def is_neighbour(peer: IPAddress, on_link: Collection[IPNetwork]) -> bool:
+    """Whether the peer is on the link: link-local, or in one of its prefixes."""
+    return peer.is_link_local or any(peer in net for net in on_link)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,12 @@ def core_members(routers: EdgeRouters) -> set[str]:
     return {n for n, u in routers.ecmpd["core"].uplinks().items() if u.in_balancer}
 
 
+def sessions_dropped(routers: EdgeRouters) -> int:
+    """How many times the core's BGP sessions dropped so far (FRR's counters, all peers)."""
+    peers = routers.frr["core"].json("show bgp neighbors json")
+    return sum(int(p.get("connectionsDropped", 0)) for p in peers.values())
+
+
 def whole(routers: EdgeRouters, timeout: float = 30.0) -> None:
     """Waits until every edge is announced (both families) and, with ecmpd, balanced."""
     n = len(routers.lab.edges)
