@@ -111,6 +111,7 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
             extra={
                 "uplink": name,
                 "probed": ended.probed,
+                "opening": ended.kicked,
                 "entries": ended.deleted,
                 "sockets": ended.sockets,
                 "ms": round((time.perf_counter() - started) * 1000, 1),

@@ -28,14 +28,18 @@ from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.idleconns import Idle, IdleConns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import LAN_HOST6, LAN_IF
+from ecmpd.lab.sources import moved_flows
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family
 from tests.integration.fixtures.connections import (
     CLIENTS,
     TUNED_CHECK,
+    greeting_public,
     pairs,
     router_lab,
     set_config,
+    settle,
+    start_connects,
     uplink_of,
 )
 from tests.integration.fixtures.kernelstate import ecmpd
@@ -161,3 +165,38 @@ def test_host_socket_on_a_dead_uplink_gets_an_error_at_once(
         finally:
             for sock in socks.values():
                 sock.close()
+
+
+def test_connections_still_opening_on_a_dead_uplink_complete_by_another(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """SYNs sent by isp-a after it died (before the daemon noticed): once it leaves the
+    group, each of those connect()s completes by a healthy uplink within 0.3 s, with no
+    error (not ECONNREFUSED, not after the SYN's 1 s retransmission), and no packet of
+    it leaves with the LAN's own address."""
+    lab = router_lab(lab_factory, tuned=True)
+    names = uplink_of(lab)
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        GroupWatch(lab) as watch,
+        ChatServer(lab.internet),
+    ):
+        wait_until(daemon.all_in_service, 20, "every uplink in service")
+        gray_failure(lab.isp("isp-a").ns)
+        openings = start_connects(lab, pairs(lab, 120))
+        left = watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
+        settle(openings, 3.0)
+        try:
+            stuck = [o for o in openings if o.done is None or o.done > left]
+            # isp-a's weight is 2 of 7: ~34 of 120 expected (binomial sd 5).
+            assert len(stuck) >= 10, len(stuck)
+            late = [(o.error, round((o.done or 9) - left, 3)) for o in stuck
+                    if o.error or o.done is None or o.done - left > RESET_WITHIN]  # fmt: skip
+            assert late == [], late
+            publics = Counter(names.get(greeting_public(o.sock), "?") for o in stuck)
+            assert set(publics) <= {"isp-b", "isp-c"}, publics
+        finally:
+            for o in openings:
+                o.sock.close()
+        assert daemon.count_events("connections.reset") == 1
+    assert all(not moved for moved in moved_flows(lab).values()), moved_flows(lab)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ecmpd.kernel.nftdoc import mark_uses, parse_table, render_table
+from ecmpd.kernel.nftdoc import KICK_ACK, mark_uses, parse_table, render_table
 from ecmpd.marks import FULL, MarkUse
 from ecmpd.model import NftTable
 
@@ -95,6 +95,9 @@ def test_resets_per_family() -> None:
     (v6,) = rules(FULL_TABLE, "reset_ipv6")
     assert f'"right": {{"set": [{A}]}}' in v4 and '"tcp reset"' in v4
     assert f'"right": {{"set": [{A}, {B}]}}' in v6
+    # A kicked client's RST (no conntrack entry, KICK_ACK as its sequence) never leaves.
+    _, kick, _ = rules(FULL_TABLE, "conn_reset")
+    assert '"invalid"' in kick and f'"right": {KICK_ACK}' in kick and '"drop"' in kick
     no_reset = NftTable(mask=M, marks=(("wan-a", A),))
     assert "conn_reset" not in chains(no_reset)
 

@@ -7,8 +7,9 @@ import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ecmpd.health.packets import checksum
-from ecmpd.kernel.conntrack import IPS_DST_NAT, Flow
-from ecmpd.kernel.resets import HALF, Endpoints, lan_side, probe_packet, probes
+from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.nftdoc import KICK_ACK
+from ecmpd.kernel.resets import HALF, Endpoints, kicks, lan_side, opening, probe_packet, probes
 from ecmpd.kernel.sockdestroy import is_neighbour
 
 LAN, SERVER, PUBLIC = (
@@ -18,7 +19,7 @@ LAN, SERVER, PUBLIC = (
 )
 
 
-def flow(proto: int = 6, status: int = 0, **kw: object) -> Flow:
+def flow(proto: int = 6, status: int = IPS_SEEN_REPLY, **kw: object) -> Flow:
     fields: dict[str, object] = {
         "proto": proto,
         "orig_src": LAN,
@@ -101,3 +102,20 @@ def test_a_neighbour_on_the_link_is_spared_anything_beyond_is_not() -> None:
     assert is_neighbour(ip_address("fe80::1"), ())  # link-local: always on the link
     assert not is_neighbour(SERVER, on_link)
     assert not is_neighbour(ip_address("2001:db8::1"), on_link)
+
+
+def test_a_connection_is_opening_until_conntrack_saw_an_answer() -> None:
+    assert opening(flow(status=0))
+    assert not opening(flow())  # answered
+    assert not opening(flow(status=IPS_DST_NAT))  # a port forward: its LAN host answers
+    assert not opening(flow(proto=socket.IPPROTO_UDP, status=0))
+
+
+def test_opening_connections_get_one_kick_and_no_probe() -> None:
+    draws = iter([100, 5, 77])
+    flows = [flow(), flow(status=0, sport=40001), flow(status=0, proto=17)]
+    kicked = kicks(flows, lambda _bits: next(draws))
+    assert [e.lan_port for e, _ in kicked] == [40001]
+    seq, ack = struct.unpack_from("!II", tcp_of(kicked[0][1])[2], 4)
+    assert (seq, ack) == (100, KICK_ACK)  # its RST answer carries KICK_ACK: the table drops it
+    assert [e.lan_port for e, _ in probes(flows, lambda _bits: next(draws))] == [40000, 40000]

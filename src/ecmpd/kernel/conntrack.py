@@ -56,7 +56,7 @@ CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
 FILTER_FLAG_IP_SRC, FILTER_FLAG_IP_DST = 1 << 0, 1 << 1
-IPS_DST_NAT = 1 << 5  # the connection was destination-NATed (a port forward)
+IPS_SEEN_REPLY, IPS_DST_NAT = 1 << 1, 1 << 5  # answered; destination-NATed (port forward)
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, 0 here)

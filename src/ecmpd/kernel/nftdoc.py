@@ -11,7 +11,8 @@ What the table does, hook by hook (M = the connection-mark bits, V = an uplink's
   changed mark makes the kernel route the packet again);
 - reset (forward): while an uplink's connections are being ended, a TCP packet from
   the LAN side of one of them is answered with a reset the client accepts (its
-  sequence number is the packet's acknowledgment number);
+  sequence number is the packet's acknowledgment number); the RST a client still
+  opening a connection answers ecmpd's kick with (kernel/resets.py) is dropped;
 - probe (output, raw): ecmpd's probe packets (mark M) are never tracked, and never
   leave by an uplink;
 - nat (postrouting, srcnat): masquerade, IPv4 only (`meta nfproto ipv4`), so an inet
@@ -35,6 +36,10 @@ IFNAMSIZ = 16  # including the terminating NUL
 _BAD_IFNAME_CHARS = frozenset('*\\/: \t\n"')
 # Hook priorities by number: nft 1.0.6's JSON parser takes no names.
 PRIO_RAW, PRIO_MANGLE, PRIO_FILTER, PRIO_SRCNAT = -300, -150, 0, 100
+# The acknowledgment number of ecmpd's kick to a client whose connection is still
+# opening (kernel/resets.py): the client answers with a RST of this sequence number,
+# which belongs to no conntrack entry (ecmpd deleted it) and must not leave unNATed.
+KICK_ACK = 0x65636D70  # "ecmp"
 
 Doc = dict[str, Any]
 Expr = list[Any]
@@ -83,6 +88,10 @@ def _meta(key: str) -> Doc:
 
 def _ct(key: str) -> Doc:
     return {"ct": {"key": key}}
+
+
+def _tcp(field: str) -> Doc:
+    return {"payload": {"protocol": "tcp", "field": field}}
 
 
 def _and(left: Any, mask: int) -> Doc:
@@ -141,6 +150,12 @@ def _chains(table: NftTable) -> dict[str, list[Expr]]:
             jumps = [[f, {"jump": {"target": f"reset_{f}"}}] for f, v in by_family.items() if v]
             chains["conn_reset"] = [
                 [from_uplink, {"return": None}],
+                [
+                    {"match": {"op": "in", "left": _ct("state"), "right": "invalid"}},
+                    {"match": {"op": "in", "left": _tcp("flags"), "right": "rst"}},
+                    _match(_tcp("sequence"), KICK_ACK),
+                    {"drop": None},
+                ],
                 [{"vmap": {"key": _meta("nfproto"), "data": _set(jumps)}}],
             ]
             for proto, values in by_family.items():

@@ -11,6 +11,17 @@ answers with an ACK of its current state (RFC 793) — which the reset chain tur
 a RST. Two probes per connection, at `seq` and `seq + 2**31`: no receive window is
 2**31 wide, so one at least lies outside it (a pure ACK inside it changes nothing).
 
+A connection still opening (its SYN sent by the uplink, no answer seen: conntrack's
+IPS_SEEN_REPLY is clear) is not reset but moved: its entry is deleted first, then the
+client gets one pure ACK it cannot accept. A socket in SYN-SENT answers that with a RST
+and, if it has not retransmitted its SYN yet, retransmits it at once (TCP_TIMEOUT_MIN,
+Linux's tcp_rcv_synsent_state_process); the SYN finds no entry, starts a fresh one and
+leaves by the balancer's healthy uplinks, so `connect()` just completes a moment later.
+(A reset would need the client's initial sequence number, which conntrack does not
+export; `reject` on the retransmitted SYN gives ECONNREFUSED, which applications read as
+"nobody listens".) The client's RST belongs to no entry: the table drops it by the
+acknowledgment number the kick carries (KICK_ACK), so it never leaves unNATed.
+
 The probes carry ecmpd's probe mark: the table never tracks them and never lets one
 out of an uplink, and the probe rule routes them by the main table. Then, after a
 grace for the answers, every conntrack entry with the uplink's mark is deleted (UDP
@@ -33,7 +44,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from ecmpd.health.packets import checksum
 from ecmpd.kernel import conntrack, sockdestroy
-from ecmpd.kernel.conntrack import IPS_DST_NAT, Flow
+from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.nftdoc import KICK_ACK
 from ecmpd.model import Family
 
 IPAddress = IPv4Address | IPv6Address
@@ -88,13 +100,33 @@ def probe_packet(ends: Endpoints, seq: int, ack: int) -> bytes:
     return _IPV6.pack(6 << 28, len(tcp), socket.IPPROTO_TCP, 64, src, dst) + tcp
 
 
+def opening(flow: Flow) -> bool:
+    """A LAN client's TCP connection whose SYN has had no answer (conntrack's SYN_SENT)."""
+    return (
+        flow.proto == socket.IPPROTO_TCP
+        and not flow.status & (IPS_SEEN_REPLY | IPS_DST_NAT)
+        and flow.sport is not None
+        and flow.dport is not None
+    )
+
+
+def kicks(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpoints, bytes]]:
+    """One unacceptable pure ACK per opening connection: its client retransmits its SYN."""
+    out = []
+    for flow in flows:
+        ends = lan_side(flow)
+        if ends is not None and opening(flow):
+            out.append((ends, probe_packet(ends, draw(32), KICK_ACK)))
+    return out
+
+
 def probes(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpoints, bytes]]:
-    """Two probes per TCP connection (seq, seq + 2**31), first probes first."""
+    """Two probes per established TCP connection (seq, seq + 2**31), first probes first."""
     firsts: list[tuple[Endpoints, bytes]] = []
     seconds: list[tuple[Endpoints, bytes]] = []
     for flow in flows:
         ends = lan_side(flow)
-        if ends is None:
+        if ends is None or opening(flow):
             continue
         seq, ack = draw(32), draw(32)
         firsts.append((ends, probe_packet(ends, seq, ack)))
@@ -147,6 +179,7 @@ class Begun:
     probed: int
     sockets: int
     deleted: int = 0  # entries deleted at once: nothing waits for an answer from them
+    kicked: int = 0  # opening connections moved (entry deleted, SYN retransmitted)
 
 
 @dataclass(frozen=True)
@@ -156,12 +189,14 @@ class Ended:
     probed: int  # TCP connections that were sent probes
     deleted: int  # conntrack entries deleted
     sockets: int  # local sockets aborted
+    kicked: int = 0  # connections still opening, moved to a healthy uplink
 
 
 def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits) -> Begun:
     """Deletes the uplink's entries that wait for nothing (UDP, ICMP: those flows take a
-    healthy uplink with their next packet), probes every LAN TCP connection with its mark
-    and aborts the local sockets.
+    healthy uplink with their next packet; TCP connections still opening, which are then
+    kicked), probes every established LAN TCP connection with its mark and aborts the
+    local sockets.
 
     The table's reset set must hold the uplink's value already. Call it in the network
     namespace of the router (the calling thread's); finish_ending() after GRACE.
@@ -169,14 +204,19 @@ def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits
     flows: list[Flow] = []
     for family in ending.families:
         flows += conntrack.marked_flows(ending.mark, ending.mask, int(family))
-    probed = [f for f in flows if lan_side(f) is not None]
-    deleted = conntrack.delete_flows([f for f in flows if lan_side(f) is None])
+    probed: list[Flow] = []
+    at_once: list[Flow] = []
+    for flow in flows:
+        (probed if lan_side(flow) is not None and not opening(flow) else at_once).append(flow)
+    early = [f for f in at_once if opening(f)]
+    # First gone: the SYN a kick makes its client retransmit must meet no entry.
+    deleted = conntrack.delete_flows(at_once)
     packets = probes(probed, draw)
-    send_probes(packets, ending.probe_mark)
+    send_probes(kicks(early, draw) + packets, ending.probe_mark)
     aborted = sum(
         sockdestroy.destroy_from(source, spare=ending.on_link) for source in ending.sources
     )
-    return Begun(flows=tuple(probed), probed=len(packets) // 2, sockets=aborted, deleted=deleted)
+    return Begun(tuple(probed), len(packets) // 2, aborted, deleted, kicked=len(early))
 
 
 def finish_ending(begun: Begun) -> Ended:
@@ -186,7 +226,7 @@ def finish_ending(begun: Begun) -> Ended:
     would cost as much as the probes.
     """
     deleted = conntrack.delete_flows(list(begun.flows)) if begun.flows else 0
-    return Ended(probed=begun.probed, deleted=begun.deleted + deleted, sockets=begun.sockets)
+    return Ended(begun.probed, begun.deleted + deleted, begun.sockets, kicked=begun.kicked)
 
 
 def end_connections(
