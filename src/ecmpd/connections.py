@@ -127,6 +127,45 @@ def connection_table(
     )
 
 
+def renamed(old: Config, new: Config) -> dict[str, str]:
+    """New name -> old name of each uplink a reload renamed: on its interface, the one
+    uplink whose old name is gone became the one new name. It keeps its mark slot (and
+    so its connections), as an uplink whose table changed keeps it by its name."""
+    old_names, new_names = {u.name for u in old.uplinks}, {u.name for u in new.uplinks}
+    gone: dict[str, list[str]] = {}
+    came: dict[str, list[str]] = {}
+    for u in old.uplinks:
+        if u.name not in new_names:
+            gone.setdefault(u.interface, []).append(u.name)
+    for u in new.uplinks:
+        if u.name not in old_names:
+            came.setdefault(u.interface, []).append(u.name)
+    return {
+        came[iface][0]: names[0]
+        for iface, names in gone.items()
+        if len(names) == 1 and len(came.get(iface, ())) == 1
+    }
+
+
+def removed(old: Config, new: Config) -> list[str]:
+    """The uplinks a reload removed (gone, not renamed), in the old config's order."""
+    names = {u.name for u in new.uplinks} | set(renamed(old, new).values())
+    return [u.name for u in old.uplinks if u.name not in names]
+
+
+def with_resets(state: DesiredState, values: Mapping[Family, Collection[int]]) -> DesiredState:
+    """The state with more mark values in its table's reset sets (a removed uplink's)."""
+    if not any(values.values()):
+        return state
+
+    def more(table: NftTable) -> NftTable:
+        four = {*table.reset4, *values.get(Family.INET, ())}
+        six = {*table.reset6, *values.get(Family.INET6, ())}
+        return replace(table, reset4=tuple(sorted(four)), reset6=tuple(sorted(six)))
+
+    return replace(state, nft=frozenset(more(t) for t in state.nft))
+
+
 def without_connections(state: DesiredState) -> DesiredState:
     """The state without the connection marks' table and rules (what exports render:
     other systems have no such table, and the rules alone would do nothing)."""

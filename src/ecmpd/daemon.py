@@ -31,13 +31,13 @@ from ecmpd.config import (
     load_config,
     warnings_against_kernel,
 )
+from ecmpd.connections import renamed
 from ecmpd.control import serve
 from ecmpd.desired import desired_state
-from ecmpd.ending import end_all, ending_now, endings
+from ecmpd.ending import EndingWatch, end_all, ending_now
 from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthState, Transition
 from ecmpd.health.probes import open_prober
-from ecmpd.health.service import Service, ServiceChange, service_changes
 from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
 from ecmpd.hooks import run_hooks, run_with
 from ecmpd.kernel.monitor import (
@@ -95,7 +95,7 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._resync_handle: asyncio.TimerHandle | None = None
-        self._service: Service = {}  # what the last reconcile put in service
+        self.endings = EndingWatch()  # whose connections the last reconcile ends
         # Metering, standing-by probes, tier changes and failback (ecmpd.orderwatch).
         self.order = OrderWatch.in_run_dir(run_dir, self._on_order_change)
 
@@ -215,7 +215,8 @@ class Daemon:
                 known=known,
             )
 
-        return self.order.desired(config, compute, self._in_service())
+        # A reload's removed uplinks join the reset sets for its reconcile (ecmpd.ending).
+        return self.endings.desired(self.order.desired(config, compute, self._in_service()))
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -229,7 +230,7 @@ class Daemon:
     async def _reconcile_locked(self, reason: str) -> int:
         """One reconcile (the kernel's lock held), then its service changes."""
         ops = await self.kernel.reconcile_locked(self._desired, reason)
-        await self._on_service_changes(self._service_changes())
+        await self._on_service_changes()
         await self._on_order_applied()
         return ops
 
@@ -261,27 +262,17 @@ class Daemon:
         if self._tg is not None:
             self._spawn(self._reconcile("retry refused"))
 
-    def _service_changes(self) -> list[ServiceChange]:
-        """Who left or rejoined service with this reconcile (the service it applied)."""
-        after: dict[tuple[str, Family], bool] = {}
-        for family in FAMILIES:
-            service = self.service(family)
-            for name, uplink in self.supervisor.uplinks.items():
-                if family in uplink.families:
-                    after[(name, family)] = service[name]
-        before, self._service = self._service, after
-        return service_changes(before, after)
+    async def _on_service_changes(self) -> None:
+        """The one place for what follows uplinks leaving or rejoining service.
 
-    async def _on_service_changes(self, changes: list[ServiceChange]) -> None:
-        """The one place for what follows an uplink (family) leaving or rejoining service.
-
-        An uplink that left service (not drained: a drain is graceful) with `on_failure:
-        reset` has its connections ended at once (ecmpd.ending): the reconcile that took
-        it out put its mark in the table's reset set. Rejoining needs nothing here: the
-        reset set lets go of it in the same reconcile.
+        An uplink whose mark the reconcile put in the table's reset set (out by health,
+        not drained: a drain is graceful; `on_failure: reset`), or that a reload removed,
+        has its connections ended at once (ecmpd.ending). Rejoining needs nothing here:
+        the reset set lets go of it in the same reconcile.
         """
         assert self.config is not None
-        wanted = endings(self.config, changes, self.drained, self.kernel.facts)
+        in_service = {f: self.supervisor.in_service(f) for f in FAMILIES}
+        wanted = self.endings.after(self.config, in_service, self.drained, self.kernel.facts)
         if wanted:
             await end_all(self.kernel.call, wanted)
 
@@ -401,7 +392,8 @@ class Daemon:
         except ConfigError as err:
             log.error("config.reload_failed", extra={"errors": str(err).splitlines()})
             return {"ok": False, "error": str(err)}
-        self.config = config
+        old, self.config = self.config, config
+        assert old is not None
         self._adopt_announce(config)
         self.order.meter.use_config(config)
         self.kernel.use_config(config)
@@ -409,6 +401,9 @@ class Daemon:
             config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
         )
         self.drained &= set(self.supervisor.uplinks)
+        # Removed uplinks' connections end; a renamed one keeps its mark (ecmpd.ending).
+        self.endings.reload(old, config, self.kernel.facts)
+        self.kernel.rename_marks(renamed(old, config))
         async with self.kernel.lock:
             await self.kernel.observe()
             ops = await self._reconcile_locked("reload")

@@ -5,6 +5,11 @@ one async step the daemon awaits at its service-change seam: begin on the kernel
 (probes, aborted local sockets), a grace for the clients' answers, finish (the
 conntrack entries go). A drain is graceful and ends nothing; `on_failure: wait` keeps
 the connections (and their entries) for the uplink's return.
+
+EndingWatch says which uplinks' connections a reconcile began to end: those that
+entered the table's reset set with it (out by health, and not drained: a failure, an
+undrain while down, a reload that made a down uplink `reset`), and those a reload
+removed (its mark rule and table go with it, so its connections could not go on).
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ from ipaddress import ip_network
 from typing import Any
 
 from ecmpd.config import Config
-from ecmpd.connections import ending_uplinks, mark_slots, mark_space, mark_values
+from ecmpd.connections import (
+    ending_uplinks,
+    mark_slots,
+    mark_space,
+    mark_values,
+    removed,
+    with_resets,
+)
 from ecmpd.desired import resolve_uplink
 from ecmpd.facts import KernelFacts
-from ecmpd.health.service import ServiceChange
 from ecmpd.kernel.resets import GRACE, Ending, begin_ending, finish_ending
-from ecmpd.model import Family
+from ecmpd.model import DesiredState, Family
+from ecmpd.uplinkplan import FAMILIES, carries
 
 log = logging.getLogger("ecmpd.daemon")
 KernelCall = Callable[..., Awaitable[Any]]
@@ -39,20 +51,44 @@ def ending_now(
     }
 
 
-def endings(
-    config: Config,
-    changes: Collection[ServiceChange],
-    drained: Collection[str],
-    facts: KernelFacts,
-) -> list[tuple[str, Ending]]:
-    """(uplink, Ending) per uplink whose connections end with this reconcile: it left
-    service in some families, was not drained, and says `on_failure: reset`."""
-    left: dict[str, list[Family]] = {}
-    for change in changes:
-        if not change.in_service and change.uplink not in drained:
-            left.setdefault(change.uplink, []).append(change.family)
-    ending = ending_uplinks(config, left)
-    return endings_for(config, facts, {n: f for n, f in left.items() if n in ending})
+class EndingWatch:
+    """The uplinks whose connections the last reconcile ends, and a reload's removed ones."""
+
+    def __init__(self) -> None:
+        self.applied: dict[Family, frozenset[str]] = {}  # in the reset sets
+        self.retiring: list[tuple[str, Ending]] = []  # removed by the reload under way
+
+    def reload(self, old: Config, new: Config, facts: KernelFacts) -> None:
+        """Before a reload's reconcile: the uplinks it removes whose connections end
+        (`on_failure: reset`), with their marks from the old config (facts' slots)."""
+        gone = ending_uplinks(old, removed(old, new))
+        families = {n: [f for f in FAMILIES if carries(old.uplink(n), f)] for n in gone}
+        self.retiring = endings_for(old, facts, families)
+
+    def desired(self, state: DesiredState) -> DesiredState:
+        """The state with the removed uplinks' marks in its reset sets (this reconcile)."""
+        values: dict[Family, list[int]] = {}
+        for _, ending in self.retiring:
+            for family in ending.families:
+                values.setdefault(family, []).append(ending.mark)
+        return with_resets(state, values)
+
+    def after(
+        self,
+        config: Config,
+        in_service: Mapping[Family, Mapping[str, bool]],
+        drained: Collection[str],
+        facts: KernelFacts,
+    ) -> list[tuple[str, Ending]]:
+        """After a reconcile: (uplink, Ending) of each uplink whose connections end now."""
+        now = ending_now(config, in_service, drained)
+        fresh: dict[str, list[Family]] = {}
+        for family, names in now.items():
+            for name in sorted(names - self.applied.get(family, frozenset())):
+                fresh.setdefault(name, []).append(family)
+        self.applied = {family: frozenset(names) for family, names in now.items()}
+        out, self.retiring = endings_for(config, facts, fresh) + self.retiring, []
+        return out
 
 
 def endings_for(

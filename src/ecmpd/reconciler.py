@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,15 @@ class Reconciler:
         assert self._writer is not None
         self._writer.use_config(config)
         self._owners = Owners.of(config)
+
+    def rename_marks(self, renames: Mapping[str, str]) -> None:
+        """A reload renamed uplinks (new name -> old): each keeps its mark slot, so its
+        connections keep their uplink (the run dir's record, read by the next observe)."""
+        assert self._writer is not None
+        record = self._writer.record
+        if renames:
+            old_to_new = {old: new for new, old in renames.items()}
+            record.set_marks({old_to_new.get(n, n): slot for n, slot in record.marks.items()})
 
     async def close(self) -> None:
         if self._retry is not None:
@@ -134,6 +143,9 @@ class Reconciler:
     async def _execute(self, desired: DesiredState) -> PartialResult:
         assert self._writer is not None
         ops = diff(desired, self.observed)
+        # Written ahead, as `apply` does: an uplink keeps its mark slot (and so its
+        # connections) across reloads that change its table, and across restarts.
+        self._writer.record.set_marks(dict(desired.mark_slots))
         self.book.keep_only(ops)
         present = {n.id for n in self.observed.nexthops} | {g.id for g in self.observed.groups}
         foreign = self.facts.foreign_nexthop_ids

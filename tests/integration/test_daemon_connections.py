@@ -19,6 +19,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
+from ecmpd.control import request
+from ecmpd.health.fsm import HealthState
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer
 from ecmpd.lab.chatpool import CHAT_PORT
@@ -200,3 +204,80 @@ def test_connections_still_opening_on_a_dead_uplink_complete_by_another(
                 o.sock.close()
         assert daemon.count_events("connections.reset") == 1
     assert all(not moved for moved in moved_flows(lab).values()), moved_flows(lab)
+
+
+def test_a_reload_resets_a_removed_uplinks_connections_and_keeps_renamed_ones(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """A reload removes isp-c (on_failure: reset), renames isp-b and gives isp-a another
+    table: isp-c's idle connections are reset at once (its mark rule and table went, so
+    they could not go on), every one of isp-a's and isp-b's still answers."""
+    lab = router_lab(lab_factory, tuned=True)
+    names = uplink_of(lab)
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        ChatServer(lab.internet),
+        IdleConns(lab.lan or "") as conns,
+    ):
+        wait_until(daemon.all_in_service, 20, "every uplink in service")
+        conns.open(pairs(lab, 400))
+        on = Counter(names[c.public] for c in conns.conns)
+        assert min(on.values()) >= 20, on
+        data = yaml.safe_load(lab.config_path.read_text())
+        data["uplinks"] = [u for u in data["uplinks"] if u["name"] != "isp-c"]
+        for uplink in data["uplinks"]:
+            if uplink["name"] == "isp-a":
+                uplink["table"] += 50
+            if uplink["name"] == "isp-b":
+                uplink["name"] = "isp-bee"
+        lab.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        answer = request(daemon.run_dir, {"cmd": "reload"})
+        reloaded = time.monotonic()
+        assert answer["ok"], answer
+        conns.watch(RESET_WITHIN)
+        removed = [c for c in conns.conns if names[c.public] == "isp-c"]
+        assert all(c.how == "ECONNRESET" for c in removed), Counter(c.how for c in removed)
+        assert max((c.ended or 0) - reloaded for c in removed) <= RESET_WITHIN
+        conns.watch(1.0)
+        kept = [c for c in conns.conns if names[c.public] != "isp-c"]
+        broken = [c for c in conns.check() if c in kept]
+        assert broken == [], Counter((names[c.public], c.how) for c in broken)
+        assert set(daemon.uplinks()) == {"isp-a", "isp-bee"}
+
+
+def test_an_uplink_undrained_while_down_ends_its_connections_and_comes_back(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """isp-a is drained (its connections stay: a drain is graceful), then dies: undrained
+    while down, its connections are reset at once, as if it had failed in service; it is
+    probed all along and rejoins the group when it heals."""
+    lab = router_lab(lab_factory, tuned=True)
+    names = uplink_of(lab)
+    everyone = frozenset(isp.name for isp in lab.isps)
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        GroupWatch(lab) as watch,
+        ChatServer(lab.internet),
+        IdleConns(lab.lan or "") as conns,
+    ):
+        wait_until(daemon.all_in_service, 20, "every uplink in service")
+        conns.open(pairs(lab, 300))
+        on_a = [c for c in conns.conns if names[c.public] == "isp-a"]
+        assert len(on_a) >= 20, len(on_a)
+        assert request(daemon.run_dir, {"cmd": "drain", "uplink": "isp-a"})["ok"]
+        watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a drained")
+        gray_failure(lab.isp("isp-a").ns)
+        wait_until(
+            lambda: daemon.uplinks()["isp-a"].health is HealthState.DOWN, 10, "isp-a found down"
+        )
+        conns.watch(0.5)
+        assert [c for c in conns.conns if c.ended is not None] == []  # drained: kept
+        assert request(daemon.run_dir, {"cmd": "undrain", "uplink": "isp-a"})["ok"]
+        undrained = time.monotonic()
+        conns.watch(RESET_WITHIN)
+        late = [c for c in on_a if c.how != "ECONNRESET" or (c.ended or 0) - undrained > 0.1]
+        assert late == [], Counter(c.how for c in late)
+        heal_gray_failure(lab.ns("isp-a"))
+        watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, "isp-a back")
+        others = [c for c in conns.conns if c not in on_a]
+        assert conns.check() == on_a and all(c.ended is None for c in others)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Collection
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 
 from ecmpd.config import parse_config
-from ecmpd.ending import ending_now, endings
+from ecmpd.connections import removed, renamed
+from ecmpd.ending import EndingWatch, ending_now
 from ecmpd.facts import InterfaceFacts, KernelFacts
-from ecmpd.health.service import ServiceChange
-from ecmpd.model import Family
+from ecmpd.model import DesiredState, Family, NftTable
 
-CONFIG = parse_config(
-    textwrap.dedent("""
+CONFIG_TEXT = textwrap.dedent("""
     mode: router
     uplinks:
       - {name: a, interface: wan-a, gateway: 10.1.0.1, gateway6: "2001:db8:1::1"}
       - {name: b, interface: wan-b, gateway: 10.2.0.1}
       - {name: c, interface: wan-c, gateway: 10.3.0.1, on_failure: wait}
-    """),
-    "ecmpd.yaml",
-)
+    """)
+CONFIG = parse_config(CONFIG_TEXT, "ecmpd.yaml")
 FACTS = KernelFacts(
     interfaces={
         "wan-a": InterfaceFacts(
@@ -39,23 +39,71 @@ def test_ending_now_leaves_drained_and_waiting_uplinks_alone() -> None:
     assert ending_now(CONFIG, service, drained={"b"}) == {V4: {"a"}, V6: set()}
 
 
-def test_endings_carry_the_recorded_mark_and_the_families_that_left() -> None:
-    changes = [
-        ServiceChange("a", V6, False),
-        ServiceChange("a", V4, False),
-        ServiceChange("b", V4, False),
-        ServiceChange("c", V4, False),  # waits
-        ServiceChange("b", V4, True),  # a rejoin ends nothing
-    ]
-    got = dict(endings(CONFIG, changes, drained={"b"}, facts=FACTS))
+def in_service(down4: set[str], down6: Collection[str] = ()) -> dict[Family, dict[str, bool]]:
+    return {
+        V4: {n: n not in down4 for n in "abc"},
+        V6: {n: n not in down6 for n in "abc"},
+    }
+
+
+def test_endings_carry_the_recorded_mark_and_the_families_that_entered_the_reset_set() -> None:
+    watch = EndingWatch()
+    assert watch.after(CONFIG, in_service(set()), (), FACTS) == []
+    # b is drained, c waits: only a ends (both families); a rejoin ends nothing.
+    got = dict(watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS))
     assert set(got) == {"a"}
     a = got["a"]
     assert (a.mark, a.mask, a.probe_mark) == (0x07000000, 0xFF000000, 0xFF000000)
-    assert a.families == (V6, V4)
-    assert a.sources == (IPv6Address("2001:db8:1::2"), IPv4Address("10.1.0.2"))
+    assert a.families == (V4, V6)
+    assert a.sources == (IPv4Address("10.1.0.2"), IPv6Address("2001:db8:1::2"))
     # Its link's prefixes and gateways: the router's sockets to a neighbour there stay.
     assert a.on_link == tuple(
         ip_network(n)
-        for n in ("2001:db8:1::/64", "2001:db8:1::1/128", "10.1.0.0/24", "10.1.0.1/32")
+        for n in ("10.1.0.0/24", "10.1.0.1/32", "2001:db8:1::/64", "2001:db8:1::1/128")
     )
-    assert endings(CONFIG, changes, drained=(), facts=FACTS)[1][0] == "b"
+    # Still down: nothing new. b undrained while down: its connections end now.
+    assert watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS) == []
+    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), (), FACTS)] == [
+        "b"
+    ]
+    # a back and down again: it ends again.
+    assert watch.after(CONFIG, in_service({"b", "c"}), (), FACTS) == []
+    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}), (), FACTS)] == ["a"]
+
+
+RENAMED = parse_config(
+    textwrap.dedent("""
+    mode: router
+    uplinks:
+      - {name: a, interface: wan-a, gateway: 10.1.0.1, gateway6: "2001:db8:1::1", table: 150}
+      - {name: bee, interface: wan-b, gateway: 10.2.0.1}
+    """),
+    "ecmpd.yaml",
+)
+
+
+def test_a_reload_renames_or_removes_uplinks() -> None:
+    assert renamed(CONFIG, RENAMED) == {"bee": "b"}
+    assert removed(CONFIG, RENAMED) == ["c"]
+    assert removed(RENAMED, CONFIG) == [] and renamed(RENAMED, CONFIG) == {"b": "bee"}
+    two_on_one = RENAMED.model_copy(
+        update={"uplinks": [*RENAMED.uplinks, CONFIG.uplink("b").model_copy(update={"name": "x"})]}
+    )
+    assert renamed(CONFIG, two_on_one) == {}  # two new names on wan-b: which one? neither
+    assert removed(CONFIG, two_on_one) == ["b", "c"]  # so b counts as removed
+
+
+def test_a_removed_uplink_resetting_its_connections_joins_the_reset_sets_once() -> None:
+    resetting = parse_config(CONFIG_TEXT.replace("on_failure: wait", "on_failure: reset"), "x")
+    watch = EndingWatch()
+    facts = replace(FACTS, mark_slots=(("a", 7), ("b", 2), ("c", 3)))
+    watch.reload(CONFIG, RENAMED, facts)
+    assert watch.retiring == []  # c removed, but it waits (on_failure: wait)
+    watch.reload(resetting, RENAMED, facts)
+    ((name, ending),) = watch.retiring
+    assert (name, ending.mark, ending.families) == ("c", 0x03000000, (V4,))
+    table = NftTable(mask=0xFF000000, reset4=(0x07000000,))
+    state = watch.desired(DesiredState(nft=frozenset({table})))
+    assert state.nft == {replace(table, reset4=(0x03000000, 0x07000000))}
+    assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts)] == ["c"]
+    assert watch.desired(DesiredState(nft=frozenset({table}))).nft == {table}  # once
