@@ -1,10 +1,11 @@
 """Long-lived TCP "chat" connections from LAN clients: the client side and its records.
 
-ClientPool (LAN namespace) keeps N connections from many client addresses open, each
-sending a short line every ~100 ms and checking its echo (lab.chat's ChatServer);
-per connection it records errors (reset, eof, timeout, connect failures), reconnects
-and the public address the server reported. One thread with a selector: hundreds of
-connections without hundreds of threads on a 2-core machine.
+ClientPool (LAN namespace) keeps N connections from many client addresses (IPv4 or
+IPv6) open, each sending a short line every ~100 ms and checking its echo (lab.chat's
+ChatServer); per connection it records errors (reset, eof, timeout, connect failures),
+stalls (echoes that came late), reconnects and the public address the server reported.
+One thread with a selector: hundreds of connections without hundreds of threads on a
+2-core machine.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.lab import netns
+
+IPAddress = IPv4Address | IPv6Address
 
 CHAT_PORT = 7200
 GREETING = "HELLO"
@@ -61,13 +64,16 @@ class Slot:
     """One long-lived connection slot (its successive connections share the slot)."""
 
     index: int
-    source: IPv4Address
-    server: IPv4Address
+    source: IPAddress
+    server: IPAddress
     sport: int = 0  # 0: an ephemeral port
     conns: list[Conn] = field(default_factory=list)
     errors: list[ConnError] = field(default_factory=list)  # connect failures too
     echoes: int = 0
     last_echo: float = 0.0
+    # (when the echo came, the silence before it) for each echo later than the pool's
+    # stall_s after the previous one (or the greeting) on the same connection
+    stalls: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def public(self) -> str | None:
@@ -79,6 +85,10 @@ class Slot:
     def errors_since(self, t: float) -> list[ConnError]:
         """The errors at or after t."""
         return [e for e in self.errors if e.at >= t]
+
+    def stalled_between(self, start: float, end: float) -> list[float]:
+        """The stalls that ended (their echo came) between start and end: their lengths."""
+        return [gap for at, gap in self.stalls if start <= at <= end]
 
     def public_at(self, t: float) -> str | None:
         """The public address of the connection open at time t (None when none was)."""
@@ -100,6 +110,7 @@ class _Live:
     seq: int = 0
     pending: deque[tuple[int, float]] = field(default_factory=deque)
     inbuf: bytes = b""
+    heard: float = 0.0  # the greeting's or the last echo's time
 
 
 class ClientPool:
@@ -108,7 +119,7 @@ class ClientPool:
     def __init__(
         self,
         ns: str,
-        specs: Sequence[tuple[IPv4Address, IPv4Address, int]],
+        specs: Sequence[tuple[IPAddress, IPAddress, int]],
         *,
         port: int = CHAT_PORT,
         period: float = PERIOD,
@@ -116,8 +127,11 @@ class ClientPool:
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect: bool = True,
         seed: int = 1,
+        stall_s: float | None = None,
     ) -> None:
         self.ns, self.port, self.period = ns, port, period
+        # An echo this late is a stall (three periods: one lost segment's retransmission).
+        self.stall_s = 3 * period if stall_s is None else stall_s
         self.echo_timeout, self.connect_timeout, self.reconnect = (
             echo_timeout,
             connect_timeout,
@@ -158,6 +172,7 @@ class ClientPool:
                     live.slot,
                     conns=[replace(c) for c in live.slot.conns],
                     errors=list(live.slot.errors),
+                    stalls=list(live.slot.stalls),
                 )
                 for live in self._lives
             ]
@@ -246,7 +261,8 @@ class ClientPool:
         live: _Live,
         now: float,
     ) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET if live.slot.source.version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Interactive traffic: each line leaves at once, also while one is unanswered.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -302,7 +318,7 @@ class ClientPool:
                 _, address, port = line.split()
                 with self._lock:
                     live.slot.conns.append(Conn(public=address, public_port=int(port), opened=now))
-                live.state, live.since = OPEN, now
+                live.state, live.since, live.heard = OPEN, now, now
                 # A random phase: the pool's lines are spread over each period.
                 due = now + self._rng.random() * self.period
                 heapq.heappush(timers, (due, live.slot.index, live.generation))
@@ -311,6 +327,9 @@ class ClientPool:
                 with self._lock:
                     live.slot.echoes += 1
                     live.slot.last_echo = now
+                    if now - live.heard > self.stall_s:
+                        live.slot.stalls.append((now, now - live.heard))
+                live.heard = now
             else:
                 self._fail(sel, timers, live, "garbled")
                 return

@@ -1,7 +1,8 @@
 """The scale-out lab's layout, planned without touching the system (lab.edges builds it).
 
 LAN -> core -> switch -> edge 1..N -> 2 ISPs each -> internet, for N = 1..4:
-  lan eth0 10.200.0.2/16 (+ clients 10.200.1.1..)  <->  core lan0 10.200.0.1/16
+  lan eth0 10.200.0.2/16, 2001:db8:200::2/64 (+ clients 10.200.1.1.., 2001:db8:200::100..)
+      <->  core lan0 10.200.0.1/16, 2001:db8:200::1/64
   core core-eK 10.0.K.2/24, fd00:0:0:K::2/64  <->  [bridge brK in the switch]  <->
       edge K core0 10.0.K.1/24, fd00:0:0:K::1/64 (the switch keeps the core's carrier
       up when an edge dies, as a real switch does: only BFD, probes or BGP notice)
@@ -12,7 +13,10 @@ Each edge runs ecmpd (router mode, NAT on its uplinks, `announce` table 150, ::/
 main for FRR 8.4) and FRR (AS 65000+K) peering with the core (AS 65000) over both
 families, BFD 100 ms x 3; the FRR configs are `ecmpd export --format frr`'s. The core
 runs FRR (maximum-paths N) and, unless left out, ecmpd with the edges as uplinks
-(`gateway: bgp`, probed through each edge to the internet, no NAT).
+(`gateway: bgp`, probed through each edge to the internet in both families, no NAT).
+The LAN's IPv6 leaves an edge translated to that edge's address (the lab's own NAT66
+table on the edge, as sites with provider-assigned prefixes do with NPTv6/NAT66: ecmpd
+does no NAT66), so a flow that changes edge breaks as a NATed IPv4 flow does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
-from ecmpd.lab.layout import LAN_HOST, LAN_PREFIX, LAN_ROUTER, core_link, isp_name, uplink_if
+from ecmpd.lab.layout import (
+    FIRST_LAN_CLIENT,
+    LAN_HOST,
+    LAN_HOST6,
+    LAN_PREFIX,
+    LAN_PREFIX6,
+    LAN_ROUTER,
+    LAN_ROUTER6,
+    core_link,
+    isp_name,
+    uplink_if,
+)
 
 MAX_EDGES = 4
 ISPS_PER_EDGE = 2
@@ -31,6 +46,8 @@ ANNOUNCE_TABLE = 150
 EDGE_CORE_IF = "core0"  # edge side of the core link
 LAN_IF, CORE_LAN_IF = "eth0", "lan0"
 BFD = "100x3"
+LAN_CLIENTS = 16  # addresses per family on the LAN host, for connections from many sources
+FIRST_LAN_CLIENT6 = LAN_HOST6.ip + 0x100
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ class EdgeLab:
     servers: tuple[IPv4Address, ...]
     servers6: tuple[IPv6Address, ...]
     workdir: Path
+    clients: tuple[IPv4Address, ...] = ()  # the LAN host's extra addresses
+    clients6: tuple[IPv6Address, ...] = ()
 
     def namespaces(self) -> list[str]:
         """Every namespace, in build order."""
@@ -89,9 +108,27 @@ class EdgeLab:
             *(i.ns for e in self.edges for i in e.isps),
         ]
 
+    @property
+    def router(self) -> str:
+        """The namespace whose balancer the LAN uses: the core's."""
+        return self.core
+
+    def uplink_names(self) -> list[str]:
+        """The core's uplinks (the edges) in config order."""
+        return [e.name for e in self.edges]
+
     def edge(self, name: str) -> Edge:
         """The edge with this name."""
         return next(e for e in self.edges if e.name == name)
+
+    def public_edges(self) -> dict[str, str]:
+        """The address a server sees for each edge's ISPs (its NAT source) -> the edge."""
+        return {
+            str(address.ip): edge.name
+            for edge in self.edges
+            for isp in edge.isps
+            for address in (isp.address, isp.address6)
+        }
 
 
 def plan_edge_lab(edges: int, prefix: str, workdir: Path, servers: int = 8) -> EdgeLab:
@@ -141,6 +178,8 @@ def plan_edge_lab(edges: int, prefix: str, workdir: Path, servers: int = 8) -> E
         servers=tuple(IPv4Address(f"198.51.100.{n}") for n in range(1, servers + 1)),
         servers6=tuple(IPv6Address(f"2001:db8:100::{n:x}") for n in range(1, servers + 1)),
         workdir=workdir,
+        clients=tuple(FIRST_LAN_CLIENT + k for k in range(LAN_CLIENTS)),
+        clients6=tuple(FIRST_LAN_CLIENT6 + k for k in range(LAN_CLIENTS)),
     )
 
 
@@ -176,7 +215,10 @@ def core_config(lab: EdgeLab, check: dict[str, Any] | None = None) -> dict[str, 
                 "gateway": "bgp",
                 "gateway6": "bgp",
                 "nat": False,
-                "check": {"targets": [str(s) for s in lab.servers[:2]], **(check or {})},
+                "check": {
+                    "targets": [str(s) for s in (*lab.servers[:2], *lab.servers6[:2])],
+                    **(check or {}),
+                },
             }
             for edge in lab.edges
         ],
@@ -186,3 +228,4 @@ def core_config(lab: EdgeLab, check: dict[str, Any] | None = None) -> dict[str, 
 
 
 LAN = (LAN_HOST, LAN_ROUTER, LAN_PREFIX)
+LAN6 = (LAN_HOST6, LAN_ROUTER6, LAN_PREFIX6)

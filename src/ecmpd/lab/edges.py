@@ -10,7 +10,6 @@ removes the namespaces (which ends any straggler).
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import time
@@ -23,6 +22,8 @@ import yaml
 
 from ecmpd.config import load_config
 from ecmpd.export.frr import FrrOptions, render
+from ecmpd.kernel.routemsg import scan_routes
+from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.daemon import LabDaemon
 from ecmpd.lab.edgelayout import (
@@ -30,6 +31,7 @@ from ecmpd.lab.edgelayout import (
     CORE_LAN_IF,
     EDGE_CORE_IF,
     LAN,
+    LAN6,
     LAN_IF,
     Edge,
     EdgeLab,
@@ -37,10 +39,12 @@ from ecmpd.lab.edgelayout import (
     edge_config,
     plan_edge_lab,
 )
+from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import core_link6
 from ecmpd.lab.peers.frr import FrrRouter
 from ecmpd.lab.running import Running
 from ecmpd.lab.topology import FORWARDER_SYSCTLS, FORWARDER_SYSCTLS6, IPV6_LAB_SYSCTLS
+from ecmpd.model import Family, IPAddress
 
 BFD_MS, BFD_MULTIPLIER = 100, 3
 LINKS_UP_TIMEOUT = 5.0
@@ -74,6 +78,8 @@ def build_edge_lab(edges: int, prefix: str, workdir: Path) -> EdgeLab:
                 values = dict(IPV6_LAB_SYSCTLS)
             netns.write_sysctls(name, values)
         _wire(lab)
+        for edge in lab.edges:
+            load_nft(edge.ns, nat66_ruleset(edge))
         _wait_links_up(lab)
     except BaseException:
         destroy_edge_lab(lab)
@@ -99,17 +105,22 @@ def edge_lab(edges: int, prefix: str, workdir: Path) -> Iterator[EdgeLab]:
 
 
 def _wire(lab: EdgeLab) -> None:
-    host, router, _ = LAN
+    (host, router, prefix), (host6, router6, prefix6) = LAN, LAN6
     cmds: dict[str, list[str]] = {name: ["link set lo up"] for name in lab.namespaces()}
     cmds[lab.core] += [
         _veth(lab.core, CORE_LAN_IF, 150, lab.lan, LAN_IF),
         f"address add {router} dev {CORE_LAN_IF}",
+        f"address add {router6} dev {CORE_LAN_IF} nodad",
         f"link set {CORE_LAN_IF} up",
     ]
     cmds[lab.lan] += [
         f"address add {host} dev {LAN_IF}",
+        f"address add {host6} dev {LAN_IF} nodad",
+        *(f"address add {c}/{prefix.prefixlen} dev {LAN_IF}" for c in lab.clients),
+        *(f"address add {c}/{prefix6.prefixlen} dev {LAN_IF} nodad" for c in lab.clients6),
         f"link set {LAN_IF} up",
         f"route add default via {router.ip}",
+        f"route add ::/0 via {router6.ip}",
     ]
     for address in lab.servers:
         cmds[lab.internet].append(f"address add {address}/32 dev lo")
@@ -149,12 +160,12 @@ def _wire_edge(lab: EdgeLab, k: int, edge: Edge, cmds: dict[str, list[str]]) -> 
         f"link set c{k} up",
         f"link set e{k} up",
     ]
-    lan_prefix = LAN[2]
     cmds[edge.ns] += [
         f"address add {edge.address} dev {EDGE_CORE_IF}",
         f"address add {edge.address6} dev {EDGE_CORE_IF} nodad",
         f"link set {EDGE_CORE_IF} up",
-        f"route add {lan_prefix} via {edge.core_address.ip}",
+        f"route add {LAN[2]} via {edge.core_address.ip}",
+        f"route add {LAN6[2]} via {edge.core_address6.ip}",
     ]
     for isp in edge.isps:
         isp_side6, inet_side6 = core_link6(isp.index)
@@ -182,6 +193,20 @@ def _wire_edge(lab: EdgeLab, k: int, edge: Edge, cmds: dict[str, list[str]]) -> 
             f"route add {isp.address.network} via {isp.core.ip}",
             f"route add {isp.address6.network} via {isp_side6.ip}",
         ]
+
+
+def nat66_ruleset(edge: Edge) -> str:
+    """The edge's own NAT66 (the lab's, not ecmpd's: ecmpd translates IPv4 only): what it
+    forwards (the LAN's IPv6, the core's probes) leaves each ISP with its address there."""
+    wans = ", ".join(f'"{isp.uplink_if}"' for isp in edge.isps)
+    return (
+        "table ip6 lab_nat66 {\n"
+        "    chain postrouting {\n"
+        "        type nat hook postrouting priority srcnat; policy accept;\n"
+        f"        oifname {{ {wans} }} masquerade\n"
+        "    }\n"
+        "}\n"
+    )
 
 
 def _wait_links_up(lab: EdgeLab) -> None:
@@ -283,15 +308,20 @@ class EdgeRouters(Running):
         self.frr.clear()
 
 
-def bgp_paths(lab: EdgeLab, family: str = "-4") -> set[str]:
-    """The gateways of the core's BGP default route in its kernel FIB (main table)."""
-    out = netns.run_in(lab.core, ["ip", "-j", family, "route", "show", "default", "proto", "bgp"],
-                       capture_output=True, text=True, check=True).stdout  # fmt: skip
-    gateways: set[str] = set()
-    for route in json.loads(out or "[]"):
-        if "gateway" in route:
-            gateways.add(route["gateway"])
-        for hop in route.get("nexthops", []):
-            if "gateway" in hop:
-                gateways.add(hop["gateway"])
+def bgp_gateways(sock: NetlinkSocket, family: Family = Family.INET) -> set[IPAddress]:
+    """The gateways of the BGP default route in the main table (zebra's multipath route)
+    of the namespace the socket was opened in: one per edge the core balances over."""
+    gateways: set[IPAddress] = set()
+    for route in scan_routes(sock, int(family), defaults=False, bgp=True).bgp_defaults:
+        hops = [route.gateway, *(gateway for _, gateway in route.nexthops)]
+        gateways.update(g for g in hops if g is not None)
     return gateways
+
+
+def bgp_paths(lab: EdgeLab, family: Family = Family.INET) -> set[IPAddress]:
+    """The gateways of the core's BGP default route in its FIB, read once."""
+    sock = netns.call_in(lab.core, NetlinkSocket.open)
+    try:
+        return bgp_gateways(sock, family)
+    finally:
+        sock.close()

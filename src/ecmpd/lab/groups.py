@@ -1,39 +1,49 @@
-"""The lab router's balancer groups as the kernel holds them, by uplink name: read on
-demand (GroupWatch) or polled in a thread with their history (GroupHistory)."""
+"""A lab router's balancer groups as the kernel holds them, by uplink name: read on
+demand (GroupWatch) or polled in a thread with their history (GroupHistory). The router
+is the lab's, or the scale-out lab's core (its uplinks are the edges)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from ecmpd.config.resolve import FIRST_UPLINK_TABLE
 from ecmpd.config.schema import DEFAULT_BALANCER_TABLE
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
-from ecmpd.lab.layout import Lab
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family, nexthop_id
 
 GROUP_POLL_S = 0.002
 
 
+class Balancing(Protocol):
+    """A lab whose router balances: its namespace, and its uplinks in config order."""
+
+    @property
+    def router(self) -> str: ...
+
+    def uplink_names(self) -> list[str]: ...
+
+
 class GroupWatch:
     """Reads the router's balancer group of each family over one netlink socket, opened
     in advance (in the router's namespace) so a read costs one request.
 
-    The lab's config keeps the default balancer table and numbers the uplinks' tables
-    from the first one resolve would allocate, in ISP order: the ids follow from those.
+    The labs' configs keep the default balancer table and number the uplinks' tables
+    from the first one resolve would allocate, in config order: the ids follow from those.
     """
 
-    def __init__(self, lab: Lab, families: Iterable[Family] = (Family.INET,)) -> None:
+    def __init__(self, lab: Balancing, families: Iterable[Family] = (Family.INET,)) -> None:
         self.families = tuple(families)
         self.groups = {f: nexthop_id(DEFAULT_BALANCER_TABLE, f) for f in self.families}
         self.names = {
-            nexthop_id(FIRST_UPLINK_TABLE + i, f): isp.name
+            nexthop_id(FIRST_UPLINK_TABLE + i, f): name
             for f in self.families
-            for i, isp in enumerate(lab.isps)
+            for i, name in enumerate(lab.uplink_names())
         }
         self.sock = netns.call_in(lab.router, NetlinkSocket.open)
 
@@ -66,7 +76,7 @@ class GroupWatch:
         self.close()
 
 
-def group_members(lab: Lab, family: Family = Family.INET) -> frozenset[str]:
+def group_members(lab: Balancing, family: Family = Family.INET) -> frozenset[str]:
     """The uplinks in the router's balancer group of a family, read once."""
     with GroupWatch(lab, (family,)) as watch:
         return watch.members(family)
@@ -77,7 +87,7 @@ class GroupHistory:
     hold now and when they changed."""
 
     def __init__(
-        self, lab: Lab, families: tuple[Family, ...] = (Family.INET,), poll_s: float = 0.005
+        self, lab: Balancing, families: tuple[Family, ...] = (Family.INET,), poll_s: float = 0.005
     ) -> None:
         self.watch = GroupWatch(lab, families)
         self.poll_s = poll_s

@@ -119,6 +119,10 @@ class Lab:
         names = [self.router, self.internet, *(isp.ns for isp in self.isps)]
         return [*names, self.lan] if self.lan is not None else names
 
+    def uplink_names(self) -> list[str]:
+        """The router's uplinks (its ISPs) in config order."""
+        return [isp.name for isp in self.isps]
+
     def isp(self, name: str) -> IspInfo:
         """Returns the ISP called name."""
         for isp in self.isps:

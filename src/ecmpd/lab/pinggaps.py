@@ -1,5 +1,7 @@
 """Outages as LAN traffic sees them: one fast ping stream per server, the longest gap.
 
+IPv4 or IPv6 servers alike (ping picks the family from the address).
+
 `ping -D -i 0.01` from the LAN namespace to each server: every reply carries its
 receive time, so a path that breaks and comes back (through another router) shows as
 the longest gap between consecutive replies after a fault. ICMP, not a TCP connection:
@@ -15,20 +17,20 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.lab import netns
 from ecmpd.lab.running import Running
 
 INTERVAL_S = 0.01
-_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ([\d.]+): icmp_seq=(\d+)")
+_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ([\da-f.:]+): icmp_seq=(\d+)")
 
 
 @dataclass(frozen=True)
 class Stream:
     """One server's replies: receive times (wall clock, as ping -D prints them)."""
 
-    server: IPv4Address
+    server: IPv4Address | IPv6Address
     replies: tuple[float, ...]
 
     def gap_after(self, t: float) -> float:
@@ -46,7 +48,7 @@ class Stream:
 class PingStreams(Running):
     """Ping every server from `ns` at INTERVAL_S until stopped."""
 
-    def __init__(self, ns: str, servers: Sequence[IPv4Address]) -> None:
+    def __init__(self, ns: str, servers: Sequence[IPv4Address | IPv6Address]) -> None:
         self.ns, self.servers = ns, list(servers)
         self.procs: list[subprocess.Popen[str]] = []
         self.streams: list[Stream] = []
