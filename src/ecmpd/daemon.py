@@ -106,42 +106,47 @@ class Daemon:
         config = self._load()
         await self.kernel.open(config)
         try:
-            await self.kernel.observe(check=config)
-            self._check(config)
-            self.config = config
-            self._adopt_announce(config)
-            self.order.meter.use_config(config)
-            server = await serve(self.run_dir, self._control)
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-            loop.add_signal_handler(signal.SIGINT, self._stop.set)
-            async with server, asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self.supervisor.adopt(
-                    config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
-                )
-                await self._reconcile("start")
-                await self.supervisor.start(tg)
-                tg.create_task(self._watch_kernel())
-                tg.create_task(self._periodic_resync())
-                tg.create_task(self._watchdog())
-                tg.create_task(
-                    self.order.meter.run(lambda: self.order.spill_tiers(self._in_service()))
-                )
-                if config.metrics is not None:
-                    tg.create_task(Metrics(config.metrics).run(self.status))
-                notify("READY=1\nSTATUS=probing uplinks")
-                log.info("daemon.ready", extra={"uplinks": list(self.supervisor.uplinks)})
-                await self._stop.wait()
-                log.info("daemon.stop", extra={"note": "forwarding state left in place"})
-                notify("STOPPING=1")
-                for task in asyncio.all_tasks():
-                    if task is not asyncio.current_task():
-                        task.cancel()
+            # Listening before the first read: a change made between the two (a VPN
+            # client creating its device as ecmpd starts) comes as an event, never unseen.
+            async with KernelMonitor() as monitor:
+                await self.kernel.observe(check=config)
+                self._check(config)
+                self.config = config
+                self._adopt_announce(config)
+                self.order.meter.use_config(config)
+                await self._serve(config, monitor)
         finally:
             await self.supervisor.close()
             await self.kernel.close()
+
+    async def _serve(self, config: Config, monitor: KernelMonitor) -> None:
+        """The control socket and every task, from the first reconcile until told to stop."""
+        server = await serve(self.run_dir, self._control)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        async with server, asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self.supervisor.adopt(
+                config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
+            )
+            await self._reconcile("start")
+            await self.supervisor.start(tg)
+            tg.create_task(self._watch_kernel(monitor))
+            tg.create_task(self._periodic_resync())
+            tg.create_task(self._watchdog())
+            tg.create_task(self.order.meter.run(lambda: self.order.spill_tiers(self._in_service())))
+            if config.metrics is not None:
+                tg.create_task(Metrics(config.metrics).run(self.status))
+            notify("READY=1\nSTATUS=probing uplinks")
+            log.info("daemon.ready", extra={"uplinks": list(self.supervisor.uplinks)})
+            await self._stop.wait()
+            log.info("daemon.stop", extra={"note": "forwarding state left in place"})
+            notify("STOPPING=1")
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
     def _load(self) -> Config:
         try:
@@ -304,10 +309,9 @@ class Daemon:
 
     # --- kernel events --------------------------------------------------------------
 
-    async def _watch_kernel(self) -> None:
-        async with KernelMonitor() as monitor:
-            async for event in monitor.events():
-                await self._on_kernel_event(event)
+    async def _watch_kernel(self, monitor: KernelMonitor) -> None:
+        async for event in monitor.events():
+            await self._on_kernel_event(event)
 
     async def _on_kernel_event(self, event: KernelEvent) -> None:
         interfaces = {u.config.interface for u in self.supervisor.uplinks.values()}

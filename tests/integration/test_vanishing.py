@@ -188,6 +188,30 @@ def test_run_starts_before_its_interface_and_its_lease(lab: Lab, tmp_path: Path)
         daemon.alive()
 
 
+def test_an_interface_that_comes_while_the_daemon_starts_is_followed(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A device created the moment `ecmpd run` first answers (systemd starts the VPN right
+    after ecmpd) is followed within a second: no kernel change between the daemon's
+    first read of the kernel and its listening for changes goes unnoticed."""
+    data = lab_config(lab)
+    data["uplinks"].append({"name": "late", "interface": "late0", "table": 104})
+    config = tmp_path / "late.yaml"
+    config.write_text(yaml.safe_dump(data))
+    with running_daemon(lab, config, tmp_path / "daemon") as daemon:
+        # At once, while the daemon may still be making its first reconcile.
+        # (A veth pair inside the router: this kernel has no dummy driver.)
+        for argv in (["ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1"],
+                     ["ip", "addr", "add", "10.250.0.2/30", "dev", "late0"],
+                     ["ip", "link", "set", "late1", "up"],
+                     ["ip", "link", "set", "late0", "up"]):  # fmt: skip
+            netns.run_in(lab.router, argv, check=True)
+        took = wait_for(lambda: has_nexthop(lab, nexthop_id(104)), FOLLOW, "late0's nexthop")
+        assert took <= FOLLOW
+        wait_for(lambda: reason(daemon, "late") != "no interface", FOLLOW, "late0 not held")
+        daemon.alive()
+
+
 def test_a_tunnel_uplink_whose_device_comes_and_goes(lab: Lab, tmp_path: Path) -> None:
     """OpenVPN without a persistent device: the client creates tun0 and deletes it on exit.
 
