@@ -1,8 +1,9 @@
 """The daemon's control socket: one JSON request per line, one JSON answer per line.
 
 A unix socket in the run dir, mode 0600 (root only): `status`, `reload`, `drain`,
-`undrain`, `health`. The CLI's `status`, `watch`, `drain` and `undrain` talk to it; a
-status travels as `Status.to_json()`, read back with `request_status`.
+`undrain`, `health`, each answered by `dispatch` from the daemon (a `Controlled`). The
+CLI's `status`, `watch`, `drain` and `undrain` talk to it; a status travels as
+`Status.to_json()`, read back with `request_status`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,36 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from ecmpd.model import Family
 from ecmpd.status import Status
 
 SOCKET_NAME = "ecmpd.sock"
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Controlled(Protocol):
+    """What the control socket asks of the daemon."""
+
+    def status(self) -> Status: ...
+    async def reload(self) -> dict[str, Any]: ...
+    async def drain(self, name: str, drained: bool) -> dict[str, Any]: ...
+    def service(self, family: Family = Family.INET) -> dict[str, bool]: ...
+
+
+async def dispatch(daemon: Controlled, request: dict[str, Any]) -> dict[str, Any]:
+    """One request's answer."""
+    cmd = request.get("cmd")
+    if cmd == "status":
+        return {"ok": True, "status": daemon.status().to_json()}
+    if cmd == "reload":
+        return await daemon.reload()
+    if cmd in ("drain", "undrain"):
+        return await daemon.drain(str(request.get("uplink")), cmd == "drain")
+    if cmd == "health":
+        return {"ok": True, "health": daemon.service(), "health6": daemon.service(Family.INET6)}
+    return {"ok": False, "error": f"unknown command {cmd!r}"}
 
 
 def socket_path(run_dir: Path) -> Path:
@@ -27,7 +50,7 @@ def socket_path(run_dir: Path) -> Path:
     return run_dir / SOCKET_NAME
 
 
-async def serve(run_dir: Path, handler: Handler) -> asyncio.Server:
+async def serve(run_dir: Path, daemon: Controlled) -> asyncio.Server:
     """Listen on the control socket (replacing a stale one) with owner-only access."""
     path = socket_path(run_dir)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -41,7 +64,7 @@ async def serve(run_dir: Path, handler: Handler) -> asyncio.Server:
                     request = json.loads(line)
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
-                    answer = await handler(request)
+                    answer = await dispatch(daemon, request)
                 except (ValueError, KeyError) as exc:
                     answer = {"ok": False, "error": str(exc)}
                 writer.write(json.dumps(answer, default=str).encode() + b"\n")

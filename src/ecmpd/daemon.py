@@ -1,13 +1,14 @@
 """`ecmpd run`: apply, then keep the kernel in step with uplink health.
 
 Wiring only. Health (trackers, probers, holds) lives in health/supervisor.py, which
-reports every change through `_on_health`; the kernel side (one netlink thread, what it
-last saw, reconciles under the policy of ecmpd.refusals: apply what can, report and
-retry the rest) in reconciler.py; what to put in the kernel is decided by
-`desired_state()`, what to change by `diff()`. This module runs the loop: the one
-reconcile path, a typed `match` over kernel events (carrier first: a dead link acts at
-once), reload, drain, the control socket, hooks, signals (SIGHUP reload, SIGTERM exit
-leaving forwarding in place) and sd_notify.
+reports every change through `_on_health`; who serves and the desired state that makes
+in serving.py; the kernel side (one netlink thread, what it last saw, reconciles under
+the policy of ecmpd.refusals: apply what can, report and retry the rest) in
+reconciler.py; the failover order (metering, tiers, failback) in orderwatch.py; the
+status in daemonstatus.py; the control socket's commands in control.py. This module
+runs the loop: the one reconcile path and what follows it, a typed `match` over kernel
+events (carrier first: a dead link acts at once), reload, drain, signals (SIGHUP
+reload, SIGTERM exit leaving forwarding in place) and sd_notify.
 A health change normally costs one netlink operation (a group replace).
 """
 
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
-from collections.abc import Collection, Coroutine, Mapping
-from dataclasses import replace
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ecmpd.announce import announced_families, known_uplinks
 from ecmpd.config import (
     Config,
     ConfigError,
@@ -33,13 +31,13 @@ from ecmpd.config import (
 )
 from ecmpd.connections import renamed
 from ecmpd.control import serve
-from ecmpd.desired import desired_state
-from ecmpd.ending import EndingWatch, end_all, ending_now
+from ecmpd.daemonstatus import runtime_status
+from ecmpd.ending import EndingWatch, end_all
 from ecmpd.health.degraded import GradeChange
-from ecmpd.health.fsm import HealthState, Transition
+from ecmpd.health.fsm import HealthState
 from ecmpd.health.probes import open_prober
 from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
-from ecmpd.hooks import run_hooks, run_with
+from ecmpd.hooks import run_health_hooks, run_with
 from ecmpd.kernel.monitor import (
     AddressEvent,
     KernelEvent,
@@ -53,16 +51,9 @@ from ecmpd.metrics import Metrics
 from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, DesiredState, Family
 from ecmpd.orderwatch import OrderWatch
 from ecmpd.reconciler import Reconciler
-from ecmpd.sdnotify import notify, watchdog_interval
-from ecmpd.status import (
-    Clock,
-    DaemonCounters,
-    Status,
-    daemon_order_view,
-    daemon_status,
-    refused_ops,
-    with_order,
-)
+from ecmpd.sdnotify import notify, watchdog
+from ecmpd.serving import Serving
+from ecmpd.status import Clock, Status
 from ecmpd.uplinkplan import FAMILIES
 
 log = logging.getLogger("ecmpd.daemon")
@@ -86,8 +77,7 @@ class Daemon:
         self.config: Config | None = None
         self.kernel = Reconciler(run_dir, self._on_retry)
         self.supervisor = Supervisor(prober_factory, self._on_health, on_grade=self._on_grade)
-        self.drained: set[str] = set()
-        self._announce_adopted: set[Family] = set()
+        self.serving = Serving(self.supervisor)
         self.started = time.time()
         # Wall-clock times are shown as monotonic ones plus this offset, taken once, so a
         # `since` never wobbles from one status to the next.
@@ -112,7 +102,6 @@ class Daemon:
                 await self.kernel.observe(check=config)
                 self._check(config)
                 self.config = config
-                self._adopt_announce(config)
                 self.order.meter.use_config(config)
                 await self._serve(config, monitor)
         finally:
@@ -121,7 +110,7 @@ class Daemon:
 
     async def _serve(self, config: Config, monitor: KernelMonitor) -> None:
         """The control socket and every task, from the first reconcile until told to stop."""
-        server = await serve(self.run_dir, self._control)
+        server = await serve(self.run_dir, self)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -131,12 +120,15 @@ class Daemon:
             self.supervisor.adopt(
                 config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
             )
+            self.serving.follow_config(config, self.kernel.observed)
             await self._reconcile("start")
             await self.supervisor.start(tg)
             tg.create_task(self._watch_kernel(monitor))
             tg.create_task(self._periodic_resync())
-            tg.create_task(self._watchdog())
-            tg.create_task(self.order.meter.run(lambda: self.order.spill_tiers(self._in_service())))
+            tg.create_task(watchdog())
+            tg.create_task(
+                self.order.meter.run(lambda: self.order.spill_tiers(self.serving.in_service()))
+            )
             if config.metrics is not None:
                 tg.create_task(Metrics(config.metrics).run(self.status))
             notify("READY=1\nSTATUS=probing uplinks")
@@ -170,58 +162,15 @@ class Daemon:
     # --- the one reconcile path ---------------------------------------------------
 
     def service(self, family: Family = Family.INET) -> dict[str, bool]:
-        """Which uplinks may carry traffic of a family: in service by health, not drained."""
-        return {
-            name: ok and name not in self.drained
-            for name, ok in self.supervisor.in_service(family).items()
-        }
-
-    def _adopt_announce(self, config: Config) -> None:
-        """The families whose announce route a start (or reload) finds in the kernel."""
-        self._announce_adopted = announced_families(self.kernel.observed.routes, config)
-
-    def _announce_known(self) -> dict[Family, set[str]]:
-        """Per family, the uplinks whose verdict counts for `announce` (see ecmpd.announce)."""
-        verdicts: dict[tuple[str, Family], bool | None] = {}
-        for name, uplink in self.supervisor.uplinks.items():
-            for family, fam in uplink.families.items():
-                unknown = fam.tracker.state is HealthState.UNKNOWN
-                out = name in self.drained or fam.hold is not None
-                verdicts[(name, family)] = False if out else None if unknown else fam.in_service
-        return known_uplinks(verdicts, self._announce_adopted)
-
-    def _in_service(self) -> dict[Family, set[str]]:
-        """Per family, the uplinks in service (those that carry the family)."""
-        return self.supervisor.serving(self.drained)
+        """Which uplinks may carry traffic of a family (ecmpd.serving)."""
+        return self.serving.service(family)
 
     def _desired(self) -> DesiredState:
-        config = self.config
-        assert config is not None
-        health, health6 = self.service(), self.service(Family.INET6)
-        known = self._announce_known()
-        facts, order = self.kernel.facts, self.order.order
-        degraded = self.supervisor.degraded()
-        # Connections end for two reasons: the uplink left service (on_failure: reset,
-        # ecmpd.ending), or it failed back and stands by (failback: reset, orderwatch).
-        failed = ending_now(
-            config, {f: self.supervisor.in_service(f) for f in FAMILIES}, self.drained
-        )
-
-        def compute(failback: Mapping[Family, Collection[str]]) -> DesiredState:
-            ending = {f: {*failed.get(f, ()), *failback.get(f, ())} for f in FAMILIES}
-            return desired_state(
-                config,
-                health,
-                facts,
-                health6,
-                order=order,
-                degraded=degraded,
-                ending=ending,
-                known=known,
-            )
-
-        # A reload's removed uplinks join the reset sets for its reconcile (ecmpd.ending).
-        return self.endings.desired(self.order.desired(config, compute, self._in_service()))
+        """What the kernel should hold now (ecmpd.serving), read at each pass; a reload's
+        removed uplinks join its reset sets (ecmpd.ending)."""
+        assert self.config is not None
+        serving = self.serving.desired(self.config, self.kernel.facts, self.order)
+        return self.endings.desired(serving)
 
     async def _reconcile(self, reason: str) -> int:
         """Make the kernel match config + health; returns the operations executed.
@@ -252,11 +201,11 @@ class Daemon:
 
     def _set_paces(self) -> None:
         assert self.config is not None
-        sup = self.supervisor
+        sup, serving = self.supervisor, self.serving
         paces = self.order.paces(
-            self.config, sup.states(), sup.target_counts(), self._in_service(), self.drained
+            self.config, sup.states(), sup.target_counts(), serving.in_service(), serving.drained
         )
-        self.supervisor.set_paces(paces)
+        sup.set_paces(paces)
 
     def _on_order_change(self, reason: str) -> None:
         """The meter says a cap or a tier's load changed the order: reconcile."""
@@ -277,7 +226,8 @@ class Daemon:
         """
         assert self.config is not None
         in_service = {f: self.supervisor.in_service(f) for f in FAMILIES}
-        wanted = self.endings.after(self.config, in_service, self.drained, self.kernel.facts)
+        drained, facts = self.serving.drained, self.kernel.facts
+        wanted = self.endings.after(self.config, in_service, drained, facts)
         if wanted:
             await end_all(self.kernel.call, wanted)
 
@@ -301,11 +251,8 @@ class Daemon:
             # A carrying uplink starting to fail wakes a standing-by metered one at once.
             self._set_paces()
         if self.config is not None and self.config.hooks is not None and self._tg is not None:
-            # in_service says whether the uplink may carry traffic of the family that
-            # moved (ECMPD_FAMILY says which one; the tracker's transition does not).
-            in_service = t.new.in_service and t.uplink not in self.drained
-            heard = _for_hooks(t, change.family)
-            self._spawn(run_hooks(self.config.hooks, heard, change.family, in_service))
+            drained = t.uplink in self.serving.drained
+            self._spawn(run_health_hooks(self.config.hooks, t, change.family, drained))
 
     # --- kernel events --------------------------------------------------------------
 
@@ -370,14 +317,6 @@ class Daemon:
             await asyncio.sleep(RESYNC_PERIOD)
             await self._resync_now()
 
-    async def _watchdog(self) -> None:
-        interval = watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
-
     # --- reload, drain, status ---------------------------------------------------------
 
     def _on_sighup(self) -> None:
@@ -398,13 +337,12 @@ class Daemon:
             return {"ok": False, "error": str(err)}
         old, self.config = self.config, config
         assert old is not None
-        self._adopt_announce(config)
         self.order.meter.use_config(config)
         self.kernel.use_config(config)
         await self.supervisor.reload(
             config.uplinks, self.kernel.observed, self.kernel.facts, config.balancer.table
         )
-        self.drained &= set(self.supervisor.uplinks)
+        self.serving.follow_config(config, self.kernel.observed)
         # Removed uplinks' connections end; a renamed one keeps its mark (ecmpd.ending).
         self.endings.reload(old, config, self.kernel.facts)
         self.kernel.rename_marks(renamed(old, config))
@@ -419,67 +357,16 @@ class Daemon:
         if name not in self.supervisor.uplinks:
             names = ", ".join(self.supervisor.uplinks)
             return {"ok": False, "error": f"no uplink {name!r}; uplinks: {names}"}
-        if drained:
-            self.drained.add(name)
-        else:
-            self.drained.discard(name)
+        self.serving.drain(name, drained)
         log.info("uplink.drain" if drained else "uplink.undrain", extra={"uplink": name})
         ops = await self._reconcile(f"{'drain' if drained else 'undrain'} {name}")
         return {"ok": True, "ops": ops}
 
     def status(self) -> Status:
-        """The status: health per uplink and family, membership from the kernel."""
+        """The status now (ecmpd.daemonstatus)."""
         assert self.config is not None
         now = time.monotonic()
-        kernel = self.kernel
-        refused = refused_ops(kernel.book.current(), kernel.owners, now)
-        counters = DaemonCounters(
-            pid=os.getpid(),
-            uptime_s=round(time.time() - self.started, 1),
-            reconciles=kernel.counters.reconciles,
-            ops=kernel.counters.ops,
-            failures=kernel.counters.failures,
-            resyncs=kernel.counters.resyncs,
-            refusals=kernel.book.total,
+        clock = Clock(monotonic=now, wall=now + self._wall_offset)
+        return runtime_status(
+            self.config, self.serving, self.kernel, self.order, clock, self.started
         )
-        status = daemon_status(
-            self.config.balancer.table,
-            self.supervisor.reports(),
-            kernel.observed,
-            kernel.facts,
-            self.drained,
-            counters,
-            Clock(monotonic=now, wall=now + self._wall_offset),
-            refused,
-        )
-        meter = self.order.meter
-        view = daemon_order_view(
-            self.config,
-            self.order.carrying,
-            set().union(*self._in_service().values()),
-            self.drained,
-            meter.counters,
-            meter.ledgers,
-            meter.order.last_resort,
-        )
-        return with_order(status, self.config, view)
-
-    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
-        cmd = request.get("cmd")
-        if cmd == "status":
-            return {"ok": True, "status": self.status().to_json()}
-        if cmd == "reload":
-            return await self.reload()
-        if cmd in ("drain", "undrain"):
-            return await self.drain(str(request.get("uplink")), cmd == "drain")
-        if cmd == "health":
-            return {"ok": True, "health": self.service(), "health6": self.service(Family.INET6)}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
-
-
-def _for_hooks(t: Transition, family: Family) -> Transition:
-    """The transition as hooks hear it: an IPv6 one also says so at the start of its reason.
-
-    (ECMPD_FAMILY says it too; the prefix stays for hooks that only read the reason.)
-    """
-    return replace(t, reason=f"ipv6: {t.reason}") if family is Family.INET6 else t

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ecmpd.health.fsm import Transition
@@ -91,6 +92,17 @@ def tier_env(
 async def run_hooks(directory: Path, t: Transition, family: Family, in_service: bool) -> None:
     """Run every hook with the change in its environment (argv only, no shell)."""
     await run_with(directory, hook_env(t, family, in_service))
+
+
+async def run_health_hooks(directory: Path, t: Transition, family: Family, drained: bool) -> None:
+    """The hooks of one health change, as the daemon runs them.
+
+    ECMPD_IN_SERVICE says whether the uplink may carry the family's traffic now (never
+    while drained); an IPv6 change's reason starts with "ipv6: " (ECMPD_FAMILY says it
+    too; the prefix stays for hooks that only read the reason).
+    """
+    heard = replace(t, reason=f"ipv6: {t.reason}") if family is Family.INET6 else t
+    await run_hooks(directory, heard, family, t.new.in_service and not drained)
 
 
 async def run_with(directory: Path, env: dict[str, str]) -> None:
