@@ -36,7 +36,8 @@ from ecmpd.ending import EndingWatch, end_all
 from ecmpd.health.degraded import GradeChange
 from ecmpd.health.fsm import HealthState
 from ecmpd.health.probes import open_prober
-from ecmpd.health.supervisor import HealthChange, ProberFactory, Supervisor
+from ecmpd.health.probing import ProberFactory
+from ecmpd.health.supervisor import HealthChange, Supervisor
 from ecmpd.hooks import run_health_hooks, run_with
 from ecmpd.kernel.monitor import (
     AddressEvent,

@@ -11,41 +11,30 @@ used at all (`no interface`, `no DHCP lease yet`, ...), probing nothing.
 Every health change, whatever caused it (a probe round, a carrier event, a carrier-only
 family coming back), goes through `_changed`: counted, logged (`uplink.up`,
 `uplink.down`, `uplink.state`) and handed to the daemon's callback as a HealthChange.
-Probers come from an injected factory and time from an injected clock: unit-tested
-with a fake prober (tests/unit/test_supervisor.py).
+One family's tracker, targets, prober and scheduler are health/probing.py's. Probers
+come from an injected factory and time from an injected clock: unit-tested with a fake
+prober (tests/unit/test_supervisor.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.config import UplinkConfig
 from ecmpd.facts import KernelFacts
+from ecmpd.health import probing
 from ecmpd.health.degraded import GradeChange
-from ecmpd.health.fsm import HealthState, HealthTracker, Target, Transition
-from ecmpd.health.probes import Prober
-from ecmpd.health.scheduler import ProbeScheduler
-from ecmpd.model import FAMILY_NAMES, DesiredState, Family, IPAddress, nexthop_id
-from ecmpd.status import FamilyReport, UplinkReport
-from ecmpd.uplinkplan import FAMILIES, carries, resolve_uplink, unavailable
+from ecmpd.health.fsm import HealthState, Transition
+from ecmpd.health.probing import FamilyProbe, ProberFactory, Probing, UplinkProbes
+from ecmpd.model import FAMILY_NAMES, DesiredState, Family, nexthop_id
+from ecmpd.status import UplinkReport
+from ecmpd.uplinkplan import FAMILIES, carries, unavailable
 
 log = logging.getLogger("ecmpd.health")
-
-# A tracker needs at least one target; a family that cannot be probed (point-to-point
-# without targets) gets a placeholder that is never probed, so carrier alone decides.
-PLACEHOLDER: dict[Family, Target] = {
-    Family.INET: IPv4Address("0.0.0.0"),
-    Family.INET6: IPv6Address("::"),
-}
-
-ProberFactory = Callable[[str, str, IPAddress | None, Family], Awaitable[Prober]]
-Binding = tuple[int | None, IPAddress | None]  # (interface index, source address)
 
 
 @dataclass(frozen=True)
@@ -59,36 +48,6 @@ class HealthChange:
     def service_moved(self) -> bool:
         """Whether it moved the family in or out of service (else: within, e.g. falling)."""
         return self.transition.old.in_service != self.transition.new.in_service
-
-
-@dataclass
-class FamilyProbe:
-    """One uplink's health in one family: tracker, and prober while probed."""
-
-    family: Family
-    tracker: HealthTracker
-    targets: list[Target]
-    hold: str | None = None  # why it cannot be used at all now (no probing meanwhile)
-    prober: Prober | None = None
-    task: asyncio.Task[None] | None = None
-    scheduler: ProbeScheduler | None = None
-    transitions: int = 0
-    # What the prober's socket is bound to: a re-created interface or a new DHCP/SLAAC
-    # address leaves a socket sending into nothing.
-    bound: Binding | None = None
-
-    @property
-    def in_service(self) -> bool:
-        """Health allows traffic and nothing holds the family down."""
-        return self.hold is None and self.tracker.in_service
-
-
-@dataclass
-class UplinkProbes:
-    """One uplink: its config and each family it carries (IPv4 first)."""
-
-    config: UplinkConfig
-    families: dict[Family, FamilyProbe]
 
 
 class Supervisor:
@@ -105,7 +64,7 @@ class Supervisor:
         self._on_change = on_change
         self._on_grade = on_grade
         self._clock = clock
-        self._tg: asyncio.TaskGroup | None = None
+        self._probing: Probing | None = None  # once started
         self._facts = KernelFacts()
         self.uplinks: dict[str, UplinkProbes] = {}
         self._paces: dict[str, float] = {}  # standing-by metered uplinks' sparse intervals
@@ -130,7 +89,7 @@ class Supervisor:
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         """Probe every family that can be, with schedulers in the daemon's task group."""
-        self._tg = tg
+        self._probing = Probing(self._open, tg, self._clock)
         for uplink in self.uplinks.values():
             for fam in uplink.families.values():
                 await self._start(uplink.config, fam)
@@ -208,16 +167,16 @@ class Supervisor:
             )
             fam.hold = hold
             if hold is not None:
-                await self._stop(fam)
+                await probing.stop(fam)
                 return
             self._carrier_only(fam)
         if hold is not None:
             return
-        targets = self._targets(config, family)
+        targets = probing.check_targets(config, self._facts, family)
         if targets != fam.targets:
             # The old verdict was about the old gateway: the new one starts unknown.
-            await self._stop(fam)
-            fresh = self._family(config, family)
+            await probing.stop(fam)
+            fresh = probing.new_family(config, self._facts, family, self._clock())
             fresh.tracker.on_carrier(self._clock(), fam.tracker.carrier)
             fresh.transitions = fam.transitions
             uplink.families[family] = fresh
@@ -231,9 +190,9 @@ class Supervisor:
             )
             await self._start(config, fresh)
             return
-        if fam.task is not None and fam.bound != self._binding(config, family):
+        if fam.task is not None and fam.bound != probing.binding(config, self._facts, family):
             log.info("probe.rebind", extra={"uplink": config.name, "family": FAMILY_NAMES[family]})
-            await self._stop(fam)
+            await probing.stop(fam)
         # Not probing although it could (a source not there yet, an interface back):
         # try again.
         await self._start(config, fam)
@@ -265,10 +224,36 @@ class Supervisor:
         return [
             UplinkReport(
                 config=u.config,
-                families={family: _report(fam) for family, fam in u.families.items()},
+                families={family: fam.report() for family, fam in u.families.items()},
             )
             for u in self.uplinks.values()
         ]
+
+    def serving(self, drained: Collection[str]) -> dict[Family, set[str]]:
+        """Per family, the uplinks carrying it that are in service and not drained."""
+        return {
+            family: {
+                name
+                for name, u in self.uplinks.items()
+                if family in u.families and u.families[family].in_service and name not in drained
+            }
+            for family in FAMILIES
+        }
+
+    def states(self) -> dict[tuple[str, Family], HealthState]:
+        """Each uplink's health state in each family it carries."""
+        return {
+            (name, family): fam.tracker.state
+            for name, uplink in self.uplinks.items()
+            for family, fam in uplink.families.items()
+        }
+
+    def target_counts(self) -> dict[str, dict[Family, int]]:
+        """How many targets each uplink probes in each family."""
+        return {
+            name: {family: len(fam.targets) for family, fam in uplink.families.items()}
+            for name, uplink in self.uplinks.items()
+        }
 
     # --- the one path of health changes ----------------------------------------------
 
@@ -327,8 +312,8 @@ class Supervisor:
         for family in FAMILIES:
             if not carries(config, family):
                 continue
-            fam = self._family(config, family)
             now = self._clock()
+            fam = probing.new_family(config, self._facts, family, now)
             group = next(
                 (g for g in observed.groups if g.id == nexthop_id(balancer_table, family)), None
             )
@@ -345,89 +330,24 @@ class Supervisor:
             families[family] = fam
         return UplinkProbes(config, families)
 
-    def _family(self, config: UplinkConfig, family: Family) -> FamilyProbe:
-        targets = self._targets(config, family)
-        tracker = HealthTracker(
-            config.name, config.check, targets or [PLACEHOLDER[family]], self._clock()
-        )
-        hold = unavailable(config, self._facts, family)
-        return FamilyProbe(family=family, tracker=tracker, targets=targets, hold=hold)
-
-    def _targets(self, config: UplinkConfig, family: Family) -> list[Target]:
-        """The family's check targets, defaulting to its resolved gateway."""
-        version = 6 if family is Family.INET6 else 4
-        targets: list[Target] = [t for t in config.check.targets if t.version == version]
-        if not targets:
-            gateway = resolve_uplink(config, self._facts, True, family).gateway
-            if gateway is not None:
-                targets = [gateway]
-        return targets
-
-    def _binding(self, config: UplinkConfig, family: Family) -> Binding:
-        iface = self._facts.interfaces.get(config.interface)
-        up = resolve_uplink(config, self._facts, True, family)
-        return (iface.index if iface else None, up.source.ip if up.source is not None else None)
-
     async def _start(self, config: UplinkConfig, fam: FamilyProbe) -> None:
-        if not fam.targets or fam.hold is not None or self._tg is None or fam.task is not None:
-            return  # carrier-only, held down, not started yet or already probing
-        fam.bound = self._binding(config, fam.family)
-        try:
-            fam.prober = await self._open(
-                config.check.method, config.interface, fam.bound[1], fam.family
-            )
-        except OSError as exc:
-            # The interface may have just gone, an IPv6 source may still be tentative
-            # (DAD) or not yet learnt (SLAAC): the next re-read tries again; meanwhile
-            # the family keeps its state.
-            log.warning(
-                "probe.open_failed",
-                extra={
-                    "uplink": config.name,
-                    "family": FAMILY_NAMES[fam.family],
-                    "error": str(exc),
-                },
-            )
-            return
-        scheduler = ProbeScheduler(
-            fam.tracker,
-            fam.prober,
-            fam.targets,
-            config.check.interval,
-            config.check.timeout,
+        if self._probing is None:
+            return  # not started yet: start() probes every family
+        await probing.start(
+            fam,
+            config,
+            self._facts,
+            self._probing,
             lambda t: self._changed(fam, t),
-            self._clock,
-            on_grade=lambda g: self._graded(config.name, fam, g),
+            lambda g: self._graded(config.name, fam, g),
+            self._paces.get(config.name),
         )
-        scheduler.set_pace(self._paces.get(config.name))
-        fam.scheduler = scheduler
-        fam.task = self._tg.create_task(scheduler.run())
 
-    def serving(self, drained: Collection[str]) -> dict[Family, set[str]]:
-        """Per family, the uplinks carrying it that are in service and not drained."""
-        return {
-            family: {
-                name
-                for name, u in self.uplinks.items()
-                if family in u.families and u.families[family].in_service and name not in drained
-            }
-            for family in FAMILIES
-        }
+    async def _stop_uplink(self, uplink: UplinkProbes) -> None:
+        for fam in uplink.families.values():
+            await probing.stop(fam)
 
-    def states(self) -> dict[tuple[str, Family], HealthState]:
-        """Each uplink's health state in each family it carries."""
-        return {
-            (name, family): fam.tracker.state
-            for name, uplink in self.uplinks.items()
-            for family, fam in uplink.families.items()
-        }
-
-    def target_counts(self) -> dict[str, dict[Family, int]]:
-        """How many targets each uplink probes in each family."""
-        return {
-            name: {family: len(fam.targets) for family, fam in uplink.families.items()}
-            for name, uplink in self.uplinks.items()
-        }
+    # --- probe paces ---------------------------------------------------------------------
 
     def set_paces(self, paces: dict[str, float]) -> None:
         """Probe these uplinks every so many seconds (standing by); all others normally."""
@@ -445,32 +365,3 @@ class Supervisor:
             for fam in uplink.families.values():
                 if fam.scheduler is not None:
                     fam.scheduler.set_pace(pace)
-
-    async def _stop(self, fam: FamilyProbe) -> None:
-        if fam.task is not None:
-            fam.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fam.task
-            fam.task = None
-            fam.scheduler = None
-        if fam.prober is not None:
-            await fam.prober.aclose()
-            fam.prober = None
-
-    async def _stop_uplink(self, uplink: UplinkProbes) -> None:
-        for fam in uplink.families.values():
-            await self._stop(fam)
-
-
-def _report(fam: FamilyProbe) -> FamilyReport:
-    tracker = fam.tracker
-    return FamilyReport(
-        state=tracker.state,
-        since=tracker.since,
-        reason=tracker.reason,
-        transitions=fam.transitions,
-        targets=tuple(tracker.stats()) if fam.targets else (),
-        carrier=tracker.carrier,
-        held=fam.hold,
-        grade=tracker.grade if tracker.grading else None,
-    )
