@@ -351,7 +351,7 @@ class Daemon:
             await self.kernel.observe()
             ops = await self._reconcile_locked("reload")
         log.info("config.reload", extra={"uplinks": list(self.supervisor.uplinks), "ops": ops})
-        return {"ok": True, "ops": ops, "refused": len(self.kernel.book.current())}
+        return {"ok": True, "ops": ops, "refused": len(self.kernel.refused)}
 
     async def drain(self, name: str, drained: bool) -> dict[str, Any]:
         """Take an uplink out of service by hand (or put it back)."""

@@ -34,7 +34,7 @@ def runtime_status(
     started: float,
 ) -> Status:
     """The status at `clock` of a daemon that started at `started` (wall clock)."""
-    refused = refused_ops(kernel.book.current(), kernel.owners, clock.monotonic)
+    refused = refused_ops(kernel.refused, kernel.owners, clock.monotonic)
     counters = DaemonCounters(
         pid=os.getpid(),
         uptime_s=round(clock.wall - started, 1),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ecmpd.model import (
     DesiredState,
@@ -148,6 +148,39 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
         ops += [Op(OpKind.DELETE, have_announced[route.key]), Op(OpKind.ADD, route)]
     ops += [Op(OpKind.ADD, r) for r in a_add]
     return ops
+
+
+# The field of DesiredState that holds each kind of object.
+_FIELDS: Mapping[type, str] = {
+    Rule: "rules",
+    Route: "routes",
+    Nexthop: "nexthops",
+    NexthopGroup: "groups",
+    Sysctl: "sysctls",
+    NftTable: "nft",
+    MptcpEndpoint: "endpoints",
+    MptcpLimits: "mptcp_limits",
+}
+
+
+def after(state: DesiredState, op: Op) -> DesiredState:
+    """The state once the kernel took `op` (the daemon's view as a reconcile goes on).
+
+    An add puts the object beside any other of its key (a changed rule's twin at the
+    same priority), a replace takes the place of the one of its key, a delete removes
+    exactly the object deleted. The kernel's own cascades (a deleted group takes its
+    routes along) are not modelled: a plan deletes routes before their groups.
+    """
+    name = _FIELDS[type(op.obj)]
+    objs: frozenset[Any] = getattr(state, name)
+    if op.kind is OpKind.DELETE:
+        objs = objs - {op.obj}
+    elif op.kind is OpKind.REPLACE:
+        objs = frozenset(o for o in objs if o.key != op.obj.key) | {op.obj}
+    else:
+        objs = objs | {op.obj}
+    changed: dict[str, Any] = {name: objs}
+    return replace(state, **changed)
 
 
 def _endpoints(want: Iterable[MptcpEndpoint], have: Iterable[MptcpEndpoint]) -> list[Op]:

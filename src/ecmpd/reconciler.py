@@ -28,8 +28,8 @@ from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.partial import PartialResult, execute_partial
 from ecmpd.kernel.record import Record
 from ecmpd.model import DesiredState
-from ecmpd.plan import diff
-from ecmpd.refusals import Owners, RefusalBook, RefusalKind
+from ecmpd.plan import Op, after, diff
+from ecmpd.refusals import Owners, Refusal, RefusalBook, RefusalKind
 
 log = logging.getLogger("ecmpd.daemon")
 T = TypeVar("T")
@@ -46,13 +46,21 @@ class Counters:
 
 
 class Reconciler:
-    """The kernel as the daemon keeps it: observe, reconcile under the policy, retry."""
+    """The kernel as the daemon keeps it: observe, reconcile under the policy, retry.
+
+    `observed` follows the kernel operation by operation, also while a reconcile runs
+    (the kernel thread moves it on, one assignment of a frozen value each time): a
+    status taken between a failover's group replace and the nftables run after it
+    shows the group as the kernel holds it. `refused` is the refusal book as the last
+    reconcile left it, never half a pass.
+    """
 
     def __init__(self, run_dir: Path, on_retry: Callable[[], None]) -> None:
         self.run_dir = run_dir
         self.observed = DesiredState()
         self.facts = KernelFacts()
         self.book = RefusalBook()
+        self.refused: tuple[Refusal, ...] = ()
         self.counters = Counters()
         self.lock = asyncio.Lock()  # one reconcile at a time, each from the latest health
         self._on_retry = on_retry
@@ -150,11 +158,18 @@ class Reconciler:
         present = {n.id for n in self.observed.nexthops} | {g.id for g in self.observed.groups}
         foreign = self.facts.foreign_nexthop_ids
         now = time.monotonic()
-        return await self.call(execute_partial, self._writer, ops, self.book, present, now, foreign)
+        return await self.call(
+            execute_partial, self._writer, ops, self.book, present, now, foreign, self._took
+        )
+
+    def _took(self, op: Op) -> None:
+        """The kernel took `op` (called on the kernel thread): the view moves on with it."""
+        self.observed = after(self.observed, op)
 
     def _report(self, result: PartialResult, reason: str) -> None:
-        """Log each refusal of this pass and wake up for the next retry."""
+        """Log each refusal of this pass, publish the book and wake up for the next retry."""
         now = time.monotonic()
+        self.refused = self.book.current()
         for r in result.refused:
             level = logging.INFO if r.kind is RefusalKind.HELD else logging.WARNING
             log.log(

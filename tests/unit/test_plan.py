@@ -19,7 +19,7 @@ from ecmpd.model import (
     Rule,
     RuleAction,
 )
-from ecmpd.plan import Op, OpKind, diff
+from ecmpd.plan import Op, OpKind, after, diff
 from tests.unit.fakekernel import DSTS, MASK, FakeKernel, states
 
 
@@ -38,6 +38,21 @@ def test_any_state_reaches_any_other_adding_before_deleting(
         assert kept_routes <= {r.key for r in now.routes}, op
         assert kept_rules <= {r.key for r in now.rules}, op
     assert kernel.state() == target
+
+
+@settings(max_examples=400, deadline=None)
+@given(start=states(), target=states())
+def test_after_each_operation_the_view_is_what_the_kernel_holds(
+    start: DesiredState, target: DesiredState
+) -> None:
+    """The daemon's view, moved on op by op (plan.after), never differs from the kernel."""
+    kernel = FakeKernel.holding(start)
+    view = start
+    for op in diff(target, start):
+        kernel.apply(op)
+        view = after(view, op)
+        assert view == kernel.state(), op
+    assert view == target
 
 
 @settings(max_examples=200, deadline=None)

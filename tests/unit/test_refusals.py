@@ -149,7 +149,10 @@ def test_one_refused_nexthop_holds_up_nothing_else(tmp_path: Path) -> None:
     writer = FakeWriter(tmp_path, {add_b: errno.EEXIST, new_rule: errno.EINVAL})
     writer.record.remember({"net.ipv4.conf.b.rp_filter": "0"})  # no /proc read in a test
     book = RefusalBook()
-    result = execute_partial(writer, ops, book, {NH_A}, now=100.0)
+    taken: list[Op] = []
+    result = execute_partial(writer, ops, book, {NH_A}, now=100.0, took=taken.append)
+    # Each operation is heard as the kernel took it, in order, the group as sent.
+    assert taken == writer.sent
     kinds = {str(r.op): r.kind for r in result.refused}
     assert kinds == {
         str(add_b): RefusalKind.CONFLICT,

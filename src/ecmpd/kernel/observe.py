@@ -213,9 +213,10 @@ def observe_links(
     """A carrier event's re-read: links, addresses and nexthops; the rest as `before`.
 
     Carrier loss flushes the nexthops on the device (silently) and changes links, never
-    ecmpd's rules or gateway routes, nor the main table's defaults: those need no
-    re-read, which with a full routing table in main is a walk of it. A full observe
-    follows soon anyway (the daemon's debounced resync).
+    ecmpd's rules, nor the main table's defaults: those need no re-read, which with a
+    full routing table in main is a walk of it. The routes through a flushed nexthop
+    (or through a group that lost its last member) went with it, as the kernel does.
+    A full observe follows soon anyway (the daemon's debounced resync).
     """
     gateways = (
         {f.index: f.dhcp_gateway for f in facts.interfaces.values() if f.dhcp_gateway},
@@ -223,7 +224,13 @@ def observe_links(
     )
     links = read_interfaces(handle, gateways)
     nexthops, groups, foreign_ids = read_nexthops(handle, {i: f.name for i, f in links.items()})
-    observed = dataclasses.replace(before, nexthops=frozenset(nexthops), groups=frozenset(groups))
+    ids = {n.id for n in nexthops} | {g.id for g in groups}
+    observed = dataclasses.replace(
+        before,
+        nexthops=frozenset(nexthops),
+        groups=frozenset(groups),
+        routes=frozenset(r for r in before.routes if r.nhid is None or r.nhid in ids),
+    )
     fresh = dataclasses.replace(
         facts,
         interfaces={f.name: f for f in links.values()},

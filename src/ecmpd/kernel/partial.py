@@ -8,7 +8,7 @@ kernel/apply.py's `reconcile` is the all-or-nothing twin the CLI uses.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ecmpd.kernel.apply import KernelWriter
@@ -51,13 +51,15 @@ def execute_partial(
     present: Collection[int],
     now: float,
     foreign: Collection[int] = (),
+    took: Callable[[Op], None] | None = None,
 ) -> PartialResult:
     """Execute every operation that can be applied; the daemon's policy (ecmpd.refusals).
 
     `present`: the nexthop and group ids the kernel holds before the pass (groups are
     sent without members that are not there, routes wait for their group);
     `foreign`: nexthop ids in ecmpd's block that another program holds (never taken
-    over, never routed through); `now` is the book's clock.
+    over, never routed through); `now` is the book's clock; `took` hears each operation
+    as the kernel holds it now (a group as sent), right after it is done.
     """
     nexthops = set(present)
     done: list[Op] = []
@@ -82,6 +84,8 @@ def execute_partial(
             if _gone_with_its_group(op, nexthops):
                 book.done(op)
                 done.append(op)
+                if took is not None:
+                    took(op)
                 continue
             blocker = held_by(op, failed)
             waits = f"waits for {blocker}" if blocker else missing_group(op, nexthops)
@@ -100,6 +104,8 @@ def execute_partial(
                 kernel_refused = True
                 continue
             pruned |= sent is not op
+            if took is not None:
+                took(sent)
             if book.done(op):
                 recovered.append(op)
             done.append(sent)
