@@ -146,11 +146,19 @@ def test_apply_builds_both_families_and_reapply_changes_nothing(applied: Applied
     )
     rules6 = ip_json(lab.router, "-6", "rule", "show")
     ours = [r for r in rules6 if r.get("protocol") in ("236", 236)]
-    assert [(r["priority"], r.get("src"), r["table"]) for r in ours[:3]] == [
+    # Reply rules: from each uplink's source6 to its table, first of ecmpd's rules with a
+    # source. Its connection-mark rule shares the priority (the rule key is (family,
+    # priority, fwmark)), so the source is what tells them apart.
+    sourced = [r for r in ours if r.get("src", "all") != "all"]
+    assert all("fwmark" not in r for r in sourced[:3]), sourced[:3]
+    assert [(r["priority"], r["src"], r["table"]) for r in sourced[:3]] == [
         (10000, "2001:db8:1::2", "101"),
         (10001, "2001:db8:2::2", "102"),
         (10002, "2001:db8:3::2", "103"),
     ]
+    # Each uplink's marked connections look up its table at its reply rule's priority.
+    marked = {(r["priority"], r["table"]) for r in ours if "fwmark" in r}
+    assert {(10000, "101"), (10001, "102"), (10002, "103")} <= marked, marked
     assert any(r.get("suppress_prefixlen") == 0 for r in ours), ours
     assert netns.read_sysctl(lab.router, "net.ipv6.fib_multipath_hash_policy") == "1"
     # Idempotent: IPv6 metrics, scopes and reject routes read back as desired.

@@ -282,6 +282,11 @@ def test_a_foreign_object_on_an_id_is_named_counted_and_the_rest_applied(
         for isp in lab.isps:
             netns.run_in(lab.router, ["ip", "link", "set", isp.uplink_if, "down"], check=True)
         wait_for(lambda: not group_members(lab), FOLLOW, "the group gone with its members")
+        # The kernel drops the group at once; the daemon hears the three carriers one by
+        # one. Taken before it heard them all, the id would meet a reconcile that still
+        # balances over the last one, and the next (all down) would forget the conflict.
+        down = {DisplayState.DOWN}
+        wait_for(lambda: {u.state for u in daemon.uplinks().values()} == down, FOLLOW, "all down")
         netns.run_in(lab.router, ["ip", "nexthop", "add", "id", str(group), "blackhole"],
                      check=True)  # fmt: skip
         for isp in lab.isps:
