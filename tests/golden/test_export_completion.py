@@ -62,6 +62,7 @@ def offered(script: Path, line: str, cwd: Path | None = None) -> list[str]:
         ("ecmpd completion ", ["-h", "--help", "bash", "zsh", "fish"]),
         ("ecmpd lab ", ["-h", "--help", "up", "down", "demo"]),
         ("ecmpd lab up --", ["--help", "--dir", "--isps", "--lan", "--edges", "--json"]),
+        ("ecmpd lab demo --e", ["--edges"]),
         ("ecmpd explain 192.0.2.1 --proto ", ["icmp", "tcp", "udp"]),
         # `export` is the value of -c here, not the command: still at the top level.
         ("ecmpd -c export ex", ["explain", "export"]),

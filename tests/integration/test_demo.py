@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from ecmpd.config import CheckConfig
+from ecmpd.health.fsm import detection_time
 from ecmpd.lab import netns
+from ecmpd.lab.peers.frr import frr_available
 from tests.integration.fixtures.labs import next_lab_prefix, require_netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,15 +67,14 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def demo() -> dict[str, Any]:
+def run_demo(*args: str) -> dict[str, Any]:
     """One short demo run: its JSON, stderr, and the namespaces before and after."""
     require_netns()
     prefix = next_lab_prefix()  # the session's safety net removes it, should the demo not
     before = set(netns.list_netns())
     done = subprocess.run(
-        [sys.executable, "-m", "ecmpd", "lab", "demo", "--duration", "4", "--no-live",
-         "--json", "--prefix", prefix],
+        [sys.executable, "-m", "ecmpd", "lab", "demo", *args, "--no-live", "--json",
+         "--prefix", prefix],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -89,6 +91,21 @@ def demo() -> dict[str, Any]:
         "ip_netns_list": listed.stdout,
         "children": children_of(os.getpid()),
     }
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, Any]:
+    """The single-router demo, short."""
+    return run_demo("--duration", "4")
+
+
+@pytest.fixture(scope="module")
+def edges_demo() -> dict[str, Any]:
+    """The scale-out demo (LAN, core, 2 edges with ecmpd and FRR, 4 ISPs), short."""
+    reason = frr_available()
+    if reason is not None:
+        pytest.skip(reason)
+    return run_demo("--edges", "2", "--duration", "8")
 
 
 def test_the_demo_leaves_no_namespace_and_no_process(demo: dict[str, Any]) -> None:
@@ -237,3 +254,63 @@ def test_the_timeline_is_sampled_several_times_a_second(demo: dict[str, Any]) ->
     assert all(b > a for a, b in itertools.pairwise(t))
     for name in ("isp-a", "isp-b", "isp-c"):
         assert len(doc["timeline"]["tx_mbit"][name]) == len(t)
+
+
+# The edges demo: the core's and the edges' default checks (worst-case detection 0.85 s)
+# and a busy machine's slack; FRR's propagation to the core's FIB (0.12 s of fixed holds,
+# see test_edges) on top for BGP's view.
+EDGE_DETECT_MS = (detection_time(CheckConfig()) + 0.5) * 1000
+BGP_MS = EDGE_DETECT_MS + 300
+
+
+def test_the_edges_demo_leaves_no_namespace_and_no_process(edges_demo: dict[str, Any]) -> None:
+    doc, prefix = edges_demo["doc"], edges_demo["prefix"]
+    assert doc["lab"]["prefix"] == prefix and len(doc["lab"]["namespaces"]) == 10
+    assert netns.list_netns(prefix) == []
+    assert {n for n in edges_demo["after"] - edges_demo["before"] if n.startswith(prefix)} == set()
+    assert edges_demo["children"] == []
+    for path in (doc["workdir"], prefix, *doc["lab"]["frr_dirs"]):
+        assert processes_mentioning(path) == [], path  # FRR's daemons name their dir
+        assert not Path(path).exists() or path == prefix
+
+
+def test_the_edges_demo_tells_what_happens(edges_demo: dict[str, Any]) -> None:
+    err = edges_demo["stderr"]
+    steps = (
+        "building the scale-out lab", "announced and balanced", "gray failure on every",
+        "edge1 out of the core's balancer", "BGP withdrew edge1's default", "heal",
+        "edge1 announced again", "edge1 back in the core's balancer", "fresh connections",
+        "edge2 forwards nothing", "edge2 out of the core's balancer", "removing the lab",
+    )  # fmt: skip
+    for step in steps:
+        assert step in err, step
+
+
+def _moved_and_kept(part: dict[str, Any]) -> None:
+    """Per family: the edge's streams paused once and its connections came back via the
+    other edge; nothing through the other edge paused, broke or went silent."""
+    for family in ("ipv4", "ipv6"):
+        pings, conns = part[family]["pings"], part[family]["conns"]
+        assert 0 < pings["moved"] < pings["streams"] and pings["disturbed"] == 0, (family, pings)
+        assert pings["outage_ms"] <= EDGE_DETECT_MS, (family, pings)
+        assert conns["on_failed"] > 0 and conns["not_back"] == 0, (family, conns)
+        assert conns["disturbed_by_failure"] == 0 and conns["disturbed_by_return"] == 0, conns
+        assert conns["idle_other"] > 0 and conns["idle_broken"] == 0, (family, conns)
+
+
+def test_an_edges_isps_fail_its_traffic_moves_and_it_returns_moving_nothing(
+    edges_demo: dict[str, Any],
+) -> None:
+    f = edges_demo["doc"]["failure"]
+    assert f["edge"] == "edge1"
+    assert 100 <= f["out_of_balancer_ms"] <= EDGE_DETECT_MS, f
+    assert f["withdrawn_ms"] <= BGP_MS, f
+    assert f["back_in_balancer_ms"] is not None and f["bgp_sessions_dropped"] == 0, f
+    _moved_and_kept(f)
+
+
+def test_an_edge_forwarding_nothing_is_caught_by_the_core(edges_demo: dict[str, Any]) -> None:
+    b = edges_demo["doc"]["blackhole"]
+    assert b["edge"] == "edge2" and b["bgp_paths_meanwhile"] == [2, 2], b
+    assert b["caught_ms"] is not None and b["caught_ms"] <= EDGE_DETECT_MS, b
+    _moved_and_kept(b)

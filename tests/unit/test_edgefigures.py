@@ -91,3 +91,8 @@ def test_ipv6_streams_are_counted_apart() -> None:
     v6 = Stream(IPv6Address("2001:db8:100::1"), tuple(t + OFFSET for t in every(99.0, 105.0)))
     got = seen(Recorded((stream(every(99.0, 105.0)), v6), (), (), EDGES, OFFSET), W)
     assert got["ipv4"].pings.streams == 1 and got["ipv6"].pings.streams == 1
+
+
+def test_pauses_after_the_window_are_not_the_windows() -> None:
+    later = stream(every(99.0, 105.0) + every(106.0, 107.0))  # paused after the end (105)
+    assert pings([later], W, OFFSET).disturbed == 0 and pings([later], W, OFFSET).moved == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from ecmpd.cli.watch import Feed, parse_capacities
+from ecmpd.cli.watch import parse_capacities
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import InterfaceCounters
 from ecmpd.live import (
@@ -26,6 +26,7 @@ from ecmpd.live import (
     sparkline,
     target_shares,
 )
+from ecmpd.livefeed import Feed
 from ecmpd.liveorder import OrderCell
 from ecmpd.status import (
     DaemonCounters,

@@ -20,9 +20,13 @@ from ecmpd.cli.common import EXIT_OK, CommandError, print_json
 from ecmpd.lab import netns
 from ecmpd.lab.demo import DEFAULT_DURATION_S, FLOWS, DemoOptions, run_demo
 from ecmpd.lab.demoparts import DemoError
+from ecmpd.lab.edgedemo import DEFAULT_DURATION_S as EDGE_DURATION_S
+from ecmpd.lab.edgedemo import EdgeDemoOptions, run_edge_demo
 from ecmpd.lab.edgelayout import plan_edge_lab
 from ecmpd.lab.edgerun import whole
 from ecmpd.lab.edges import EdgeRouters, build_edge_lab, destroy_edge_lab
+from ecmpd.lab.edgesummary import render_edge_summary
+from ecmpd.lab.edgetraffic import BUSY
 from ecmpd.lab.peers.frr import frr_available
 from ecmpd.lab.summary import render_summary
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
@@ -55,18 +59,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--duration",
         type=_positive,
-        default=DEFAULT_DURATION_S,
         metavar="S",
         help="seconds of traffic, split steady/failure/recovery 30/30/40%% "
-        "(phases stretch until their events happened; default %(default)g)",
+        f"(phases stretch until their events happened; default {DEFAULT_DURATION_S:g}, "
+        f"with --edges {EDGE_DURATION_S:g})",
     )
     demo.add_argument("--no-live", action="store_true", help="progress lines, no live view")
     demo.add_argument("--json", action="store_true", help="the figures as JSON on stdout")
     demo.add_argument(
         "--plot", type=Path, metavar="FILE", help="timeline of the run (.png or .svg; matplotlib)"
     )
-    demo.add_argument("--fail", metavar="ISP", help="the ISP to fail (default: the heaviest)")
-    demo.add_argument("--flows", type=int, default=FLOWS, help="concurrent TCP flows")
+    demo.add_argument(
+        "--fail",
+        metavar="ISP",
+        help="the ISP to fail (default: the heaviest); with --edges, the edge (default edge1)",
+    )
+    demo.add_argument(
+        "--edges",
+        type=int,
+        metavar="N",
+        help="the scale-out demo: LAN, core, N edges (ecmpd + FRR each, 2 ISPs each): an "
+        "edge's ISPs fail and it returns, another forwards nothing",
+    )
+    demo.add_argument(
+        "--flows",
+        type=int,
+        help=f"concurrent TCP flows (default {FLOWS}; with --edges, busy connections per "
+        f"family, default {BUSY})",
+    )
     demo.add_argument("--prefix", help="namespace name prefix (default: a fresh ecmpd-xxxx-)")
     demo.add_argument("--seed", type=int, default=1, help="flow lifetimes")
     demo.set_defaults(func=lab_demo)
@@ -184,6 +204,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def lab_demo(args: argparse.Namespace) -> int:
     _need_netns()
+    if args.edges is not None and args.plot is not None:
+        raise CommandError("--plot draws the single-router demo only (not with --edges)", 1)
     if args.plot is not None:
         from ecmpd.lab.plot import PlotUnavailable, check_plot
 
@@ -199,16 +221,10 @@ def lab_demo(args: argparse.Namespace) -> int:
     live: Callable[[Callable[[], Snapshot]], contextlib.AbstractContextManager[Any]] | None = None
     if not args.no_live and err.is_terminal:
         live = lambda snapshot: LiveView(err, snapshot)  # noqa: E731
-    options = DemoOptions(
-        duration_s=args.duration,
-        fail=args.fail,
-        flows=args.flows,
-        prefix=args.prefix,
-        seed=args.seed,
-    )
+    run = _edge_demo(args) if args.edges is not None else _router_demo(args)
     with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="ecmpd-demo-") as tmp:
         try:
-            result = run_demo(Path(tmp), options, progress=progress, live=live)
+            result = run(Path(tmp), progress, live)
         except DemoError as exc:
             raise CommandError(f"demo: {exc}", 1) from exc
         except KeyboardInterrupt:
@@ -223,5 +239,37 @@ def lab_demo(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        Console().print(render_summary(result))
+        render = render_edge_summary if args.edges is not None else render_summary
+        Console().print(render(result))
     return EXIT_OK
+
+
+Progress = Callable[[str], None]
+Live = Callable[[Callable[[], Snapshot]], contextlib.AbstractContextManager[Any]]
+DemoRun = Callable[[Path, Progress, Live | None], dict[str, Any]]
+
+
+def _router_demo(args: argparse.Namespace) -> DemoRun:
+    """The single-router demo, as asked."""
+    options = DemoOptions(
+        duration_s=args.duration or DEFAULT_DURATION_S,
+        fail=args.fail,
+        flows=args.flows or FLOWS,
+        prefix=args.prefix,
+        seed=args.seed,
+    )
+    return lambda workdir, progress, live: run_demo(workdir, options, progress=progress, live=live)
+
+
+def _edge_demo(args: argparse.Namespace) -> DemoRun:
+    """The scale-out demo, as asked (--flows: busy connections per family)."""
+    options = EdgeDemoOptions(
+        edges=args.edges,
+        duration_s=args.duration or EDGE_DURATION_S,
+        fail=args.fail or "edge1",
+        busy=args.flows or BUSY,
+        prefix=args.prefix,
+    )
+    return lambda workdir, progress, live: run_edge_demo(
+        workdir, options, progress=progress, live=live
+    )

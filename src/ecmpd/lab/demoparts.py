@@ -57,9 +57,9 @@ class DemoDaemon(LabDaemon):
 
 
 class StatusPoller:
-    """The daemon's latest status, fetched a few times a second in a thread."""
+    """A daemon's latest status, fetched a few times a second in a thread."""
 
-    def __init__(self, daemon: DemoDaemon) -> None:
+    def __init__(self, daemon: LabDaemon) -> None:
         self.daemon = daemon
         self.latest: Status | None = None
         self._stop = threading.Event()

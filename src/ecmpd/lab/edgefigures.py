@@ -85,8 +85,13 @@ class Conns:
 
 
 def pings(streams: Sequence[Stream], window: Window, offset: float) -> Pings:
-    """The streams' pauses after the fault (offset: wall clock minus monotonic)."""
-    pauses = [[g for g in s.gaps_after(window.fault + offset) if g > PING_STALL_S] for s in streams]
+    """The streams' pauses from the fault to the window's end (offset: wall clock minus
+    monotonic)."""
+    end = window.end + offset
+    pauses = [
+        [g for g in _until(s, end).gaps_after(window.fault + offset) if g > PING_STALL_S]
+        for s in streams
+    ]
     moved = [p for p in pauses if len(p) == 1]
     return Pings(
         streams=len(pauses),
@@ -94,6 +99,11 @@ def pings(streams: Sequence[Stream], window: Window, offset: float) -> Pings:
         outage_s=max((p[0] for p in moved), default=0.0),
         disturbed=sum(1 for p in pauses if len(p) > 1),
     )
+
+
+def _until(stream: Stream, end: float) -> Stream:
+    """The stream's replies up to `end` (ping's clock)."""
+    return Stream(stream.server, tuple(t for t in stream.replies if t <= end))
 
 
 def _edge_at(slot: Slot, t: float, edges: dict[str, str]) -> str | None:
