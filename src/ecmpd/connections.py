@@ -22,7 +22,7 @@ from dataclasses import replace
 from ecmpd.config import Config, Mode, OnFailure
 from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.marks import MarkSpace, assign_slots
-from ecmpd.model import MAIN_TABLE, DesiredState, Family, NftTable, Rule, RuleAction
+from ecmpd.model import MAIN_TABLE, DesiredState, Family, NftTable, PinReset, Rule, RuleAction
 
 
 def mark_space(config: Config) -> MarkSpace:
@@ -101,8 +101,11 @@ def connection_table(
     config: Config,
     values: Mapping[str, int],
     ending: Mapping[Family, Collection[str]],
+    pins: Mapping[Family, Sequence[PinReset]] | None = None,
 ) -> NftTable:
-    """Table inet ecmpd: the uplinks' marks, the reset sets, masquerade in router mode."""
+    """Table inet ecmpd: the uplinks' marks, the reset sets (whole uplinks, and a pin's
+    connections on an uplink: ecmpd.pinresets), masquerade in router mode."""
+    pins = pins or {}
     masquerade: tuple[str, ...] = ()
     if config.mode is Mode.ROUTER:
         # IPv4 only (the rules match nfproto ipv4): an IPv6-only uplink has nothing to NAT.
@@ -124,6 +127,8 @@ def connection_table(
         reset4=reset(Family.INET),
         reset6=reset(Family.INET6),
         masquerade=masquerade,
+        pins4=tuple(sorted(pins.get(Family.INET, ()))),
+        pins6=tuple(sorted(pins.get(Family.INET6, ()))),
     )
 
 

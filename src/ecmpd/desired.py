@@ -33,6 +33,7 @@ from ecmpd.model import (
 )
 from ecmpd.mptcp import Degraded, mptcp_state
 from ecmpd.order import OrderState, balanced, kept, pin_choice
+from ecmpd.pinresets import pin_resets
 from ecmpd.ruleset import USER_RULE_OFFSET, USER_RULE_STEP, policy_rules
 from ecmpd.uplinkplan import (
     FAMILIES,
@@ -132,6 +133,7 @@ def desired_state(
     values = mark_values(config, slots)
     families = FAMILIES if has_ipv6(config) else (Family.INET,)
     rules += mark_rules(config, values, families)
+    pins = pin_resets(config, by_family, values)
     return DesiredState(
         rules=frozenset(rules),
         routes=frozenset(routes),
@@ -140,7 +142,7 @@ def desired_state(
         sysctls=frozenset(
             _sysctls(config) | _uplink_sysctls(config, by_family, facts) | mptcp_sysctls
         ),
-        nft=frozenset({connection_table(config, values, ending or {})}),
+        nft=frozenset({connection_table(config, values, ending or {}, pins)}),
         endpoints=frozenset(endpoints),
         mptcp_limits=frozenset(limits),
         rule_names=tuple(sorted(names.items())),

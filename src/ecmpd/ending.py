@@ -33,7 +33,7 @@ from ecmpd.connections import (
 from ecmpd.desired import resolve_uplink
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel.resets import GRACE, Ending, begin_ending, finish_ending
-from ecmpd.model import DesiredState, Family
+from ecmpd.model import DesiredState, Family, PinReset
 from ecmpd.uplinkplan import FAMILIES, carries
 
 log = logging.getLogger("ecmpd.daemon")
@@ -57,6 +57,8 @@ class EndingWatch:
     def __init__(self) -> None:
         self.applied: dict[Family, frozenset[str]] = {}  # in the reset sets
         self.retiring: list[tuple[str, Ending]] = []  # removed by the reload under way
+        self.pins: dict[Family, frozenset[PinReset]] = {}  # the table's pin resets
+        self._pins_wanted: dict[Family, frozenset[PinReset]] = {}
 
     def reload(self, old: Config, new: Config, facts: KernelFacts) -> None:
         """Before a reload's reconcile: the uplinks it removes whose connections end
@@ -67,6 +69,11 @@ class EndingWatch:
 
     def desired(self, state: DesiredState) -> DesiredState:
         """The state with the removed uplinks' marks in its reset sets (this reconcile)."""
+        for table in state.nft:
+            self._pins_wanted = {
+                Family.INET: frozenset(table.pins4),
+                Family.INET6: frozenset(table.pins6),
+            }
         values: dict[Family, list[int]] = {}
         for _, ending in self.retiring:
             for family in ending.families:
@@ -88,6 +95,24 @@ class EndingWatch:
                 fresh.setdefault(name, []).append(family)
         self.applied = {family: frozenset(names) for family, names in now.items()}
         out, self.retiring = endings_for(config, facts, fresh) + self.retiring, []
+        return out + self._pin_endings(config, facts)
+
+    def _pin_endings(self, config: Config, facts: KernelFacts) -> list[tuple[str, Ending]]:
+        """The pins' connections the table began to reset with this reconcile, per uplink."""
+        fresh: dict[int, dict[Family, list[PinReset]]] = {}
+        for family, pins in self._pins_wanted.items():
+            for pin in pins - self.pins.get(family, frozenset()):
+                fresh.setdefault(pin.mark, {}).setdefault(family, []).append(pin)
+        self.pins = dict(self._pins_wanted)
+        values = mark_values(config, mark_slots(config, facts.mark_slots))
+        names = {value: name for name, value in values.items()}
+        space = mark_space(config)
+        out = []
+        for mark, by_family in sorted(fresh.items()):
+            # Sorted within each family (IPv4 and IPv6 networks do not compare).
+            only = tuple(p for family in sorted(by_family) for p in sorted(by_family[family]))
+            ending = Ending(mark, space.mask, space.probe, tuple(sorted(by_family)), only=only)
+            out.append((names.get(mark, f"{mark:#x}"), ending))
         return out
 
 
@@ -131,12 +156,14 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
     begun = []
     for name, ending in wanted:
         try:
-            begun.append((name, await call(begin_ending, ending)))
+            first = await call(begin_ending, ending)
         except OSError as exc:
             log.warning("connections.reset_failed", extra={"uplink": name, "error": str(exc)})
-    if any(b.probed for _, b in begun):
+            continue
+        begun.append((name, ending, first, time.perf_counter() - started))
+    if any(b.probed for _, _, b, _ in begun):
         await asyncio.sleep(GRACE)
-    for name, first in begun:
+    for name, ending, first, probed_at in begun:
         try:
             ended = await call(finish_ending, first)
         except OSError as exc:
@@ -148,8 +175,10 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
                 "uplink": name,
                 "probed": ended.probed,
                 "opening": ended.kicked,
+                "pins": len(ending.only),  # 0: all of the uplink's connections
                 "entries": ended.deleted,
                 "sockets": ended.sockets,
+                "probes_ms": round(probed_at * 1000, 1),  # the probes were out by then
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )

@@ -211,6 +211,33 @@ class Sysctl:
         return self.name
 
 
+ALL_PORTS = PortRange(0, 65535)
+
+
+@dataclass(frozen=True, order=True)
+class PinReset:
+    """A pin's TCP connections on one uplink (its mark) that get resets: the pin's match
+    (source, destination, ports; whole ranges where it has none) while its first choice
+    carries again (ecmpd.pinresets)."""
+
+    src: IPNetwork
+    dst: IPNetwork
+    sport: PortRange
+    dport: PortRange
+    mark: int
+
+    def covers(self, src: IPAddress, dst: IPAddress, sport: int | None, dport: int | None) -> bool:
+        """Whether a connection's original direction (a LAN client's packet) matches."""
+        if sport is None or dport is None:
+            return False
+        return (
+            src in self.src
+            and dst in self.dst
+            and self.sport.start <= sport <= self.sport.end
+            and self.dport.start <= dport <= self.dport.end
+        )
+
+
 @dataclass(frozen=True)
 class NftTable:
     """ecmpd's nftables table `inet ecmpd`: connection marks, resets and (router mode) NAT.
@@ -223,6 +250,8 @@ class NftTable:
     reset4: tuple[int, ...] = ()  # mark values whose LAN TCP connections get resets (IPv4)
     reset6: tuple[int, ...] = ()  # the same for IPv6
     masquerade: tuple[str, ...] = ()  # outgoing interface names (IPv4 only)
+    pins4: tuple[PinReset, ...] = ()  # a pin's connections reset on one uplink (IPv4)
+    pins6: tuple[PinReset, ...] = ()  # the same for IPv6
 
     @property
     def key(self) -> str:

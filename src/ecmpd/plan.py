@@ -201,13 +201,16 @@ def _endpoints(want: Iterable[MptcpEndpoint], have: Iterable[MptcpEndpoint]) -> 
 
 
 def _fewer_resets(old: NftTable | None, new: NftTable) -> NftTable:
-    """`new` with only the reset values `old` had too (the table to put up first)."""
+    """`new` with only the resets (whole uplinks, pins' connections) `old` had too: the
+    table to put up first (a pin's resets come after the pin rule that moved it back)."""
     if old is None:
-        return replace(new, reset4=(), reset6=())
+        return replace(new, reset4=(), reset6=(), pins4=(), pins6=())
     return replace(
         new,
         reset4=tuple(v for v in new.reset4 if v in old.reset4),
         reset6=tuple(v for v in new.reset6 if v in old.reset6),
+        pins4=tuple(p for p in new.pins4 if p in old.pins4),
+        pins6=tuple(p for p in new.pins6 if p in old.pins6),
     )
 
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ecmpd.config import load_config
 from ecmpd.connections import mark_space, mark_values
 from ecmpd.desired import desired_state
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import nftables as nft
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.resets import Ending, begin_ending, end_connections, finish_ending
@@ -35,7 +37,7 @@ from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import LAN_HOST6, Lab
-from ecmpd.model import Family
+from ecmpd.model import ALL_PORTS, Family, PinReset
 from tests.integration.fixtures.connections import CLIENTS, pairs, router_lab, uplink_of
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
@@ -352,3 +354,49 @@ def test_explain_names_the_uplink_an_established_connection_is_bound_to(
             "--from", client, "--proto", "tcp", "--sport", "1", "--dport", "1", "--established",
         )  # fmt: skip
         assert missing.returncode == 1 and "no such connection" in missing.stderr
+
+
+def test_pin_resets_reach_only_the_pinned_clients_connections_in_both_families(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """The table's pins4/pins6 sets (a client's match and isp-a's mark) and an ending
+    limited to them: that client's TCP connections on isp-a are reset, IPv4 (NATed) and
+    IPv6 (routed); its connections on other uplinks and everyone else's on isp-a go on."""
+    lab = applied_router_lab(lab_factory, tmp_path, ipv6_on="isp-a")
+    router = Router(lab, tmp_path / "run")
+    names = uplink_of(lab)
+    assert lab.lan is not None
+    pinned4, other4 = lab.lan_clients[0], lab.lan_clients[1]
+    pinned6, other6 = (LAN_HOST6.ip + 0x100 + k for k in range(2))
+    with netns.iproute(lab.lan) as ipr:
+        index = ipr.link_lookup(ifname="eth0")[0]
+        for address in (pinned6, other6):
+            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
+    value = mark_values(router.config, dict(Record(tmp_path / "run").marks))["isp-a"]
+    space = mark_space(router.config)
+    any4, any6 = ip_network("0.0.0.0/0"), ip_network("::/0")
+    pins4 = (PinReset(ip_network(pinned4), any4, ALL_PORTS, ALL_PORTS, value),)
+    pins6 = (PinReset(ip_network(pinned6), any6, ALL_PORTS, ALL_PORTS, value),)
+    with (
+        ChatServer(lab.internet),
+        ChatServer(lab.internet, family=socket.AF_INET6),
+        IdleConns(lab.lan) as conns,
+    ):
+        for client in (pinned4, other4):
+            conns.open([(client, lab.servers[k % len(lab.servers)]) for k in range(40)])
+        for client6 in (pinned6, other6):
+            conns.open([(client6, lab.servers6[k % len(lab.servers6)]) for k in range(20)])
+        mine = [c for c in conns.conns if c.client in (pinned4, pinned6)]
+        hit = [c for c in mine if c.client.version == 6 or names[c.public] == "isp-a"]
+        assert len(hit) >= 25 and len(mine) - len(hit) >= 10, (len(hit), len(mine))
+        table = netns.call_in(lab.router, nft.current_table)
+        assert table is not None
+        pinned = replace(table, pins4=pins4, pins6=pins6)
+        netns.call_in(lab.router, lambda: nft.apply_table(pinned))
+        ending = Ending(value, space.mask, space.probe, (Family.INET, Family.INET6),
+                        only=pins4 + pins6)  # fmt: skip
+        ended = netns.call_in(lab.router, lambda: end_connections(ending))
+        assert ended.probed == len(hit)
+        conns.watch(RESET_WITHIN)
+        assert {c.how for c in hit} == {"ECONNRESET"}, Counter(c.how for c in hit)
+        assert [c for c in conns.check() if c not in hit] == []

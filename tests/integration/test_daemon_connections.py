@@ -281,3 +281,46 @@ def test_an_uplink_undrained_while_down_ends_its_connections_and_comes_back(
         watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, "isp-a back")
         others = [c for c in conns.conns if c not in on_a]
         assert conns.check() == on_a and all(c.ended is None for c in others)
+
+
+def test_a_pins_connections_follow_failback_reset_when_its_first_choice_returns(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """A client pinned to [isp-a, isp-b] (isp-b: failback reset) opens connections by
+    isp-b while isp-a is down; isp-a returns: exactly those are reset (the client
+    reconnects by isp-a), while the other clients' connections on isp-b all go on."""
+    lab = router_lab(lab_factory, tuned=True)
+    names = uplink_of(lab)
+    pinned, others = lab.lan_clients[0], lab.lan_clients[1:]
+    data = yaml.safe_load(lab.config_path.read_text())
+    vpn = {"name": "vpn", "action": "pin", "from": str(pinned), "uplink": ["isp-a", "isp-b"]}
+    data["rules"].insert(1, vpn)
+    lab.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    set_config(lab.config_path, **{"isp-b": {"failback": "reset"}})
+    servers = lab.servers
+    with (
+        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
+        GroupWatch(lab) as watch,
+        ChatServer(lab.internet),
+        IdleConns(lab.lan or "") as conns,
+    ):
+        wait_until(daemon.all_in_service, 20, "every uplink in service")
+        gray_failure(lab.isp("isp-a").ns)
+        watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
+        conns.open([(pinned, servers[k % len(servers)]) for k in range(30)])
+        mine = list(conns.conns)
+        assert {names[c.public] for c in mine} == {"isp-b"}  # the pin's fallback
+        conns.open([(others[k % len(others)], servers[k % len(servers)]) for k in range(300)])
+        theirs_on_b = [c for c in conns.conns if c not in mine and names[c.public] == "isp-b"]
+        assert len(theirs_on_b) >= 100, len(theirs_on_b)  # weights 4 of 5 while isp-a is out
+        heal_gray_failure(lab.ns("isp-a"))
+        back = watch.wait(lambda m: "isp-a" in m, GROUP_TIMEOUT, "isp-a back")
+        conns.watch(1.0)
+        late = [c for c in mine if c.how != "ECONNRESET" or (c.ended or 9e9) - back > RESET_WITHIN]
+        assert late == [], Counter(c.how for c in late)
+        broken = [c for c in conns.check() if c not in mine]
+        assert broken == [], Counter((names[c.public], c.how) for c in broken)
+        again = IdleConns(lab.lan or "")
+        with again:
+            again.open([(pinned, servers[k % len(servers)]) for k in range(8)])
+            assert {names[c.public] for c in again.conns} == {"isp-a"}

@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_network
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.measure import ECHO_PORT, echo_server
 from ecmpd.lab.topology import add_lan_clients
-from ecmpd.model import NftTable
+from ecmpd.model import ALL_PORTS, NftTable, PinReset, PortRange
 from tests.integration.fixtures.labs import LabFactory, nat_lab
 
 FOREIGN = """\
@@ -176,6 +176,36 @@ MARK_TABLES = [
     ),
     NftTable(mask=0x0000FF00, marks=(("wan-a", 0x100),), reset6=(0x100,)),
     NftTable(mask=0x00000300, marks=(("wan-a", 0x100), ("wan-b", 0x200)), reset4=(0x200,)),
+    NftTable(
+        mask=0xFF000000,
+        marks=(("wan-a", 0x65000000), ("wan-b", 0x66000000)),
+        reset4=(0x65000000,),
+        pins4=(
+            PinReset(
+                ip_network("10.200.1.0/24"),
+                ip_network("198.51.100.0/24"),
+                ALL_PORTS,
+                PortRange(443, 443),
+                0x65000000,
+            ),
+            PinReset(
+                ip_network("10.200.1.5/32"),
+                ip_network("0.0.0.0/0"),
+                PortRange(1024, 2047),
+                ALL_PORTS,
+                0x66000000,
+            ),
+        ),
+        pins6=(
+            PinReset(
+                ip_network("2001:db8:200::/64"),
+                ip_network("::/0"),
+                ALL_PORTS,
+                ALL_PORTS,
+                0x66000000,
+            ),
+        ),
+    ),
 ]
 
 

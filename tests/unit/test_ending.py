@@ -11,7 +11,7 @@ from ecmpd.config import parse_config
 from ecmpd.connections import removed, renamed
 from ecmpd.ending import EndingWatch, ending_now
 from ecmpd.facts import InterfaceFacts, KernelFacts
-from ecmpd.model import DesiredState, Family, NftTable
+from ecmpd.model import ALL_PORTS, DesiredState, Family, NftTable, PinReset
 
 CONFIG_TEXT = textwrap.dedent("""
     mode: router
@@ -107,3 +107,22 @@ def test_a_removed_uplink_resetting_its_connections_joins_the_reset_sets_once() 
     assert state.nft == {replace(table, reset4=(0x03000000, 0x07000000))}
     assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts)] == ["c"]
     assert watch.desired(DesiredState(nft=frozenset({table}))).nft == {table}  # once
+
+
+def test_a_pins_resets_end_its_connections_once_when_they_enter_the_table() -> None:
+    watch = EndingWatch()
+    any4 = ip_network("0.0.0.0/0")
+    on_b = PinReset(ip_network("10.200.1.5/32"), any4, ALL_PORTS, ALL_PORTS, 0x02000000)
+    facts = replace(FACTS, mark_slots=(("a", 1), ("b", 2), ("c", 3)))
+    table = NftTable(mask=0xFF000000)
+    pinned = replace(table, pins4=(on_b,))
+    watch.desired(DesiredState(nft=frozenset({pinned})))
+    ((name, ending),) = watch.after(CONFIG, in_service(set()), (), facts)
+    assert (name, ending.mark, ending.families, ending.only) == ("b", 0x02000000, (V4,), (on_b,))
+    assert ending.sources == ()  # the router's own sockets are not the pin's
+    watch.desired(DesiredState(nft=frozenset({pinned})))
+    assert watch.after(CONFIG, in_service(set()), (), facts) == []  # already resetting
+    watch.desired(DesiredState(nft=frozenset({table})))
+    assert watch.after(CONFIG, in_service(set()), (), facts) == []
+    watch.desired(DesiredState(nft=frozenset({pinned})))  # the pin's choice back again
+    assert [n for n, _ in watch.after(CONFIG, in_service(set()), (), facts)] == ["b"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
-from ecmpd.kernel.nftdoc import KICK_ACK, mark_uses, parse_table, render_table
+from ecmpd.kernel.nftdoc import KICK_ACK, parse_table, render_table
+from ecmpd.kernel.nftuses import mark_uses
 from ecmpd.marks import FULL, MarkUse
-from ecmpd.model import NftTable
+from ecmpd.model import ALL_PORTS, NftTable, PinReset, PortRange
 
 TABLE = {"family": "inet", "name": "ecmpd"}
 M = 0xFF000000
@@ -22,6 +25,14 @@ FULL_TABLE = NftTable(
     reset6=(A, B),
     masquerade=("wan-a", "wan-b"),
 )
+PIN4 = PinReset(ip_network("10.200.1.5/32"), ip_network("0.0.0.0/0"), ALL_PORTS, ALL_PORTS, B)
+PIN4_WEB = PinReset(
+    ip_network("10.200.1.0/24"), ip_network("198.51.100.0/24"), ALL_PORTS, PortRange(443, 443), A
+)
+PIN6 = PinReset(
+    ip_network("2001:db8:200::/64"), ip_network("::/0"), PortRange(1000, 2000), ALL_PORTS, B
+)
+PINNED = NftTable(mask=M, marks=(("wan-a", A), ("wan-b", B)), pins4=(PIN4_WEB, PIN4), pins6=(PIN6,))
 
 
 def chains(table: NftTable) -> dict[str, dict[str, Any]]:
@@ -121,6 +132,8 @@ def test_nat_only_table() -> None:
         NftTable(mask=M, marks=(("wan-a", M),)),  # the probe mark
         NftTable(marks=(("wan-a", A),)),  # no mask
         NftTable(mask=M, marks=(("wan-a", A),), reset4=(0x1,)),
+        NftTable(mask=M, marks=(("wan-a", A),), pins4=(replace(PIN4, mark=0x1),)),
+        NftTable(mask=M, marks=(("wan-a", A),), pins4=(PIN6,)),  # the wrong family
     ],
 )
 def test_bad_tables_are_refused(table: NftTable) -> None:
@@ -171,6 +184,8 @@ def listed(table: NftTable, reorder: bool = False) -> dict[str, Any]:
         NftTable(mask=M, marks=(("wan-a", A),)),
         NftTable(mask=0x0000FF00, marks=(("wan-a", 0x100), ("x", 0x200)), reset6=(0x200,)),
         NftTable(mask=0x00000300, marks=(("wan-a", 0x100),), reset4=(0x100,)),
+        PINNED,
+        replace(FULL_TABLE, pins4=(PIN4,)),
     ],
 )
 def test_parse_reads_back_what_render_wrote(table: NftTable) -> None:
@@ -235,3 +250,32 @@ def test_mark_uses_of_foreign_rules() -> None:
         MarkUse(where, 0xFF00, writes=True),
         MarkUse(where, 0xF0, FULL),
     ]
+
+
+def test_a_pins_resets_are_a_set_keyed_by_its_match_and_the_uplinks_mark() -> None:
+    commands = render_table(PINNED)["nftables"]
+    sets = {c["add"]["set"]["name"]: c["add"]["set"] for c in commands[3:] if "set" in c["add"]}
+    assert sets["pins4"]["type"] == [
+        "ipv4_addr",
+        "ipv4_addr",
+        "inet_service",
+        "inet_service",
+        "mark",
+    ]
+    assert sets["pins4"]["flags"] == ["interval"]
+    # As nft lists them: a host bare, a one-port range as the port.
+    assert sets["pins4"]["elem"][1]["concat"] == [
+        "10.200.1.5",
+        {"prefix": {"addr": "0.0.0.0", "len": 0}},
+        {"range": [0, 65535]},
+        {"range": [0, 65535]},
+        B,
+    ]
+    assert sets["pins4"]["elem"][0]["concat"][3] == 443
+    (v4,) = rules(PINNED, "reset_ipv4")
+    assert '"@pins4"' in v4 and '"tcp reset"' in v4 and f"{M}" in v4
+    (v6,) = rules(PINNED, "reset_ipv6")
+    assert '"@pins6"' in v6 and '"ip6"' in v6
+    # The set is made before the rule that names it.
+    kinds = [next(iter(c["add"])) for c in commands[3:]]
+    assert kinds.index("set") < kinds.index("rule")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_network
 
 from hypothesis import given, settings
 
 from ecmpd.model import (
+    ALL_PORTS,
     DesiredState,
     Family,
     GroupType,
@@ -15,6 +16,7 @@ from ecmpd.model import (
     Nexthop,
     NexthopGroup,
     NftTable,
+    PinReset,
     Route,
     Rule,
     RuleAction,
@@ -95,6 +97,18 @@ def test_failover_with_resets_replaces_the_group_before_the_table() -> None:
     ops = diff(replace(after, nft=frozenset({grown})), before)
     assert ops[0] == Op(OpKind.REPLACE, replace(grown, reset4=()))
     assert ops[-1] == Op(OpKind.REPLACE, grown)
+    # A pin's resets likewise: added after the rules moved the pin back, dropped before.
+    pin = PinReset(
+        ip_network("10.200.1.5/32"), ip_network("0.0.0.0/0"), ALL_PORTS, ALL_PORTS, 0x02000000
+    )
+    pinned = replace(table, pins4=(pin,))
+    moved = replace(before, nft=frozenset({pinned}))  # the pin back on its first choice
+    assert diff(moved, after) == [
+        Op(OpKind.REPLACE, table),  # the uplink's reset goes first (it rejoins)...
+        Op(OpKind.REPLACE, next(iter(moved.groups))),
+        Op(OpKind.REPLACE, pinned),  # ...the pin's after the routes
+    ]
+    assert diff(after, moved)[0] == Op(OpKind.REPLACE, table)  # and goes before them
 
 
 def test_group_type_change_swaps_through_a_twin_without_a_gap() -> None:

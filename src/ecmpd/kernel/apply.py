@@ -25,7 +25,8 @@ from ecmpd.facts import KernelFacts
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel import nftables
 from ecmpd.kernel.mptcpstate import MptcpWriter, observe_mptcp
-from ecmpd.kernel.nftdoc import mark_uses, parse_table
+from ecmpd.kernel.nftdoc import parse_table
+from ecmpd.kernel.nftuses import mark_uses
 from ecmpd.kernel.observe import observe, observe_links
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import route_message

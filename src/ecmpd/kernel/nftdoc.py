@@ -11,8 +11,10 @@ What the table does, hook by hook (M = the connection-mark bits, V = an uplink's
   changed mark makes the kernel route the packet again);
 - reset (forward): while an uplink's connections are being ended, a TCP packet from
   the LAN side of one of them is answered with a reset the client accepts (its
-  sequence number is the packet's acknowledgment number); the RST a client still
-  opening a connection answers ecmpd's kick with (kernel/resets.py) is dropped;
+  sequence number is the packet's acknowledgment number); so is one of a pin's
+  connections left on a fallback uplink once the pin's first choice carries again (the
+  pins4/pins6 sets, kernel/nftpins.py); the RST a client still opening a connection
+  answers ecmpd's kick with (kernel/resets.py) is dropped;
 - probe (output, raw): ecmpd's probe packets (mark M) are never tracked, and never
   leave by an uplink;
 - nat (postrouting, srcnat): masquerade, IPv4 only (`meta nfproto ipv4`), so an inet
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ecmpd.marks import MarkUse
+from ecmpd.kernel.nftpins import SETS, lookup, parse_set, pins_of, set_object
 from ecmpd.model import NftTable
 
 FAMILY = "inet"
@@ -69,9 +71,13 @@ def check_table(table: NftTable) -> None:
     mask = table.mask
     if table.marks and not mask:
         raise ValueError("connection marks need a mask")
-    for value in (*values, *table.reset4, *table.reset6):
+    pinned = [p.mark for p in (*table.pins4, *table.pins6)]
+    for value in (*values, *table.reset4, *table.reset6, *pinned):
         if not value or value & ~mask or value == mask:
             raise ValueError(f"mark {value:#x} is not an uplink value inside {mask:#x}")
+    for version, pins in ((4, table.pins4), (6, table.pins6)):
+        if any(p.src.version != version or p.dst.version != version for p in pins):
+            raise ValueError(f"an IPv{version} pin reset with addresses of another family")
 
 
 def _ref(name: str) -> Doc:
@@ -143,11 +149,13 @@ def _chains(table: NftTable) -> dict[str, list[Expr]]:
             ]
         ]
         chains["conn_out"] = [[unmarked, {"vmap": {"key": _meta("oifname"), "data": to_ct}}]]
-        if table.reset4 or table.reset6:
+        by_family = {"ipv4": table.reset4, "ipv6": table.reset6}
+        pins = pins_of(table)
+        if any(by_family.values()) or any(pins.values()):
             # One chain per family: nft would hide a `meta nfproto` match in front of
             # `reject` when listing it, so the family is chosen by a verdict map.
-            by_family = {"ipv4": table.reset4, "ipv6": table.reset6}
-            jumps = [[f, {"jump": {"target": f"reset_{f}"}}] for f, v in by_family.items() if v]
+            wanted = [f for f in by_family if by_family[f] or pins[f]]
+            jumps = [[f, {"jump": {"target": f"reset_{f}"}}] for f in wanted]
             chains["conn_reset"] = [
                 [from_uplink, {"return": None}],
                 [
@@ -158,15 +166,19 @@ def _chains(table: NftTable) -> dict[str, list[Expr]]:
                 ],
                 [{"vmap": {"key": _meta("nfproto"), "data": _set(jumps)}}],
             ]
-            for proto, values in by_family.items():
-                if values:
-                    chains[f"reset_{proto}"] = [
+            reject = {"reject": {"type": "tcp reset"}}
+            for proto in wanted:
+                chain = chains[f"reset_{proto}"] = []
+                if by_family[proto]:
+                    chain.append(
                         [
                             _match(_meta("l4proto"), "tcp"),
-                            _match(_and(_ct("mark"), mask), _set(sorted(values))),
-                            {"reject": {"type": "tcp reset"}},
+                            _match(_and(_ct("mark"), mask), _set(sorted(by_family[proto]))),
+                            reject,
                         ]
-                    ]
+                    )
+                if pins[proto]:
+                    chain.append([lookup(proto, mask), reject])
         for value, _ in by_value:
             chains[_value_chain("ct", value)] = [[_set_bits(_ct("mark"), mask, value)]]
             chains[_value_chain("mark", value)] = [[_set_bits(_meta("mark"), mask, value)]]
@@ -207,11 +219,21 @@ def render_table(table: NftTable) -> Doc:
         {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
         {"add": {"table": {"family": FAMILY, "name": TABLE}}},
     ]
-    # Jump targets first: a vmap may only name chains that exist.
+    # Sets and jump targets first: a rule may only name what exists.
+    commands += [{"add": {"set": body}} for body in _sets(table).values()]
     order = sorted(chains, key=lambda name: name in BASE_CHAINS)
     commands += [{"add": {"chain": _chain_object(name)}} for name in order]
     commands += [_rule(name, expr) for name in order for expr in chains[name]]
     return {"nftables": commands}
+
+
+def _sets(table: NftTable) -> dict[str, Doc]:
+    """The table's named sets (the pin resets of each family that has some), by name."""
+    return {
+        SETS[proto]: set_object(proto, pins, _ref(SETS[proto]))
+        for proto, pins in pins_of(table).items()
+        if pins
+    }
 
 
 def delete_document() -> Doc:
@@ -223,18 +245,18 @@ def delete_document() -> Doc:
 # --- reading back ------------------------------------------------------------------
 
 
-def _canonical(node: Any) -> Any:
+def canonical(node: Any) -> Any:
     """One spelling for what nft may list differently from how it was written.
 
     A one-element anonymous set is listed as its element, `x & prefix-mask == v` as a
     prefix, and set elements in any order.
     """
     if isinstance(node, list):
-        return [_canonical(n) for n in node]
+        return [canonical(n) for n in node]
     if not isinstance(node, dict):
         return node
     if set(node) == {"set"} and isinstance(node["set"], list):
-        items = sorted((_canonical(i) for i in node["set"]), key=json.dumps)
+        items = sorted((canonical(i) for i in node["set"]), key=json.dumps)
         return items[0] if len(items) == 1 else {"set": items}
     if set(node) == {"match"}:
         match = dict(node["match"])
@@ -244,14 +266,18 @@ def _canonical(node: Any) -> Any:
             mask = (FULL << (32 - length)) & FULL
             match["left"] = _and(match["left"], mask)
             match["right"] = prefix["prefix"]["addr"]
-        return {"match": {k: _canonical(v) for k, v in match.items()}}
-    return {k: _canonical(v) for k, v in node.items() if k != "handle"}
+        return {"match": {k: canonical(v) for k, v in match.items()}}
+    return {k: canonical(v) for k, v in node.items() if k != "handle"}
 
 
-def _listed_chains(doc: Doc) -> tuple[dict[str, Doc], dict[str, list[Expr]]] | None:
-    """(chain objects, rules per chain) of a listing; None if it holds anything else."""
+Listing = tuple[dict[str, Doc], dict[str, list[Expr]], dict[str, Doc]]
+
+
+def _listed(doc: Doc) -> Listing | None:
+    """(chain objects, rules per chain, sets) of a listing; None if it holds anything else."""
     chains: dict[str, Doc] = {}
     rules: dict[str, list[Expr]] = {}
+    sets: dict[str, Doc] = {}
     for item in doc.get("nftables", []):
         kind, body = next(iter(item.items()))
         if kind in ("metainfo", "table"):
@@ -260,29 +286,38 @@ def _listed_chains(doc: Doc) -> tuple[dict[str, Doc], dict[str, list[Expr]]] | N
             chains[body["name"]] = {k: v for k, v in body.items() if k != "handle"}
         elif kind == "rule":
             rules.setdefault(body["chain"], []).append(body["expr"])
+        elif kind == "set" and body.get("name") in SETS.values():
+            sets[body["name"]] = {k: v for k, v in body.items() if k != "handle"}
         else:
-            return None  # a set, map, flowtable...: not ecmpd's
-    return chains, rules
+            return None  # another set, a map, a flowtable...: not ecmpd's
+    return chains, rules, sets
 
 
-def _guess(chains: dict[str, Doc], rules: dict[str, list[Expr]]) -> NftTable | None:
+def _guess(
+    chains: dict[str, Doc], rules: dict[str, list[Expr]], sets: dict[str, Doc]
+) -> NftTable | None:
     """The table whose rendering the listing should be (checked by the caller)."""
     mask = 0
     marks: list[tuple[str, int]] = []
     resets: dict[str, list[int]] = {"ipv4": [], "ipv6": []}
     masquerade: list[str] = []
     try:
-        for expr in _canonical(rules.get("conn_out", [])):
+        for expr in canonical(rules.get("conn_out", [])):
             mask = int(expr[0]["match"]["left"]["&"][1])
             for ifname, verdict in _pairs(expr[-1]["vmap"]["data"]):
                 marks.append((str(ifname), int(verdict["jump"]["target"].split("_")[1], 16)))
         for proto in resets:
-            for expr in _canonical(rules.get(f"reset_{proto}", [])):
+            for expr in canonical(rules.get(f"reset_{proto}", [])):
+                if "concat" in expr[0]["match"]["left"]:
+                    continue  # the pins' set lookup (read from the set itself)
                 values = expr[1]["match"]["right"]
                 listed = values["set"] if isinstance(values, dict) else [values]
                 resets[proto] += [int(v) for v in listed]
         for expr in rules.get("nat", []):
             masquerade.append(str(expr[1]["match"]["right"]))
+        pins = {
+            proto: parse_set(sets[name]) if name in sets else () for proto, name in SETS.items()
+        }
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None
     return NftTable(
@@ -291,6 +326,8 @@ def _guess(chains: dict[str, Doc], rules: dict[str, list[Expr]]) -> NftTable | N
         reset4=tuple(sorted(resets["ipv4"])),
         reset6=tuple(sorted(resets["ipv6"])),
         masquerade=tuple(sorted(masquerade)),
+        pins4=pins["ipv4"],
+        pins6=pins["ipv6"],
     )
 
 
@@ -301,11 +338,11 @@ def _pairs(data: Any) -> list[Any]:
 
 def parse_table(doc: Doc) -> NftTable | None:
     """The NftTable a listed table holds; None when it holds anything render_table never writes."""
-    listed = _listed_chains(doc)
+    listed = _listed(doc)
     if listed is None:
         return None
-    chains, rules = listed
-    table = _guess(chains, rules)
+    chains, rules, sets = listed
+    table = _guess(chains, rules, sets)
     if table is None:
         return None
     try:
@@ -314,76 +351,8 @@ def parse_table(doc: Doc) -> NftTable | None:
         return None
     want = _chains(table)
     want_chains = {name: _chain_object(name) for name in want}
-    if _canonical(want_chains) != _canonical(chains) or _canonical(want) != _canonical(rules):
+    if canonical(want_chains) != canonical(chains) or canonical(want) != canonical(rules):
+        return None
+    if canonical(_sets(table)) != canonical(sets):
         return None
     return table
-
-
-# --- foreign uses of mark bits ---------------------------------------------------
-
-_MARK_KEYS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
-
-
-def _masked_mark(node: Any) -> int | None:
-    """The bits a mark expression reads (`mark`, `mark & M`); None if it reads no mark."""
-    if node in _MARK_KEYS:
-        return FULL
-    if isinstance(node, dict) and set(node) == {"&"}:
-        left, mask = node["&"]
-        if left in _MARK_KEYS and isinstance(mask, int):
-            return mask
-    return None
-
-
-def _written_bits(value: Any) -> int | None:
-    """The bits a `mark set VALUE` changes; None for a copy of another mark (`ct mark`)."""
-    if value in _MARK_KEYS:
-        return None  # a whole-mark copy carries ecmpd's bits along unchanged
-    if isinstance(value, dict) and set(value) == {"|"}:
-        left, bits = value["|"]
-        kept = _masked_mark(left)
-        if kept is not None and isinstance(bits, int):
-            return (~kept | bits) & FULL
-    if isinstance(value, dict) and set(value) == {"&"}:
-        kept = _masked_mark(value)
-        if kept is not None:
-            return ~kept & FULL
-    return FULL  # a constant, or anything else: every bit may change
-
-
-def _uses_in(expr: Any, where: str) -> list[MarkUse]:
-    """The mark uses of one rule's expression list."""
-    uses: list[MarkUse] = []
-    for stmt in expr if isinstance(expr, list) else []:
-        if not isinstance(stmt, dict) or len(stmt) != 1:
-            continue
-        kind, body = next(iter(stmt.items()))
-        if kind == "match" and isinstance(body, dict):
-            match = _canonical(stmt)["match"]
-            mask = _masked_mark(match.get("left"))
-            right = match.get("right")
-            if mask is not None:
-                uses.append(MarkUse(where, mask, right if isinstance(right, int) else FULL))
-        elif kind == "mangle" and isinstance(body, dict) and body.get("key") in _MARK_KEYS:
-            bits = _written_bits(body.get("value"))
-            if bits is not None:
-                uses.append(MarkUse(where, bits, writes=True))
-        elif kind in ("vmap", "map") and isinstance(body, dict):
-            mask = _masked_mark(body.get("key"))
-            if mask is not None:
-                uses.append(MarkUse(where, mask, FULL))
-    return uses
-
-
-def mark_uses(ruleset: Doc) -> list[MarkUse]:
-    """Every rule outside table inet ecmpd that tests or sets packet/connection mark bits."""
-    uses: list[MarkUse] = []
-    for item in ruleset.get("nftables", []):
-        body = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(body, dict):
-            continue
-        if (body.get("family"), body.get("table")) == (FAMILY, TABLE):
-            continue
-        where = f"nft table {body.get('family')} {body.get('table')} chain {body.get('chain')}"
-        uses += _uses_in(body.get("expr"), where)
-    return uses

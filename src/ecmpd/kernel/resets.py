@@ -46,7 +46,7 @@ from ecmpd.health.packets import checksum
 from ecmpd.kernel import conntrack, sockdestroy
 from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
 from ecmpd.kernel.nftdoc import KICK_ACK
-from ecmpd.model import Family
+from ecmpd.model import Family, PinReset
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -161,7 +161,8 @@ def send_probes(packets: list[tuple[Endpoints, bytes]], mark: int) -> int:
 
 @dataclass(frozen=True)
 class Ending:
-    """What ends: one uplink's mark value, in some families, and its local addresses."""
+    """What ends: one uplink's mark value, in some families, and its local addresses;
+    or, with `only`, just a pin's TCP connections on it (ecmpd.pinresets)."""
 
     mark: int
     mask: int
@@ -169,6 +170,19 @@ class Ending:
     families: tuple[Family, ...]
     sources: tuple[IPAddress, ...] = ()  # the router's own sockets from these are aborted
     on_link: tuple[IPNetwork, ...] = ()  # ... unless to a neighbour here (or link-local)
+    only: tuple[PinReset, ...] = ()  # the table's pin resets whose connections end
+
+    def covers(self, flow: Flow) -> bool:
+        """Whether the flow is one of those that end (all of the uplink's, or a pin's)."""
+        if not self.only:
+            return True
+        return (
+            flow.proto == socket.IPPROTO_TCP
+            and not flow.status & IPS_DST_NAT
+            and any(
+                p.covers(flow.orig_src, flow.orig_dst, flow.sport, flow.dport) for p in self.only
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -203,7 +217,8 @@ def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits
     """
     flows: list[Flow] = []
     for family in ending.families:
-        flows += conntrack.marked_flows(ending.mark, ending.mask, int(family))
+        marked = conntrack.marked_flows(ending.mark, ending.mask, int(family))
+        flows += [f for f in marked if ending.covers(f)]
     probed: list[Flow] = []
     at_once: list[Flow] = []
     for flow in flows:
