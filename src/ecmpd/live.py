@@ -1,32 +1,25 @@
 """The live terminal view of the uplinks, shared by `ecmpd lab demo` and `ecmpd watch`.
 
 `render(snapshot)` is a pure function of a Snapshot (what the feeder measured), so it
-can be tested from hand-made data; `LiveView` redraws it several times a second from a
-callable that takes a fresh snapshot.
+can be tested from hand-made data; liveview.py's `LiveView` redraws it several times a
+second from a callable that takes a fresh snapshot; livecells.py reads an uplink's
+cells from a daemon's status.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.live import Live
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ecmpd.liveorder import OrderCell, tier_text, volume_text
-from ecmpd.status import UplinkStatus
+from ecmpd.livecells import FAMILY_LABELS, FamilyView, OrderCell, tier_text, volume_text
 
 STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
-# The status document's family keys, in the order shown, and their short labels.
-FAMILY_LABELS = {"ipv4": "v4", "ipv6": "v6"}
-# States that explain a family being out of its group; out in any other is marked.
-OUT_OF_GROUP_STATES = frozenset({"down", "drained"})
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars
 SPARKS = "▁▂▃▄▅▆▇█"
 FIXED_WIDTH = 74
@@ -35,20 +28,6 @@ UNBOUNDED = 10_000  # cells: wider than any terminal
 # Share within this many percentage points of the weight's is on target (green), within
 # twice as many close (yellow); beyond, red.
 SHARE_TOLERANCE_PP = 3.0
-
-
-@dataclass(frozen=True)
-class FamilyView:
-    """One address family of an uplink: the daemon tracks health per family."""
-
-    family: str  # ipv4, ipv6 (the status document's keys)
-    state: str  # up, down, unknown, drained
-    in_balancer: bool
-
-    @property
-    def out(self) -> bool:
-        """Out of its group although its state does not say why (e.g. not applied yet)."""
-        return not self.in_balancer and self.state not in OUT_OF_GROUP_STATES
 
 
 @dataclass(frozen=True)
@@ -349,94 +328,3 @@ def _events(events: Iterable[tuple[float, str]]) -> Table:
     for t, text in events:
         table.add_row(f" {t:6.1f} s", Text.from_markup(text))
     return table
-
-
-# --- from a daemon status document ------------------------------------------------
-
-
-def health_figures(uplink: UplinkStatus) -> tuple[float | None, float | None]:
-    """(rtt ms, loss) of a status entry: the best target's average RTT, the worst loss.
-
-    The RTT is that of the families not down: a down family's figures are its window's
-    past answers, while the other family's are current.
-    """
-    timed = [t for f in uplink.families.values() if f.state != "down" for t in f.targets]
-    rtts = [t.rtt_avg_ms for t in timed if t.rtt_avg_ms is not None]
-    losses = [t.loss for t in uplink.targets]
-    return (min(rtts) if rtts else None), (max(losses) if losses else None)
-
-
-def family_views(uplink: UplinkStatus) -> tuple[FamilyView, ...]:
-    """Each family of a status entry, IPv4 first."""
-    order = [k for k in FAMILY_LABELS if k in uplink.families] + sorted(
-        k for k in uplink.families if k not in FAMILY_LABELS
-    )
-    return tuple(
-        FamilyView(
-            family=key,
-            state=uplink.families[key].state.value,
-            in_balancer=uplink.families[key].in_balancer,
-        )
-        for key in order
-    )
-
-
-# --- redrawing ----------------------------------------------------------------------
-
-
-@dataclass
-class LiveView:
-    """Redraws render(snapshot()) fps times a second until closed (a context manager)."""
-
-    console: Console
-    snapshot: Callable[[], Snapshot]
-    fps: float = 4.0
-    _live: Live | None = field(default=None, init=False)
-    _thread: threading.Thread | None = field(default=None, init=False)
-    _stop: threading.Event = field(default_factory=threading.Event, init=False)
-    error: BaseException | None = field(default=None, init=False)
-
-    def __enter__(self) -> LiveView:
-        # Redrawn by this object's thread only: the snapshot is taken where the data
-        # is consistent, and Live's own refresher would redraw a stale renderable.
-        self._live = Live(
-            render(self.snapshot()),
-            console=self.console,
-            auto_refresh=False,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self._live.start()
-        self._thread = threading.Thread(target=self._run, name="live-view", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(1 / self.fps):
-            self.refresh()
-
-    def refresh(self) -> None:
-        """Draws a fresh frame now."""
-        if self._live is None:
-            return
-        try:
-            self._live.update(render(self.snapshot()), refresh=True)
-        except Exception as exc:  # a bad frame must not end the run: keep the last one
-            self.error = exc
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._live is not None:
-            if kind is None:
-                self.refresh()
-            self._live.stop()
-            self._live = None

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ecmpd.control import DaemonNotRunning
 from ecmpd.kernel.netdev import InterfaceCounters, read_interface_counters
-from ecmpd.live import Snapshot, UplinkView, family_views, health_figures
-from ecmpd.liveorder import order_cell
+from ecmpd.live import Snapshot, UplinkView
+from ecmpd.livecells import family_views, health_figures, order_cell
 from ecmpd.status import Status
 
 HISTORY_STEP_S = 1.0

@@ -15,19 +15,16 @@ from ecmpd.cli.watch import parse_capacities
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import InterfaceCounters
 from ecmpd.live import (
-    FamilyView,
-    LiveView,
     Snapshot,
     UplinkView,
     bar,
-    family_views,
-    health_figures,
     render,
     sparkline,
     target_shares,
 )
+from ecmpd.livecells import FamilyView, OrderCell, family_views, health_figures
 from ecmpd.livefeed import Feed
-from ecmpd.liveorder import OrderCell
+from ecmpd.liveview import LiveView
 from ecmpd.status import (
     DaemonCounters,
     DisplayState,

@@ -30,7 +30,8 @@ from ecmpd.lab.edgetraffic import BUSY
 from ecmpd.lab.peers.frr import frr_available
 from ecmpd.lab.summary import render_summary
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
-from ecmpd.live import LiveView, Snapshot
+from ecmpd.live import Snapshot
+from ecmpd.liveview import LiveView
 
 DEFAULT_LAB_DIR = os.environ.get("ECMPD_LAB_DIR", "/run/ecmpd-lab")
 EDGES_STATE = "edges.json"

@@ -11,9 +11,9 @@ from ecmpd.cli.common import EXIT_OK, Session, load, print_json, session
 from ecmpd.control import DaemonNotRunning, request_status
 from ecmpd.kernel.mptcpdiag import dump_subflows
 from ecmpd.kernel.netdev import read_interface_counters
+from ecmpd.livecells import mptcp_text
 from ecmpd.status import (
     DisplayState,
-    MptcpStatus,
     Status,
     UplinkStatus,
     kernel_order_view,
@@ -111,7 +111,7 @@ def render(status: Status, console: Console) -> None:
             gateways = [g for g in (u.gateway, u.gateway6) if g]
             row.append(", ".join(gateways) or "-")
         if mptcp:
-            row.append(_mptcp(u.mptcp))
+            row.append(mptcp_text(u.mptcp))
         if order:
             row += [str(u.tier), _role(u), _volume(u)]
         table.add_row(*row)
@@ -138,16 +138,6 @@ def render(status: Status, console: Console) -> None:
                 f"in {op.retry_in_s:.0f}s",
             )
         console.print(refused)
-
-
-def _mptcp(m: MptcpStatus | None) -> str:
-    """Connections and subflows over the uplink, and whether its endpoints are backup."""
-    if m is None:
-        return "off"
-    if not m.endpoints:
-        return f"no endpoint, {m.subflows} subflows"
-    backup = " (backup)" if m.backup else ""
-    return f"{m.connections} conn, {m.subflows} subflows{backup}"
 
 
 def _role(u: UplinkStatus) -> str:

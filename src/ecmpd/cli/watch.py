@@ -15,8 +15,9 @@ from rich.console import Console
 
 from ecmpd.cli.common import EXIT_OK, CommandError
 from ecmpd.control import DaemonNotRunning, request_status
-from ecmpd.live import LiveView, render
+from ecmpd.live import render
 from ecmpd.livefeed import Feed
+from ecmpd.liveview import LiveView
 
 STATUS_TIMEOUT_S = 1.0
 

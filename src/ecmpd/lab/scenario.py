@@ -22,14 +22,8 @@ from ecmpd.lab.samples import Sample, window
 from ecmpd.lab.summary import PHASES, Marks
 from ecmpd.lab.traffic import STALL_S, Traffic
 from ecmpd.lab.traffic6 import Traffic6
-from ecmpd.live import (
-    Snapshot,
-    UplinkView,
-    family_views,
-    health_figures,
-    target_shares,
-)
-from ecmpd.liveorder import order_cell
+from ecmpd.live import Snapshot, UplinkView, target_shares
+from ecmpd.livecells import family_views, health_figures, order_cell
 from ecmpd.model import Family
 from ecmpd.status import UplinkStatus
 
