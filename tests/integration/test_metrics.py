@@ -11,7 +11,6 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
@@ -25,48 +24,16 @@ from ecmpd.metrics import Metrics
 from ecmpd.model import Family
 from ecmpd.status import Status
 from tests.integration.fixtures.daemon import DaemonProc, running_daemon
+from tests.integration.fixtures.metrics import (
+    PORT,
+    Samples,
+    parse_samples,
+    sample,
+    scrape,
+)
 
-PORT = 9474  # the documented default; free inside the lab's own router namespace
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 FAMILIES = ("ipv4", "ipv6")
 ALL = {"isp-a", "isp-b", "isp-c"}
-
-
-def parse_samples(text: str) -> Samples:
-    """Exposition text -> {(sample name, labels): value}."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value (KeyError names what is missing)."""
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        raise KeyError(f"no sample {name}{labels}")
-    return samples[key]
-
-
-def http_get(sock: socket.socket, port: int) -> str:
-    """GET /metrics over a socket that lives in the lab; the body, after checking 200."""
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0]
-    assert status_line.split()[1:2] == [b"200"], status_line
-    return body.decode()
-
-
-def scrape(ns: str, port: int = PORT) -> Samples:
-    """Scrape the endpoint through a socket made in the namespace (never the root one)."""
-    with netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return parse_samples(http_get(sock, port))
 
 
 def all_up(daemon: DaemonProc) -> bool:

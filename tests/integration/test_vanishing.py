@@ -12,7 +12,6 @@ never touched: their nexthops and routes stay identical and their traffic flows.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from ecmpd.model import nexthop_id
 from ecmpd.status import DisplayState
 from tests.integration.fixtures.daemon import DaemonProc, running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.metrics import scrape_text
 from tests.integration.fixtures.peers import (
     FOLLOW,
     balancer,
@@ -304,7 +304,7 @@ def test_a_foreign_object_on_an_id_is_named_counted_and_the_rest_applied(
         # Each uplink's own objects are right: nexthops re-created after the carrier.
         uplinks = [nexthop_id(table) for table in (101, 102, 103)]
         wait_for(lambda: all(has_nexthop(lab, n) for n in uplinks), FOLLOW, "uplink nexthops")
-        text = _scrape(lab, port)
+        text = scrape_text(lab.router, port)
         assert 'ecmpd_kernel_refused_ops{kind="conflict",uplink=""} 1.0' in text, text
         assert "ecmpd_kernel_refusals_total" in text
 
@@ -313,15 +313,3 @@ def test_a_foreign_object_on_an_id_is_named_counted_and_the_rest_applied(
         wait_for(lambda: group_members(lab) == ALL, 20, "ecmpd's group back")
         wait_for(lambda: not daemon.status().refused, FOLLOW, "nothing refused any more")
         daemon.alive()
-
-
-def _scrape(lab: Lab, port: int) -> str:
-    """The metrics text, through a socket made in the router's namespace."""
-    with netns.socket_in(lab.router, socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
-    head, _, body = answer.decode().partition("\r\n\r\n")
-    assert " 200 " in head.splitlines()[0], head
-    return body
