@@ -55,6 +55,7 @@ from ecmpd.reconciler import Reconciler
 from ecmpd.sdnotify import notify, watchdog
 from ecmpd.serving import Serving
 from ecmpd.status import Clock, Status
+from ecmpd.subflows import SubflowReader
 from ecmpd.uplinkplan import FAMILIES
 
 log = logging.getLogger("ecmpd.daemon")
@@ -89,6 +90,7 @@ class Daemon:
         self.endings = EndingWatch()  # whose connections the last reconcile ends
         # Metering, standing-by probes, tier changes and failback (ecmpd.orderwatch).
         self.order = OrderWatch.in_run_dir(run_dir, self._on_order_change)
+        self.subflows = SubflowReader(self.kernel.subflows)  # MPTCP, for the status
 
     # --- life cycle -------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Daemon:
             tg.create_task(
                 self.order.meter.run(lambda: self.order.spill_tiers(self.serving.in_service()))
             )
+            tg.create_task(self.subflows.run(self._mptcp_on))
             if config.metrics is not None:
                 tg.create_task(Metrics(config.metrics).run(self.status))
             notify("READY=1\nSTATUS=probing uplinks")
@@ -369,5 +372,14 @@ class Daemon:
         now = time.monotonic()
         clock = Clock(monotonic=now, wall=now + self._wall_offset)
         return runtime_status(
-            self.config, self.serving, self.kernel, self.order, clock, self.started
+            self.config,
+            self.serving,
+            self.kernel,
+            self.order,
+            clock,
+            self.started,
+            self.subflows.latest,
         )
+
+    def _mptcp_on(self) -> bool:
+        return self.config is not None and bool(self.config.mptcp_uplinks())

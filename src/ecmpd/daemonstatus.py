@@ -2,15 +2,18 @@
 
 Health per uplink and family from the supervisor; membership, refusals and counters
 from the kernel as the reconciler keeps it; drains from Serving; the failover order
-(tiers, roles, bytes, caps) from OrderWatch. Taken on the daemon's loop: none of those
-parts is thread-safe.
+(tiers, roles, bytes, caps) from OrderWatch; with `mptcp`, each uplink's endpoints,
+connections and subflows from the last read of ecmpd.subflows. Taken on the daemon's
+loop: none of those parts is thread-safe.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from ecmpd.config import Config
+from ecmpd.kernel.mptcpdiag import Subflow
 from ecmpd.orderwatch import OrderWatch
 from ecmpd.reconciler import Reconciler
 from ecmpd.serving import Serving
@@ -21,6 +24,7 @@ from ecmpd.status import (
     daemon_order_view,
     daemon_status,
     refused_ops,
+    with_mptcp,
     with_order,
 )
 
@@ -32,6 +36,7 @@ def runtime_status(
     order: OrderWatch,
     clock: Clock,
     started: float,
+    subflows: Sequence[Subflow] = (),
 ) -> Status:
     """The status at `clock` of a daemon that started at `started` (wall clock)."""
     refused = refused_ops(kernel.refused, kernel.owners, clock.monotonic)
@@ -64,4 +69,7 @@ def runtime_status(
         meter.ledgers,
         meter.order.last_resort,
     )
-    return with_order(status, config, view)
+    status = with_order(status, config, view)
+    if config.mptcp_uplinks():
+        status = with_mptcp(status, config, kernel.observed, kernel.facts, subflows)
+    return status

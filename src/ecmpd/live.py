@@ -17,7 +17,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ecmpd.livecells import FAMILY_LABELS, FamilyView, OrderCell, tier_text, volume_text
+from ecmpd.livecells import FAMILY_LABELS, FamilyView, OrderCell, mptcp_cell, tier_text, volume_text
+from ecmpd.status import MptcpStatus
 
 STATE_STYLE = {"up": "green", "down": "red", "unknown": "yellow", "drained": "blue"}
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars
@@ -51,6 +52,7 @@ class UplinkView:
     # Each family it carries (when the source tells); the fields above are the primary's.
     families: tuple[FamilyView, ...] = ()
     order: OrderCell = field(default_factory=OrderCell)
+    mptcp: MptcpStatus | None = None  # with `mptcp` in the config (ecmpd.livecells)
 
     @property
     def mixed(self) -> bool:
@@ -173,6 +175,9 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
     moved = any(u.order.bytes_in is not None for u in snap.uplinks)
     if moved:
         table.add_column("sent / received", justify="right", no_wrap=True)
+    mptcp = any(u.mptcp is not None for u in snap.uplinks)
+    if mptcp:
+        table.add_column("mptcp", no_wrap=True)
     total = sum(u.mbit for u in snap.uplinks)
     targets = target_shares(snap.uplinks)
     for u in snap.uplinks:
@@ -193,6 +198,8 @@ def _table(snap: Snapshot, throughput_bar: int, share_bar: int) -> Table:
             row.append(tier_text(u.order))
         if moved:
             row.append(Text(volume_text(u.order)))
+        if mptcp:
+            row.append(mptcp_cell(u.mptcp))
         table.add_row(*row)
     return table
 

@@ -2,8 +2,8 @@
 
 Each family's state (`family_views`), the RTT and loss shown (`health_figures`), its
 place in the failover order (tier, role, bytes moved) and its Multipath TCP figures
-(`mptcp_text`, which `ecmpd status` prints). Pure; live.py draws them, `ecmpd watch`
-and the lab demo fill them from a daemon's status.
+(connections, subflows, backup). Pure; live.py draws them, `ecmpd watch` and the lab
+demo fill them from a daemon's status, `ecmpd status` prints the same MPTCP text.
 """
 
 from __future__ import annotations
@@ -107,3 +107,9 @@ def mptcp_text(m: MptcpStatus | None) -> str:
         return f"no endpoint, {m.subflows} subflows"
     backup = " (backup)" if m.backup else ""
     return f"{m.connections} conn, {m.subflows} subflows{backup}"
+
+
+def mptcp_cell(m: MptcpStatus | None) -> Text:
+    """mptcp_text in the live view's colours: backup cyan, no endpoint dim."""
+    style = "dim" if m is None or not m.endpoints else "cyan" if m.backup else "white"
+    return Text(mptcp_text(m), style=style)

@@ -123,6 +123,7 @@ class Feed:
                         history=tuple(self.history.get(u.name, ())),
                         families=family_views(u),
                         order=order_cell(u),
+                        mptcp=u.mptcp,
                     )
                 )
             daemon = status.daemon if status else None

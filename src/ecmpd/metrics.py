@@ -1,5 +1,6 @@
 """Prometheus exposition of the daemon's status: uplink health, probes, interface counters.
 
+The failover order's series are metrics_order.py's, Multipath TCP's metrics_mptcp.py's.
 Design: one custom collector renders every metric from the latest snapshot (a `Status`
 plus the kernel's interface counters) at scrape time. The numbers already live
 elsewhere (trackers, probers, the kernel), so mirroring them into prometheus-client's
@@ -35,6 +36,7 @@ from ecmpd import __version__
 from ecmpd.config.schema import MetricsConfig
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.netdev import read_interface_counters
+from ecmpd.metrics_mptcp import mptcp_metrics
 from ecmpd.metrics_order import order_metrics
 from ecmpd.status import DaemonCounters, DisplayState, RefusedOp, Status, UplinkStatus
 
@@ -86,6 +88,7 @@ class EcmpdCollector:
         yield from self._uplinks(uplinks)
         yield from self._probes(uplinks)
         yield from order_metrics(uplinks)
+        yield from mptcp_metrics(uplinks)
         yield from self._interfaces(snap.counters)
         if snap.status.daemon is not None:
             yield from self._daemon(snap.status.daemon)

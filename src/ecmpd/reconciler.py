@@ -24,6 +24,7 @@ from ecmpd.config import Config
 from ecmpd.export.iptext import op_command
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel.apply import KernelWriter
+from ecmpd.kernel.mptcpdiag import Subflow, dump_subflows
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.partial import PartialResult, execute_partial
 from ecmpd.kernel.record import Record
@@ -113,6 +114,10 @@ class Reconciler:
         self.observed, self.facts = await self.call(
             self._writer.observe_links, self.observed, self.facts
         )
+
+    async def subflows(self) -> list[Subflow]:
+        """This namespace's MPTCP subflows (sock_diag, read-only), on the kernel thread."""
+        return await self.call(dump_subflows, self._ipr)
 
     async def reconcile_locked(self, desired: Callable[[], DesiredState], reason: str) -> int:
         """Make the kernel hold `desired()` as far as it takes it; the operations executed.

@@ -1,7 +1,8 @@
 """One MPTCP connection over every uplink, kept by the real `ecmpd run` (host mode, lab).
 
 An MPTCP server in the internet namespace (Python IPPROTO_MPTCP), one download from the
-host: its subflows are read from the kernel (sock_diag) by the uplink they leave by.
+host: its subflows are read from the kernel (sock_diag) by the uplink they leave by, and
+the daemon shows them itself (status, metrics, `ecmpd watch`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from ecmpd.lab.labconfig import lab_config, write_lab_config
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.mptcp import Download, Server, SubflowWatch
 from ecmpd.lab.wait import wait_for
-from tests.integration.fixtures.daemon import running_daemon
+from ecmpd.subflows import READ_INTERVAL
+from tests.integration.fixtures.daemon import DaemonProc, running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
+from tests.integration.fixtures.metrics import PORT, sample, scrape
 from tests.integration.fixtures.mptcp import endpoints
 
 CHECK = CheckConfig()
@@ -47,7 +50,17 @@ def watch(lab: Lab, v6: bool) -> SubflowWatch:
 
 
 def mptcp_lab_config(lab: Lab, path: Path, v6: bool) -> Path:
-    return write_lab_config(lab, path, ipv6=v6, extra={"mptcp": True})
+    metrics = {"listen": f"127.0.0.1:{PORT}"}
+    return write_lab_config(lab, path, ipv6=v6, extra={"mptcp": True, "metrics": metrics})
+
+
+def daemon_counts(daemon: DaemonProc) -> dict[str, tuple[int, int]]:
+    """(connections, subflows) per uplink as the daemon's own status shows them."""
+    return {
+        u.name: (u.mptcp.connections, u.mptcp.subflows)
+        for u in daemon.status().uplinks
+        if u.mptcp is not None
+    }
 
 
 @pytest.mark.parametrize("lab", [{"isps": 2, "servers": 2}], indirect=True)
@@ -66,22 +79,50 @@ def test_one_download_uses_every_uplink_survives_a_failure_and_gets_the_uplink_b
             dl = Download(lab.router, lab.servers[0], server.port, SIZE).start()
             assert dl.is_mptcp()
             wait_for(lambda: subflows.carrying(a) and subflows.carrying(b), 5, "every uplink")
+            # The daemon reads the subflows itself, on its kernel thread, every READ_INTERVAL.
+            one_each = {a: (1, 1), b: (1, 1)}
+            fresh = READ_INTERVAL + KERNEL_MARGIN
+            wait_for(lambda: daemon_counts(daemon) == one_each, fresh, "the daemon's figures")
             shown = ecmpd(lab.router, config, tmp_path / "d" / "run", "status", "--json")
             assert shown.returncode == 0, shown.stderr
-            for entry in json.loads(shown.stdout)["uplinks"]:
+            doc = json.loads(shown.stdout)
+            assert doc["source"] == "daemon"
+            for entry in doc["uplinks"]:
                 isp = lab.isp(entry["name"])
                 assert entry["mptcp"] == {
                     "endpoints": [str(isp.address.ip)],
                     "backup": False,
                     "connections": 1,
                     "subflows": 1,
+                    "families": {
+                        "ipv4": {
+                            "endpoint": str(isp.address.ip),
+                            "backup": False,
+                            "connections": 1,
+                            "subflows": 1,
+                        }
+                    },
                 }
+            samples = scrape(lab.router)
+            for name in (a, b):
+                key = {"uplink": name, "family": "ipv4"}
+                assert sample(samples, "ecmpd_mptcp_endpoint", **key) == 1
+                assert sample(samples, "ecmpd_mptcp_endpoint_backup", **key) == 0
+                assert sample(samples, "ecmpd_mptcp_connections", **key) == 1
+                assert sample(samples, "ecmpd_mptcp_subflows", **key) == 1
+            frame = ecmpd(lab.router, config, tmp_path / "d" / "run", "watch", "--once",
+                          env={"COLUMNS": "200"})  # fmt: skip
+            assert frame.returncode == 0, frame.stderr
+            rows = [line for line in frame.stdout.splitlines() if a in line or b in line]
+            assert len(rows) == 2 and all("1 conn, 1 subflows" in r for r in rows), frame.stdout
 
             # isp-a fails mid-transfer: the daemon takes its endpoint away.
             failed_at = time.monotonic()
             gray_failure(lab.ns(a))
             bound = detection_time(CHECK) + KERNEL_MARGIN
             wait_for(lambda: a not in subflows.now(), bound, f"{a}'s subflow gone")
+            wait_for(lambda: daemon_counts(daemon)[a] == (0, 0), fresh, "the daemon saw it")
+            assert daemon.uplink(a).mptcp.endpoints == ()  # type: ignore[union-attr]
             before = dl.received
             wait_for(lambda: dl.received > before + 10_000_000, 5, "the transfer going on")
             assert dl.error is None

@@ -22,13 +22,14 @@ from ecmpd.live import (
     sparkline,
     target_shares,
 )
-from ecmpd.livecells import FamilyView, OrderCell, family_views, health_figures
+from ecmpd.livecells import FamilyView, OrderCell, family_views, health_figures, mptcp_text
 from ecmpd.livefeed import Feed
 from ecmpd.liveview import LiveView
 from ecmpd.status import (
     DaemonCounters,
     DisplayState,
     FamilyStatus,
+    MptcpStatus,
     Status,
     TargetStatus,
     UplinkStatus,
@@ -435,3 +436,33 @@ def test_a_standing_by_backup_shows_its_tier_role_and_bytes() -> None:
     # Without a failover order the columns stay away.
     plain = text_of(Snapshot(title="t", uplinks=(view("a", "up", 1, 1.0),)))
     assert "tier" not in plain and "sent / received" not in plain
+
+
+def test_the_daemons_mptcp_figures_get_a_column_in_watch() -> None:
+    fake = Fake()
+    plain = fake.status
+    mptcp = MptcpStatus(endpoints=("10.1.0.2",), backup=True, connections=2, subflows=3)
+
+    def with_mptcp() -> Status:
+        status = plain()
+        a = status.uplinks[0].model_copy(update={"mptcp": mptcp})
+        return status.model_copy(update={"uplinks": (a, status.uplinks[1])})
+
+    feed = Feed(with_mptcp, fake.counters, clock=lambda: fake.now)
+    feed.sample()
+    a, b = feed.snapshot().uplinks
+    assert (a.mptcp, b.mptcp) == (mptcp, None)
+    text = text_of(feed.snapshot(), width=140)
+    assert "mptcp" in text
+    assert "2 conn, 3 subflows (backup)" in row_of(text, "a")
+    assert "off" in row_of(text, "b")  # `mptcp: false` on it
+    # Without MPTCP in the config the column stays away.
+    assert "mptcp" not in text_of(Feed(plain, fake.counters, clock=lambda: fake.now).snapshot())
+
+
+def test_an_mptcp_uplink_out_of_service_has_no_endpoint_yet_may_carry_a_first_subflow() -> None:
+    gone = MptcpStatus(endpoints=(), backup=False, connections=1, subflows=1)
+    assert mptcp_text(gone) == "no endpoint, 1 subflows"
+    assert mptcp_text(None) == "off"
+    text = text_of(Snapshot(title="t", uplinks=(view("a", "down", 1, 0.0, mptcp=gone),)))
+    assert "no endpoint, 1 subflows" in row_of(text, "a")

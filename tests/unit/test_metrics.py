@@ -18,6 +18,8 @@ from ecmpd.metrics import (
 from ecmpd.status import (
     DisplayState,
     FamilyStatus,
+    MptcpFamilyStatus,
+    MptcpStatus,
     Status,
     UplinkStatus,
 )
@@ -316,6 +318,40 @@ def test_the_kernel_view_gives_each_family_its_group_weight() -> None:
     assert found[("ecmpd_uplink_up", frozenset(isp_a | {("family", "ipv6")}))] == 0
     assert families_of(found, "ecmpd_uplink_health") == set()  # no tracker, nothing invented
     assert not any(name == "ecmpd_uplink_carrier" for name, _ in found)
+
+
+def test_mptcp_series_per_uplink_and_family_and_none_without_mptcp() -> None:
+    mptcp = MptcpStatus(
+        endpoints=("10.1.0.2",), backup=True, connections=3, subflows=4,
+        families={
+            "ipv4": MptcpFamilyStatus(endpoint="10.1.0.2", backup=True, connections=2,
+                                      subflows=3),
+            # Out of service in IPv6: no endpoint, yet a first subflow still runs there.
+            "ipv6": MptcpFamilyStatus(connections=1, subflows=1),
+        },
+    )  # fmt: skip
+    a = uplink("isp-a", "wan-a", "up", "up", ipv6=family("down", "down")).model_copy(
+        update={"mptcp": mptcp}
+    )
+    b = uplink("isp-b", "wan-b", "up", "up")  # `mptcp: false` on it
+    collector = EcmpdCollector(clock=lambda: NOW)
+    collector.update(daemon_view(a, b))
+    lines = [line for line in render(collector).splitlines() if "ecmpd_mptcp" in line]
+    assert lines == [
+        "# TYPE ecmpd_mptcp_endpoint gauge",
+        'ecmpd_mptcp_endpoint{family="ipv4",uplink="isp-a"} 1.0',
+        'ecmpd_mptcp_endpoint{family="ipv6",uplink="isp-a"} 0.0',
+        "# TYPE ecmpd_mptcp_endpoint_backup gauge",
+        'ecmpd_mptcp_endpoint_backup{family="ipv4",uplink="isp-a"} 1.0',
+        "# TYPE ecmpd_mptcp_connections gauge",
+        'ecmpd_mptcp_connections{family="ipv4",uplink="isp-a"} 2.0',
+        'ecmpd_mptcp_connections{family="ipv6",uplink="isp-a"} 1.0',
+        "# TYPE ecmpd_mptcp_subflows gauge",
+        'ecmpd_mptcp_subflows{family="ipv4",uplink="isp-a"} 3.0',
+        'ecmpd_mptcp_subflows{family="ipv6",uplink="isp-a"} 1.0',
+    ]
+    collector.update(daemon_view(b))
+    assert "ecmpd_mptcp" not in render(collector)
 
 
 def test_metrics_uses_its_own_registry() -> None:

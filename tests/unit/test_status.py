@@ -22,6 +22,7 @@ from ecmpd.status import (
     DaemonCounters,
     DisplayState,
     FamilyReport,
+    MptcpFamilyStatus,
     MptcpStatus,
     Status,
     UplinkReport,
@@ -291,10 +292,21 @@ def test_mptcp_figures_count_connections_and_subflows_per_uplink() -> None:
         kernel_status(config, observed, FACTS, ()), config, observed, FACTS, subflows
     )
     a, b = (status.uplink(n).mptcp for n in ("isp-a", "isp-b"))
-    assert a == MptcpStatus(endpoints=("10.1.0.2", "2001:db8:1::2"), backup=True, connections=2,
-                            subflows=2)  # fmt: skip
+    assert a == MptcpStatus(
+        endpoints=("10.1.0.2", "2001:db8:1::2"), backup=True, connections=2, subflows=2,
+        families={
+            "ipv4": MptcpFamilyStatus(endpoint="10.1.0.2", connections=1, subflows=1),
+            # Degraded in IPv6 only: that family's endpoint alone is backup.
+            "ipv6": MptcpFamilyStatus(
+                endpoint="2001:db8:1::2", backup=True, connections=1, subflows=1
+            ),
+        },
+    )  # fmt: skip
     # isp-b has no carrier, so no endpoint, yet a subflow still leaves from its address.
-    assert b == MptcpStatus(endpoints=(), backup=False, connections=1, subflows=1)
+    assert b == MptcpStatus(
+        endpoints=(), backup=False, connections=1, subflows=1,
+        families={"ipv4": MptcpFamilyStatus(connections=1, subflows=1)},
+    )  # fmt: skip
     assert status.to_json()["uplinks"][0]["mptcp"]["connections"] == 2  # type: ignore[index]
     assert Status.from_json(status.to_json()) == status
     # Without `mptcp` the key is absent.

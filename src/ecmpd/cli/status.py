@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from ecmpd.cli.common import EXIT_OK, Session, load, print_json, session
+from ecmpd.cli.common import EXIT_OK, Session, print_json, session
 from ecmpd.control import DaemonNotRunning, request_status
 from ecmpd.kernel.mptcpdiag import dump_subflows
 from ecmpd.kernel.netdev import read_interface_counters
@@ -39,7 +39,12 @@ def kernel_view(s: Session) -> Status:
         for u in s.config.uplinks
         if (c := by_if.get(u.interface)) is not None
     }
-    return with_order(status, s.config, kernel_order_view(s.config, s.observed, names, counters))
+    status = with_order(status, s.config, kernel_order_view(s.config, s.observed, names, counters))
+    if s.config.mptcp_uplinks():
+        # The daemon serves these itself (ecmpd.subflows); without one, read them here.
+        subflows = dump_subflows(s.writer.nl)
+        status = with_mptcp(status, s.config, s.observed, s.facts, subflows)
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,14 +53,9 @@ def run(args: argparse.Namespace) -> int:
         status = request_status(args.run_dir)
     except DaemonNotRunning:
         status = None
-    if status is None or load(args).mptcp_uplinks():
+    if status is None:
         with session(args, check=False) as s:
-            if status is None:
-                status = kernel_view(s)
-            if s.config.mptcp_uplinks():
-                # Read here, from the kernel, whichever view answered.
-                subflows = dump_subflows(s.writer.nl)
-                status = with_mptcp(status, s.config, s.observed, s.facts, subflows)
+            status = kernel_view(s)
     if args.json:
         print_json(status.to_json())
         return EXIT_OK

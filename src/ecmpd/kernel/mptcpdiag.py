@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from ecmpd.kernel.transport import get_u32, netlink_for, parse_attrs
-from ecmpd.model import IPAddress
+from ecmpd.model import Family, IPAddress
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -51,6 +51,11 @@ class Subflow:
     bytes_acked: int  # sent and acknowledged
     bytes_received: int
     rtt_us: int
+
+    @property
+    def family(self) -> Family:
+        """The family of its local address (an MPTCP connection may mix families)."""
+        return Family.INET if self.local.version == 4 else Family.INET6
 
 
 def _addr(family: int, raw: bytes) -> IPAddress:

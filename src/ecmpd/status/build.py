@@ -22,6 +22,7 @@ from ecmpd.status.types import (
     FamilyKey,
     FamilyStatus,
     GroupStatus,
+    MptcpFamilyStatus,
     MptcpStatus,
     RefusedOp,
     RuleStatus,
@@ -251,7 +252,8 @@ def with_mptcp(
     facts: KernelFacts,
     subflows: Iterable[Subflow],
 ) -> Status:
-    """The status with each MPTCP uplink's endpoints, connections and subflows added.
+    """The status with each MPTCP uplink's endpoints, connections and subflows added,
+    in all and per family.
 
     A subflow belongs to the uplink whose interface holds its local address: the first
     subflow of a connection too, which no endpoint opened.
@@ -268,11 +270,24 @@ def with_mptcp(
         own = {a.ip for a in iface.addresses} if iface is not None else set()
         eps = sorted((e for e in observed.endpoints if e.ifname == u.interface), key=str)
         mine = [s for s in subs if s.local in own]
+        families = {}
+        for family, key in FAMILY_NAMES.items():
+            if key not in entry.families:
+                continue
+            ep = next((e for e in eps if e.family is family), None)
+            theirs = [s for s in mine if s.family is family]
+            families[key] = MptcpFamilyStatus(
+                endpoint=str(ep.address) if ep is not None else None,
+                backup=ep is not None and ep.backup,
+                connections=len({s.token for s in theirs}),
+                subflows=len(theirs),
+            )
         mptcp = MptcpStatus(
             endpoints=tuple(str(e.address) for e in eps),
             backup=any(e.backup for e in eps),
             connections=len({s.token for s in mine}),
             subflows=len(mine),
+            families=families,
         )
         uplinks.append(entry.model_copy(update={"mptcp": mptcp}))
     return status.model_copy(update={"uplinks": tuple(uplinks)})

@@ -122,6 +122,15 @@ _PRIMARY_KEYS = (
 )
 
 
+class MptcpFamilyStatus(_Frozen):
+    """This host's Multipath TCP over the uplink in one address family."""
+
+    endpoint: str | None = None  # ecmpd's endpoint address (none while out of service)
+    backup: bool = False  # the endpoint is backup (degraded, metered, standby tier)
+    connections: int = 0  # MPTCP connections with a subflow from this uplink in the family
+    subflows: int = 0
+
+
 class MptcpStatus(_Frozen):
     """This host's Multipath TCP over the uplink, as the kernel shows it (sock_diag)."""
 
@@ -129,6 +138,8 @@ class MptcpStatus(_Frozen):
     backup: bool  # an endpoint is backup (degraded, metered, standby tier)
     connections: int  # MPTCP connections with a subflow from this uplink
     subflows: int
+    # The same per family the uplink carries (keys `ipv4`, `ipv6`).
+    families: Mapping[FamilyKey, MptcpFamilyStatus] = Field(default_factory=dict)
 
 
 class UplinkStatus(_Frozen):
