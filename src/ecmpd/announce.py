@@ -17,14 +17,17 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from ecmpd.config import Config
-from ecmpd.model import DEFAULT_ROUTE, IPV6_METRIC, MAIN_TABLE, SCOPE_LINK, Family, Route
+from ecmpd.model import (
+    ANNOUNCE_MAIN_METRIC,
+    DEFAULT_ROUTE,
+    IPV6_METRIC,
+    MAIN_TABLE,
+    SCOPE_LINK,
+    Family,
+    Route,
+)
 from ecmpd.order import OrderState, balanced
 from ecmpd.uplinkplan import UplinkPlan, carries
-
-# The announce route's metric in the main table (`table6: main`): below the 1024 of
-# router advertisements and DHCPv6, so zebra takes it as the best ::/0 while it exists,
-# and unique, so FRR's route-map picks it (`match metric`) and never another default.
-ANNOUNCE_MAIN_METRIC = 236
 
 # Which uplinks' verdicts count, per family (None: every uplink in service, as `apply`
 # assumes with no daemon). The daemon leaves out uplinks it has not probed yet.

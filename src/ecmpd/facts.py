@@ -61,6 +61,17 @@ class InterfaceFacts:
 
 
 @dataclass(frozen=True)
+class MainDefault:
+    """A default route in the main table that ecmpd did not create (read for `announce`)."""
+
+    family: Family
+    protocol: int
+    metric: int
+    gateway: IPAddress | None
+    ifname: str | None
+
+
+@dataclass(frozen=True)
 class KernelFacts:
     """Everything the planner needs to know about the kernel, ecmpd's objects aside."""
 
@@ -77,3 +88,6 @@ class KernelFacts:
     foreign_mark_uses: tuple[MarkUse, ...] = ()
     # Each uplink's connection-mark slot as the run dir records it (name, slot).
     mark_slots: tuple[tuple[str, int], ...] = ()
+    # Others' default routes in main that FRR's zebra ranks above an imported one (read
+    # only to check a config with `announce`).
+    main_defaults: tuple[MainDefault, ...] = ()

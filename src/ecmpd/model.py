@@ -15,6 +15,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 # `ip` shows it as ecmpd's and foreign objects are never mistaken for ours.
 # 0xEC: unassigned in iproute2's rt_protos (bird=12, babel=42, bgp=186..).
 RTPROT_ECMPD = 236
+# Others' protocol ids ecmpd reads: routes the kernel made (a device's prefix), and FRR's
+# static routes (staticd, through zebra), which zebra ranks at distance 1.
+RTPROT_KERNEL = 2
+RTPROT_FRR_STATIC = 196
+# The announce route's metric in the main table (`announce: {table6: main}`): below the
+# 1024 of router advertisements and DHCPv6, so zebra takes it as the best ::/0 while it
+# exists, and unique, so FRR's route-map picks it (`match metric`) and no other default.
+ANNOUNCE_MAIN_METRIC = 236
 
 # The kernel's reserved routing tables (RT_TABLE_DEFAULT, _MAIN, _LOCAL), by the names
 # `ip` and systemd-networkd give them.

@@ -7,8 +7,11 @@ left by SIGTERM and by a restart, removed by `down`; IPv4 and IPv6 alike.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from ecmpd.config import load_config
+from ecmpd.lab import netns
 from ecmpd.lab.faults import gray_failure, heal
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import Lab
@@ -121,3 +124,41 @@ def test_never_announced_before_a_verdict(lab: Lab, tmp_path: Path) -> None:
     finally:
         for isp in lab.isps:
             heal(lab.ns(isp.name))
+
+
+def test_validate_warns_of_a_default_route_that_would_shadow_the_announce(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A default route in main that FRR's zebra would take over the announce route (a
+    DHCP client's, distance 0 against the import's 15; in main, a lower metric) is a
+    warning at the announce key's line; validate still passes and changes nothing."""
+    extra = {"announce": {"table": int(TABLE), "table6": "main"}}
+    config = write_lab_config(lab, tmp_path / "ecmpd.yaml", extra=extra, ipv6=True)
+    run = tmp_path / "run"
+    lines = load_config(config)
+    r = ecmpd(lab.router, config, run, "validate")
+    assert r.returncode == 0 and "shadow" not in r.stderr, r.stderr
+    isp = lab.isps[0]
+    v6 = ["-6", "route", "add", "default", "via", str(isp.gateway6), "dev", isp.uplink_if]
+    for argv in (
+        ["route", "add", "default", "via", str(isp.gateway), "proto", "dhcp"],
+        [*v6, "metric", "100", "proto", "ra"],  # shadows ecmpd's ::/0 at metric 236
+        [*v6, "metric", "2048", "proto", "ra"],  # does not
+    ):
+        netns.run_in(lab.router, ["ip", *argv], check=True)
+    r = ecmpd(lab.router, config, run, "validate")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "shadow" in line]
+    assert warned == [
+        f"{config}:{lines.line_of('announce.table')}: announce.table: warning: the IPv4 default"
+        f" route via {isp.gateway} dev {isp.uplink_if} (proto dhcp, metric 0) in the main table"
+        " would shadow the announce route (imported) in FRR's zebra: FRR would announce it, or"
+        " nothing, instead; keep main free of other default routes on an edge",
+        f"{config}:{lines.line_of('announce.table6')}: announce.table6: warning: the IPv6"
+        f" default route via {isp.gateway6} dev {isp.uplink_if} (proto ra, metric 100) in the"
+        " main table would shadow the announce route (in main) in FRR's zebra: FRR would"
+        " announce it, or nothing, instead; keep main free of other default routes on an edge",
+    ], r.stderr
+    r = ecmpd(lab.router, config, run, "validate", "--json")
+    assert sum("shadow" in w for w in json.loads(r.stdout)["warnings"]) == 2, r.stdout
+    assert not (run / "state.json").exists()  # validate wrote nothing

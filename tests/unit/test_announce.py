@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecmpd.announce import ANNOUNCE_MAIN_METRIC, known_uplinks
+from ecmpd.announce import known_uplinks
 from ecmpd.config import Config, ConfigError, parse_config
 from ecmpd.desired import desired_state
-from ecmpd.model import DesiredState, Family, NexthopGroup, Route, RouteType
+from ecmpd.model import ANNOUNCE_MAIN_METRIC, DesiredState, Family, NexthopGroup, Route, RouteType
 from ecmpd.plan import Op, OpKind, diff
 from tests.golden.fixtures import FACTS6
 from tests.unit.fakekernel import FakeKernel, states

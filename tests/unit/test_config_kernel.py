@@ -6,11 +6,11 @@ family) is a warning (warnings_against_kernel), everything else an error.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from textwrap import dedent
 
 from ecmpd.config import Config, check_against_kernel, parse_config, warnings_against_kernel
-from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.facts import InterfaceFacts, KernelFacts, MainDefault
 from ecmpd.model import NH_ID_BASE, Family
 
 CONFIG = """\
@@ -266,3 +266,55 @@ def test_issues_carry_the_config_file_name() -> None:
     warned = warnings_against_kernel(parse_config(dedent(CONFIG), "/etc/ecmpd/ecmpd.yaml"), facts)
     assert {issue.file for issue in warned} == {"/etc/ecmpd/ecmpd.yaml"}
     assert [issue.field for issue in warned] == [f"uplinks[{i}].interface" for i in range(4)]
+
+
+EDGE = """\
+uplinks:
+  - {name: isp-a, interface: eth0, gateway: 192.168.1.1, gateway6: "fe80::1"}
+announce:
+  table: 150
+  table6: main
+"""
+
+
+def shadows(*defaults: MainDefault, text: str = EDGE) -> list[str]:
+    facts = KernelFacts(interfaces=healthy(), main_defaults=defaults)
+    return issues(facts, text)
+
+
+def default4(protocol: int, metric: int = 0) -> MainDefault:
+    return MainDefault(Family.INET, protocol, metric, IPv4Address("192.168.1.254"), "eth0")
+
+
+def default6(protocol: int, metric: int) -> MainDefault:
+    return MainDefault(Family.INET6, protocol, metric, IPv6Address("fe80::1"), "eth0")
+
+
+def test_another_default_in_main_would_shadow_the_imported_announce_route() -> None:
+    # A DHCP client's (or a hand-made, or FRR's static) default beats the import (15).
+    for protocol, name in ((16, "dhcp"), (3, "boot"), (196, "FRR static")):
+        (warning,) = shadows(default4(protocol, metric=1000))
+        assert warning == (
+            "ecmpd.yaml:4: announce.table: warning: the IPv4 default route via 192.168.1.254 dev"
+            f" eth0 (proto {name}, metric 1000) in the main table would shadow the announce"
+            " route (imported) in FRR's zebra: FRR would announce it, or nothing, instead; keep"
+            " main free of other default routes on an edge"
+        )
+
+
+def test_in_main_only_a_lower_or_equal_metric_shadows() -> None:
+    (warning,) = shadows(default6(9, 100), default6(9, 1024), default6(196, 10))
+    assert warning.startswith("ecmpd.yaml:5: announce.table6: warning: the IPv6 default route")
+    assert "(proto ra, metric 100)" in warning and "(in main)" in warning
+
+
+def test_no_warning_for_a_family_not_announced_or_not_carried() -> None:
+    assert (
+        shadows(default6(9, 100), text=EDGE.replace("table6: main", "min_uplinks: {ipv4: 1}")) == []
+    )
+    v4_only = EDGE.replace(', gateway6: "fe80::1"', "")
+    assert shadows(default6(9, 100), text=v4_only) == []
+    assert (
+        shadows(default4(16), text=EDGE.replace("announce:\n  table: 150\n  table6: main\n", ""))
+        == []
+    )

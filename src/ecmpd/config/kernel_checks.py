@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.config.issues import ConfigIssue, did_you_mean, sort_issues
 from ecmpd.config.schema import PRIORITY_SPAN, Config
-from ecmpd.config.semantic import carries_ipv6
+from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.config.uplink import UplinkConfig
-from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.facts import InterfaceFacts, KernelFacts, MainDefault
 from ecmpd.marks import clashing
-from ecmpd.model import MAIN_TABLE, Family, nexthop_id
+from ecmpd.model import ANNOUNCE_MAIN_METRIC, MAIN_TABLE, RTPROT_FRR_STATIC, Family, nexthop_id
 
 Finding = tuple[str, str]
 # A finding that only says "not there yet" (the interface, a lease, an address): at boot
@@ -158,13 +158,79 @@ def _marks(config: Config, facts: KernelFacts) -> Iterator[Finding]:
         yield "connections.mark", f"{use.where} {what} mark bits {bits:#010x}, which ecmpd owns"
 
 
+# FRR's zebra ranks routes by administrative distance first: a kernel route 0, its own
+# static routes 1, a route imported from a table (`ip import-table N`) 15 by default;
+# among equal distances, the lower metric.
+KERNEL_DISTANCE, FRR_STATIC_DISTANCE, IMPORT_DISTANCE = 0, 1, 15
+
+
+def shadowing(config: Config, defaults: Sequence[MainDefault]) -> dict[Family, list[MainDefault]]:
+    """Per announced family, the others' default routes in main that zebra would take
+    over the announce route (so FRR announces them, or nothing, instead of ecmpd's).
+
+    Imported from a table (distance 15), every kernel route and FRR static route beats it.
+    In main itself (`table6: main`, a kernel route like the others), a route with a metric
+    not above ANNOUNCE_MAIN_METRIC does, unless FRR installed it (distance 1 loses to 0).
+    """
+    if config.announce is None:
+        return {}
+    found: dict[Family, list[MainDefault]] = {}
+    for route in defaults:
+        family = route.family
+        carried = carries_ipv6 if family is Family.INET6 else carries_ipv4
+        if config.announce.min_uplinks.of(family) is None:
+            continue
+        if not any(carried(u) for u in config.uplinks):
+            continue
+        distance = FRR_STATIC_DISTANCE if route.protocol == RTPROT_FRR_STATIC else KERNEL_DISTANCE
+        if config.announce.table_of(family) == MAIN_TABLE:
+            wins = distance == KERNEL_DISTANCE and route.metric <= ANNOUNCE_MAIN_METRIC
+        else:
+            wins = distance < IMPORT_DISTANCE
+        if wins:
+            found.setdefault(family, []).append(route)
+    return found
+
+
+# How `ip` names the protocols of the default routes read for `announce`.
+PROTOCOL_NAMES = {2: "kernel", 3: "boot", 4: "static", 9: "ra", 16: "dhcp", 196: "FRR static"}
+
+
+def _shadowed(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """Another default route in main that FRR's zebra would take over the announce route."""
+    for family, routes in sorted(shadowing(config, facts.main_defaults).items()):
+        assert config.announce is not None
+        six = family is Family.INET6 and config.announce.table6 is not None
+        path = f"announce.{'table6' if six else 'table'}"
+        where = "in main" if config.announce.table_of(family) == MAIN_TABLE else "imported"
+        for route in routes:
+            via = f" via {route.gateway}" if route.gateway is not None else ""
+            dev = f" dev {route.ifname}" if route.ifname else ""
+            proto = PROTOCOL_NAMES.get(route.protocol, str(route.protocol))
+            yield (
+                path,
+                (
+                    f"the {_family_name(family)} default route{via}{dev} (proto {proto}, metric"
+                    f" {route.metric}) in the main table would shadow the announce route ({where})"
+                    " in FRR's zebra: FRR would announce it, or nothing, instead; keep main free of"
+                    " other default routes on an edge"
+                ),
+            )
+
+
 def warnings_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
-    """What this kernel does not have yet (an interface, a lease, an address): warnings."""
-    return sort_issues(
-        ConfigIssue(config.filename, config.line_of(path), path, message, warning=True)
+    """What this kernel does not have yet (an interface, a lease, an address), and what
+    would undo the config's intent there (a default route shadowing the announce one):
+    warnings."""
+    later = [
+        (path, message)
         for i, u in enumerate(config.uplinks)
         for path, message, later in _uplink(f"uplinks[{i}]", u, facts)
         if later
+    ]
+    return sort_issues(
+        ConfigIssue(config.filename, config.line_of(path), path, message, warning=True)
+        for path, message in [*later, *_shadowed(config, facts)]
     )
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from ecmpd.announce import ANNOUNCE_MAIN_METRIC
 from ecmpd.config import Config
 from ecmpd.facts import KernelFacts
-from ecmpd.model import MAIN_TABLE, Family
+from ecmpd.model import ANNOUNCE_MAIN_METRIC, MAIN_TABLE, Family
 
 FILENAME = "ecmpd-frr.conf"
 PEER_GROUP = {Family.INET: "ECMPD", Family.INET6: "ECMPD6"}

@@ -27,7 +27,7 @@ from ecmpd.kernel import nftables
 from ecmpd.kernel.mptcpstate import MptcpWriter, observe_mptcp
 from ecmpd.kernel.nftdoc import parse_table
 from ecmpd.kernel.nftuses import mark_uses
-from ecmpd.kernel.observe import observe, observe_links
+from ecmpd.kernel.observe import observe, observe_links, read_main_defaults
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import route_message
 from ecmpd.kernel.rules import RTM_DELRULE, RTM_NEWRULE, rule_message
@@ -167,6 +167,8 @@ class KernelWriter:
         uses = facts.foreign_mark_uses
         if check is not None:  # the checks also want nftables' uses of mark bits
             uses += tuple(mark_uses(nftables.read_ruleset()))
+        if check is not None and check.announce is not None:  # and what may shadow it
+            facts = replace(facts, main_defaults=read_main_defaults(self.nl, self.ifindex))
         facts = replace(
             facts, foreign_mark_uses=uses, mark_slots=tuple(sorted(self.record.marks.items()))
         )

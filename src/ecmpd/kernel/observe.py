@@ -19,9 +19,9 @@ from collections.abc import Collection, Mapping
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
-from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.facts import InterfaceFacts, KernelFacts, MainDefault
 from ecmpd.kernel import nexthop as nl
-from ecmpd.kernel.routemsg import KernelRoute, scan_routes
+from ecmpd.kernel.routemsg import FOREIGN_DEFAULT_PROTOCOLS, KernelRoute, main_defaults, scan_routes
 from ecmpd.kernel.rules import dump_rules
 from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.kernel.transport import get_str, netlink_for, parse_attrs
@@ -89,6 +89,22 @@ def default_gateways(defaults: list[KernelRoute]) -> dict[int, IPAddress]:
 
 
 Gateways = tuple[Mapping[int, IPAddress], Mapping[int, IPAddress]]  # IPv4, IPv6 by ifindex
+
+
+def read_main_defaults(handle: Any, ifindex: Mapping[str, int]) -> tuple[MainDefault, ...]:
+    """Others' default routes in main that FRR's zebra would rank above an imported one."""
+    names = {index: name for name, index in ifindex.items()}
+    return tuple(
+        MainDefault(
+            family=Family(family),
+            protocol=route.protocol,
+            metric=route.metric,
+            gateway=route.gateway,
+            ifname=names.get(route.ifindex) if route.ifindex is not None else None,
+        )
+        for family in FAMILIES
+        for route in main_defaults(handle, family, FOREIGN_DEFAULT_PROTOCOLS)
+    )
 
 
 def read_interfaces(

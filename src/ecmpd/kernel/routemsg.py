@@ -38,7 +38,15 @@ from ecmpd.kernel.transport import (
     netlink_for,
     parse_attrs,
 )
-from ecmpd.model import MAIN_TABLE, RTPROT_ECMPD, IPAddress, IPNetwork, Route
+from ecmpd.model import (
+    MAIN_TABLE,
+    RTPROT_ECMPD,
+    RTPROT_FRR_STATIC,
+    RTPROT_KERNEL,
+    IPAddress,
+    IPNetwork,
+    Route,
+)
 
 __all__ = ["NetlinkError", "RouteLookupError"]
 
@@ -232,6 +240,20 @@ def dump_routes(handle: Any, family: int, table: int | None = None) -> list[Kern
 # are not asked for: their tables may hold a million routes.
 DEFAULT_ROUTE_PROTOCOLS = (3, 4, 9, 16)
 RTPROT_BGP = 186
+# The default routes that FRR's zebra ranks above an imported one (`announce`): every
+# kernel route (distance 0) ecmpd can name the installer of, and FRR's static ones (1).
+FOREIGN_DEFAULT_PROTOCOLS = (RTPROT_KERNEL, *DEFAULT_ROUTE_PROTOCOLS, RTPROT_FRR_STATIC)
+
+
+def main_defaults(handle: Any, family: int, protocols: Collection[int]) -> list[KernelRoute]:
+    """The main table's default routes of these protocols: one kernel-filtered dump each
+    (a full BGP table in main is walked by the kernel, never transferred)."""
+    routes = []
+    for proto in protocols:
+        for payload in _dump(handle, family, table=MAIN_TABLE, protocol=proto):
+            if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
+                routes.append(route)
+    return routes
 
 
 def scan_routes(
@@ -250,15 +272,12 @@ def scan_routes(
     """
     scan = RouteScan()
     scan.owned = [r for p in _dump(handle, family, protocol=RTPROT_ECMPD) if (r := parse_route(p))]
-    for proto in DEFAULT_ROUTE_PROTOCOLS if defaults else ():
-        for payload in _dump(handle, family, table=MAIN_TABLE, protocol=proto):
-            if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
-                scan.main_defaults.append(route)
+    if defaults:
+        scan.main_defaults = main_defaults(handle, family, DEFAULT_ROUTE_PROTOCOLS)
     # Only when an uplink follows BGP (a core, whose BGP table holds the edges' defaults):
     # a full BGP table would be transferred whole (the kernel filters no prefix length).
-    for payload in _dump(handle, family, table=MAIN_TABLE, protocol=RTPROT_BGP) if bgp else ():
-        if _RTMSG.unpack_from(payload)[1] == 0 and (route := parse_route(payload)):
-            scan.bgp_defaults.append(route)
+    if bgp:
+        scan.bgp_defaults = main_defaults(handle, family, (RTPROT_BGP,))
     for table in check_tables:
         payloads = _dump(handle, family, table=table)
         if any(_RTMSG.unpack_from(p)[5] != RTPROT_ECMPD for p in payloads):
