@@ -80,15 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     prefix = args.prefix or netns.new_prefix()
-    doc: dict[str, Any] = {
-        "benchmark": "all",
-        "quick": bool(args.quick),
-        "netns_prefix": prefix,
-        "machine": {"kernel": os.uname().release, "cpus": os.cpu_count() or 1},
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "failed": {},
-        "seconds": {},
-    }
+    doc = merged_document(prefix, bool(args.quick))
     install_sigterm()
     for bench in BENCHES:
         if bench.name not in wanted:
@@ -99,16 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"{bench.name}: {' '.join(argv_[1:])}")
         start = time.monotonic()
         status, out = run_benchmark(argv_)
-        doc["seconds"][bench.name] = round(time.monotonic() - start, 1)
-        if status != 0:
-            doc["failed"][bench.name] = f"exit status {status}"
-            say(f"{bench.name}: FAILED (exit status {status})")
-            continue
-        try:
-            doc[bench.name] = json.loads(out)
-        except ValueError as exc:
-            doc["failed"][bench.name] = f"not one JSON document on stdout: {exc}"
-            say(f"{bench.name}: FAILED (its output is not JSON)")
+        merge(doc, bench.name, status, out, time.monotonic() - start)
     table = markdown_table(doc)
     if args.table is not None:
         args.table.write_text(table, encoding="utf-8")
@@ -118,6 +101,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(table, end="")
     return 1 if doc["failed"] else 0
+
+
+def merged_document(prefix: str, quick: bool) -> dict[str, Any]:
+    """The merged document before any benchmark ran: the run's facts, nothing failed."""
+    return {
+        "benchmark": "all",
+        "quick": quick,
+        "netns_prefix": prefix,
+        "machine": {"kernel": os.uname().release, "cpus": os.cpu_count() or 1},
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "failed": {},
+        "seconds": {},
+    }
+
+
+def merge(doc: dict[str, Any], name: str, status: int, out: str, seconds: float) -> None:
+    """One benchmark's run into the merged document: its own under its name, or failed."""
+    doc["seconds"][name] = round(seconds, 1)
+    if status != 0:
+        doc["failed"][name] = f"exit status {status}"
+        say(f"{name}: FAILED (exit status {status})")
+        return
+    try:
+        doc[name] = json.loads(out)
+    except ValueError as exc:
+        doc["failed"][name] = f"not one JSON document on stdout: {exc}"
+        say(f"{name}: FAILED (its output is not JSON)")
 
 
 def say(message: str) -> None:

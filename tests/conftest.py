@@ -15,10 +15,11 @@ import pytest
 from ecmpd.lab import netns
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.topology import build_lab, destroy_lab, lab_session
+from tests.integration.fixtures.bench import BenchRuns
 from tests.integration.fixtures.labs import RUN_PREFIX, LabFactory, next_lab_prefix, require_netns
 
 _main_pid = -1
-LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory", "lab_prefix"})
+LAB_FIXTURES = frozenset({"lab", "lab_module", "lab_factory", "lab_prefix", "bench_runs"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,6 +72,12 @@ def _lab_kwargs(request: pytest.FixtureRequest, workdir: Path) -> dict[str, Any]
     kwargs: dict[str, Any] = {"workdir": workdir, "prefix": next_lab_prefix()}
     kwargs.update(getattr(request, "param", None) or {})
     return kwargs
+
+
+@pytest.fixture(scope="session")
+def bench_runs() -> BenchRuns:
+    """Each benchmark run once per session, for its smoke test and the suite's merge test."""
+    return BenchRuns()
 
 
 @pytest.fixture

@@ -133,6 +133,9 @@ def main() -> int:
         for name, doc in (("ecmpd", ecmpd), ("tuned", tuned))
     }
     doc = {
+        "benchmark": "edges",
+        "quick": args.quick,
+        "netns_prefix": prefix,
         "machine": machine(),
         "runs": runs,
         "ecmpd": ecmpd,

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rtt_10ms_60ms": scenario(lab, {a: 10, b: 60}, seconds, omit),
             "rtt_60ms_10ms": scenario(lab, {a: 60, b: 10}, seconds, omit),
         }
-    emit(document(goodput, events, seconds, omit))
+    emit({**document(goodput, events, seconds, omit), "netns_prefix": prefix, "quick": args.quick})
     return 0
 
 

@@ -6,17 +6,18 @@ import subprocess
 from typing import Any
 
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
-def test_quick_apply_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
+def test_quick_apply_benchmark_reports_sane_numbers_and_cleans_up(bench_runs: BenchRuns) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    doc = run_benchmark("apply", "--quick", "--prefix", lab_prefix, timeout=600)
+    run = bench_runs.get("apply")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
 
     assert doc["benchmark"] == "apply"
     assert doc["netns_prefix"] == lab_prefix

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 
-def test_quick_connections_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
-    doc = run_benchmark("connections", "--quick", "--prefix", lab_prefix, timeout=900)
+def test_quick_connections_benchmark_reports_sane_numbers_and_cleans_up(
+    bench_runs: BenchRuns,
+) -> None:
+    run = bench_runs.get("connections")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
     assert doc["benchmark"] == "connections" and doc["netns_prefix"] == lab_prefix
     idle = doc["idle"]["variants"]
     for variant in idle.values():

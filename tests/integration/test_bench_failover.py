@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 CONFIG_KEYS = (
     "detection_bound_s",
@@ -28,10 +28,11 @@ def _sane_seconds(stats: dict[str, Any], upper: float, positive: bool = True) ->
     return (median > 0 if positive else median >= 0) and median <= worst <= upper
 
 
-def test_quick_failover_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
+def test_quick_failover_benchmark_reports_sane_numbers_and_cleans_up(bench_runs: BenchRuns) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    doc = run_benchmark("failover", "--quick", "--prefix", lab_prefix, timeout=300)
+    run = bench_runs.get("failover")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
 
     assert doc["benchmark"] == "failover"
     assert doc["netns_prefix"] == lab_prefix

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 
-def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
+def test_quick_flows_benchmark_reports_sane_numbers_and_cleans_up(bench_runs: BenchRuns) -> None:
     # The conftest's prefix: should the script leave anything, the session-end
     # safety net removes it too.
-    doc = run_benchmark("flows", "--quick", "--prefix", lab_prefix, timeout=300)
+    run = bench_runs.get("flows")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
     assert doc["benchmark"] == "flows" and doc["quick"] is True
     assert doc["netns_prefix"] == lab_prefix
 

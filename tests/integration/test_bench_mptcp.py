@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from bench.mptcp.rows import rows
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 
-def test_quick_mptcp_benchmark_reports_sane_numbers_and_cleans_up(lab_prefix: str) -> None:
-    doc = run_benchmark("mptcp", "--quick", "--prefix", lab_prefix, timeout=900)
+def test_quick_mptcp_benchmark_reports_sane_numbers_and_cleans_up(bench_runs: BenchRuns) -> None:
+    run = bench_runs.get("mptcp")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
 
     assert doc["benchmark"] == "mptcp" and doc["rates_mbit"] == [100, 200]
     for key in ("equal_rtt", "rtt_10ms_60ms", "rtt_60ms_10ms"):

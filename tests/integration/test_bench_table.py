@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import TABLE_ROUTES as ROUTES
+from tests.integration.fixtures.bench import BenchRuns
 
-ROUTES = 20_000
 
-
-def test_table_benchmark_reads_a_full_main_table_and_cleans_up(lab_prefix: str) -> None:
-    doc = run_benchmark(
-        "table", "--routes", str(ROUTES), "--reps", "2", "--prefix", lab_prefix, timeout=600
-    )
+def test_table_benchmark_reads_a_full_main_table_and_cleans_up(bench_runs: BenchRuns) -> None:
+    run = bench_runs.get("table")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
     assert doc["benchmark"] == "table" and doc["routes"] == ROUTES
     empty, full = doc["empty_table"], doc["full_table"]
     # The benchmark checked observe read back ecmpd's state and a failover was one

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from bench.tiers.rows import rows
 from ecmpd.lab import netns
-from tests.integration.fixtures.bench import run_benchmark
+from tests.integration.fixtures.bench import BenchRuns
 
 
-def test_tiers_benchmark_times_a_takeover_and_cleans_up(lab_prefix: str) -> None:
-    doc = run_benchmark("tiers", "--quick", "--runs", "1", "--prefix", lab_prefix, timeout=300)
+def test_tiers_benchmark_times_a_takeover_and_cleans_up(bench_runs: BenchRuns) -> None:
+    run = bench_runs.get("tiers")  # also merged by test_lab_bench
+    doc, lab_prefix = run.doc, run.prefix
     assert doc["benchmark"] == "tiers" and doc["netns_prefix"] == lab_prefix
     assert doc["failed_runs"] == [], doc["failed_runs"]
     (takeover,) = doc["takeover"]["runs"]
