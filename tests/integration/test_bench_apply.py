@@ -31,9 +31,15 @@ def test_quick_apply_benchmark_reports_sane_numbers_and_cleans_up(bench_runs: Be
         for key in ("apply_ms", "reapply_ms", "failover_ms", "failback_ms"):
             assert _positive(r[key]["median"]) and r[key]["max"] >= r[key]["median"], key
         assert r["failover_ms"]["n"] >= 20
-        assert _positive(r["anchor_ip_batch_ms"])
+        # The anchors subtract process start-up (an empty `ip -batch`): for a few
+        # commands on a loaded machine two quick runs' difference can fall below zero,
+        # so here the raw runs must be real and the net figures numbers; the full run
+        # (more uplinks and repetitions) is where the ratio means something.
+        assert _positive(r["anchor_ip_batch"]["raw_ms"]["median"])
         assert _positive(r["anchor_multipath_replace"]["raw_ms"]["median"])
-        assert _positive(r["ratio_apply_vs_ip_batch"])
+        assert isinstance(r["anchor_ip_batch_ms"], float)
+        ratio = r["ratio_apply_vs_ip_batch"]  # None when there is nothing to divide by
+        assert _positive(ratio) == (r["anchor_ip_batch_ms"] > 1e-6), ratio
     assert results[1]["apply_ops"] > results[0]["apply_ops"]
     assert doc["targets"] == {"apply_64_ms": 100, "failover_ms": 2}
     assert doc["met"]["apply_64_ms"] is None  # --quick stops at 8 uplinks
