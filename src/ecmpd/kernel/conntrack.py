@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
+from ecmpd.kernel.transport import NLA_F_NESTED, attr, attr_nested, messages, parse_attrs
+
 IPAddress = IPv4Address | IPv6Address
 
 NETLINK_NETFILTER = 12
@@ -35,8 +37,6 @@ NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
@@ -60,7 +60,6 @@ IPS_SEEN_REPLY, IPS_DST_NAT = 1 << 1, 1 << 5  # answered; destination-NATed (por
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, 0 here)
-NLATTR = struct.Struct("=HH")  # len, type
 ERRNO = struct.Struct("=i")
 BATCH = 256  # deletes per datagram: its acks (36 bytes each) fit any receive buffer
 RCVBUF = 1 << 20
@@ -121,8 +120,8 @@ def count_flows(nat_address: IPAddress | None = None, oif_source: IPAddress | No
 def marked_flows(mark: int, mask: int, family: int) -> list[Flow]:
     """The entries of one address family whose `ct mark & mask == mark` (kernel-filtered)."""
     filters = [
-        _attr(CTA_MARK, struct.pack("!I", mark)),
-        _attr(CTA_MARK_MASK, struct.pack("!I", mask)),
+        attr(CTA_MARK, struct.pack("!I", mark)),
+        attr(CTA_MARK_MASK, struct.pack("!I", mask)),
     ]
     with _open() as sock:
         flows = _dump(sock, family, filters)
@@ -133,24 +132,24 @@ def find_flow(proto: int, src: IPAddress, dst: IPAddress, sport: int, dport: int
     """The entry whose original (else reply) tuple is this one; None when there is none."""
     family = socket.AF_INET if src.version == 4 else socket.AF_INET6
     v4 = src.version == 4
-    ip = _nested(
+    ip = attr_nested(
         CTA_TUPLE_IP,
-        _attr(CTA_IP_V4_SRC if v4 else CTA_IP_V6_SRC, src.packed),
-        _attr(CTA_IP_V4_DST if v4 else CTA_IP_V6_DST, dst.packed),
+        attr(CTA_IP_V4_SRC if v4 else CTA_IP_V6_SRC, src.packed)
+        + attr(CTA_IP_V4_DST if v4 else CTA_IP_V6_DST, dst.packed),
     )
-    ports = _nested(
+    ports = attr_nested(
         CTA_TUPLE_PROTO,
-        _attr(CTA_PROTO_NUM, bytes([proto])),
-        _attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport)),
-        _attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)),
+        attr(CTA_PROTO_NUM, bytes([proto]))
+        + attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport))
+        + attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)),
     )
     with _open() as sock:
         for direction in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
             request = _message(
-                IPCTNL_MSG_CT_GET, NLM_F_REQUEST, 1, family, [_nested(direction, ip, ports)]
+                IPCTNL_MSG_CT_GET, NLM_F_REQUEST, 1, family, [attr_nested(direction, ip + ports)]
             )
             sock.send(request)
-            for msg_type, _seq, body in _messages(sock.recv(RECV_SIZE)):
+            for msg_type, _seq, body in messages(sock.recv(RECV_SIZE), ConntrackError):
                 if msg_type == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW:
                     return _parse_flow(body)
                 if msg_type == NLMSG_ERROR:
@@ -204,14 +203,14 @@ def _filtered_dump(sock: socket.socket, address: IPAddress, direction: int) -> l
         ip_attr = CTA_IP_V4_DST if reply else CTA_IP_V4_SRC
     else:
         ip_attr = CTA_IP_V6_DST if reply else CTA_IP_V6_SRC
-    tuple_attr = _nested(direction, _nested(CTA_TUPLE_IP, _attr(ip_attr, address.packed)))
+    tuple_attr = attr_nested(direction, attr_nested(CTA_TUPLE_IP, attr(ip_attr, address.packed)))
     flags = (
-        _attr(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", FILTER_FLAG_IP_DST))
+        attr(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", FILTER_FLAG_IP_DST))
         if reply
-        else _attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", FILTER_FLAG_IP_SRC))
+        else attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", FILTER_FLAG_IP_SRC))
     )
     try:
-        return _dump(sock, family, [tuple_attr, _nested(CTA_FILTER, flags)])
+        return _dump(sock, family, [tuple_attr, attr_nested(CTA_FILTER, flags)])
     except ConntrackError as exc:
         if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
             raise
@@ -226,7 +225,7 @@ def _dump(sock: socket.socket, family: int, attrs: list[bytes]) -> list[Flow]:
     flows: list[Flow] = []
     while True:
         data = sock.recv(RECV_SIZE)
-        for msg_type, msg_seq, body in _messages(data):
+        for msg_type, msg_seq, body in messages(data, ConntrackError):
             if msg_seq != seq:
                 continue
             if msg_type == NLMSG_DONE:
@@ -263,10 +262,10 @@ def _delete_message(flow: Flow, seq: int) -> bytes:
     family = socket.AF_INET if flow.orig_src.version == 4 else socket.AF_INET6
     if not flow.orig_tuple:  # a delete without a tuple flushes the whole table
         raise ValueError("refusing a conntrack delete without a tuple")
-    attrs = [_attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
+    attrs = [attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
     if flow.zone is not None:
-        attrs.append(_attr(CTA_ZONE, struct.pack("!H", flow.zone)))
-    attrs.append(_attr(CTA_ID, struct.pack("!I", flow.ct_id)))
+        attrs.append(attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    attrs.append(attr(CTA_ID, struct.pack("!I", flow.ct_id)))
     return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
 
 
@@ -275,7 +274,7 @@ def _collect_acks(sock: socket.socket, pending: dict[int, Flow]) -> int:
     deleted = 0
     failure: ConntrackError | None = None
     while pending:
-        for msg_type, seq, body in _messages(sock.recv(RECV_SIZE)):
+        for msg_type, seq, body in messages(sock.recv(RECV_SIZE), ConntrackError):
             if msg_type != NLMSG_ERROR or pending.pop(seq, None) is None:
                 continue
             (code,) = ERRNO.unpack_from(body)
@@ -295,42 +294,6 @@ def _message(command: int, flags: int, seq: int, family: int, attrs: Iterable[by
     return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
 
 
-def _attr(attr_type: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = NLATTR.size + len(payload)
-    return NLATTR.pack(length, attr_type) + payload + b"\0" * (-length % 4)
-
-
-def _nested(attr_type: int, *children: bytes) -> bytes:
-    """A nested attribute (flagged: the kernel's strict CTA_FILTER parser requires it)."""
-    return _attr(attr_type | NLA_F_NESTED, b"".join(children))
-
-
-def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(type, seq, body) of each netlink message in a datagram."""
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size:
-            raise ConntrackError(errno.EPROTO, "malformed netlink message")
-        yield msg_type, seq, data[offset + NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def _attrs(data: bytes) -> dict[int, bytes]:
-    """Attribute type (flags masked) to payload, for one level of attributes."""
-    # Hot: ending an uplink's connections parses thousands of entries (locals are faster).
-    out: dict[int, bytes] = {}
-    offset, end, unpack = 0, len(data) - 4, NLATTR.unpack_from
-    while offset <= end:
-        length, attr_type = unpack(data, offset)
-        if length < 4:
-            break
-        out[attr_type & NLA_TYPE_MASK] = data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-    return out
-
-
 def _raise_if_error(body: bytes, what: str) -> None:
     """Raises ConntrackError for an NLMSG_ERROR carrying a non-zero code."""
     (code,) = ERRNO.unpack_from(body)
@@ -340,15 +303,15 @@ def _raise_if_error(body: bytes, what: str) -> None:
 
 def _parse_flow(body: bytes) -> Flow | None:
     """A Flow from a dumped entry (after its nfgenmsg); None when it lacks a tuple."""
-    top = _attrs(body[NFGENMSG.size :])
+    top = parse_attrs(body[NFGENMSG.size :])
     if CTA_TUPLE_ORIG not in top or CTA_TUPLE_REPLY not in top or CTA_ID not in top:
         return None
-    orig = _attrs(top[CTA_TUPLE_ORIG])
-    orig_src, orig_dst = _addresses(_attrs(orig.get(CTA_TUPLE_IP, b"")))
-    reply = _attrs(top[CTA_TUPLE_REPLY])
-    reply_src, reply_dst = _addresses(_attrs(reply.get(CTA_TUPLE_IP, b"")))
-    reply_proto = _attrs(reply.get(CTA_TUPLE_PROTO, b""))
-    proto = _attrs(orig.get(CTA_TUPLE_PROTO, b""))
+    orig = parse_attrs(top[CTA_TUPLE_ORIG])
+    orig_src, orig_dst = _addresses(parse_attrs(orig.get(CTA_TUPLE_IP, b"")))
+    reply = parse_attrs(top[CTA_TUPLE_REPLY])
+    reply_src, reply_dst = _addresses(parse_attrs(reply.get(CTA_TUPLE_IP, b"")))
+    reply_proto = parse_attrs(reply.get(CTA_TUPLE_PROTO, b""))
+    proto = parse_attrs(orig.get(CTA_TUPLE_PROTO, b""))
     if orig_src is None or orig_dst is None or reply_dst is None or CTA_PROTO_NUM not in proto:
         return None
     return Flow(

@@ -21,6 +21,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from ecmpd.kernel.transport import messages
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
@@ -107,23 +109,13 @@ def _message(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
     return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size:
-            raise OSError(errno.EPROTO, "malformed netlink message")
-        yield msg_type, seq, data[offset + NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
 def _dump(sock: socket.socket, family: int, protocol: int, states: int) -> list[LocalSocket]:
     """Every socket of a family and protocol in the given states."""
     request = REQ_HEAD.pack(family, protocol, 0, states) + bytes(SOCKID_LEN)
     sock.send(_message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, request))
     found: list[LocalSocket] = []
     while True:
-        for msg_type, seq, body in _messages(sock.recv(RECV_SIZE)):
+        for msg_type, seq, body in messages(sock.recv(RECV_SIZE)):
             if seq != 1:
                 continue
             if msg_type == NLMSG_DONE:
@@ -151,7 +143,7 @@ def _parse(body: bytes, protocol: int) -> LocalSocket:
 def _ack(sock: socket.socket, seq: int) -> int:
     """The error code (positive errno, 0 for success) of the ack to request `seq`."""
     while True:
-        for msg_type, got, body in _messages(sock.recv(RECV_SIZE)):
+        for msg_type, got, body in messages(sock.recv(RECV_SIZE)):
             if msg_type == NLMSG_ERROR and got == seq:
                 code: int = struct.unpack_from("=i", body)[0]
                 return -code

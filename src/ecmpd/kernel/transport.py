@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from ecmpd.kernel import threadns
@@ -106,6 +107,17 @@ def parse_attrs(data: bytes, pos: int = 0) -> dict[int, bytes]:
         out[kind & NLA_TYPE_MASK] = data[pos + 4 : pos + length]
         pos += (length + 3) & ~3
     return out
+
+
+def messages(data: bytes, error: type[OSError] = OSError) -> Iterator[tuple[int, int, bytes]]:
+    """(type, seq, payload) of each netlink message in a datagram; `error` on a malformed one."""
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, kind, _flags, seq, _pid = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            raise error(errno.EPROTO, "malformed netlink message")
+        yield kind, seq, data[offset + HEADER.size : offset + length]
+        offset += (length + 3) & ~3
 
 
 def get_u32(attrs: dict[int, bytes], kind: int) -> int | None:
