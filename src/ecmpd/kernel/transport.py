@@ -97,10 +97,11 @@ def attr_nested(kind: int, inner: bytes) -> bytes:
 
 def parse_attrs(data: bytes, pos: int = 0) -> dict[int, bytes]:
     """Attributes from `pos` to the end of `data`, by type (flags masked off)."""
+    # Hot: ending an uplink's connections parses thousands of conntrack entries.
     out: dict[int, bytes] = {}
-    end = len(data)
+    last = len(data) - 4  # the last offset an attribute header fits at
     unpack = _NLA.unpack_from
-    while pos + 4 <= end:
+    while pos <= last:
         length, kind = unpack(data, pos)
         if length < 4:
             break
