@@ -27,9 +27,10 @@ from ecmpd.lab.chatpool import (
     Slot,
 )
 from ecmpd.lab.layout import Lab
+from ecmpd.lab.running import Running
 
 
-class ChatServer:
+class ChatServer(Running):
     """Greets each connection with the address it saw, then echoes its lines (one thread)."""
 
     def __init__(self, ns: str, port: int = CHAT_PORT, family: int = socket.AF_INET) -> None:
@@ -47,12 +48,9 @@ class ChatServer:
         self._listener.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="chat-server", daemon=True)
 
-    def __enter__(self) -> ChatServer:
+    def start(self) -> None:
+        """Starts the thread."""
         self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """Stops the thread and closes every socket."""

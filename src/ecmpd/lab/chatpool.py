@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 
 from ecmpd.lab import netns
+from ecmpd.lab.running import Running
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -113,7 +114,7 @@ class _Live:
     heard: float = 0.0  # the greeting's or the last echo's time
 
 
-class ClientPool:
+class ClientPool(Running):
     """N long-lived chat connections from LAN addresses, reconnecting after each failure."""
 
     def __init__(
@@ -149,12 +150,9 @@ class ClientPool:
             target=lambda: netns.call_in(ns, self._run), name="chat-pool", daemon=True
         )
 
-    def __enter__(self) -> ClientPool:
+    def start(self) -> None:
+        """Starts the thread (it enters the namespace itself)."""
         self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stop(self) -> None:
         """Stops the thread (closing every connection); raises what the thread died of."""

@@ -1,5 +1,6 @@
 """A lab part used as a with block: started on entry (stopped again if starting fails),
-stopped on exit. The daemon in a namespace and the traffic generators share it."""
+stopped on exit. The daemon in a namespace, the traffic generators, the chat server and
+pool, and the peer daemons (FRR, dnsmasq, ...) share it."""
 
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ecmpd.lab.peers.process import PeerError, PeerProcess
+from ecmpd.lab.running import Running
 
 FRR_DIR = Path("/usr/lib/frr")
 DAEMONS = ("zebra", "bgpd", "bfdd")
@@ -49,7 +49,7 @@ def frr_available() -> str | None:
     return None
 
 
-class FrrRouter:
+class FrrRouter(Running):
     """zebra, bgpd and bfdd in namespace `ns`, configured with `config` (frr.conf text)."""
 
     def __init__(self, ns: str, config: str, name: str, daemons: Sequence[str] = DAEMONS) -> None:
@@ -147,15 +147,3 @@ class FrrRouter:
         """The end of one daemon's log, for error messages."""
         log = self.dir / f"{daemon}.log"
         return log.read_text(errors="replace")[-chars:] if log.exists() else ""
-
-    def __enter__(self) -> FrrRouter:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

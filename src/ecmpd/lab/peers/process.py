@@ -7,13 +7,11 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import TypeVar
 
 from ecmpd.lab import netns
+from ecmpd.lab.running import Running
 
 STOP_TIMEOUT = 5.0
-_P = TypeVar("_P", bound="Peer")
 
 
 class PeerError(RuntimeError):
@@ -86,7 +84,7 @@ class PeerProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-class Peer:
+class Peer(Running):
     """A lab peer: a private directory, a program line, a readiness check; a context
     manager that starts the program on entry and always stops it on exit."""
 
@@ -139,18 +137,6 @@ class Peer:
     def log_tail_all(self) -> str:
         """The program's whole log (every run of it)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self: _P) -> _P:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def private_dir(workdir: Path, name: str) -> Path:
