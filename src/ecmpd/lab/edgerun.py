@@ -115,6 +115,19 @@ class _Core:
         """Seconds from `since` until check() held."""
         return wait_until(check, timeout, what, STEP_S) - since
 
+    def wait_groups(
+        self, edge: str, member: bool, since: float, timeout: float, notify: Notify
+    ) -> float | None:
+        """Seconds from `since` until the edge is in (or out of) both of the core's groups,
+        notified as "back" ("out"); None without ecmpd on the core (no groups to watch)."""
+        if self.groups is None:
+            return None
+        where, event = ("back in", "back") if member else ("out of", "out")
+        took = self.wait(lambda: self.in_groups(edge) == (member, member), since,
+                         f"{edge} {where} the core's groups", timeout)  # fmt: skip
+        notify(event, since + took)
+        return took
+
     def close(self) -> None:
         self.sock.close()
         if self.groups is not None:
@@ -136,10 +149,7 @@ def isps_fail(
         notify("fault", fault)
         out_s = withdrawn_s = None
         try:
-            if core.groups is not None:
-                out_s = core.wait(lambda: core.in_groups(edge) == (False, False), fault,
-                                  f"{edge} out of the core's groups", 10)  # fmt: skip
-                notify("out", fault + out_s)
+            out_s = core.wait_groups(edge, False, fault, 10, notify)
             withdrawn_s = core.wait(lambda: core.paths() == (core.n - 1, core.n - 1), fault,
                                     f"{edge} withdrawn at the core", 10)  # fmt: skip
             notify("withdrawn", fault + withdrawn_s)
@@ -152,11 +162,7 @@ def isps_fail(
         announced_s = core.wait(lambda: core.paths() == (core.n, core.n), heal_at,
                                 f"{edge} announced again", 30)  # fmt: skip
         notify("announced", heal_at + announced_s)
-        back_s = None
-        if core.groups is not None:
-            back_s = core.wait(lambda: core.in_groups(edge) == (True, True), heal_at,
-                               f"{edge} back in the core's groups", 30)  # fmt: skip
-            notify("back", heal_at + back_s)
+        back_s = core.wait_groups(edge, True, heal_at, 30, notify)
         time.sleep(SETTLE_S)
         return Failed(
             window=Window(edge, fault, heal_at, time.monotonic()),
@@ -185,25 +191,15 @@ def forwards_nothing(
         fault = time.monotonic()
         load_nft(lab.edge(edge).ns, BLACKHOLE)
         notify("fault", fault)
-        caught_s = None
         try:
-            if core.groups is not None:
-                caught_s = core.wait(lambda: core.in_groups(edge) == (False, False), fault,
-                                     f"{edge} out of the core's groups", watch_s)  # fmt: skip
-                notify("out", fault + caught_s)
-                time.sleep(hold_s)
-            else:
-                time.sleep(watch_s)
+            caught_s = core.wait_groups(edge, False, fault, watch_s, notify)
+            time.sleep(watch_s if caught_s is None else hold_s)
             during = core.paths()
         finally:
             heal_at = time.monotonic()
             load_nft(lab.edge(edge).ns, UNBLACKHOLE)
         notify("heal", heal_at)
-        back_s = None
-        if core.groups is not None:
-            back_s = core.wait(lambda: core.in_groups(edge) == (True, True), heal_at,
-                               f"{edge} back in the core's groups", 30)  # fmt: skip
-            notify("back", heal_at + back_s)
+        back_s = core.wait_groups(edge, True, heal_at, 30, notify)
         time.sleep(hold_s)
         return Blackholed(Window(edge, fault, heal_at, time.monotonic()), caught_s, during, back_s)
     finally:
