@@ -20,7 +20,7 @@ from bench.common import (
     summary,
     thread_in,
 )
-from bench.failover.timing import SETTLE
+from bench.failover.timing import settle_after_removal
 from bench.failover.traffic import pick_isp, restore_times, traffic
 from ecmpd.config.schema import DEFAULT_BALANCER_TABLE
 from ecmpd.lab import netns
@@ -189,15 +189,13 @@ def anchor_run(
         time.sleep(max(0.0, target - time.monotonic()))
         t_fault = time.monotonic()
         nft_s = gray_failure(isp.ns)
-        try:
-            removed = cron.wait_for(
+        removed, t_end = settle_after_removal(
+            lambda: cron.wait_for(
                 everyone - {isp.name}, t_fault, cron.period + cron.ping_timeout * 4 + 5
-            )
-            time.sleep(max(0.0, removed.applied + SETTLE - time.monotonic()))
-            t_end = time.monotonic()
-        except BaseException:
-            heal(isp.ns)
-            raise
+            ),
+            lambda r: r.applied,
+            lambda: heal(isp.ns),
+        )
     restored = restore_times(flows, t_fault, t_end)
     t_heal = time.monotonic()
     heal(isp.ns)

@@ -16,7 +16,12 @@ from bench.common import (
     progress,
     summary,
 )
-from bench.failover.timing import FAULT_JITTER, RECOVERY_TIMEOUT, REMOVAL_TIMEOUT, SETTLE
+from bench.failover.timing import (
+    FAULT_JITTER,
+    RECOVERY_TIMEOUT,
+    REMOVAL_TIMEOUT,
+    settle_after_removal,
+)
 from bench.failover.traffic import pick_isp, restore_times, traffic
 from ecmpd.config import CheckConfig, Config, parse_config
 from ecmpd.health.fsm import detection_time, recovery_time
@@ -62,15 +67,13 @@ def gray_run(side: Side, turn: int, port_base: int, rng: random.Random) -> dict[
         time.sleep(rng.uniform(0, FAULT_JITTER))
         t_fault = time.monotonic()
         nft_s = gray_failure(isp.ns)
-        try:
-            t_removed = side.watch.wait(
+        t_removed, t_end = settle_after_removal(
+            lambda: side.watch.wait(
                 lambda m: isp.name not in m, REMOVAL_TIMEOUT, f"{isp.name} out of the group"
-            )
-            time.sleep(max(0.0, t_removed + SETTLE - time.monotonic()))
-            t_end = time.monotonic()
-        except BaseException:
-            heal(isp.ns)
-            raise
+            ),
+            lambda t: t,
+            lambda: heal(isp.ns),
+        )
     restored = restore_times(flows, t_fault, t_end)
     t_heal = time.monotonic()
     heal(isp.ns)
@@ -106,15 +109,13 @@ def carrier_run(side: Side, turn: int, port_base: int) -> dict[str, Any]:
     with traffic(side.lab, port_base) as flows:
         isp = pick_isp(side.lab, flows, turn)
         t_fault = set_port(isp, up=False)
-        try:
-            t_removed = side.watch.wait(
+        t_removed, t_end = settle_after_removal(
+            lambda: side.watch.wait(
                 lambda m: isp.name not in m, REMOVAL_TIMEOUT, f"{isp.name} out (carrier)"
-            )
-            time.sleep(max(0.0, t_removed + SETTLE - time.monotonic()))
-            t_end = time.monotonic()
-        except BaseException:
-            set_port(isp, up=True)
-            raise
+            ),
+            lambda t: t,
+            lambda: set_port(isp, up=True),
+        )
     restored = restore_times(flows, t_fault, t_end)
     t_up = set_port(isp, up=True)
     t_back = side.watch.wait(lambda m: isp.name in m, RECOVERY_TIMEOUT, f"{isp.name} back")
