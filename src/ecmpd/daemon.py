@@ -225,15 +225,23 @@ class Daemon:
 
         An uplink whose mark the reconcile put in the table's reset set (out by health,
         not drained: a drain is graceful; `on_failure: reset`), or that a reload removed,
-        has its connections ended at once (ecmpd.ending). Rejoining needs nothing here:
-        the reset set lets go of it in the same reconcile.
+        has its connections ended at once, in a task of their own (ecmpd.ending).
+        Rejoining needs nothing here: the reset set lets go of it in the same reconcile.
         """
         assert self.config is not None
         in_service = {f: self.supervisor.in_service(f) for f in FAMILIES}
         drained, facts = self.serving.drained, self.kernel.facts
         wanted = self.endings.after(self.config, in_service, drained, facts)
-        if wanted:
-            await end_all(self.kernel.call, wanted)
+        if not wanted:
+            return
+        # Not under the kernel's lock: the probes' grace would hold up the next reconcile,
+        # such as the other family's failover (its probe rounds keep a phase of their
+        # own), by 0.1-0.3 s. Their calls queue on the kernel thread among the others'.
+        ending = end_all(self.kernel.call, wanted)
+        if self._tg is None:
+            await ending
+        else:
+            self._spawn(ending)
 
     # --- health changes ---------------------------------------------------------------
 

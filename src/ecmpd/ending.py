@@ -1,7 +1,7 @@
 """What follows an uplink leaving service: its established connections end (`on_failure`).
 
 Pure choices (which uplinks and families end, with which mark and addresses) beside the
-one async step the daemon awaits at its service-change seam: begin on the kernel thread
+one async step the daemon starts at its service-change seam: begin on the kernel thread
 (probes, aborted local sockets), a grace for the clients' answers, finish (the
 conntrack entries go). A drain is graceful and ends nothing; `on_failure: wait` keeps
 the connections (and their entries) for the uplink's return.
