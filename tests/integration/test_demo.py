@@ -28,6 +28,10 @@ RESTORE_MEDIAN_MS = 6000
 RESTORE_MAX_MS = 16000
 RESET_MS = 300
 RECONNECT_MS = 500
+# The target is 500 ms for every interrupted flow (a demo figure, measured 140-
+# 215 ms median on an idle machine, worst up to 1.2 s when a SYN is lost in a saturated
+# queue): the median, with a loaded 2-core machine's margin.
+RESTORE_MEDIAN_AFTER_REMOVAL_MS = 1000
 BACK_IN_GROUP_MS = 5000
 SHARE_PP = 8.0  # |share - weight's share| per uplink, percentage points
 AGGREGATE_FRACTION = 0.8
@@ -167,6 +171,8 @@ def test_gray_failure_fails_over_and_the_flows_come_back(demo: dict[str, Any]) -
     assert fo["reset_after_removal_ms"] is not None, fo
     assert fo["reset_after_removal_ms"] <= RESET_MS, fo
     assert fo["reconnected_after_removal_ms"] <= RECONNECT_MS, fo
+    assert fo["restore_median_after_removal_ms"] <= RESTORE_MEDIAN_AFTER_REMOVAL_MS, fo
+    assert fo["restore_median_after_removal_ms"] <= fo["restore_after_removal_ms"], fo
     assert "bad rounds" in fo["reason"] or "bad round" in fo["reason"]
     failure = doc["phases"]["failure"]
     assert failure["capacity_mbit"] == 150

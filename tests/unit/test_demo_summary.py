@@ -123,6 +123,7 @@ def test_failover_and_recovery_are_timed_from_the_marks() -> None:
         "restore_ms": 2000.0,
         "restore_median_ms": 1250.0,
         "restore_after_removal_ms": 1500.0,
+        "restore_median_after_removal_ms": 750.0,
         "reset_after_removal_ms": 50.0,
         "reconnected_after_removal_ms": 125.0,
         "reason": "3/3 probes lost",
@@ -176,6 +177,7 @@ def test_the_rendered_summary_states_the_measured_figures() -> None:
     assert "out of the group after 500 ms" in text
     assert "connections reset within 50 ms of that, interrupted flows back" in text
     assert "(reconnected by the others) within 125 ms (median)" in text
+    assert "delivering again within 750 ms (median) and 1500 ms (all) of it leaving" in text
     assert "1250 ms (median) and 2000 ms (all) after the fault" in text
     assert "1 healthy flows moved" in text and "1 errors on healthy flows" in text
     assert "isp-b out of the IPv6 group after 800 ms" in text

@@ -167,12 +167,13 @@ class Demo:
         restored = self.marks.restored = self.wait_for(
             self._restored, RESTORE_TIMEOUT_S, f"the flows of {name} to deliver again"
         )
-        median = statistics.median(self.resumed) if self.resumed else 0.0
+        median = fault + statistics.median(self.resumed) if self.resumed else restored
         self.event(
             "restored",
             f"all {self.interrupted} interrupted flows deliver again, on the other uplinks: "
-            f"[bold]{(restored - fault) * 1000:.0f} ms[/] after the fault (median "
-            f"{median * 1000:.0f} ms; TCP's retransmission backoff decides when each retries)",
+            f"[bold]{(restored - removed) * 1000:.0f} ms[/] after {name} left the group "
+            f"(median {(median - removed) * 1000:.0f} ms), {(restored - fault) * 1000:.0f} ms "
+            "after the fault",
             at=restored,
         )
         self.sleep_until(max(fault + failure_s, restored + AFTER_RESTORE_S))

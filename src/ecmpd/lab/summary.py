@@ -161,8 +161,12 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
             "restore_ms": _ms(m.restored - m.fault),
             "restore_median_ms": _ms(statistics.median(demo.resumed)) if demo.resumed else None,
             # The measure: every interrupted flow delivering again, from the moment
-            # the uplink left the group (its connections are reset then: on_failure).
+            # the uplink left the group (its connections are reset then: on_failure); the
+            # median of the same.
             "restore_after_removal_ms": _ms(m.restored - m.removed),
+            "restore_median_after_removal_ms": (
+                _ms(m.fault + statistics.median(demo.resumed) - m.removed) if demo.resumed else None
+            ),
             # After the uplink left the group: every established flow on it reset (the
             # worst), and reconnected by the others (the median; its data then meets the
             # loaded remaining uplinks, whose queues decide when it delivers).
@@ -312,8 +316,11 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         f"[bold]{fo['removal_ms']:.0f} ms[/]; its connections reset within "
         f"[bold]{_ms_text(fo['reset_after_removal_ms'])}[/] of that, interrupted flows back "
         f"(reconnected by the others) within [bold]{_ms_text(fo['reconnected_after_removal_ms'])}"
-        f"[/] (median), delivering again {fo['restore_median_ms']:.0f} ms (median) and "
-        f"{fo['restore_ms']:.0f} ms (all) after the fault",
+        f"[/] (median), delivering again within "
+        f"[bold]{_ms_text(fo['restore_median_after_removal_ms'])}[/] (median) and "
+        f"[bold]{fo['restore_after_removal_ms']:.0f} ms[/] (all) of it leaving, "
+        f"{fo['restore_median_ms']:.0f} ms (median) and {fo['restore_ms']:.0f} ms (all) after "
+        "the fault",
     )
     table.add_row(
         "during the failure",

@@ -43,8 +43,11 @@ CHUNK = 256 * 1024
 # A slot silent this long is stalled: far above the lab's RTTs and TBF queueing (50 ms),
 # so congestion alone does not count, yet short against a failover.
 STALL_S = 0.25
-# The sinks wake for at least this much data (or EOF): fewer wake-ups per byte on a
-# 2-core machine, still a wake-up every few ms per flow at the lab's rates.
+# The sinks wake for at least this much data (or EOF) once a stream's first bytes are
+# in: fewer wake-ups per byte on a 2-core machine, still a wake-up every few ms per flow
+# at the lab's rates. Not before: a new connection's first flight (TCP's initial window,
+# 14.5 kB) is below it, and a flow delivers again when its first bytes arrive, not one
+# round trip of a saturated queue later.
 RCVLOWAT = 16 * 1024
 # A connection whose data stays unacknowledged this long is aborted by the kernel
 # (ETIMEDOUT): a safety net for a flow stuck on a dead path that no reset reaches. Not
@@ -53,6 +56,8 @@ USER_TIMEOUT_MS = 10_000
 # A connect that gets no answer this long fails (the kernel's own SYN retries last two
 # minutes); as long as the user timeout, for the same reason.
 CONNECT_TIMEOUT_S = 10.0
+# A slot whose connection failed retries after this (no route, refused: no busy loop),
+# except after a reset: an application whose connection was reset reconnects at once.
 RECONNECT_DELAY_S = 0.05
 LOOP_TICK_S = 0.02
 JOIN_TIMEOUT_S = 5.0
@@ -323,7 +328,8 @@ class Traffic(Running):
                         sel.unregister(sock)
                         self._close(sock, conn)
                         del socks[slot]
-                        retry_at[slot] = now + (RECONNECT_DELAY_S if conn.error else 0.0)
+                        delay = conn.error not in (None, "ECONNRESET")
+                        retry_at[slot] = now + (RECONNECT_DELAY_S if delay else 0.0)
         finally:
             for sock, conn, _ in socks.values():
                 with contextlib.suppress(KeyError, ValueError):
@@ -422,7 +428,10 @@ class Traffic(Running):
                         sock.close()
                         del streams[sock]
                         continue
+                    first = streams[sock][0] == -1
                     self._received(streams[sock], bytes(view[: min(n, HEADER.size)]), n)
+                    if first and streams[sock][0] != -1:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
         finally:
             for sock in streams:
                 sock.close()
@@ -439,7 +448,6 @@ class Traffic(Running):
             while True:
                 sock, peer = listener.accept()
                 sock.setblocking(False)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
                 streams[sock] = [-1, b"", self.uplink_of_addr.get(peer[0])]
                 sel.register(sock, selectors.EVENT_READ, 1)
 
