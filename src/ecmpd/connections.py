@@ -171,6 +171,14 @@ def with_resets(state: DesiredState, values: Mapping[Family, Collection[int]]) -
     return replace(state, nft=frozenset(more(t) for t in state.nft))
 
 
+def resetting(state: DesiredState) -> dict[Family, frozenset[int]]:
+    """Per family, the mark values the state's connection table resets."""
+    return {
+        Family.INET: frozenset(v for t in state.nft for v in t.reset4),
+        Family.INET6: frozenset(v for t in state.nft for v in t.reset6),
+    }
+
+
 def without_connections(state: DesiredState) -> DesiredState:
     """The state without the connection marks' table and rules (what exports render:
     other systems have no such table, and the rules alone would do nothing)."""

@@ -86,9 +86,20 @@ class EndingWatch:
         in_service: Mapping[Family, Mapping[str, bool]],
         drained: Collection[str],
         facts: KernelFacts,
+        resetting: Mapping[Family, Collection[int]],
     ) -> list[tuple[str, Ending]]:
-        """After a reconcile: (uplink, Ending) of each uplink whose connections end now."""
-        now = ending_now(config, in_service, drained)
+        """After a reconcile: (uplink, Ending) of each uplink whose connections end now.
+
+        `resetting`: the mark values the kernel's table resets now, per family. An uplink
+        family out by health but not in them yet (its verdict came after the reconcile
+        computed its state: each family is probed on its own) ends with the reconcile
+        that puts it there. Probed before, its clients' answers would pass unreset.
+        """
+        values = mark_values(config, mark_slots(config, facts.mark_slots))
+        now = {
+            family: {n for n in names if values[n] in resetting.get(family, ())}
+            for family, names in ending_now(config, in_service, drained).items()
+        }
         fresh: dict[str, list[Family]] = {}
         for family, names in now.items():
             for name in sorted(names - self.applied.get(family, frozenset())):
@@ -176,7 +187,8 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
                 "probed": ended.probed,
                 "opening": ended.kicked,
                 "pins": len(ending.only),  # 0: all of the uplink's connections
-                "entries": ended.deleted,
+                "entries": ended.deleted,  # deleted at once (UDP, ICMP, still opening)
+                "closed": ended.closed,  # the probed TCP connections' entries, closed
                 "sockets": ended.sockets,
                 "probes_ms": round(probed_at * 1000, 1),  # the probes were out by then
                 "ms": round((time.perf_counter() - started) * 1000, 1),

@@ -34,6 +34,7 @@ from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer
 from ecmpd.lab.chatpool import CHAT_PORT
+from ecmpd.lab.faults import load_nft
 from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
 from ecmpd.lab.layout import LAN_HOST6, Lab
@@ -111,6 +112,17 @@ class Router:
         return [f for f in flows if f.proto == proto]
 
 
+def ipv6_pairs(lab: Lab, clients: int, n: int) -> list[tuple[IPv6Address, IPv6Address]]:
+    """n (LAN client, server) IPv6 pairs from `clients` addresses added to the LAN host."""
+    assert lab.lan is not None
+    v6_clients = [LAN_HOST6.ip + 0x100 + k for k in range(clients)]
+    with netns.iproute(lab.lan) as ipr:
+        index = ipr.link_lookup(ifname="eth0")[0]
+        for address in v6_clients:
+            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
+    return [(v6_clients[k % clients], lab.servers6[k % len(lab.servers6)]) for k in range(n)]
+
+
 def applied_router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
     """fixtures.connections.router_lab with ecmpd applied (`ecmpd apply`)."""
     lab = router_lab(lab_factory, ipv6_on=ipv6_on)
@@ -165,12 +177,7 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
     router = Router(lab, tmp_path / "run")
     names = uplink_of(lab)
     assert lab.lan is not None
-    v6_clients = [LAN_HOST6.ip + 0x100 + k for k in range(CLIENTS)]
-    with netns.iproute(lab.lan) as ipr:
-        index = ipr.link_lookup(ifname="eth0")[0]
-        for address in v6_clients:
-            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
-    v6_pairs = [(v6_clients[k % CLIENTS], lab.servers6[k % len(lab.servers6)]) for k in range(800)]
+    v6_pairs = ipv6_pairs(lab, CLIENTS, 800)
     with (
         ChatServer(lab.internet),
         ChatServer(lab.internet, family=socket.AF_INET6),
@@ -203,7 +210,7 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
         print(f"resets: median {ended[len(ended) // 2]:.3f} s, last {ended[-1]:.3f} s")
         late = [c for c in on_a if c.ended is None or c.ended - start > RESET_WITHIN]
         assert late == [], (len(late), Counter(c.how for c in late))
-        assert timings[1] <= RESET_WITHIN  # and their conntrack state is gone by then
+        assert timings[1] <= RESET_WITHIN  # and their conntrack state is closed by then
         assert {c.how for c in on_a} == {"ECONNRESET"}
         assert probed >= len(on_a) - len(busy)
         assert [c for c in others if c.ended is not None] == []
@@ -218,15 +225,16 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
             + ct.marked_flows(value, mask, socket.AF_INET6)
         ),
     )
-    assert left == []
+    # Closed as conntrack closes a connection it saw reset (it expires them 10 s later).
+    assert [f for f in left if f.tcp_state != ct.TCP_CONNTRACK_CLOSE] == []
 
 
 def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
     """UDP (and ICMP) flows wait for no answer: their entries are deleted when ending
-    begins, so their next packet takes a healthy uplink; TCP entries stay for the grace
-    (the reset chain needs their mark to answer the clients) and go at finish."""
+    begins, so their next packet takes a healthy uplink; TCP entries stay (the reset
+    chain needs their mark to answer the clients) and are closed at finish."""
     lab = applied_router_lab(lab_factory, tmp_path)
     router = Router(lab, tmp_path / "run")
     assert lab.lan is not None
@@ -250,8 +258,79 @@ def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
         assert router.marked("isp-a", socket.IPPROTO_UDP) == []
         assert len(router.marked("isp-a", socket.IPPROTO_TCP)) == len(tcp)
         assert begun.deleted >= 1 and begun.probed == len(tcp)
-        netns.call_in(lab.router, lambda: finish_ending(begun))
-        assert router.marked("isp-a", socket.IPPROTO_TCP) == []
+        ended = netns.call_in(lab.router, lambda: finish_ending(begun))
+        closed = router.marked("isp-a", socket.IPPROTO_TCP)
+        assert ended.closed == len(tcp) == len(closed)
+        assert {f.tcp_state for f in closed} == {ct.TCP_CONNTRACK_CLOSE}
+
+
+def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """A LAN packet of a dead uplink's connection that comes after the ending's grace (a
+    loaded host's late answer; here hosts drop the probes, then send a line) still meets
+    its closed, marked entry: the router resets it, IPv4 and IPv6, and nothing of it
+    leaves by another uplink. (Deleted entries let it start a fresh flow: IPv6 went on
+    by isp-a, kept in the group as the only IPv6 uplink; IPv4 left NATed by another.)"""
+    lab = applied_router_lab(lab_factory, tmp_path, ipv6_on="isp-a")
+    router = Router(lab, tmp_path / "run")
+    names = uplink_of(lab)
+    assert lab.lan is not None
+    v6_pairs = ipv6_pairs(lab, 8, 40)
+    with (
+        ChatServer(lab.internet),
+        ChatServer(lab.internet, family=socket.AF_INET6),
+        IdleConns(lab.lan) as conns,
+    ):
+        conns.open(pairs(lab, 120))
+        conns.open(v6_pairs)
+        on_a = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
+        assert len([c for c in on_a if c.client.version == 4]) >= 10  # 2 of 7: ~34 (sd 5)
+        # The LAN hosts drop ecmpd's probes (pure ACKs with a zero window): no answer.
+        load_nft(lab.lan, "table inet deaf { chain in { type filter hook input priority 0; "
+                 "tcp flags == ack tcp window 0 drop; }; }")  # fmt: skip
+        tuples = [(c.client, c.server, c.sock.getsockname()[1]) for c in on_a]
+
+        def entries() -> dict[tuple[ct.IPAddress, int], ct.Flow]:
+            """The router's entry of each connection on isp-a, by client and port."""
+            found = netns.call_in(
+                lab.router,
+                lambda: [
+                    ct.find_flow(socket.IPPROTO_TCP, a, s, p, CHAT_PORT) for a, s, p in tuples
+                ],
+            )
+            return {(f.orig_src, f.sport or 0): f for f in found if f is not None}
+
+        before = {key: f.ct_id for key, f in entries().items()}
+        assert len(before) == len(on_a)
+        router.apply(down={"isp-a"}, ending={Family.INET: {"isp-a"}, Family.INET6: {"isp-a"}})
+        assert router.end("isp-a", (Family.INET, Family.INET6)) == len(on_a)
+        conns.watch(0.2)
+        assert [c for c in on_a if c.ended is not None] == []  # the probes were not answered
+        for c in on_a:  # now each sends one line, after the grace (as a late answer)
+            c.sock.send(b"late\n")
+        conns.watch(RESET_WITHIN)
+        assert {c.how for c in on_a} == {"ECONNRESET"}, Counter(c.how for c in on_a)
+        # Each late packet met its own entry, closed: none started a fresh flow (which
+        # would have left by the balancer: isp-a itself for IPv6, another uplink for IPv4).
+        after = {key: (f.ct_id, f.tcp_state) for key, f in entries().items()}
+        assert after == {key: (ct_id, ct.TCP_CONNTRACK_CLOSE) for key, ct_id in before.items()}
+        assert [c for c in conns.check() if c not in on_a] == []
+
+        # An IPv4 client reconnecting from the same port starts afresh: its SYN replaces
+        # the closed entry (never meets its mark and reset), and leaves by a healthy
+        # uplink. (IPv6 has none: isp-a, down, is kept as the only one.)
+        def reconnect(client: ct.IPAddress, server: ct.IPAddress, port: int) -> str:
+            assert lab.lan is not None and client.version == 4
+            with netns.socket_in(lab.lan, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.settimeout(3.0)
+                sock.bind((str(client), port))
+                sock.connect((str(server), CHAT_PORT))
+                return sock.recv(256).decode().split()[1]
+
+        again = [reconnect(*t) for t in tuples[:3]]  # IPv4 ones (on_a lists them first)
+        assert all(names[public] != "isp-a" for public in again), again
 
 
 def test_host_sockets_on_a_dead_uplink_get_an_error_at_once(

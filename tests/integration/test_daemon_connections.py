@@ -88,14 +88,16 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
 
         # isp-a fails: its connections are reset within 0.3 s of it leaving the group.
         # (It is the only IPv6 uplink, so when_all_down: keep leaves it in the IPv6
-        # group; its IPv6 family leaves service in the same probe round as its IPv4.)
+        # group; its IPv6 family, probed on its own phase, leaves service within an
+        # interval of its IPv4, maybe a reconcile later: measured from the IPv4 group.)
         out = pool.submit(watch.wait, lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
         gray_failure(lab.isp("isp-a").ns)
         conns.watch(2.0)
         conns.chatty = set()
         left = out.result()
         assert late(dead, left) == [], Counter(c.how for c in late(dead, left))
-        assert daemon.count_events("connections.reset") >= 1
+        resets = daemon.count_events("connections.reset")  # 2 if the families straddled
+        assert resets >= 1
 
         conns.open(pairs(lab, BUCKETS, offset=7))  # opened during the failure
         heal_gray_failure(lab.ns("isp-a"))
@@ -131,7 +133,7 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
         lost = [c for c in healthy if id(c) in broken]
         assert len(healthy) > 1500
         assert lost == [], Counter((names[c.public], c.how) for c in lost)
-        assert daemon.count_events("connections.reset") == 1  # drains and reloads end none
+        assert daemon.count_events("connections.reset") == resets  # drains, reloads end none
 
 
 def test_host_socket_on_a_dead_uplink_gets_an_error_at_once(

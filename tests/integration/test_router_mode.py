@@ -124,8 +124,11 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
                 assert slots[i].errors_since(fault) == [], (i, slots[i].errors)
                 assert slots[i].last_echo > time.monotonic() - 1.0, i
 
-            # Conntrack: the dead uplink's LAN entries are gone, every other one is still there.
-            assert lan_entries(lab, lab.isp(FAILED).address.ip) == {}
+            # Conntrack: the dead uplink's LAN entries are gone or closed (as conntrack closes
+            # a connection it saw reset, for a late answer to meet), every other one is still
+            # there.
+            dead_entries = lan_entries(lab, lab.isp(FAILED).address.ip).values()
+            assert [f for f in dead_entries if f.tcp_state != ct.TCP_CONNTRACK_CLOSE] == []
             for isp in lab.isps:
                 if isp.name != FAILED:
                     after = lan_entries(lab, isp.address.ip)

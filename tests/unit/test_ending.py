@@ -32,6 +32,8 @@ FACTS = KernelFacts(
     mark_slots=(("a", 7),),  # recorded: a keeps 7 although its table is 101
 )
 V4, V6 = Family.INET, Family.INET6
+# The kernel's table resets every uplink's value (the usual case: what health says).
+ALL = {V4: range(1 << 32), V6: range(1 << 32)}
 
 
 def test_ending_now_leaves_drained_and_waiting_uplinks_alone() -> None:
@@ -48,9 +50,9 @@ def in_service(down4: set[str], down6: Collection[str] = ()) -> dict[Family, dic
 
 def test_endings_carry_the_recorded_mark_and_the_families_that_entered_the_reset_set() -> None:
     watch = EndingWatch()
-    assert watch.after(CONFIG, in_service(set()), (), FACTS) == []
+    assert watch.after(CONFIG, in_service(set()), (), FACTS, ALL) == []
     # b is drained, c waits: only a ends (both families); a rejoin ends nothing.
-    got = dict(watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS))
+    got = dict(watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL))
     assert set(got) == {"a"}
     a = got["a"]
     assert (a.mark, a.mask, a.probe_mark) == (0x07000000, 0xFF000000, 0xFF000000)
@@ -62,13 +64,29 @@ def test_endings_carry_the_recorded_mark_and_the_families_that_entered_the_reset
         for n in ("10.1.0.0/24", "10.1.0.1/32", "2001:db8:1::/64", "2001:db8:1::1/128")
     )
     # Still down: nothing new. b undrained while down: its connections end now.
-    assert watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS) == []
-    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), (), FACTS)] == [
-        "b"
-    ]
+    assert watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL) == []
+    assert [
+        n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), (), FACTS, ALL)
+    ] == ["b"]
     # a back and down again: it ends again.
-    assert watch.after(CONFIG, in_service({"b", "c"}), (), FACTS) == []
-    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}), (), FACTS)] == ["a"]
+    assert watch.after(CONFIG, in_service({"b", "c"}), (), FACTS, ALL) == []
+    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}), (), FACTS, ALL)] == ["a"]
+
+
+def test_a_family_ends_only_once_the_kernels_table_resets_it() -> None:
+    """a's IPv6 verdict came after the reconcile computed its state (its table resets only
+    IPv4): probing IPv6 now would elicit answers the table lets through. It ends with the
+    reconcile that puts it in the IPv6 reset set."""
+    watch = EndingWatch()
+    down = in_service({"a"}, {"a"})
+    only4 = {V4: {0x07000000}, V6: set()}
+    ((name, first),) = watch.after(CONFIG, down, (), FACTS, only4)
+    assert (name, first.families) == ("a", (V4,))
+    assert watch.after(CONFIG, down, (), FACTS, only4) == []
+    both = {V4: {0x07000000}, V6: {0x07000000}}
+    ((name, second),) = watch.after(CONFIG, down, (), FACTS, both)
+    assert (name, second.families) == ("a", (V6,))
+    assert watch.after(CONFIG, down, (), FACTS, both) == []
 
 
 RENAMED = parse_config(
@@ -105,7 +123,7 @@ def test_a_removed_uplink_resetting_its_connections_joins_the_reset_sets_once() 
     table = NftTable(mask=0xFF000000, reset4=(0x07000000,))
     state = watch.desired(DesiredState(nft=frozenset({table})))
     assert state.nft == {replace(table, reset4=(0x03000000, 0x07000000))}
-    assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts)] == ["c"]
+    assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts, ALL)] == ["c"]
     assert watch.desired(DesiredState(nft=frozenset({table}))).nft == {table}  # once
 
 
@@ -117,12 +135,12 @@ def test_a_pins_resets_end_its_connections_once_when_they_enter_the_table() -> N
     table = NftTable(mask=0xFF000000)
     pinned = replace(table, pins4=(on_b,))
     watch.desired(DesiredState(nft=frozenset({pinned})))
-    ((name, ending),) = watch.after(CONFIG, in_service(set()), (), facts)
+    ((name, ending),) = watch.after(CONFIG, in_service(set()), (), facts, ALL)
     assert (name, ending.mark, ending.families, ending.only) == ("b", 0x02000000, (V4,), (on_b,))
     assert ending.sources == ()  # the router's own sockets are not the pin's
     watch.desired(DesiredState(nft=frozenset({pinned})))
-    assert watch.after(CONFIG, in_service(set()), (), facts) == []  # already resetting
+    assert watch.after(CONFIG, in_service(set()), (), facts, ALL) == []  # already resetting
     watch.desired(DesiredState(nft=frozenset({table})))
-    assert watch.after(CONFIG, in_service(set()), (), facts) == []
+    assert watch.after(CONFIG, in_service(set()), (), facts, ALL) == []
     watch.desired(DesiredState(nft=frozenset({pinned})))  # the pin's choice back again
-    assert [n for n, _ in watch.after(CONFIG, in_service(set()), (), facts)] == ["b"]
+    assert [n for n, _ in watch.after(CONFIG, in_service(set()), (), facts, ALL)] == ["b"]

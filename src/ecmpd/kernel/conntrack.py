@@ -10,7 +10,8 @@ pyroute2 0.9.7's NFCTSocket can dump with a kernel-side filter and delete, but i
 sends one request per entry with an event loop set up and torn down around each
 (~1 ms per entry), and it re-encodes tuples only for TCP/UDP/ICMP. Deletes here go
 in batches and send back each entry's original tuple bytes verbatim, plus its id, so
-a tuple since reused by a newer flow is never deleted.
+a tuple since reused by a newer flow is never deleted. A close (an update: no
+NLM_F_CREATE) only ever changes an entry that exists.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import functools
 import itertools
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -45,6 +46,8 @@ IPCTNL_MSG_CT_DELETE = 2
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
 CTA_STATUS = 3
+CTA_PROTOINFO = 4
+CTA_TIMEOUT = 7
 CTA_MARK = 8
 CTA_ID = 12
 CTA_ZONE = 18
@@ -56,6 +59,9 @@ CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
 FILTER_FLAG_IP_SRC, FILTER_FLAG_IP_DST = 1 << 0, 1 << 1
+CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_STATE, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = 1, 1, 4
+TCP_CONNTRACK_CLOSE = 8  # enum tcp_conntrack
+IP_CT_TCP_FLAG_CLOSE_INIT = 0x04  # struct nf_ct_tcp_flags: a FIN or RST was seen
 IPS_SEEN_REPLY, IPS_DST_NAT = 1 << 1, 1 << 5  # answered; destination-NATed (port forward)
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -89,6 +95,7 @@ class Flow:
     reply_dport: int | None = None
     status: int = 0  # IPS_* bits
     mark: int = 0
+    tcp_state: int | None = None  # enum tcp_conntrack (TCP_CONNTRACK_CLOSE ...)
 
 
 def delete_uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | None = None) -> int:
@@ -100,7 +107,7 @@ def delete_uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | N
     are not found. With neither address nothing is deleted (never a flush).
     """
     with _open() as sock:
-        return _delete(sock, _select(sock, nat_address, oif_source))
+        return _batched(sock, _select(sock, nat_address, oif_source), _delete_message)
 
 
 def uplink_flows(nat_address: IPAddress | None, oif_source: IPAddress | None = None) -> list[Flow]:
@@ -162,7 +169,15 @@ def find_flow(proto: int, src: IPAddress, dst: IPAddress, sport: int, dport: int
 def delete_flows(flows: list[Flow]) -> int:
     """Deletes exactly these entries (by tuple and id); returns how many the kernel deleted."""
     with _open() as sock:
-        return _delete(sock, flows)
+        return _batched(sock, flows, _delete_message)
+
+
+def close_flows(flows: list[Flow], timeout: int) -> int:
+    """Closes these TCP entries (by tuple) as conntrack closes a connection it saw reset:
+    state CLOSE, expiring in `timeout` s, the close seen (so a SYN of the same tuple starts
+    a fresh entry instead of being ignored into this one); returns how many it found."""
+    with _open() as sock:
+        return _batched(sock, flows, lambda flow, seq: _close_message(flow, seq, timeout))
 
 
 @contextlib.contextmanager
@@ -241,9 +256,9 @@ def _dump(sock: socket.socket, family: int, attrs: list[bytes]) -> list[Flow]:
                     flows.append(flow)
 
 
-def _delete(sock: socket.socket, flows: list[Flow]) -> int:
-    """Deletes the flows, BATCH requests per datagram; returns how many the kernel deleted."""
-    deleted = 0
+def _batched(sock: socket.socket, flows: list[Flow], build: Callable[[Flow, int], bytes]) -> int:
+    """Sends build(flow, seq) for each flow, BATCH per datagram; returns how many succeeded."""
+    done = 0
     seqs = itertools.count(2)
     for start in range(0, len(flows), BATCH):
         pending: dict[int, Flow] = {}
@@ -251,10 +266,10 @@ def _delete(sock: socket.socket, flows: list[Flow]) -> int:
         for flow in flows[start : start + BATCH]:
             seq = next(seqs)
             pending[seq] = flow
-            chunk.append(_delete_message(flow, seq))
+            chunk.append(build(flow, seq))
         sock.send(b"".join(chunk))
-        deleted += _collect_acks(sock, pending)
-    return deleted
+        done += _collect_acks(sock, pending)
+    return done
 
 
 def _delete_message(flow: Flow, seq: int) -> bytes:
@@ -269,9 +284,25 @@ def _delete_message(flow: Flow, seq: int) -> bytes:
     return _message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
 
 
+def _close_message(flow: Flow, seq: int, timeout: int) -> bytes:
+    """An update of exactly this entry (by tuple and zone): CLOSE, the timeout, close seen."""
+    family = socket.AF_INET if flow.orig_src.version == 4 else socket.AF_INET6
+    if not flow.orig_tuple:
+        raise ValueError("refusing a conntrack update without a tuple")
+    attrs = [attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
+    if flow.zone is not None:
+        attrs.append(attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    attrs.append(attr(CTA_TIMEOUT, struct.pack("!I", timeout)))
+    closing = bytes([IP_CT_TCP_FLAG_CLOSE_INIT] * 2)  # struct nf_ct_tcp_flags: flags, mask
+    tcp = attr(CTA_PROTOINFO_TCP_STATE, bytes([TCP_CONNTRACK_CLOSE]))
+    tcp += attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, closing)
+    attrs.append(attr_nested(CTA_PROTOINFO, attr_nested(CTA_PROTOINFO_TCP, tcp)))
+    return _message(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
+
+
 def _collect_acks(sock: socket.socket, pending: dict[int, Flow]) -> int:
-    """Reads one ack per pending delete; counts successes (gone already is not an error)."""
-    deleted = 0
+    """Reads one ack per pending request; counts successes (gone already is not an error)."""
+    done = 0
     failure: ConntrackError | None = None
     while pending:
         for msg_type, seq, body in messages(sock.recv(RECV_SIZE), ConntrackError):
@@ -279,12 +310,12 @@ def _collect_acks(sock: socket.socket, pending: dict[int, Flow]) -> int:
                 continue
             (code,) = ERRNO.unpack_from(body)
             if code == 0:
-                deleted += 1
+                done += 1
             elif -code != errno.ENOENT and failure is None:  # ENOENT: expired or reused
-                failure = ConntrackError(-code, f"conntrack delete: {errno.errorcode.get(-code)}")
+                failure = ConntrackError(-code, f"conntrack: {errno.errorcode.get(-code)}")
     if failure is not None:
         raise failure
-    return deleted
+    return done
 
 
 def _message(command: int, flags: int, seq: int, family: int, attrs: Iterable[bytes]) -> bytes:
@@ -329,7 +360,15 @@ def _parse_flow(body: bytes) -> Flow | None:
         reply_dport=_be16(reply_proto.get(CTA_PROTO_DST_PORT)),
         status=_be32(top.get(CTA_STATUS)),
         mark=_be32(top.get(CTA_MARK)),
+        tcp_state=_tcp_state(top.get(CTA_PROTOINFO)),
     )
+
+
+def _tcp_state(protoinfo: bytes | None) -> int | None:
+    """The TCP state (enum tcp_conntrack) of a CTA_PROTOINFO, None for other protocols."""
+    tcp = parse_attrs(parse_attrs(protoinfo or b"").get(CTA_PROTOINFO_TCP, b""))
+    state = tcp.get(CTA_PROTOINFO_TCP_STATE)
+    return state[0] if state else None
 
 
 def _addresses(ip: dict[int, bytes]) -> tuple[IPAddress | None, IPAddress | None]:

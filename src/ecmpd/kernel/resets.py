@@ -23,13 +23,19 @@ export; `reject` on the retransmitted SYN gives ECONNREFUSED, which applications
 acknowledgment number the kick carries (KICK_ACK), so it never leaves unNATed.
 
 The probes carry ecmpd's probe mark: the table never tracks them and never lets one
-out of an uplink, and the probe rule routes them by the main table. Then, after a
-grace for the answers, every conntrack entry with the uplink's mark is deleted (UDP
-flows start afresh on a healthy uplink), and the router's own sockets bound to the
-uplink's addresses are aborted (kernel/sockdestroy.py), except those to a neighbour on
-the uplink's own link: a BGP session to the next router, a modem's web page. They do not
-cross the uplink's path, and a routing daemon's session is its own to judge (aborting
-it would withdraw the very routes that bring the uplink back).
+out of an uplink, and the probe rule routes them by the main table. The uplink's
+entries that wait for no answer (UDP, ICMP) are deleted at once (those flows start
+afresh on a healthy uplink); after a grace, the probed TCP connections' entries are
+closed as conntrack closes a connection it saw reset (state CLOSE, gone 10 s later), not
+deleted: a client answering after the grace (a loaded host) still meets its marked
+entry and is reset. Deleted, its answer would start an unmarked flow the reset chain
+never sees, leaving by the balancer (for IPv6 perhaps the dead uplink itself, kept in
+the group when every IPv6 uplink is down: that client would hang). The router's own
+sockets bound to the uplink's addresses are aborted (kernel/sockdestroy.py), except
+those to a neighbour on the uplink's own link: a BGP session to the next router, a
+modem's web page. They do not cross the uplink's path, and a routing daemon's session
+is its own to judge (aborting it would withdraw the very routes that bring the uplink
+back).
 """
 
 from __future__ import annotations
@@ -52,8 +58,11 @@ IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
 # Answers from the LAN arrive within a LAN round trip of the probe; this much after the
-# last probe the entries go (a client answering later gets a fresh, unmarked flow).
+# last probe the entries are closed (a loaded client answering later still meets its own).
 GRACE = 0.05
+# How long a probed connection's closed entry stays (conntrack's own CLOSE timeout, which
+# a late answer renews): that long a client answering late is still reset.
+CLOSED_TIMEOUT = 10
 TCP_ACK = 0x10
 WINDOW = 0  # should a probe ever be accepted, the client probes the window: reset too
 HALF = 1 << 31
@@ -187,9 +196,9 @@ class Ending:
 
 @dataclass(frozen=True)
 class Begun:
-    """What begin_ending did, and the entries finish_ending deletes."""
+    """What begin_ending did, and the entries finish_ending closes."""
 
-    flows: tuple[Flow, ...]  # the probed TCP connections' entries, deleted by finish
+    flows: tuple[Flow, ...]  # the probed TCP connections' entries, closed by finish
     probed: int
     sockets: int
     deleted: int = 0  # entries deleted at once: nothing waits for an answer from them
@@ -201,8 +210,9 @@ class Ended:
     """What end_connections did."""
 
     probed: int  # TCP connections that were sent probes
-    deleted: int  # conntrack entries deleted
+    deleted: int  # conntrack entries deleted (UDP, ICMP, TCP still opening)
     sockets: int  # local sockets aborted
+    closed: int = 0  # the probed TCP connections' entries closed (CLOSE, CLOSED_TIMEOUT)
     kicked: int = 0  # connections still opening, moved to a healthy uplink
 
 
@@ -235,13 +245,16 @@ def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits
 
 
 def finish_ending(begun: Begun) -> Ended:
-    """Deletes the entries begin_ending read (by tuple and id).
+    """Closes the TCP entries begin_ending probed (conntrack's CLOSE, CLOSED_TIMEOUT s).
 
-    No new connection leaves by the uplink once it left the group, and reading them again
-    would cost as much as the probes.
+    Closed, not deleted: an answer to a probe that comes after the grace (a loaded LAN
+    host or router) must still meet its marked entry, or it would start a fresh flow
+    the reset chain never sees (IPv6: out by the balancer, maybe the dead uplink itself;
+    IPv4: NATed anew by a healthy one). No new connection leaves by the uplink once it
+    left the group, and reading the entries again would cost as much as the probes.
     """
-    deleted = conntrack.delete_flows(list(begun.flows)) if begun.flows else 0
-    return Ended(begun.probed, begun.deleted + deleted, begun.sockets, kicked=begun.kicked)
+    closed = conntrack.close_flows(list(begun.flows), CLOSED_TIMEOUT) if begun.flows else 0
+    return Ended(begun.probed, begun.deleted, begun.sockets, closed, kicked=begun.kicked)
 
 
 def end_connections(
