@@ -65,6 +65,27 @@ class GroupWatch:
         """Polls until check(members) holds; returns the monotonic time it did."""
         return wait_until(lambda: check(self.members(family)), timeout, what, step)
 
+    def bracket(
+        self,
+        check: Callable[[frozenset[str]], bool],
+        timeout: float,
+        what: str,
+        family: Family = Family.INET,
+    ) -> tuple[float, float]:
+        """Polls until check(members) holds; returns (a moment it still did not, the moment
+        it was seen to): the change lies between, however late a loaded poll sees it."""
+        before = time.monotonic()
+
+        def seen() -> bool:
+            nonlocal before
+            at = time.monotonic()
+            if check(self.members(family)):
+                return True
+            before = at  # read after this moment, and the change had not happened yet
+            return False
+
+        return before, wait_until(seen, timeout, what, GROUP_POLL_S)
+
     def close(self) -> None:
         """Closes the socket."""
         self.sock.close()
