@@ -263,7 +263,22 @@ def test_reload_keeps_unchanged_uplinks_and_restarts_changed_ones() -> None:
         text = CONFIG.replace("gateway: dhcp,", "gateway: dhcp, weight: 3,").replace(
             "  - {name: vpn, interface: tun0, check: " + CHECK + "}\n", ""
         )
+        # What a status or reconcile sees while the reload awaits its probers: the old set
+        # or the new one, never a half-built one (a status once missed isp-b this way).
+        seen: set[frozenset[str]] = set()
+        done = asyncio.Event()
+
+        async def look() -> None:
+            while not done.is_set():
+                seen.add(frozenset(h.supervisor.uplinks))
+                await asyncio.sleep(0)
+
+        looking = tg.create_task(look())
+        await asyncio.sleep(0)
         await h.supervisor.reload(config(text).uplinks, DesiredState(), FACTS, 200)
+        done.set()
+        await looking
+        assert seen <= {frozenset({"isp-a", "isp-b", "vpn"}), frozenset({"isp-a", "isp-b"})}
         assert h.supervisor.uplinks["isp-a"] is kept
         assert list(h.supervisor.uplinks) == ["isp-a", "isp-b"]
         assert all(p.closed for p in old_b) and len(h.live("wan-b")) == 1

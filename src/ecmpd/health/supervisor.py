@@ -101,19 +101,26 @@ class Supervisor:
         facts: KernelFacts,
         balancer_table: int,
     ) -> None:
-        """A new config: unchanged uplinks keep their health, the others start afresh."""
+        """A new config: unchanged uplinks keep their health, the others start afresh.
+
+        The uplinks change in one step: while the old probers stop (awaits), a status or
+        a reconcile still sees every old uplink, never a half-built set without some.
+        """
         self._facts = facts
-        old, self.uplinks = self.uplinks, {}
+        old, new = dict(self.uplinks), {}
+        fresh: list[UplinkConfig] = []
         for config in uplinks:
             keep = old.pop(config.name, None)
             if keep is not None and keep.config == config:
-                self.uplinks[config.name] = keep
+                new[config.name] = keep
                 continue
             if keep is not None:
                 await self._stop_uplink(keep)
-            fresh = self._adopt(config, observed, balancer_table)
-            self.uplinks[config.name] = fresh
-            for fam in fresh.families.values():
+            new[config.name] = self._adopt(config, observed, balancer_table)
+            fresh.append(config)
+        self.uplinks = new
+        for config in fresh:
+            for fam in new[config.name].families.values():
                 await self._start(config, fam)
         for gone in old.values():
             await self._stop_uplink(gone)
