@@ -5,10 +5,12 @@ from __future__ import annotations
 import textwrap
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 
-from ecmpd.config import parse_config
+import pytest
+
+from ecmpd.config import UplinkConfig, parse_config
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
-from ecmpd.health.probing import PLACEHOLDER, binding, check_targets, new_family
+from ecmpd.health.probing import PLACEHOLDER, binding, check_targets, new_family, probed_alike
 from ecmpd.model import Family
 
 CONFIG = parse_config(
@@ -26,6 +28,32 @@ LEASE = InterfaceFacts(
     "wan-a", 7, addresses=(IPv4Interface("10.1.0.2/24"),), dhcp_gateway=IPv4Address("10.1.0.1")
 )
 FACTS = KernelFacts(interfaces={"wan-a": LEASE})
+
+
+@pytest.mark.parametrize(
+    ("extra", "alike"),
+    [
+        ("weight: 3", True),
+        ("on_failure: wait, mptcp: false", True),
+        ("data_cap: 20GB/month, failback: keep, nat: false", True),
+        ("check: {interval: 0.5}", False),
+        ("tier: 2", False),
+        ("metered: true", False),
+        ("table: 150", False),
+        ("source: 10.2.0.9", False),
+    ],
+)
+def test_a_reload_keeps_probing_when_only_the_uplinks_use_changes(extra: str, alike: bool) -> None:
+    def isp_b(extra: str) -> UplinkConfig:
+        text = f"""
+            uplinks:
+              - {{name: isp-a, interface: wan-a, gateway: dhcp}}
+              - {{name: isp-b, interface: wan-b, gateway: 10.2.0.1{extra}}}
+        """
+        return parse_config(textwrap.dedent(text), "ecmpd.yaml").uplink("isp-b")
+
+    assert probed_alike(isp_b(""), isp_b(", " + extra)) is alike
+    assert probed_alike(isp_b(""), isp_b(""))
 
 
 def test_targets_are_the_checks_of_the_family_else_the_gateway_the_kernel_gave() -> None:

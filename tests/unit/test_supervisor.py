@@ -255,13 +255,19 @@ def test_adopting_a_kernel_keeps_its_verdicts_silently() -> None:
 
 def test_reload_keeps_unchanged_uplinks_and_restarts_changed_ones() -> None:
     async def scenario(h: Harness, tg: asyncio.TaskGroup) -> None:
-        h.supervisor.adopt(config().uplinks, DesiredState(), FACTS, 200)
+        text = CONFIG.replace("gateway: 10.1.0.1,", "gateway: 10.1.0.1, weight: 2,")
+        h.supervisor.adopt(config(text).uplinks, DesiredState(), FACTS, 200)
         await h.supervisor.start(tg)
         await until(lambda: h.state("isp-a") is HealthState.UP, "isp-a up")
         kept = h.supervisor.uplinks["isp-a"]
-        old_b = h.live("wan-b")
-        text = CONFIG.replace("gateway: dhcp,", "gateway: dhcp, weight: 3,").replace(
-            "  - {name: vpn, interface: tun0, check: " + CHECK + "}\n", ""
+        old_a, old_b = h.live("wan-a"), h.live("wan-b")
+        # isp-a: a new weight and data cap only (probed alike); isp-b: a new check.
+        text = (
+            CONFIG.replace(
+                "gateway: 10.1.0.1,", "gateway: 10.1.0.1, weight: 5, data_cap: 20GB/month,"
+            )
+            .replace("gateway: dhcp, check: " + CHECK, "gateway: dhcp, check: {interval: 0.03}")
+            .replace("  - {name: vpn, interface: tun0, check: " + CHECK + "}\n", "")
         )
         # What a status or reconcile sees while the reload awaits its probers: the old set
         # or the new one, never a half-built one (a status once missed isp-b this way).
@@ -279,7 +285,8 @@ def test_reload_keeps_unchanged_uplinks_and_restarts_changed_ones() -> None:
         done.set()
         await looking
         assert seen <= {frozenset({"isp-a", "isp-b", "vpn"}), frozenset({"isp-a", "isp-b"})}
-        assert h.supervisor.uplinks["isp-a"] is kept
+        assert h.supervisor.uplinks["isp-a"] is kept and kept.config.weight == 5
+        assert h.state("isp-a") is HealthState.UP and h.live("wan-a") == old_a
         assert list(h.supervisor.uplinks) == ["isp-a", "isp-b"]
         assert all(p.closed for p in old_b) and len(h.live("wan-b")) == 1
         assert h.state("isp-b") is HealthState.UNKNOWN

@@ -84,6 +84,19 @@ class UplinkProbes:
     families: dict[Family, FamilyProbe]
 
 
+# Uplink keys that only say how the uplink is used, not how it is probed: a reload that
+# changes nothing else (a new weight, a data cap) keeps the uplink's health and probers.
+USE_ONLY_KEYS = frozenset(
+    {"weight", "bandwidth", "nat", "data_cap", "data_cap_reset_day", "failback", "mptcp",
+     "on_failure"}
+)  # fmt: skip
+
+
+def probed_alike(old: UplinkConfig, new: UplinkConfig) -> bool:
+    """Whether `new` probes the uplink exactly as `old` did (they differ in use only)."""
+    return old.model_copy(update={k: getattr(new, k) for k in USE_ONLY_KEYS}) == new
+
+
 def check_targets(config: UplinkConfig, facts: KernelFacts, family: Family) -> list[Target]:
     """The family's check targets, defaulting to its resolved gateway."""
     version = 6 if family is Family.INET6 else 4

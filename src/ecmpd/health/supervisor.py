@@ -101,7 +101,7 @@ class Supervisor:
         facts: KernelFacts,
         balancer_table: int,
     ) -> None:
-        """A new config: unchanged uplinks keep their health, the others start afresh.
+        """A new config: uplinks probed alike keep their health, the others start afresh.
 
         The uplinks change in one step: while the old probers stop (awaits), a status or
         a reconcile still sees every old uplink, never a half-built set without some.
@@ -111,7 +111,8 @@ class Supervisor:
         fresh: list[UplinkConfig] = []
         for config in uplinks:
             keep = old.pop(config.name, None)
-            if keep is not None and keep.config == config:
+            if keep is not None and probing.probed_alike(keep.config, config):
+                keep.config = config  # a new weight or cap: same probes, same verdict
                 new[config.name] = keep
                 continue
             if keep is not None:
