@@ -20,6 +20,7 @@ from bench.veth import (
     VethUplink,
     build_uplinks,
     ip_batch,
+    nft_file,
     plan_uplinks,
     run_dir,
     uplinks_config,
@@ -29,6 +30,7 @@ from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.netlink import open_iproute
+from ecmpd.kernel.nftdoc import render_table
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.sysctl import write_sysctl
 from ecmpd.lab import netns
@@ -90,11 +92,12 @@ class Samples:
     batch_empty: list[float]
     batch_net: list[float]
     sysctl_direct: list[float]
+    nft_file: list[float]
 
     @classmethod
     def new(cls) -> Samples:
         """Empty sample lists."""
-        return cls(*([] for _ in range(11)))
+        return cls(*([] for _ in range(12)))
 
 
 def ecmpd_round(host: Host, config: Config, samples: Samples) -> tuple[int, int]:
@@ -133,17 +136,25 @@ def write_sysctls(sysctls: Sequence[Sysctl]) -> None:
 
 
 def anchor_round(host: Host, desired: DesiredState, samples: Samples) -> None:
-    """The same state by hand: `ip -batch` (after an empty one), sysctls written directly."""
+    """The same state by hand: `ip -batch` (after an empty one), sysctls written directly,
+    and the connection-mark table by `nft -j -f -` (ecmpd runs nft as a process too, so
+    its start-up is not subtracted)."""
     commands = [c.removeprefix("ip ") for c in state_commands(desired) if c.startswith("ip ")]
     sysctls = sorted(desired.sysctls, key=lambda s: s.name)
+    tables = [render_table(t) for t in desired.nft]
     without_sysctls = DesiredState(
-        rules=desired.rules, routes=desired.routes, nexthops=desired.nexthops, groups=desired.groups
+        rules=desired.rules,
+        routes=desired.routes,
+        nexthops=desired.nexthops,
+        groups=desired.groups,
+        nft=desired.nft,
     )
 
     def run() -> None:
         empty = ip_batch([])
         raw = ip_batch(commands)
         ms, _ = timed(lambda: write_sysctls(sysctls))
+        samples.nft_file.append(sum(nft_file(doc) for doc in tables))
         samples.batch_empty.append(empty)
         samples.batch_raw.append(raw)
         samples.batch_net.append(raw - empty)
@@ -292,7 +303,11 @@ def measure(
 
     apply_ms = summary(samples.apply)
     failover_ms = summary(out_ms)
-    batch_ms = statistics.median(samples.batch_net) + statistics.median(samples.sysctl_direct)
+    batch_ms = (
+        statistics.median(samples.batch_net)
+        + statistics.median(samples.sysctl_direct)
+        + statistics.median(samples.nft_file)
+    )
     multipath_ms = statistics.median(mp_net)
     return {
         "uplinks": n,
@@ -325,6 +340,7 @@ def measure(
             "raw_ms": summary(samples.batch_raw),
             "empty_ms": summary(samples.batch_empty),
             "sysctl_direct_ms": _median(samples.sysctl_direct),
+            "nft_file_ms": _median(samples.nft_file),
         },
         "anchor_multipath_replace_ms": round(multipath_ms, 4),
         "anchor_multipath_replace": {

@@ -17,7 +17,8 @@ def rows(doc: dict[str, Any]) -> list[Row]:
             (
                 f"`apply` of {n} uplinks from scratch (median; `bench.apply`)",
                 f"{fmt(get(r, 'apply_ms', 'median'), ' ms')} ({r.get('apply_ops')} ops)",
-                f"`ip -batch` of the same commands: {fmt(r.get('anchor_ip_batch_ms'), ' ms')} "
+                "`ip -batch` + `nft -f` of the same state: "
+                f"{fmt(r.get('anchor_ip_batch_ms'), ' ms')} "
                 f"(ecmpd takes {times(r.get('ratio_apply_vs_ip_batch'))})",
                 f"≤ {get(doc, 'targets', 'apply_64_ms')} ms at 64" + met(doc, "apply_64_ms")
                 if n == 64
