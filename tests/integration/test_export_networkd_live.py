@@ -52,6 +52,12 @@ for _ in $(seq 20); do
     sleep 0.5
     ip -6 route show table 104 | grep -q "^default" && break
 done
+# The routes of the other links come on their own time (after their addresses' DAD):
+# every IPv6 table the test reads gets its default first (a loaded machine once dumped
+# before tables 101 and 102 had theirs).
+for table in $WAIT6_TABLES; do
+    wait_for 15 sh -c "ip -6 route show table $table | grep -q '^default'"
+done
 for family in -4 -6; do
     echo "== $family rule"; ip -j $family rule show
     echo "== $family route"; ip -j $family route show table all
@@ -67,6 +73,7 @@ from ecmpd.lab.ra import send_advertisement
 send_advertisement(sys.argv[1], IPv6Address(sys.argv[2]), 600)
 """
 NETWORKD = Path("/usr/lib/systemd/systemd-networkd")
+TABLES6 = ("101", "102", "103", "104", "200")  # the IPv6 tables whose defaults are read
 
 
 def run_networkd(out: dict[str, str], tmp_path: Path) -> dict[str, Any]:
@@ -95,7 +102,11 @@ def run_networkd(out: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     ]
     argv += [str(tmp_path), sys.executable, ra_peer, "ra0", *ifnames]
     r = subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, env={**os.environ, "SEND_RA": SEND_RA}
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SEND_RA": SEND_RA, "WAIT6_TABLES": " ".join(TABLES6)},
     )
     if r.returncode == 77:
         pytest.skip(f"cannot run networkd in namespaces here: {r.stderr.strip()}")
@@ -126,7 +137,7 @@ def test_networkd_itself_builds_both_families_from_the_files(tmp_path: Path) -> 
     defaults = {
         r["table"]: r.get("gateway", r.get("nexthops"))
         for r in state["-6 route"]
-        if r["dst"] == "default" and r.get("table") in ("101", "102", "103", "104", "200")
+        if r["dst"] == "default" and r.get("table") in TABLES6
     }
     assert defaults == {
         "101": "fe80::1",
