@@ -190,6 +190,7 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
                 "entries": ended.deleted,  # deleted at once (UDP, ICMP, still opening)
                 "closed": ended.closed,  # the probed TCP connections' entries, closed
                 "sockets": ended.sockets,
+                "unsent": ended.unsent,  # probes the raw sockets could not send
                 "probes_ms": round(probed_at * 1000, 1),  # the probes were out by then
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },

@@ -257,7 +257,7 @@ def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
         begun = netns.call_in(lab.router, lambda: begin_ending(ending))
         assert router.marked("isp-a", socket.IPPROTO_UDP) == []
         assert len(router.marked("isp-a", socket.IPPROTO_TCP)) == len(tcp)
-        assert begun.deleted >= 1 and begun.probed == len(tcp)
+        assert begun.deleted >= 1 and begun.probed == len(tcp) and begun.unsent == 0
         ended = netns.call_in(lab.router, lambda: finish_ending(begun))
         closed = router.marked("isp-a", socket.IPPROTO_TCP)
         assert ended.closed == len(tcp) == len(closed)
@@ -475,7 +475,7 @@ def test_pin_resets_reach_only_the_pinned_clients_connections_in_both_families(
         ending = Ending(value, space.mask, space.probe, (Family.INET, Family.INET6),
                         only=pins4 + pins6)  # fmt: skip
         ended = netns.call_in(lab.router, lambda: end_connections(ending))
-        assert ended.probed == len(hit)
+        assert ended.probed == len(hit) and ended.unsent == 0
         conns.watch(RESET_WITHIN)
         assert {c.how for c in hit} == {"ECONNRESET"}, Counter(c.how for c in hit)
         assert [c for c in conns.check() if c not in hit] == []

@@ -203,6 +203,7 @@ class Begun:
     sockets: int
     deleted: int = 0  # entries deleted at once: nothing waits for an answer from them
     kicked: int = 0  # opening connections moved (entry deleted, SYN retransmitted)
+    unsent: int = 0  # probes and kicks the raw sockets could not send (no route, full queue)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class Ended:
     sockets: int  # local sockets aborted
     closed: int = 0  # the probed TCP connections' entries closed (CLOSE, CLOSED_TIMEOUT)
     kicked: int = 0  # connections still opening, moved to a healthy uplink
+    unsent: int = 0  # probes and kicks not sent: their connections end on TCP's own time
 
 
 def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits) -> Begun:
@@ -237,11 +239,15 @@ def begin_ending(ending: Ending, draw: Callable[[int], int] = random.getrandbits
     # First gone: the SYN a kick makes its client retransmit must meet no entry.
     deleted = conntrack.delete_flows(at_once)
     packets = probes(probed, draw)
-    send_probes(kicks(early, draw) + packets, ending.probe_mark)
+    batch = kicks(early, draw) + packets
+    sent = send_probes(batch, ending.probe_mark)
     aborted = sum(
         sockdestroy.destroy_from(source, spare=ending.on_link) for source in ending.sources
     )
-    return Begun(tuple(probed), len(packets) // 2, aborted, deleted, kicked=len(early))
+    return Begun(
+        tuple(probed), len(packets) // 2, aborted, deleted, kicked=len(early),
+        unsent=len(batch) - sent,
+    )  # fmt: skip
 
 
 def finish_ending(begun: Begun) -> Ended:
@@ -254,7 +260,10 @@ def finish_ending(begun: Begun) -> Ended:
     left the group, and reading the entries again would cost as much as the probes.
     """
     closed = conntrack.close_flows(list(begun.flows), CLOSED_TIMEOUT) if begun.flows else 0
-    return Ended(begun.probed, begun.deleted, begun.sockets, closed, kicked=begun.kicked)
+    return Ended(
+        begun.probed, begun.deleted, begun.sockets, closed, kicked=begun.kicked,
+        unsent=begun.unsent,
+    )  # fmt: skip
 
 
 def end_connections(
