@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import tempfile
 import time
@@ -183,17 +182,6 @@ def ip_batch(commands: Sequence[str]) -> float:
         elapsed = (time.perf_counter_ns() - start) / 1e6
     if done.returncode != 0:
         raise RuntimeError(f"ip -batch failed: {done.stderr.strip()}")
-    return elapsed
-
-
-def nft_file(document: dict[str, Any]) -> float:
-    """Runs `nft -j -f -` on a JSON document in the calling thread's namespace; wall ms."""
-    text = json.dumps(document)
-    start = time.perf_counter_ns()
-    done = subprocess.run(["nft", "-j", "-f", "-"], input=text, capture_output=True, text=True)
-    elapsed = (time.perf_counter_ns() - start) / 1e6
-    if done.returncode != 0:
-        raise RuntimeError(f"nft -j -f - failed: {done.stderr.strip()}")
     return elapsed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +21,6 @@ from bench.veth import (
     VethUplink,
     build_uplinks,
     ip_batch,
-    nft_file,
     plan_uplinks,
     run_dir,
     uplinks_config,
@@ -28,9 +28,9 @@ from bench.veth import (
 from ecmpd.config import Config, parse_config
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
+from ecmpd.kernel import nftables
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.netlink import open_iproute
-from ecmpd.kernel.nftdoc import render_table
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.sysctl import write_sysctl
 from ecmpd.lab import netns
@@ -137,11 +137,10 @@ def write_sysctls(sysctls: Sequence[Sysctl]) -> None:
 
 def anchor_round(host: Host, desired: DesiredState, samples: Samples) -> None:
     """The same state by hand: `ip -batch` (after an empty one), sysctls written directly,
-    and the connection-mark table by `nft -j -f -` (ecmpd runs nft as a process too, so
-    its start-up is not subtracted)."""
+    and the connection-mark table by `nft -j -f -` (nftables.apply_table: the same one
+    process a by-hand `nft -f` is, so its start-up is not subtracted)."""
     commands = [c.removeprefix("ip ") for c in state_commands(desired) if c.startswith("ip ")]
     sysctls = sorted(desired.sysctls, key=lambda s: s.name)
-    tables = [render_table(t) for t in desired.nft]
     without_sysctls = DesiredState(
         rules=desired.rules,
         routes=desired.routes,
@@ -154,7 +153,8 @@ def anchor_round(host: Host, desired: DesiredState, samples: Samples) -> None:
         empty = ip_batch([])
         raw = ip_batch(commands)
         ms, _ = timed(lambda: write_sysctls(sysctls))
-        samples.nft_file.append(sum(nft_file(doc) for doc in tables))
+        tables = [timed(partial(nftables.apply_table, t))[0] for t in desired.nft]
+        samples.nft_file.append(sum(tables))
         samples.batch_empty.append(empty)
         samples.batch_raw.append(raw)
         samples.batch_net.append(raw - empty)
