@@ -12,14 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rich import box
 from rich.console import RenderableType
-from rich.table import Table
 
 from ecmpd import __version__
 from ecmpd.lab.edgefigures import Seen
 from ecmpd.lab.edgelayout import EdgeLab
 from ecmpd.lab.edgerun import Blackholed, Failed
+from ecmpd.lab.summary import summary_table
 
 PHASES = ("steady", "failure", "return", "blackhole")
 FAMILIES = ("ipv4", "ipv6")
@@ -143,15 +142,7 @@ def _kept(part: Mapping[str, Any], edge: str) -> str:
 
 def render_edge_summary(result: dict[str, Any]) -> RenderableType:
     """The run's figures for a terminal: one line per claim, each measured in the run."""
-    table = Table(
-        title=f"{result['demo']}: summary (every figure measured in this run)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_header=False,
-        padding=(0, 1),
-    )
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    table = summary_table(result["demo"])
     f, b, lab = result["failure"], result["blackhole"], result["lab"]
     edges = " · ".join(f"{e['name']} ({', '.join(e['isps'])})" for e in lab["edges"])
     table.add_row(

@@ -289,10 +289,10 @@ def _timeline(samples: Sequence[Sample], t0: float, names: list[str]) -> dict[st
     }
 
 
-def render_summary(result: dict[str, Any]) -> RenderableType:
-    """The run's figures for a terminal: one line per claim, each measured in the run."""
+def summary_table(demo: str) -> Table:
+    """A demo's summary table: a bold claim and its figures per row, no header."""
     table = Table(
-        title="ecmpd lab demo: summary (every figure measured in this run)",
+        title=f"{demo}: summary (every figure measured in this run)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_header=False,
@@ -300,6 +300,12 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
     )
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
+    return table
+
+
+def render_summary(result: dict[str, Any]) -> RenderableType:
+    """The run's figures for a terminal: one line per claim, each measured in the run."""
+    table = summary_table("ecmpd lab demo")
     steady, failure, recovery = (result["phases"][p] for p in PHASES[:3])
     fo, rec = result["failover"], result["recovery"]
     name = fo["uplink"]
