@@ -1,9 +1,11 @@
-"""What the unit tests share (no tests here): a hand-made typed status and counters."""
+"""What the unit tests share (no tests here): a hand-made typed status and counters, facts."""
 
 from __future__ import annotations
 
+from ipaddress import ip_interface
 from typing import Any
 
+from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
 from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
@@ -171,3 +173,17 @@ COUNTERS = {
         "tx_dropped": 0,
     },
 }
+
+
+def wan_facts(count: int) -> KernelFacts:
+    """Interfaces wan1..wanN (index 10+i), each with 10.i.0.2/24 and 2001:db8:i::2/64."""
+    return KernelFacts(
+        interfaces={
+            f"wan{i}": InterfaceFacts(
+                f"wan{i}",
+                10 + i,
+                addresses=(ip_interface(f"10.{i}.0.2/24"), ip_interface(f"2001:db8:{i}::2/64")),
+            )
+            for i in range(1, count + 1)
+        }
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from ipaddress import ip_interface
 from textwrap import dedent
 
 import pytest
@@ -13,20 +12,12 @@ from ecmpd.desired import desired_state, nexthop_id
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.model import DesiredState, Family, RouteType, RuleAction
 from ecmpd.order import OrderState, Role, roles
+from tests.unit.fixtures import wan_facts
 
 # fiber, cable: tier 1 (weights 2:1); lte: tier 2; sat: tier 3.
 NAMES = ("fiber", "cable", "lte", "sat")
 TABLES = {"fiber": 101, "cable": 102, "lte": 103, "sat": 104}
-FACTS = KernelFacts(
-    interfaces={
-        f"wan{i}": InterfaceFacts(
-            f"wan{i}",
-            10 + i,
-            addresses=(ip_interface(f"10.{i}.0.2/24"), ip_interface(f"2001:db8:{i}::2/64")),
-        )
-        for i in range(1, 5)
-    }
-)
+FACTS = wan_facts(4)
 
 
 def config(extra: str = "", *, when_all_down: str = "keep", v6: bool = False) -> Config:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from textwrap import dedent
 
 import pytest
 
 from ecmpd.config import Config, parse_config
 from ecmpd.desired import desired_state, uplink_plans
-from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
 from ecmpd.kernel.resets import Ending
 from ecmpd.model import ALL_PORTS, Family, PinReset, PortRange
 from ecmpd.pinresets import pin_resets
+from tests.unit.fixtures import wan_facts
 
-FACTS = KernelFacts(
-    interfaces={
-        f"wan{i}": InterfaceFacts(
-            f"wan{i}",
-            10 + i,
-            addresses=(ip_interface(f"10.{i}.0.2/24"), ip_interface(f"2001:db8:{i}::2/64")),
-        )
-        for i in range(1, 4)
-    }
-)
+FACTS = wan_facts(3)
 VALUES = {"fiber": 0x01000000, "cable": 0x02000000, "lte": 0x03000000}
 V4, V6 = Family.INET, Family.INET6
 CLIENT = ip_network("192.168.10.50/32")
