@@ -106,16 +106,15 @@ class EndingWatch:
                 fresh.setdefault(name, []).append(family)
         self.applied = {family: frozenset(names) for family, names in now.items()}
         out, self.retiring = endings_for(config, facts, fresh) + self.retiring, []
-        return out + self._pin_endings(config, facts)
+        return out + self._pin_endings(config, values)
 
-    def _pin_endings(self, config: Config, facts: KernelFacts) -> list[tuple[str, Ending]]:
+    def _pin_endings(self, config: Config, values: Mapping[str, int]) -> list[tuple[str, Ending]]:
         """The pins' connections the table began to reset with this reconcile, per uplink."""
         fresh: dict[int, dict[Family, list[PinReset]]] = {}
         for family, pins in self._pins_wanted.items():
             for pin in pins - self.pins.get(family, frozenset()):
                 fresh.setdefault(pin.mark, {}).setdefault(family, []).append(pin)
         self.pins = dict(self._pins_wanted)
-        values = mark_values(config, mark_slots(config, facts.mark_slots))
         names = {value: name for name, value in values.items()}
         space = mark_space(config)
         out = []
