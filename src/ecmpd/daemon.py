@@ -225,7 +225,8 @@ class Daemon:
 
         An uplink whose mark the reconcile put in the table's reset set (out by health,
         not drained: a drain is graceful; `on_failure: reset`), or that a reload removed,
-        has its connections ended at once, in a task of their own (ecmpd.ending).
+        has its connections ended at once, in a task of their own (ecmpd.ending), which
+        then follows their clients' reconnects for a while (ecmpd.reconnects).
         Rejoining needs nothing here: the reset set lets go of it in the same reconcile.
         """
         assert self.config is not None
@@ -238,7 +239,7 @@ class Daemon:
         # Not under the kernel's lock: the probes' grace would hold up the next reconcile,
         # such as the other family's failover (its probe rounds keep a phase of their
         # own), by 0.1-0.3 s. Their calls queue on the kernel thread among the others'.
-        ending = end_all(self.kernel.call, wanted)
+        ending = end_all(self.kernel.call, wanted, follow=self._tg is not None)
         if self._tg is None:
             await ending
         else:

@@ -3,8 +3,10 @@
 Pure choices (which uplinks and families end, with which mark and addresses) beside the
 one async step the daemon starts at its service-change seam: begin on the kernel thread
 (probes, aborted local sockets), a grace for the clients' answers, finish (the
-conntrack entries go). A drain is graceful and ends nothing; `on_failure: wait` keeps
-the connections (and their entries) for the uplink's return.
+conntrack entries go), then a while following the reset clients' reconnects
+(ecmpd.reconnects: a SYN left unanswered is kicked). A drain is graceful and ends
+nothing; `on_failure: wait` keeps the connections (and their entries) for the uplink's
+return.
 
 EndingWatch says which uplinks' connections a reconcile began to end: those that
 entered the table's reset set with it (out by health, and not drained: a failure, an
@@ -32,8 +34,18 @@ from ecmpd.connections import (
 )
 from ecmpd.desired import resolve_uplink
 from ecmpd.facts import KernelFacts
-from ecmpd.kernel.resets import GRACE, Ending, begin_ending, finish_ending
+from ecmpd.kernel.resets import (
+    GRACE,
+    Begun,
+    Ending,
+    begin_ending,
+    finish_ending,
+    kick,
+    lan_side,
+    unanswered,
+)
 from ecmpd.model import DesiredState, Family, PinReset
+from ecmpd.reconnects import FOLLOW_S, POLL_S, SynWatch
 from ecmpd.uplinkplan import FAMILIES, carries
 
 log = logging.getLogger("ecmpd.daemon")
@@ -160,9 +172,10 @@ def endings_for(
     return out
 
 
-async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
-    """Ends the connections of each Ending (begin all, one grace, finish all); logs each."""
-    started = time.perf_counter()
+async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]], follow: bool = False) -> None:
+    """Ends the connections of each Ending (begin all, one grace, finish all); logs each.
+    With `follow`, then follows their clients' reconnects for a while (ecmpd.reconnects)."""
+    started, since = time.perf_counter(), time.monotonic()
     begun = []
     for name, ending in wanted:
         try:
@@ -194,3 +207,51 @@ async def end_all(call: KernelCall, wanted: list[tuple[str, Ending]]) -> None:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+    if follow and begun:
+        await follow_reconnects(call, [(e, b) for _, e, b, _ in begun], since)
+
+
+async def follow_reconnects(
+    call: KernelCall,
+    begun: list[tuple[Ending, Begun]],
+    since: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """For FOLLOW_S, kicks the reset clients' connections whose SYN waits too long for an
+    answer (ecmpd.reconnects); logs and returns how many were kicked. `since`: (clock)
+    when the resets began to go out."""
+    clients = {
+        ends.lan
+        for ending, first in begun
+        for ends in map(lan_side, first.flows)
+        if ends is not None and ends.lan not in ending.sources
+    }
+    if not clients:
+        return 0
+    families = sorted({f for ending, _ in begun for f in ending.families})
+    watch = SynWatch(
+        frozenset(clients),
+        since,
+        skip=frozenset(ending.mark for ending, _ in begun),
+        mask=begun[0][0].mask,
+    )
+    probe_mark = begun[0][0].probe_mark
+    kicked = sent = looks = 0
+    until = since + FOLLOW_S
+    while clock() < until:
+        try:
+            flows = await call(unanswered, families)
+            due = watch.due(clock(), flows)  # the time the look read them
+            looks += 1
+            if due:
+                kicked += len(due)
+                sent += await call(kick, due, probe_mark)
+        except OSError as exc:
+            log.warning("connections.follow_failed", extra={"error": str(exc)})
+            return kicked
+        await asyncio.sleep(POLL_S)
+    log.info(
+        "connections.reconnects",
+        extra={"clients": len(clients), "looks": looks, "kicked": kicked, "unsent": kicked - sent},
+    )
+    return kicked

@@ -247,3 +247,28 @@ table inet zoner {{
     # The lookup by tuple happens in the entry's zone: without CTA_ZONE none is found.
     assert netns.call_in(lab.router, lambda: ct.delete_uplink_flows(nat_a)) == 10
     assert flows(lab, nat_a) == []
+
+
+def test_unanswered_flows_are_the_openings_not_the_answered(lab_factory: LabFactory) -> None:
+    """A connection whose SYN the ISP drops is listed (still opening), an answered one not."""
+    lab, client_a, client_b = two_uplink_nat_lab(lab_factory)
+    assert lab.lan is not None
+    server = lab.servers[0]
+    load_nft(
+        lab.isps[1].ns,
+        "table inet t {\n chain f {\n type filter hook forward priority 0;\n"
+        " tcp dport 9 drop\n }\n}\n",
+    )
+    opening = netns.socket_in(lab.lan, socket.AF_INET, socket.SOCK_STREAM)
+    with hold_server(lab, server), connect(lab.lan, client_a, server) as answered, opening:
+        assert round_trip(answered)
+        opening.setblocking(False)
+        opening.bind((str(client_b), 0))
+        opening.connect_ex((str(server), 9))
+        port = opening.getsockname()[1]
+
+        def listed() -> list[tuple[IPv4Address | object, int | None, int | None]]:
+            found = netns.call_in(lab.router, lambda: ct.unanswered_flows(socket.AF_INET))
+            return [(f.orig_src, f.sport, f.dport) for f in found if f.proto == socket.IPPROTO_TCP]
+
+        wait_for(lambda: listed() == [(client_b, port, 9)])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_interface
+from ipaddress import IPv4Address, ip_interface
 from typing import Any
 
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
+from ecmpd.kernel.conntrack import IPS_SEEN_REPLY, Flow
 from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
 from ecmpd.status import (
@@ -187,3 +188,31 @@ def wan_facts(count: int) -> KernelFacts:
             for i in range(1, count + 1)
         }
     )
+
+
+LAN, SERVER, PUBLIC = (
+    IPv4Address("10.200.1.1"),
+    IPv4Address("198.51.100.1"),
+    IPv4Address("10.1.0.2"),
+)
+
+
+def ct_flow(proto: int = 6, status: int = IPS_SEEN_REPLY, **kw: object) -> Flow:
+    """A conntrack entry of a LAN client's connection (LAN -> SERVER:443, NATed to PUBLIC)."""
+    fields: dict[str, object] = {
+        "proto": proto,
+        "orig_src": LAN,
+        "orig_dst": SERVER,
+        "sport": 40000,
+        "dport": 443,
+        "reply_dst": PUBLIC,
+        "ct_id": 1,
+        "zone": None,
+        "orig_tuple": b"x",
+        "reply_src": SERVER,
+        "reply_sport": 443,
+        "reply_dport": 40000,
+        "status": status,
+    }
+    fields.update(kw)
+    return Flow(**fields)  # type: ignore[arg-type]

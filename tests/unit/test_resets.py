@@ -7,36 +7,12 @@ import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ecmpd.health.packets import checksum
-from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.conntrack import IPS_DST_NAT
 from ecmpd.kernel.nftdoc import KICK_ACK
 from ecmpd.kernel.resets import HALF, Endpoints, kicks, lan_side, opening, probe_packet, probes
 from ecmpd.kernel.sockdestroy import is_neighbour
-
-LAN, SERVER, PUBLIC = (
-    IPv4Address("10.200.1.1"),
-    IPv4Address("198.51.100.1"),
-    IPv4Address("10.1.0.2"),
-)
-
-
-def flow(proto: int = 6, status: int = IPS_SEEN_REPLY, **kw: object) -> Flow:
-    fields: dict[str, object] = {
-        "proto": proto,
-        "orig_src": LAN,
-        "orig_dst": SERVER,
-        "sport": 40000,
-        "dport": 443,
-        "reply_dst": PUBLIC,
-        "ct_id": 1,
-        "zone": None,
-        "orig_tuple": b"x",
-        "reply_src": SERVER,
-        "reply_sport": 443,
-        "reply_dport": 40000,
-        "status": status,
-    }
-    fields.update(kw)
-    return Flow(**fields)  # type: ignore[arg-type]
+from tests.unit.fixtures import LAN, PUBLIC, SERVER
+from tests.unit.fixtures import ct_flow as flow
 
 
 def test_the_lan_host_of_an_outgoing_connection_is_its_source() -> None:

@@ -53,6 +53,7 @@ CTA_ID = 12
 CTA_ZONE = 18
 CTA_MARK_MASK = 21
 CTA_FILTER = 25
+CTA_STATUS_MASK = 26
 CTA_TUPLE_IP = 1
 CTA_TUPLE_PROTO = 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
@@ -133,6 +134,18 @@ def marked_flows(mark: int, mask: int, family: int) -> list[Flow]:
     with _open() as sock:
         flows = _dump(sock, family, filters)
     return [f for f in flows if f.mark & mask == mark]
+
+
+def unanswered_flows(family: int) -> list[Flow]:
+    """The entries of one address family no answer has been seen for (IPS_SEEN_REPLY
+    clear): kernel-filtered where the kernel knows CTA_STATUS_MASK (5.19+), else here."""
+    filters = [
+        attr(CTA_STATUS, struct.pack("!I", 0)),
+        attr(CTA_STATUS_MASK, struct.pack("!I", IPS_SEEN_REPLY)),
+    ]
+    with _open() as sock:
+        flows = _dump(sock, family, filters)
+    return [f for f in flows if not f.status & IPS_SEEN_REPLY]
 
 
 def find_flow(proto: int, src: IPAddress, dst: IPAddress, sport: int, dport: int) -> Flow | None:

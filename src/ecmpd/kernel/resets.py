@@ -129,6 +129,19 @@ def kicks(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpo
     return out
 
 
+def unanswered(families: Iterable[Family]) -> list[Flow]:
+    """The LAN clients' TCP connections still opening (SYN out, no answer), any uplink."""
+    return [f for family in families for f in conntrack.unanswered_flows(int(family)) if opening(f)]
+
+
+def kick(
+    flows: list[Flow], probe_mark: int, draw: Callable[[int], int] = random.getrandbits
+) -> int:
+    """Kicks each opening connection (entry kept): its client retransmits its SYN at
+    once (ecmpd.reconnects). Returns how many kicks left."""
+    return send_probes(kicks(flows, draw), probe_mark)
+
+
 def probes(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpoints, bytes]]:
     """Two probes per established TCP connection (seq, seq + 2**31), first probes first."""
     firsts: list[tuple[Endpoints, bytes]] = []
