@@ -99,14 +99,19 @@ class LabDaemon(Running):
 
     def count_events(self, event: str) -> int:
         """How many log lines (JSON, one per event) carry this event name."""
+        return len(self.events(event))
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        """The log lines (JSON, one per event) with this event name, as read."""
         if not self.log_path.exists():
-            return 0
-        count = 0
+            return []
+        out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
-                if json.loads(line).get("event") == event:
-                    count += 1
-        return count
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("event") == event:
+                    out.append(record)
+        return out
 
     def send(self, sig: int) -> None:
         """Sends a signal (SIGHUP reloads)."""

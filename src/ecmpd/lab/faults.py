@@ -8,10 +8,12 @@ link and ARP stay up — the failure only probes can find.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
 from ecmpd.lab import netns
+from ecmpd.lab.layout import ISP_CUSTOMER_IF
 from ecmpd.model import FAMILY_NAMES, Family
 
 HEAL_RULESET = "flush ruleset\n"  # undoes any fault (the lab's ISPs hold no other rules)
@@ -90,3 +92,39 @@ def heal_gray_failure(ns: str) -> float:
 def heal(ns: str) -> float:
     """Undoes any fault above (flushes the namespace's whole ruleset)."""
     return load_nft(ns, HEAL_RULESET)
+
+
+def first_syn_lost(ns: str) -> float:
+    """The ISP drops the first SYN of every TCP connection its customer opens (table
+    `firstsyn`): what a full upload queue does to some, made certain. Retransmissions pass."""
+    return load_nft(
+        ns,
+        f"""
+        table inet firstsyn {{
+            set seen {{ type ipv4_addr . inet_service; flags dynamic; size 65536; }}
+            chain forward {{
+                type filter hook forward priority -20; policy accept;
+                iifname != "{ISP_CUSTOMER_IF}" accept
+                tcp flags & (syn | ack) != syn accept
+                ip saddr . tcp sport @seen accept
+                meta nfproto ipv4 add @seen {{ ip saddr . tcp sport }} counter name lost drop
+            }}
+            counter lost {{ }}
+        }}
+        """,
+    )
+
+
+def syns_lost(ns: str) -> int:
+    """How many first SYNs first_syn_lost() dropped in ns."""
+    out = netns.run_in(
+        ns,
+        ["nft", "-j", "list", "counter", "inet", "firstsyn", "lost"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for item in json.loads(out.stdout)["nftables"]:
+        if "counter" in item:
+            return int(item["counter"]["packets"])
+    raise NftError(f"no counter `lost` in {ns}")
