@@ -28,9 +28,12 @@ RESTORE_MEDIAN_MS = 6000
 RESTORE_MAX_MS = 16000
 RESET_MS = 300
 RECONNECT_MS = 500
+# The last reconnect: a SYN lost in a saturated queue is kicked 0.1-0.15 s after it left
+# (ecmpd.reconnects), not retried by TCP 1 s later; with a loaded machine's margin.
+RECONNECT_LAST_MS = 800
 # The target is 500 ms for every interrupted flow (a demo figure, measured 140-
-# 215 ms median on an idle machine, worst up to 1.2 s when a SYN is lost in a saturated
-# queue): the median, with a loaded 2-core machine's margin.
+# 170 ms median on an idle machine, worst 0.15-0.55 s when a first flight of data is lost
+# in a saturated queue): the median, with a loaded 2-core machine's margin.
 RESTORE_MEDIAN_AFTER_REMOVAL_MS = 1000
 BACK_IN_GROUP_MS = 5000
 SHARE_PP = 8.0  # |share - weight's share| per uplink, percentage points
@@ -166,11 +169,13 @@ def test_gray_failure_fails_over_and_the_flows_come_back(demo: dict[str, Any]) -
     assert fo["restore_median_ms"] < RESTORE_MEDIAN_MS, fo
     # on_failure: reset: every established connection on it reset within 0.3 s of it
     # leaving the group, and the interrupted flows back by the others within 0.5 s
-    # (median). Their data then meets the remaining, saturated uplinks (a SYN or a first
-    # segment lost in their queues waits for TCP's 1 s timer), which decide when it delivers.
+    # (median), the last well before a lost SYN's own retry. Their data then meets the
+    # remaining, saturated uplinks (a first flight lost in their queues waits for TCP's
+    # loss probe or retransmission timer), which decide when it delivers.
     assert fo["reset_after_removal_ms"] is not None, fo
     assert fo["reset_after_removal_ms"] <= RESET_MS, fo
     assert fo["reconnected_after_removal_ms"] <= RECONNECT_MS, fo
+    assert fo["reconnected_last_after_removal_ms"] <= RECONNECT_LAST_MS, fo
     assert fo["restore_median_after_removal_ms"] <= RESTORE_MEDIAN_AFTER_REMOVAL_MS, fo
     assert fo["restore_median_after_removal_ms"] <= fo["restore_after_removal_ms"], fo
     assert "bad rounds" in fo["reason"] or "bad round" in fo["reason"]

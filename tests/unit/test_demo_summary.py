@@ -126,6 +126,7 @@ def test_failover_and_recovery_are_timed_from_the_marks() -> None:
         "restore_median_after_removal_ms": 750.0,
         "reset_after_removal_ms": 50.0,
         "reconnected_after_removal_ms": 125.0,
+        "reconnected_last_after_removal_ms": 150.0,
         "reason": "3/3 probes lost",
     }
     assert result["recovery"] == {
@@ -176,7 +177,7 @@ def test_the_rendered_summary_states_the_measured_figures() -> None:
     assert "350 Mbit/s of 350 summed capacity (100%), 1.75x the fastest uplink alone" in text
     assert "out of the group after 500 ms" in text
     assert "connections reset within 50 ms of that, interrupted flows back" in text
-    assert "(reconnected by the others) within 125 ms (median)" in text
+    assert "(reconnected by the others) within 125 ms (median; the last 150 ms)" in text
     assert "delivering again within 750 ms (median) and 1500 ms (all) of it leaving" in text
     assert "1250 ms (median) and 2000 ms (all) after the fault" in text
     assert "1 healthy flows moved" in text and "1 errors on healthy flows" in text

@@ -48,9 +48,9 @@ def test_an_entry_first_seen_later_counts_from_the_look_before_it() -> None:
     w = watch()
     assert w.due(0.05, []) == []
     assert w.due(0.10, [syn()]) == []  # it came after the look at 0.05
-    assert w.due(0.20, [syn()]) == []
-    assert w.due(0.25, [syn()]) == [syn()]
-    assert w.due(0.30, [syn()]) == []  # once only
+    assert w.due(0.04 + KICK_AFTER_S, [syn()]) == []
+    assert w.due(0.06 + KICK_AFTER_S, [syn()]) == [syn()]
+    assert w.due(0.10 + KICK_AFTER_S, [syn()]) == []  # once only
 
 
 def test_an_answered_or_gone_entry_is_forgotten_and_a_new_one_counts_afresh() -> None:
@@ -58,11 +58,13 @@ def test_an_answered_or_gone_entry_is_forgotten_and_a_new_one_counts_afresh() ->
     assert w.due(0.05, [syn(1)]) == []
     assert w.due(0.10, [syn(1, status=IPS_SEEN_REPLY)]) == []  # answered
     assert w.due(0.15, [syn(1)]) == []  # as if new: seen since the look at 0.10
-    assert w.due(0.25, [syn(1)]) == []
-    assert w.due(0.31, [syn(1)]) == [syn(1)]
+    assert w.due(0.09 + KICK_AFTER_S, [syn(1)]) == []
+    assert w.due(0.11 + KICK_AFTER_S, [syn(1)]) == [syn(1)]
     # The tuple reused by a newer entry (another id): that one is followed too.
+    assert w.due(0.30, []) == []
     assert w.due(0.35, [syn(2)]) == []
-    assert w.due(0.55, [syn(2)]) == [syn(2)]
+    assert w.due(0.29 + KICK_AFTER_S, [syn(2)]) == []
+    assert w.due(0.31 + KICK_AFTER_S, [syn(2)]) == [syn(2)]
 
 
 def test_only_the_reset_clients_outgoing_openings_on_other_uplinks_are_kicked() -> None:

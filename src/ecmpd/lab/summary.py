@@ -178,6 +178,10 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
                 if demo.reconnected
                 else None
             ),
+            # ... and the last of them (a SYN lost in those queues is kicked: ecmpd.reconnects).
+            "reconnected_last_after_removal_ms": (
+                _ms(m.fault + demo.reconnected[-1] - m.removed) if demo.reconnected else None
+            ),
             "reason": demo.reasons.get("down", ""),
         },
         "recovery": {
@@ -322,7 +326,8 @@ def render_summary(result: dict[str, Any]) -> RenderableType:
         f"[bold]{fo['removal_ms']:.0f} ms[/]; its connections reset within "
         f"[bold]{_ms_text(fo['reset_after_removal_ms'])}[/] of that, interrupted flows back "
         f"(reconnected by the others) within [bold]{_ms_text(fo['reconnected_after_removal_ms'])}"
-        f"[/] (median), delivering again within "
+        f"[/] (median; the last {_ms_text(fo['reconnected_last_after_removal_ms'])}), "
+        "delivering again within "
         f"[bold]{_ms_text(fo['restore_median_after_removal_ms'])}[/] (median) and "
         f"[bold]{fo['restore_after_removal_ms']:.0f} ms[/] (all) of it leaving, "
         f"{fo['restore_median_ms']:.0f} ms (median) and {fo['restore_ms']:.0f} ms (all) after "
