@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from ecmpd.kernel.conntrack import Flow
+from ecmpd.kernel.ctmessages import Flow
 from ecmpd.kernel.resets import lan_side, opening
 
 IPAddress = IPv4Address | IPv6Address

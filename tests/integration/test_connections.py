@@ -26,6 +26,7 @@ from ecmpd.config import load_config
 from ecmpd.connections import mark_space, mark_values
 from ecmpd.desired import desired_state
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import ctmessages as ctm
 from ecmpd.kernel import nftables as nft
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.record import Record
@@ -103,7 +104,7 @@ class Router:
             on_link=tuple(ip_network(n) for n in on_link),
         )
 
-    def marked(self, name: str, proto: int) -> list[ct.Flow]:
+    def marked(self, name: str, proto: int) -> list[ctm.Flow]:
         """The IPv4 conntrack entries of one protocol with the uplink's mark."""
         ending = self.ending(name, (Family.INET,))
         flows = netns.call_in(
@@ -226,7 +227,7 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
         ),
     )
     # Closed as conntrack closes a connection it saw reset (it expires them 10 s later).
-    assert [f for f in left if f.tcp_state != ct.TCP_CONNTRACK_CLOSE] == []
+    assert [f for f in left if f.tcp_state != ctm.TCP_CONNTRACK_CLOSE] == []
 
 
 def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
@@ -261,7 +262,7 @@ def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
         ended = netns.call_in(lab.router, lambda: finish_ending(begun))
         closed = router.marked("isp-a", socket.IPPROTO_TCP)
         assert ended.closed == len(tcp) == len(closed)
-        assert {f.tcp_state for f in closed} == {ct.TCP_CONNTRACK_CLOSE}
+        assert {f.tcp_state for f in closed} == {ctm.TCP_CONNTRACK_CLOSE}
 
 
 def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
@@ -291,7 +292,7 @@ def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
                  "tcp flags == ack tcp window 0 drop; }; }")  # fmt: skip
         tuples = [(c.client, c.server, c.sock.getsockname()[1]) for c in on_a]
 
-        def entries() -> dict[tuple[ct.IPAddress, int], ct.Flow]:
+        def entries() -> dict[tuple[ctm.IPAddress, int], ctm.Flow]:
             """The router's entry of each connection on isp-a, by client and port."""
             found = netns.call_in(
                 lab.router,
@@ -314,13 +315,13 @@ def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
         # Each late packet met its own entry, closed: none started a fresh flow (which
         # would have left by the balancer: isp-a itself for IPv6, another uplink for IPv4).
         after = {key: (f.ct_id, f.tcp_state) for key, f in entries().items()}
-        assert after == {key: (ct_id, ct.TCP_CONNTRACK_CLOSE) for key, ct_id in before.items()}
+        assert after == {key: (ct_id, ctm.TCP_CONNTRACK_CLOSE) for key, ct_id in before.items()}
         assert [c for c in conns.check() if c not in on_a] == []
 
         # An IPv4 client reconnecting from the same port starts afresh: its SYN replaces
         # the closed entry (never meets its mark and reset), and leaves by a healthy
         # uplink. (IPv6 has none: isp-a, down, is kept as the only one.)
-        def reconnect(client: ct.IPAddress, server: ct.IPAddress, port: int) -> str:
+        def reconnect(client: ctm.IPAddress, server: ctm.IPAddress, port: int) -> str:
             assert lab.lan is not None and client.version == 4
             with netns.socket_in(lab.lan, socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

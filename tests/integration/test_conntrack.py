@@ -14,6 +14,7 @@ import pytest
 
 from ecmpd.health.packets import build_echo
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import ctmessages as ctm
 from ecmpd.kernel import nftables as nft
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
@@ -129,7 +130,7 @@ def procfs_reply_dsts(lab: Lab) -> list[str]:
     ]
 
 
-def flows(lab: Lab, address: IPv4Address) -> list[ct.Flow]:
+def flows(lab: Lab, address: IPv4Address) -> list[ctm.Flow]:
     """The router's entries whose reply goes to address."""
     return netns.call_in(lab.router, lambda: ct.uplink_flows(address))
 

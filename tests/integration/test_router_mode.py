@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import ctmessages as ctm
 from ecmpd.lab import netns
 from ecmpd.lab.chat import ChatServer, by_public, chat, public_addresses
 from ecmpd.lab.chatpool import CHAT_PORT
@@ -51,7 +52,7 @@ def nat_lab(lab_factory: LabFactory, clients: int) -> Lab:
     return lab
 
 
-def lan_entries(lab: Lab, public: IPv4Address) -> dict[int, ct.Flow]:
+def lan_entries(lab: Lab, public: IPv4Address) -> dict[int, ctm.Flow]:
     """The router's conntrack entries of LAN clients translated to `public`, by entry id."""
     flows = netns.call_in(lab.router, lambda: ct.uplink_flows(public))
     return {f.ct_id: f for f in flows if f.orig_src in LAN_PREFIX}
@@ -128,7 +129,7 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
             # a connection it saw reset, for a late answer to meet), every other one is still
             # there.
             dead_entries = lan_entries(lab, lab.isp(FAILED).address.ip).values()
-            assert [f for f in dead_entries if f.tcp_state != ct.TCP_CONNTRACK_CLOSE] == []
+            assert [f for f in dead_entries if f.tcp_state != ctm.TCP_CONNTRACK_CLOSE] == []
             for isp in lab.isps:
                 if isp.name != FAILED:
                     after = lan_entries(lab, isp.address.ip)

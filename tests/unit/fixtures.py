@@ -7,7 +7,7 @@ from typing import Any
 
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
-from ecmpd.kernel.conntrack import IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.ctmessages import IPS_SEEN_REPLY, Flow
 from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
 from ecmpd.status import (

@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import ctmessages as ctm
 from ecmpd.kernel.transport import HEADER, attr, attr_nested, messages, parse_attrs
 
 
@@ -36,7 +37,7 @@ def test_a_length_shorter_than_the_header_raises_the_callers_error() -> None:
 
 
 def test_conntrack_attributes_round_trip_through_the_shared_builders() -> None:
-    v4_src = attr(ct.CTA_IP_V4_SRC, bytes([10, 0, 0, 1]))
-    assert len(v4_src) == 8 and len(attr(ct.CTA_PROTO_NUM, b"\x06")) == 8  # padded to 4
-    top = parse_attrs(attr_nested(ct.CTA_TUPLE_IP, v4_src))
-    assert parse_attrs(top[ct.CTA_TUPLE_IP]) == {ct.CTA_IP_V4_SRC: bytes([10, 0, 0, 1])}
+    v4_src = attr(ctm.CTA_IP_V4_SRC, bytes([10, 0, 0, 1]))
+    assert len(v4_src) == 8 and len(attr(ctm.CTA_PROTO_NUM, b"\x06")) == 8  # padded to 4
+    top = parse_attrs(attr_nested(ctm.CTA_TUPLE_IP, v4_src))
+    assert parse_attrs(top[ctm.CTA_TUPLE_IP]) == {ctm.CTA_IP_V4_SRC: bytes([10, 0, 0, 1])}

@@ -9,7 +9,7 @@ import pytest
 
 from ecmpd.config import Config, parse_config
 from ecmpd.desired import desired_state, uplink_plans
-from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.ctmessages import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
 from ecmpd.kernel.resets import Ending
 from ecmpd.model import ALL_PORTS, Family, PinReset, PortRange
 from ecmpd.pinresets import pin_resets

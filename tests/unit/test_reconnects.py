@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.ctmessages import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
 from ecmpd.reconnects import KICK_AFTER_S, POLL_S, SynWatch
 from tests.unit.fixtures import LAN, ct_flow
 

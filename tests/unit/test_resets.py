@@ -7,7 +7,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from ecmpd.health.packets import checksum
-from ecmpd.kernel.conntrack import IPS_DST_NAT
+from ecmpd.kernel.ctmessages import IPS_DST_NAT
 from ecmpd.kernel.nftdoc import KICK_ACK
 from ecmpd.kernel.resets import HALF, Endpoints, kicks, lan_side, opening, probe_packet, probes
 from ecmpd.kernel.sockdestroy import is_neighbour

@@ -15,6 +15,7 @@ from ecmpd.desired import desired_state
 from ecmpd.explain import Flow, deciding_rule
 from ecmpd.facts import KernelFacts
 from ecmpd.kernel import conntrack as ct
+from ecmpd.kernel import ctmessages as ctm
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.sysctl import read_sysctl
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, IPAddress, nexthop_id
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _connection(flow: Flow, required: bool) -> ct.Flow | None:
+def _connection(flow: Flow, required: bool) -> ctm.Flow | None:
     """The conntrack entry of a fully given TCP/UDP flow, None when there is none."""
     if (
         flow.src is None

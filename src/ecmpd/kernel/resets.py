@@ -50,7 +50,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from ecmpd.health.packets import checksum
 from ecmpd.kernel import conntrack, sockdestroy
-from ecmpd.kernel.conntrack import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
+from ecmpd.kernel.ctmessages import IPS_DST_NAT, IPS_SEEN_REPLY, Flow
 from ecmpd.kernel.nftdoc import KICK_ACK
 from ecmpd.model import Family, PinReset
 
