@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ecmpd.kernel.netdev import read_interface_counters
 from ecmpd.kernel.routemsg import RouteLookupError, route_get
@@ -61,6 +62,16 @@ CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAY_S = 0.05
 LOOP_TICK_S = 0.02
 JOIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Stream:
+    """One connection a sink accepted: its slot once its header is in, and the uplink
+    the NAT source address the sink saw names."""
+
+    uplink: str | None
+    slot: int = -1
+    head: bytes = b""
 
 
 class TrafficError(RuntimeError):
@@ -407,8 +418,7 @@ class Traffic(Running):
         view = memoryview(buf)
         sel = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, None)
-        # Per accepted socket: [slot or -1 until the header is in, header bytes, uplink].
-        streams: dict[socket.socket, list[object]] = {}
+        streams: dict[socket.socket, Stream] = {}
         try:
             while not self._stop.is_set():
                 for key, _ in sel.select(LOOP_TICK_S):
@@ -428,9 +438,9 @@ class Traffic(Running):
                         sock.close()
                         del streams[sock]
                         continue
-                    first = streams[sock][0] == -1
+                    first = streams[sock].slot == -1
                     self._received(streams[sock], bytes(view[: min(n, HEADER.size)]), n)
-                    if first and streams[sock][0] != -1:
+                    if first and streams[sock].slot != -1:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
         finally:
             for sock in streams:
@@ -442,28 +452,26 @@ class Traffic(Running):
         self,
         listener: socket.socket,
         sel: selectors.BaseSelector,
-        streams: dict[socket.socket, list[object]],
+        streams: dict[socket.socket, Stream],
     ) -> None:
         with contextlib.suppress(BlockingIOError):
             while True:
                 sock, peer = listener.accept()
                 sock.setblocking(False)
-                streams[sock] = [-1, b"", self.uplink_of_addr.get(peer[0])]
+                streams[sock] = Stream(self.uplink_of_addr.get(peer[0]))
                 sel.register(sock, selectors.EVENT_READ, 1)
 
-    def _received(self, stream: list[object], start: bytes, n: int) -> None:
+    def _received(self, stream: Stream, start: bytes, n: int) -> None:
         """Books n bytes of a stream; the first HEADER.size bytes name its slot."""
-        slot, head, uplink = stream
-        assert isinstance(slot, int) and isinstance(head, bytes)
+        slot, uplink = stream.slot, stream.uplink
         if slot < 0:
-            head += start[: HEADER.size - len(head)]
-            stream[1] = head
-            if len(head) < HEADER.size:
+            stream.head += start[: HEADER.size - len(stream.head)]
+            if len(stream.head) < HEADER.size:
                 return
-            slot, serial = HEADER.unpack(head)
+            slot, serial = HEADER.unpack(stream.head)
             if not 0 <= slot < self.flows:
                 return
-            stream[0] = slot
+            stream.slot = slot
             with self._lock:
                 conn = self._live.get((slot, serial))
                 if conn is None:
@@ -471,7 +479,7 @@ class Traffic(Running):
                         (c for c in reversed(self.conns) if (c.slot, c.serial) == (slot, serial)),
                         None,
                     )
-                if conn is not None and isinstance(uplink, str):
+                if conn is not None and uplink is not None:
                     conn.nat_uplink = uplink
         now = time.monotonic()
         last = self.last_rx[slot]
@@ -479,5 +487,5 @@ class Traffic(Running):
             with self._lock:
                 self.stalls.append(Stall(slot, last, now))
         self.last_rx[slot] = now
-        if isinstance(uplink, str):
+        if uplink is not None:
             self.delivered[uplink] += n
