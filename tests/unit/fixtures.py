@@ -8,6 +8,7 @@ from typing import Any
 from ecmpd.facts import InterfaceFacts, KernelFacts
 from ecmpd.health.fsm import HealthState
 from ecmpd.kernel.ctmessages import IPS_SEEN_REPLY, Flow
+from ecmpd.lab.samples import Conn
 from ecmpd.order import Role
 from ecmpd.refusals import RefusalKind
 from ecmpd.status import (
@@ -216,3 +217,17 @@ def ct_flow(proto: int = 6, status: int = IPS_SEEN_REPLY, **kw: object) -> Flow:
     }
     fields.update(kw)
     return Flow(**fields)  # type: ignore[arg-type]
+
+
+def traffic_conn(slot: int, serial: int, **more: Any) -> Conn:
+    """A connection of the lab's bulk traffic (lab.samples), LAN -> SERVER, opened at 1 s."""
+    return Conn(
+        slot=slot,
+        serial=serial,
+        client=LAN,
+        server=SERVER,
+        sport=40000 + serial,
+        opened=1.0,
+        lifetime=5.0,
+        **more,
+    )

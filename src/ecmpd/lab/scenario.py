@@ -19,8 +19,9 @@ from ecmpd.lab.demoparts import DemoDaemon, DemoError, StatusPoller, inject
 from ecmpd.lab.groups import GroupHistory
 from ecmpd.lab.layout import IspInfo, Lab
 from ecmpd.lab.samples import Sample, window
+from ecmpd.lab.sinks import STALL_S
 from ecmpd.lab.summary import PHASES, Marks
-from ecmpd.lab.traffic import STALL_S, Traffic
+from ecmpd.lab.traffic import Traffic
 from ecmpd.lab.traffic6 import Traffic6
 from ecmpd.live import Snapshot, UplinkView, target_shares
 from ecmpd.livecells import family_views, health_figures, order_cell

@@ -13,21 +13,20 @@ Measured, all from the kernel or the wire, never from the plan:
     so a connection the kernel re-routes is seen as a move;
   per connection uplink at the sink: the NAT source address the server saw;
   per slot delivery: when the sinks last received its bytes, and every stall.
+Here: the LAN's clients and the router's view; lab.sinks holds the internet's sinks and
+the ledger both sides book into.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import random
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ecmpd.kernel.netdev import read_interface_counters
 from ecmpd.kernel.routemsg import RouteLookupError, route_get
@@ -35,21 +34,10 @@ from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.layout import ROUTER_LAN_IF, Lab
 from ecmpd.lab.running import Running
-from ecmpd.lab.samples import Conn, Move, Sample, Stall, mbit
+from ecmpd.lab.samples import Conn, Move, Sample, mbit
+from ecmpd.lab.sinks import CHUNK, HEADER, LOOP_TICK_S, SINK_PORT, Ledger, drain
 from ecmpd.lab.topology import add_lan_clients
 
-SINK_PORT = 5201
-HEADER = struct.Struct("!II")  # slot, connection serial: the first bytes of every stream
-CHUNK = 256 * 1024
-# A slot silent this long is stalled: far above the lab's RTTs and TBF queueing (50 ms),
-# so congestion alone does not count, yet short against a failover.
-STALL_S = 0.25
-# The sinks wake for at least this much data (or EOF) once a stream's first bytes are
-# in: fewer wake-ups per byte on a 2-core machine, still a wake-up every few ms per flow
-# at the lab's rates. Not before: a new connection's first flight (TCP's initial window,
-# 14.5 kB) is below it, and a flow delivers again when its first bytes arrive, not one
-# round trip of a saturated queue later.
-RCVLOWAT = 16 * 1024
 # A connection whose data stays unacknowledged this long is aborted by the kernel
 # (ETIMEDOUT): a safety net for a flow stuck on a dead path that no reset reaches. Not
 # shorter: on a congested 50 Mbit/s link a healthy flow can back off for seconds.
@@ -60,18 +48,7 @@ CONNECT_TIMEOUT_S = 10.0
 # A slot whose connection failed retries after this (no route, refused: no busy loop),
 # except after a reset: an application whose connection was reset reconnects at once.
 RECONNECT_DELAY_S = 0.05
-LOOP_TICK_S = 0.02
 JOIN_TIMEOUT_S = 5.0
-
-
-@dataclass
-class Stream:
-    """One connection a sink accepted: its slot once its header is in, and the uplink
-    the NAT source address the sink saw names."""
-
-    uplink: str | None
-    slot: int = -1
-    head: bytes = b""
 
 
 class TrafficError(RuntimeError):
@@ -107,15 +84,11 @@ class Traffic(Running):
         self._n_clients = clients
         self.uplink_of_if = {isp.uplink_if: isp.name for isp in lab.isps}
         self.uplink_of_addr = {str(isp.address.ip): isp.name for isp in lab.isps}
-        self.conns: list[Conn] = []
+        self.ledger = Ledger(flows, self.uplink_of_addr.values())
         self.moves: list[Move] = []
-        self.stalls: list[Stall] = []
         self.samples: list[Sample] = []
-        self.last_rx: list[float | None] = [None] * flows
-        self.delivered: dict[str, int] = dict.fromkeys(self.uplink_of_addr.values(), 0)
         self.started = 0.0
-        self._live: dict[tuple[int, int], Conn] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # moves and samples
         self._stop = threading.Event()
         self._stop_sending = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -149,7 +122,9 @@ class Traffic(Running):
             listener.close()
             raise
         self.started = time.monotonic()
-        self._spawn("traffic-sink", lambda: self._sink(listener))
+        self._spawn(
+            "traffic-sink", lambda: drain(listener, self.ledger, self.uplink_of_addr, self._stop)
+        )
         self._sender = self._spawn("traffic-send", lambda: netns.call_in(self.lan, self._send))
         self._spawn("traffic-sample", lambda: netns.call_in(self.lab.router, self._sample))
 
@@ -191,29 +166,16 @@ class Traffic(Running):
 
     def live(self) -> list[Conn]:
         """The connections open now."""
-        with self._lock:
-            return list(self._live.values())
+        return self.ledger.live()
 
     def slots_on(self, uplink: str) -> set[int]:
         """Slots whose open connection is on this uplink (by route lookup or by NAT)."""
         return {c.slot for c in self.live() if uplink in c.uplinks()}
 
     def resumed(self, slots: set[int], start: float, end: float) -> dict[int, float | None]:
-        """For each slot: when it delivered again after a stall overlapping [start, end].
-
-        inf while it is still stalled since before end; None when it was not stalled then.
-        """
-        with self._lock:
-            stalls = [s for s in self.stalls if s.slot in slots]
-        result: dict[int, float | None] = {}
-        for slot in slots:
-            last = self.last_rx[slot]
-            if last is None or last <= end:
-                result[slot] = math.inf
-                continue
-            ends = [s.end for s in stalls if s.slot == slot and s.start <= end and s.end >= start]
-            result[slot] = max(ends) if ends else None
-        return result
+        """For each slot: when it delivered again after a stall overlapping [start, end]
+        (Ledger.resumed)."""
+        return self.ledger.resumed(slots, start, end)
 
     def recent(self, seconds: float) -> list[Sample]:
         """The samples of the last seconds."""
@@ -230,13 +192,11 @@ class Traffic(Running):
 
     def errors(self) -> list[Conn]:
         """The connections that failed."""
-        with self._lock:
-            return [c for c in self.conns if c.error is not None]
+        return self.ledger.errors()
 
     def all_conns(self) -> list[Conn]:
         """Every connection so far."""
-        with self._lock:
-            return list(self.conns)
+        return self.ledger.all_conns()
 
     # --- the router's view -------------------------------------------------------
 
@@ -263,7 +223,7 @@ class Traffic(Running):
         """Runs in the router's namespace: counters, lookups and group, every interval."""
         names = list(self.uplink_of_if)
         before = read_interface_counters(names)
-        delivered_before = dict(self.delivered)
+        delivered_before = self.ledger.delivered()
         t_before = time.monotonic()
         next_at = t_before + self.interval
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
@@ -272,7 +232,7 @@ class Traffic(Running):
             # rates over tiny intervals are mostly noise.
             next_at = max(next_at + self.interval, now + self.interval / 2)
             counters = read_interface_counters(names)
-            delivered = dict(self.delivered)
+            delivered = self.ledger.delivered()
             live = self.live()
             paths = {(c.slot, c.serial): self.lookup(c) for c in live}
             # Read after the lookups: a lookup that changed because an uplink left the
@@ -371,9 +331,7 @@ class Traffic(Running):
         if code not in (0, errno.EINPROGRESS):
             conn.error = errno.errorcode.get(code, str(code))
         conn.uplink = conn.path = self.lookup(conn)
-        with self._lock:
-            self.conns.append(conn)
-            self._live[(slot, serial)] = conn
+        self.ledger.opened(conn)
         sel.register(sock, selectors.EVENT_WRITE, slot)
         return sock, conn, HEADER.pack(slot, serial)
 
@@ -407,85 +365,4 @@ class Traffic(Running):
         with contextlib.suppress(OSError):
             sock.close()
         conn.closed = time.monotonic()
-        with self._lock:
-            self._live.pop((conn.slot, conn.serial), None)
-
-    # --- the internet's sinks ---------------------------------------------------------
-
-    def _sink(self, listener: socket.socket) -> None:
-        """Accepts and drains every connection; records who delivered what, and when."""
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        sel = selectors.DefaultSelector()
-        sel.register(listener, selectors.EVENT_READ, None)
-        streams: dict[socket.socket, Stream] = {}
-        try:
-            while not self._stop.is_set():
-                for key, _ in sel.select(LOOP_TICK_S):
-                    if key.data is None:
-                        self._accept(listener, sel, streams)
-                        continue
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
-                    try:
-                        n = sock.recv_into(buf)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        n = 0
-                    if n == 0:
-                        sel.unregister(sock)
-                        sock.close()
-                        del streams[sock]
-                        continue
-                    first = streams[sock].slot == -1
-                    self._received(streams[sock], bytes(view[: min(n, HEADER.size)]), n)
-                    if first and streams[sock].slot != -1:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RCVLOWAT)
-        finally:
-            for sock in streams:
-                sock.close()
-            sel.close()
-            listener.close()
-
-    def _accept(
-        self,
-        listener: socket.socket,
-        sel: selectors.BaseSelector,
-        streams: dict[socket.socket, Stream],
-    ) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                sock, peer = listener.accept()
-                sock.setblocking(False)
-                streams[sock] = Stream(self.uplink_of_addr.get(peer[0]))
-                sel.register(sock, selectors.EVENT_READ, 1)
-
-    def _received(self, stream: Stream, start: bytes, n: int) -> None:
-        """Books n bytes of a stream; the first HEADER.size bytes name its slot."""
-        slot, uplink = stream.slot, stream.uplink
-        if slot < 0:
-            stream.head += start[: HEADER.size - len(stream.head)]
-            if len(stream.head) < HEADER.size:
-                return
-            slot, serial = HEADER.unpack(stream.head)
-            if not 0 <= slot < self.flows:
-                return
-            stream.slot = slot
-            with self._lock:
-                conn = self._live.get((slot, serial))
-                if conn is None:
-                    conn = next(
-                        (c for c in reversed(self.conns) if (c.slot, c.serial) == (slot, serial)),
-                        None,
-                    )
-                if conn is not None and uplink is not None:
-                    conn.nat_uplink = uplink
-        now = time.monotonic()
-        last = self.last_rx[slot]
-        if last is not None and now - last >= STALL_S:
-            with self._lock:
-                self.stalls.append(Stall(slot, last, now))
-        self.last_rx[slot] = now
-        if uplink is not None:
-            self.delivered[uplink] += n
+        self.ledger.closed(conn)
