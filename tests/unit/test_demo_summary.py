@@ -11,7 +11,8 @@ from rich.console import Console
 
 from ecmpd.lab.layout import plan_lab
 from ecmpd.lab.samples import Conn, Move, Sample
-from ecmpd.lab.summary import DemoRun, Marks, render_summary, summarize
+from ecmpd.lab.summary import DemoRun, Marks, summarize
+from ecmpd.lab.summarytext import render_summary
 
 T0 = 100.0
 LAB = plan_lab(workdir=Path("/nonexistent"), prefix="ecmpd-unit-")  # no namespace made

@@ -28,7 +28,7 @@ from ecmpd.lab.edges import EdgeRouters, build_edge_lab, destroy_edge_lab
 from ecmpd.lab.edgesummary import render_edge_summary
 from ecmpd.lab.edgetraffic import BUSY
 from ecmpd.lab.peers.frr import frr_available
-from ecmpd.lab.summary import render_summary
+from ecmpd.lab.summarytext import render_summary
 from ecmpd.lab.topology import build_lab, destroy_lab, load_lab
 from ecmpd.live import Snapshot
 from ecmpd.liveview import LiveView

@@ -18,7 +18,7 @@ from ecmpd import __version__
 from ecmpd.lab.edgefigures import Seen
 from ecmpd.lab.edgelayout import EdgeLab
 from ecmpd.lab.edgerun import Blackholed, Failed
-from ecmpd.lab.summary import summary_table
+from ecmpd.lab.summarytext import count_text, ms_text, summary_table
 
 PHASES = ("steady", "failure", "return", "blackhole")
 FAMILIES = ("ipv4", "ipv6")
@@ -102,14 +102,6 @@ def summarize(run: EdgeDemoRun) -> dict[str, Any]:
     }
 
 
-def _count(n: int, what: str) -> str:
-    return f"[{'green' if n == 0 else 'red'}]{n} {what}[/]"
-
-
-def _ms_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
-
-
 def _moved(part: Mapping[str, Any], family: str, edge: str) -> str:
     """What the failed (or blackholed) edge's traffic of one family did."""
     pings, conns = part[family]["pings"], part[family]["conns"]
@@ -118,7 +110,7 @@ def _moved(part: Mapping[str, Any], family: str, edge: str) -> str:
     late = f", {conns['not_back']} later" if conns["not_back"] else ""
     return (
         f"{family}: {pings['moved']} of {pings['streams']} ping streams went via {edge} and"
-        f" paused {_ms_text(pings['outage_ms'])} at most; {conns['on_failed']} busy connections"
+        f" paused {ms_text(pings['outage_ms'])} at most; {conns['on_failed']} busy connections"
         f" via {edge} reset and back via another edge {came}{late}"
     )
 
@@ -134,9 +126,10 @@ def _kept(part: Mapping[str, Any], edge: str) -> str:
     idle_all = sum(p["conns"]["idle_other"] for p in fams)
     paused = sum(p["pings"]["disturbed"] for p in fams)
     return (
-        f"not via {edge}: {_count(failure, f'of {on_other} busy connections broken')} by the"
-        f" failure, {_count(back, f'of {at_return}')} by {edge}'s return, "
-        f"{_count(idle, f'of {idle_all} idle ones')}, {_count(paused, 'ping streams paused twice')}"
+        f"not via {edge}: {count_text(failure, f'of {on_other} busy connections broken')} by the"
+        f" failure, {count_text(back, f'of {at_return}')} by {edge}'s return, "
+        f"{count_text(idle, f'of {idle_all} idle ones')}, "
+        f"{count_text(paused, 'ping streams paused twice')}"
     )
 
 
@@ -154,24 +147,24 @@ def render_edge_summary(result: dict[str, Any]) -> RenderableType:
     table.add_row(
         "failure",
         f"every ISP of {name} gray-failed: out of the core's balancer after"
-        f" [bold]{_ms_text(f['out_of_balancer_ms'])}[/] (ecmpd's probes through it), withdrawn by"
-        f" BGP at the core after {_ms_text(f['withdrawn_ms'])}",
+        f" [bold]{ms_text(f['out_of_balancer_ms'])}[/] (ecmpd's probes through it), withdrawn by"
+        f" BGP at the core after {ms_text(f['withdrawn_ms'])}",
     )
     for family in FAMILIES:
         table.add_row("", _moved(f, family, name))
     table.add_row("undisturbed", _kept(f, name))
     table.add_row(
         "return",
-        f"{name} announced again after {_ms_text(f['announced_again_ms'])}, back in the core's"
-        f" balancer after {_ms_text(f['back_in_balancer_ms'])}; "
-        + _count(f["bgp_sessions_dropped"], "BGP sessions dropped"),
+        f"{name} announced again after {ms_text(f['announced_again_ms'])}, back in the core's"
+        f" balancer after {ms_text(f['back_in_balancer_ms'])}; "
+        + count_text(f["bgp_sessions_dropped"], "BGP sessions dropped"),
     )
     paths = "/".join(str(p) for p in b["bgp_paths_meanwhile"])
     table.add_row(
         "forwards nothing",
         f"{b['edge']} dropped what it forwarded, BGP and BFD up (the core's BGP default kept"
-        f" {paths} paths): out of the core's balancer after [bold]{_ms_text(b['caught_ms'])}[/]"
-        f", back {_ms_text(b['back_in_balancer_ms'])} after the repair",
+        f" {paths} paths): out of the core's balancer after [bold]{ms_text(b['caught_ms'])}[/]"
+        f", back {ms_text(b['back_in_balancer_ms'])} after the repair",
     )
     for family in FAMILIES:
         table.add_row("", _moved(b, family, b["edge"]))
