@@ -11,8 +11,9 @@ is measured in the run (interface counters, kernel route lookups and nexthop gro
 sinks' clocks, the daemon's status), none is taken from the plan.
 
 Here: the options, the set-up and the run; lab.scenario holds the phases and the live
-view, lab.demoparts the daemon, its status poller and the faults, lab.summary the
-figures (pure).
+snapshot (lab.milestones what they wait for, lab.demoview the rows), lab.demoparts the
+daemon, its status poller and the faults, lab.summary the figures and lab.summarytext
+their rendering (pure).
 """
 
 from __future__ import annotations

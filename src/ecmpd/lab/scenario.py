@@ -1,10 +1,10 @@
 """The demo's scenario: steady traffic, a gray failure and the restore, the heal and the
-recovery, each step waited for and marked; and the live view of it (lab.demo runs it)."""
+recovery, each step waited for and marked; and the live snapshot of it (lab.demo runs
+it). What it waits for is computed in lab.milestones, the view's rows in lab.demoview."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -16,15 +16,16 @@ from rich.text import Text
 from ecmpd.control import DaemonNotRunning
 from ecmpd.lab import faults
 from ecmpd.lab.demoparts import DemoDaemon, DemoError, StatusPoller, inject
+from ecmpd.lab.demoview import HISTORY_POINTS, HISTORY_STEP_S, caption, ipv6_group, uplink_views
 from ecmpd.lab.groups import GroupHistory
 from ecmpd.lab.layout import IspInfo, Lab
-from ecmpd.lab.samples import Sample, window
+from ecmpd.lab.milestones import first_change, rebalanced, restore
+from ecmpd.lab.samples import window
 from ecmpd.lab.sinks import STALL_S
 from ecmpd.lab.summary import PHASES, Marks
 from ecmpd.lab.traffic import Traffic
 from ecmpd.lab.traffic6 import Traffic6
 from ecmpd.live import Snapshot, UplinkView, target_shares
-from ecmpd.livecells import family_views, health_figures, order_cell
 from ecmpd.model import Family
 from ecmpd.status import UplinkStatus
 
@@ -32,13 +33,9 @@ PHASE_SPLIT = (0.3, 0.3, 0.4)  # of --duration
 MIN_STEADY_S = 3.0
 AFTER_RESTORE_S = 3.0  # the failure phase lasts at least this long after the restore
 AFTER_BACK_S = 3.0  # and the recovery phase this long after the uplink is back
-REBALANCED_FRACTION = 0.8  # the recovered uplink's share, of its weight's, that counts
 REMOVAL_TIMEOUT_S = 10.0
 RESTORE_TIMEOUT_S = 20.0
 RECOVERY_TIMEOUT_S = 20.0
-VIEW_WINDOW_S = 0.6  # the live figures average the last few samples
-HISTORY_STEP_S = 0.5
-HISTORY_POINTS = 240
 PROGRESS_EVERY_S = 2.0
 BACKUP_HOLD_S = 4.0  # the backup carries this long before tier 1 heals
 AFTER_FAILBACK_S = 2.0  # then, this long after the failback, no flow may be on it
@@ -64,11 +61,11 @@ class Demo:
     events: list[dict[str, Any]] = field(default_factory=list)
     affected: set[int] = field(default_factory=set)
     interrupted: int = 0
-    resumed: list[float] = field(default_factory=list)  # per interrupted slot, after the fault
+    resumed: tuple[float, ...] = ()  # per interrupted slot, after the fault
     # Per interrupted, established slot: fault -> its connection ended (reset), and ->
     # its next connection established (by a healthy uplink).
-    reset: list[float] = field(default_factory=list)
-    reconnected: list[float] = field(default_factory=list)
+    reset: tuple[float, ...] = ()
+    reconnected: tuple[float, ...] = ()
     reasons: dict[str, str] = field(default_factory=dict)
     ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
     backup: str | None = None  # the tier-2 ISP, whose phase follows the recovery
@@ -262,9 +259,7 @@ class Demo:
 
     def _group_is(self, names: frozenset[str], since: float) -> float | None:
         """When the IPv4 group first held exactly these uplinks after since."""
-        return next(
-            (t for t, m in self.watch.history[Family.INET] if t >= since and m == names), None
-        )
+        return first_change(self.watch.history[Family.INET], since, names.__eq__)
 
     def _reason(self, name: str, family: str | None = None) -> str:
         """The daemon's reason for the uplink's state (in one family: "ipv4", "ipv6"),
@@ -282,13 +277,11 @@ class Demo:
 
     def _left(self, name: str, family: Family = Family.INET) -> float | None:
         fault = self.marks.fault or 0.0
-        return next(
-            (t for t, m in self.watch.history[family] if t >= fault and name not in m), None
-        )
+        return first_change(self.watch.history[family], fault, lambda m: name not in m)
 
     def _joined(self, name: str, family: Family = Family.INET) -> float | None:
         heal = self.marks.heal or 0.0
-        return next((t for t, m in self.watch.history[family] if t >= heal and name in m), None)
+        return first_change(self.watch.history[family], heal, lambda m: name in m)
 
     def _restored(self) -> float | None:
         """When the last flow slot hit by the fault delivered again (None: not yet)."""
@@ -297,40 +290,18 @@ class Demo:
         if time.monotonic() < removed + STALL_S:
             return None  # a slot stalled by the fault must show as stalled first
         resumed = self.traffic.resumed(self.affected, fault, removed)
-        if any(t == math.inf for t in resumed.values()):
+        found = restore(resumed, self.traffic.all_conns(), fault, removed)
+        if found is None:
             return None
-        self.resumed = sorted(t - fault for t in resumed.values() if t is not None)
-        self.interrupted = len(self.resumed)
-        # The interrupted slots whose connection was established at the fault (one still
-        # opening ends at its SYN's retransmission: the reset it would accept needs that
-        # SYN's sequence number): when that connection ended, and its successor was up.
-        conns = self.traffic.all_conns()
-        stalled = {slot for slot, t in resumed.items() if t is not None}
-        ended = {
-            c.slot: c.closed
-            for c in conns
-            if c.slot in stalled
-            and c.connected is not None
-            and c.connected <= fault
-            and c.closed is not None
-            and c.closed > fault
-        }
-        first: dict[int, float] = {}
-        for conn in conns:
-            if conn.slot in ended and conn.connected is not None and conn.connected > removed:
-                first[conn.slot] = min(first.get(conn.slot, math.inf), conn.connected)
-        self.reset = sorted(t - fault for t in ended.values())
-        self.reconnected = sorted(t - fault for t in first.values())
-        return fault + self.resumed[-1] if self.resumed else removed
+        self.resumed, self.reset, self.reconnected = found.resumed, found.reset, found.reconnected
+        self.interrupted = len(found.resumed)
+        return found.at
 
     def _rebalanced(self) -> float | None:
         name = self.fail.name
         target = target_shares(self._views(with_history=False))[name]
         now = time.monotonic()
-        recent = window(self.traffic.all_samples(), now - 1.0, now)
-        if recent.seconds and target > 0 and recent.share(name) >= REBALANCED_FRACTION * target:
-            return now
-        return None
+        return now if rebalanced(self.traffic.all_samples(), name, target, now) else None
 
     # --- the live view ---
 
@@ -345,79 +316,20 @@ class Demo:
             phases=(*PHASES, "summary"),
             events=tuple((e["t"], e["text"]) for e in self.events),
             history_step_s=HISTORY_STEP_S,
-            caption=self._caption(),
-            note=f"{self._ipv6_group()} · namespace {self.lab.router} · "
-            "Ctrl-C stops and removes the lab",
+            caption=caption(self.marks, self.fail.name, self.backup),
+            note=f"{ipv6_group(self.lab.isps, self.watch.now.get(Family.INET6, frozenset()))} · "
+            f"namespace {self.lab.router} · Ctrl-C stops and removes the lab",
         )
-
-    def _ipv6_group(self) -> str:
-        """Who is out of the kernel's IPv6 group: the table's per-family states are the
-        daemon's, this is the kernel's measure (as the share column's is for IPv4)."""
-        members = self.watch.now.get(Family.INET6, frozenset())
-        out = [isp.name for isp in self.lab.isps if isp.name not in members]
-        return "IPv6 group: " + (f"{', '.join(out)} out" if out else "all in")
-
-    def _caption(self) -> str:
-        """What to look at in the current phase."""
-        name, m = self.fail.name, self.marks
-        if m.fault is None:
-            return "every uplink is full, and carries its weight's share (┃ on the share bar)"
-        if m.removed is None:
-            return f"{name} silently drops everything: ecmpd's probes through it go unanswered"
-        if m.heal is None:
-            return f"{name} is out of the group: its flows come back on the others, by weight"
-        if m.back is None:
-            return f"{name} heals: ecmpd waits for good probe rounds before taking it back"
-        backup = self.backup or "the backup"
-        if m.tier_fault is None:
-            return f"{name} is back: new flows fill it, running flows stay where they are"
-        if m.takeover is None:
-            return f"every tier-1 ISP drops everything: {backup} stands by, ready"
-        if m.tier_heal is None:
-            return f"{backup} (tier 2) carries everything, within the same failover time"
-        if m.failback is None:
-            return "tier 1 heals: ecmpd waits for good probe rounds before it carries again"
-        return f"tier 1 carries again; {backup}'s connections were reset: it carries nothing"
 
     def _views(self, *, with_history: bool) -> list[UplinkView]:
         samples = self.traffic.recent(HISTORY_STEP_S * HISTORY_POINTS if with_history else 1.0)
-        now = samples[-1].t if samples else time.monotonic()
-        recent = window(samples, now - VIEW_WINDOW_S, now)
-        flows = samples[-1].flows if samples else {}
-        members = self.watch.current
-        views = []
-        for isp in self.lab.isps:
-            status = self.poller.uplink(isp.name)
-            rtt, loss = health_figures(status) if status else (None, None)
-            views.append(
-                UplinkView(
-                    name=isp.name,
-                    interface=isp.uplink_if,
-                    state=status.state.value if status else "unknown",
-                    health=status.health.value if status and status.health else None,
-                    weight=isp.weight,
-                    in_balancer=isp.name in members,
-                    mbit=recent.tx_mbit.get(isp.name, 0.0),
-                    capacity_mbit=float(isp.rate_mbit),
-                    rtt_ms=rtt,
-                    loss=loss,
-                    flows=flows.get(isp.name),
-                    history=_history(samples, isp.name) if with_history else (),
-                    families=family_views(status) if status else (),
-                    order=order_cell(status),
-                )
-            )
-        return views
-
-
-def _history(samples: list[Sample], name: str) -> tuple[float, ...]:
-    """The uplink's throughput binned by HISTORY_STEP_S, oldest first."""
-    if not samples:
-        return ()
-    bins: dict[int, list[float]] = {}
-    for s in samples:
-        bins.setdefault(int(s.t // HISTORY_STEP_S), []).append(s.tx_mbit.get(name, 0.0))
-    return tuple(sum(v) / len(v) for _, v in sorted(bins.items()))
+        return uplink_views(
+            self.lab.isps,
+            self.poller.uplink,
+            self.watch.current,
+            samples,
+            with_history=with_history,
+        )
 
 
 def _plain(text: str) -> str:
