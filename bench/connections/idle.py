@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ ANCHOR_IDLE_TIMER = 2  # the resilient anchor's timer: short, so a run takes sec
 ANCHOR_GROUP = 900  # the anchor's nexthop ids: 900 the group, 901.. its nexthops
 
 
-def pairs(lab: Lab, n: int, offset: int) -> list[tuple[IPv4Address, IPv4Address]]:
-    """n (LAN client, server) pairs, spread over clients and servers."""
-    clients, servers = lab.lan_clients, lab.servers
-    return [(clients[(offset + k) % len(clients)], servers[(offset + k) % len(servers)])
-            for k in range(n)]  # fmt: skip
-
-
 def idle_run(
     lab: Lab,
     before: int,
@@ -52,9 +44,9 @@ def idle_run(
     public = {str(isp.address.ip): isp.name for isp in lab.isps}
     assert lab.lan is not None
     with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
-        conns.open(pairs(lab, before, 0))
+        conns.open(lab.pairs(before))
         fail()
-        conns.open(pairs(lab, during, 7))
+        conns.open(lab.pairs(during, 7))
         restore()
         conns.watch(silent_s)
         broken = {id(c) for c in conns.check()}

@@ -19,8 +19,7 @@ from bench.flows.labs import (
     daemon_session,
     nat_lab,
 )
-from bench.flows.tcp import chat_specs
-from ecmpd.lab.chat import chat
+from ecmpd.lab.chat import chat, chat_specs
 from ecmpd.lab.chatpool import Slot
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch

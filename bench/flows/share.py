@@ -25,11 +25,10 @@ from bench.flows.labs import (
     router_config,
 )
 from bench.flows.lookups import fib_uplinks, forwarded_flows
-from bench.flows.tcp import chat_specs
 from ecmpd.kernel import nexthop as nl
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.lab import netns
-from ecmpd.lab.chat import chat
+from ecmpd.lab.chat import chat, chat_specs
 from ecmpd.lab.chatpool import ClientPool
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch

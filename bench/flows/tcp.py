@@ -7,7 +7,6 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,13 @@ from bench.flows.labs import (
     nat_lab,
     router_config,
 )
-from ecmpd.lab.chat import by_public, chat
+from ecmpd.lab.chat import by_public, chat, chat_specs
 from ecmpd.lab.chatpool import Slot
 from ecmpd.lab.faults import gray_failure, heal_gray_failure
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.sources import moved_flows, validate_sources
 from ecmpd.lab.wait import wait_until
-
-
-def chat_specs(lab: Lab, n: int) -> list[tuple[IPv4Address, IPv4Address, int]]:
-    """n long-lived connections from the LAN clients to the servers, round robin."""
-    return [
-        (lab.lan_clients[i % len(lab.lan_clients)], lab.servers[i % len(lab.servers)], 0)
-        for i in range(n)
-    ]
 
 
 def tcp_run(

@@ -38,9 +38,9 @@ from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import LAN_HOST6, Lab
+from ecmpd.lab.layout import LAN_HOST6, Lab, round_robin
 from ecmpd.model import ALL_PORTS, Family, PinReset
-from tests.integration.fixtures.connections import CLIENTS, pairs, router_lab, uplink_of
+from tests.integration.fixtures.connections import CLIENTS, router_lab, uplink_of
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
 
@@ -121,7 +121,7 @@ def ipv6_pairs(lab: Lab, clients: int, n: int) -> list[tuple[IPv6Address, IPv6Ad
         index = ipr.link_lookup(ifname="eth0")[0]
         for address in v6_clients:
             ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
-    return [(v6_clients[k % clients], lab.servers6[k % len(lab.servers6)]) for k in range(n)]
+    return round_robin(v6_clients, lab.servers6, n)
 
 
 def applied_router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
@@ -143,13 +143,13 @@ def test_idle_connections_survive_another_uplinks_failure_and_recovery(
     assert lab.lan is not None
     buckets = router.config.balancer.buckets
     with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
-        conns.open(pairs(lab, 3 * buckets))
+        conns.open(lab.pairs(3 * buckets))
         before = Counter(names[c.public] for c in conns.conns)
         assert set(before) == {"isp-a", "isp-b", "isp-c"}, before
 
         router.apply(down={"isp-b"}, ending={Family.INET: {"isp-b"}})
         router.end("isp-b", (Family.INET,))
-        conns.open(pairs(lab, buckets, offset=7))  # opened during the failure
+        conns.open(lab.pairs(buckets, offset=7))  # opened during the failure
         during = Counter(names[c.public] for c in conns.conns[3 * buckets :])
         assert set(during) == {"isp-a", "isp-c"}, during
 
@@ -165,7 +165,7 @@ def test_idle_connections_survive_another_uplinks_failure_and_recovery(
         # The recovered uplink takes its weighted share of new connections at once.
         new = IdleConns(lab.lan)
         with new:
-            new.open(pairs(lab, 600, offset=13))
+            new.open(lab.pairs(600, offset=13))
             share = Counter(names[c.public] for c in new.conns)
         # isp-b's weight is 4 of 7: 343 of 600 expected (binomial sd 12); a bound 9 sd
         # below still tells "takes its share" from "takes none" (today's 60 s wait).
@@ -184,7 +184,7 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
         ChatServer(lab.internet, family=socket.AF_INET6),
         IdleConns(lab.lan) as conns,
     ):
-        conns.open(pairs(lab, 1500))
+        conns.open(lab.pairs(1500))
         conns.open(v6_pairs)
         on_a = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
         others = [c for c in conns.conns if c not in on_a]
@@ -242,13 +242,13 @@ def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
     lan = lab.lan
 
     def send_udp() -> None:
-        for k, (client, server) in enumerate(pairs(lab, 60)):
+        for k, (client, server) in enumerate(lab.pairs(60)):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.bind((str(client), 30000 + k))
                 sock.sendto(b"x", (str(server), 9999))
 
     with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
-        conns.open(pairs(lab, 60))
+        conns.open(lab.pairs(60))
         netns.call_in(lan, send_udp)
         assert router.marked("isp-a", socket.IPPROTO_UDP), "no UDP flow took isp-a"
         tcp = router.marked("isp-a", socket.IPPROTO_TCP)
@@ -283,7 +283,7 @@ def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
         ChatServer(lab.internet, family=socket.AF_INET6),
         IdleConns(lab.lan) as conns,
     ):
-        conns.open(pairs(lab, 120))
+        conns.open(lab.pairs(120))
         conns.open(v6_pairs)
         on_a = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
         assert len([c for c in on_a if c.client.version == 4]) >= 10  # 2 of 7: ~34 (sd 5)
@@ -402,7 +402,7 @@ def test_explain_names_the_uplink_an_established_connection_is_bound_to(
     names = uplink_of(lab)
     assert lab.lan is not None
     with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
-        conns.open(pairs(lab, 12))
+        conns.open(lab.pairs(12))
         conn = next(c for c in conns.conns if names[c.public] == "isp-b")
         router.apply(down={"isp-b"})  # out of the group, connections kept (as `wait`)
         client, sport = conn.sock.getsockname()
@@ -463,9 +463,9 @@ def test_pin_resets_reach_only_the_pinned_clients_connections_in_both_families(
         IdleConns(lab.lan) as conns,
     ):
         for client in (pinned4, other4):
-            conns.open([(client, lab.servers[k % len(lab.servers)]) for k in range(40)])
+            conns.open(round_robin([client], lab.servers, 40))
         for client6 in (pinned6, other6):
-            conns.open([(client6, lab.servers6[k % len(lab.servers6)]) for k in range(20)])
+            conns.open(round_robin([client6], lab.servers6, 20))
         mine = [c for c in conns.conns if c.client in (pinned4, pinned6)]
         hit = [c for c in mine if c.client.version == 6 or names[c.public] == "isp-a"]
         assert len(hit) >= 25 and len(mine) - len(hit) >= 10, (len(hit), len(mine))

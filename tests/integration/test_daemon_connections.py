@@ -33,7 +33,7 @@ from ecmpd.lab.faults import first_syn_lost, gray_failure, heal_gray_failure, sy
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.idleconns import Idle, IdleConns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import LAN_HOST6, LAN_IF
+from ecmpd.lab.layout import LAN_HOST6, LAN_IF, round_robin
 from ecmpd.lab.sources import moved_flows
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family
@@ -42,7 +42,6 @@ from tests.integration.fixtures.connections import (
     TUNED_CHECK,
     Opening,
     greeting_public,
-    pairs,
     router_lab,
     set_config,
     settle,
@@ -75,7 +74,7 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
         index = ipr.link_lookup(ifname=LAN_IF)[0]
         for address in v6_clients:
             ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
-    v6 = [(v6_clients[k % CLIENTS], lab.servers6[k % len(lab.servers6)]) for k in range(300)]
+    v6 = round_robin(v6_clients, lab.servers6, 300)
     everyone = frozenset(isp.name for isp in lab.isps)
     with (
         running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
@@ -86,7 +85,7 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
         ThreadPoolExecutor(2) as pool,
     ):
         wait_until(daemon.every_family_in_service, 20, "every uplink in service")
-        conns.open(pairs(lab, 3 * BUCKETS))
+        conns.open(lab.pairs(3 * BUCKETS))
         conns.open(v6)
         dead = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
         conns.chatty = {id(c) for c in dead[::10]}  # busy ones too
@@ -104,13 +103,13 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
         resets = daemon.count_events("connections.reset")  # 2 if the families straddled
         assert resets >= 1
 
-        conns.open(pairs(lab, BUCKETS, offset=7))  # opened during the failure
+        conns.open(lab.pairs(BUCKETS, offset=7))  # opened during the failure
         heal_gray_failure(lab.ns("isp-a"))
         back = watch.wait(lambda m: m == everyone, GROUP_TIMEOUT, "isp-a back")
         # Within 1 s of its return, isp-a takes its weighted share (2 of 7) of new ones.
         fresh = IdleConns(lab.lan)
         with fresh:
-            fresh.open(pairs(lab, 300, offset=13))
+            fresh.open(lab.pairs(300, offset=13))
             assert time.monotonic() - back < 1.0 + 0.5 * 300 / 100  # opening takes its time
             share = Counter(names[c.public] for c in fresh.conns)
         assert share["isp-a"] >= 40, share  # 86 expected (binomial sd 8)
@@ -194,7 +193,7 @@ def test_connections_still_opening_on_a_dead_uplink_complete_by_another(
     ):
         wait_until(daemon.all_in_service, 20, "every uplink in service")
         gray_failure(lab.isp("isp-a").ns)
-        openings = start_connects(lab, pairs(lab, 120))
+        openings = start_connects(lab, lab.pairs(120))
         left = watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
         settle(openings, 3.0)
         try:
@@ -232,7 +231,7 @@ def test_a_reset_clients_reconnect_whose_first_syn_is_lost_is_kicked_not_left_fo
         GroupWatch(lab) as watch,
     ):
         wait_until(daemon.all_in_service, 20, "every uplink in service")
-        conns.open(pairs(lab, 120))
+        conns.open(lab.pairs(120))
         on_a = [c for c in conns.conns if names[c.public] == "isp-a"]
         assert len(on_a) >= 15, len(on_a)  # weight 2 of 7: ~34 expected
         for isp in ("isp-b", "isp-c"):
@@ -283,7 +282,7 @@ def test_a_reload_resets_a_removed_uplinks_connections_and_keeps_renamed_ones(
         IdleConns(lab.lan or "") as conns,
     ):
         wait_until(daemon.all_in_service, 20, "every uplink in service")
-        conns.open(pairs(lab, 400))
+        conns.open(lab.pairs(400))
         on = Counter(names[c.public] for c in conns.conns)
         assert min(on.values()) >= 20, on
         data = yaml.safe_load(lab.config_path.read_text())
@@ -324,7 +323,7 @@ def test_an_uplink_undrained_while_down_ends_its_connections_and_comes_back(
         IdleConns(lab.lan or "") as conns,
     ):
         wait_until(daemon.all_in_service, 20, "every uplink in service")
-        conns.open(pairs(lab, 300))
+        conns.open(lab.pairs(300))
         on_a = [c for c in conns.conns if names[c.public] == "isp-a"]
         assert len(on_a) >= 20, len(on_a)
         assert request(daemon.run_dir, {"cmd": "drain", "uplink": "isp-a"})["ok"]
@@ -370,10 +369,10 @@ def test_a_pins_connections_follow_failback_reset_when_its_first_choice_returns(
         wait_until(daemon.all_in_service, 20, "every uplink in service")
         gray_failure(lab.isp("isp-a").ns)
         watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
-        conns.open([(pinned, servers[k % len(servers)]) for k in range(30)])
+        conns.open(round_robin([pinned], servers, 30))
         mine = list(conns.conns)
         assert {names[c.public] for c in mine} == {"isp-b"}  # the pin's fallback
-        conns.open([(others[k % len(others)], servers[k % len(servers)]) for k in range(300)])
+        conns.open(round_robin(others, servers, 300))
         theirs_on_b = [c for c in conns.conns if c not in mine and names[c.public] == "isp-b"]
         assert len(theirs_on_b) >= 100, len(theirs_on_b)  # weights 4 of 5 while isp-a is out
         heal_gray_failure(lab.ns("isp-a"))
@@ -385,5 +384,5 @@ def test_a_pins_connections_follow_failback_reset_when_its_first_choice_returns(
         assert broken == [], Counter((names[c.public], c.how) for c in broken)
         again = IdleConns(lab.lan or "")
         with again:
-            again.open([(pinned, servers[k % len(servers)]) for k in range(8)])
+            again.open(round_robin([pinned], servers, 8))
             assert {names[c.public] for c in again.conns} == {"isp-a"}

@@ -22,7 +22,7 @@ import pytest
 from ecmpd.kernel import conntrack as ct
 from ecmpd.kernel import ctmessages as ctm
 from ecmpd.lab import netns
-from ecmpd.lab.chat import ChatServer, by_public, chat, public_addresses
+from ecmpd.lab.chat import ChatServer, by_public, chat, chat_specs, public_addresses
 from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.faults import gray_failure, heal_gray_failure, load_nft
 from ecmpd.lab.groups import group_members
@@ -79,10 +79,7 @@ def test_failure_moves_only_the_dead_uplinks_connections_and_recovery_none(
     names = isp_of(lab)
     dead_ip = str(lab.isp(FAILED).address.ip)
     healthy_ips = {str(isp.address.ip) for isp in lab.isps if isp.name != FAILED}
-    specs = [
-        (lab.lan_clients[i % CLIENTS], lab.servers[i % len(lab.servers)], 0)
-        for i in range(CONNECTIONS)
-    ]
+    specs = chat_specs(lab, CONNECTIONS)
     config = write_lab_config(lab, tmp_path / "router.yaml")
     run_dir = tmp_path / "daemon" / "run"
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
@@ -290,7 +287,7 @@ def test_a_loss_burst_on_the_lan_moves_no_connection(
     lab = nat_lab(lab_factory, 20)
     extra = {"hash": hash_spec} if hash_spec else {}
     config = write_lab_config(lab, tmp_path / "burst.yaml", extra=extra)
-    specs = [(lab.lan_clients[i % 20], lab.servers[i % len(lab.servers)], 0) for i in range(60)]
+    specs = chat_specs(lab, 60)
     with running_daemon(lab, config, tmp_path / "daemon") as daemon:
         wait_for(lambda: all(u.health == "up" for u in daemon.status().uplinks), 10, "up")
         with chat(lab, specs, echo_timeout=ECHO_TIMEOUT) as (_, pool):

@@ -9,7 +9,7 @@ import pytest
 
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import lab_config
-from ecmpd.lab.layout import plan_lab
+from ecmpd.lab.layout import plan_lab, round_robin
 from ecmpd.lab.shaping import MIN_BURST_BYTES, tbf_for
 
 
@@ -36,6 +36,26 @@ def test_plan_follows_the_addressing_plan(tmp_path: Path) -> None:
     assert lab.ns("isp-c") == "ecmpd-test-isp-c"
     assert lab.ns("lan") == "ecmpd-test-lan"
     assert lab.config_path == tmp_path / "ecmpd.yaml"
+
+
+def test_round_robin_takes_clients_and_servers_in_turn_from_the_offset(tmp_path: Path) -> None:
+    assert round_robin("abc", "XY", 5) == [
+        ("a", "X"),
+        ("b", "Y"),
+        ("c", "X"),
+        ("a", "Y"),
+        ("b", "X"),
+    ]
+    assert round_robin("abc", "XY", 3, offset=7) == [("b", "Y"), ("c", "X"), ("a", "Y")]
+    assert round_robin("abc", "XY", 0) == []
+    lab = plan_lab(isps=2, servers=3, lan=True, workdir=tmp_path, prefix="ecmpd-test-")
+    lab.lan_clients.extend(IPv4Address(f"10.200.1.{k}") for k in (1, 2))
+    assert lab.pairs(4, offset=1) == [
+        (lab.lan_clients[1], lab.servers[1]),
+        (lab.lan_clients[0], lab.servers[2]),
+        (lab.lan_clients[1], lab.servers[0]),
+        (lab.lan_clients[0], lab.servers[1]),
+    ]
 
 
 def test_plan_follows_the_ipv6_addressing_plan(tmp_path: Path) -> None:

@@ -177,6 +177,11 @@ def by_public(slots: Sequence[Slot], t: float) -> dict[str | None, list[Slot]]:
     return groups
 
 
+def chat_specs(lab: Lab, n: int) -> list[tuple[IPv4Address, IPv4Address, int]]:
+    """n chat connections from the LAN clients to the servers, round robin, ephemeral ports."""
+    return [(client, server, 0) for client, server in lab.pairs(n)]
+
+
 @contextlib.contextmanager
 def chat(
     lab: Lab,

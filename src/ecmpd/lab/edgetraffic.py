@@ -25,6 +25,7 @@ from ecmpd.lab.chatpool import ClientPool, Slot
 from ecmpd.lab.edgefigures import IdleConn, Recorded
 from ecmpd.lab.edgelayout import EdgeLab
 from ecmpd.lab.idleconns import IdleConns
+from ecmpd.lab.layout import round_robin
 from ecmpd.lab.pinggaps import PingStreams
 from ecmpd.lab.running import Running
 
@@ -38,10 +39,7 @@ def specs(
     clients: Sequence[IPAddress], servers: Sequence[IPAddress], n: int, offset: int = 0
 ) -> list[tuple[IPAddress, IPAddress, int]]:
     """n (client, server, ephemeral port) triples spread over clients and servers."""
-    return [
-        (clients[(offset + k) % len(clients)], servers[(offset + k) % len(servers)], 0)
-        for k in range(n)
-    ]
+    return [(client, server, 0) for client, server in round_robin(clients, servers, n, offset)]
 
 
 class EdgeTraffic(Running):
@@ -65,8 +63,10 @@ class EdgeTraffic(Running):
         busy += specs(lab.clients6, lab.servers6, self.busy)
         self.pool = stack.enter_context(ClientPool(lab.lan, busy))
         self.idle = stack.enter_context(IdleConns(lab.lan))
-        idle = [(c, s) for c, s, _ in specs(lab.clients, lab.servers, self.idle_n, 3)]
-        idle += [(c, s) for c, s, _ in specs(lab.clients6, lab.servers6, self.idle_n, 3)]
+        idle: list[tuple[IPAddress, IPAddress]] = [
+            *round_robin(lab.clients, lab.servers, self.idle_n, 3),
+            *round_robin(lab.clients6, lab.servers6, self.idle_n, 3),
+        ]
         self.idle.open(idle)
         stack.enter_context(self.pings)
         self.pool.wait_ready(READY_TIMEOUT_S)

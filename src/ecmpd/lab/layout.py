@@ -31,7 +31,7 @@ from ipaddress import (
     IPv6Network,
 )
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ecmpd.config.resolve import weights_from_bandwidths
 from ecmpd.lab import netns
@@ -63,6 +63,19 @@ LAN_IFINDEX = 150  # router lan0
 CORE_IFINDEX = 200  # ISP core0
 STATE_FILE = "lab.json"
 CONFIG_FILE = "ecmpd.yaml"
+
+C = TypeVar("C")
+S = TypeVar("S")
+
+
+def round_robin(
+    clients: Sequence[C], servers: Sequence[S], n: int, offset: int = 0
+) -> list[tuple[C, S]]:
+    """n (client, server) pairs, the k-th from both lists in turn, starting at offset."""
+    return [
+        (clients[(offset + k) % len(clients)], servers[(offset + k) % len(servers)])
+        for k in range(n)
+    ]
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,10 @@ class Lab:
     def uplink_names(self) -> list[str]:
         """The router's uplinks (its ISPs) in config order."""
         return [isp.name for isp in self.isps]
+
+    def pairs(self, n: int, offset: int = 0) -> list[tuple[IPv4Address, IPv4Address]]:
+        """n (LAN client, server) pairs, spread over the clients and the servers."""
+        return round_robin(self.lan_clients, self.servers, n, offset)
 
     def isp(self, name: str) -> IspInfo:
         """Returns the ISP called name."""
