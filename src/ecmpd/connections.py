@@ -179,6 +179,14 @@ def resetting(state: DesiredState) -> dict[Family, frozenset[int]]:
     }
 
 
+def resetting_pins(state: DesiredState) -> dict[Family, frozenset[PinReset]]:
+    """Per family, the pins' connections the state's connection table resets."""
+    return {
+        Family.INET: frozenset(p for t in state.nft for p in t.pins4),
+        Family.INET6: frozenset(p for t in state.nft for p in t.pins6),
+    }
+
+
 def without_connections(state: DesiredState) -> DesiredState:
     """The state without the connection marks' table and rules (what exports render:
     other systems have no such table, and the rules alone would do nothing)."""

@@ -29,7 +29,7 @@ from ecmpd.config import (
     load_config,
     warnings_against_kernel,
 )
-from ecmpd.connections import renamed, resetting
+from ecmpd.connections import renamed, resetting, resetting_pins
 from ecmpd.control import serve
 from ecmpd.daemonstatus import runtime_status
 from ecmpd.ending import EndingWatch, end_all
@@ -232,8 +232,10 @@ class Daemon:
         assert self.config is not None
         in_service = {f: self.supervisor.in_service(f) for f in FAMILIES}
         drained, facts = self.serving.drained, self.kernel.facts
-        table = resetting(self.kernel.observed)  # as the kernel holds it now
-        wanted = self.endings.after(self.config, in_service, drained, facts, table)
+        held = self.kernel.observed  # the table as the kernel holds it now
+        wanted = self.endings.after(
+            self.config, in_service, drained, facts, resetting(held), resetting_pins(held)
+        )
         if not wanted:
             return
         # Not under the kernel's lock: the probes' grace would hold up the next reconcile,

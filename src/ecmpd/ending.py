@@ -11,7 +11,8 @@ return.
 EndingWatch says which uplinks' connections a reconcile began to end: those that
 entered the table's reset set with it (out by health, and not drained: a failure, an
 undrain while down, a reload that made a down uplink `reset`), and those a reload
-removed (its mark rule and table go with it, so its connections could not go on).
+removed (its mark rule and table go with it, so its connections could not go on); and
+the pins' resets new in the kernel's table (those connections alone end).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ class EndingWatch:
         self.applied: dict[Family, frozenset[str]] = {}  # in the reset sets
         self.retiring: list[tuple[str, Ending]] = []  # removed by the reload under way
         self.pins: dict[Family, frozenset[PinReset]] = {}  # the table's pin resets
-        self._pins_wanted: dict[Family, frozenset[PinReset]] = {}
 
     def reload(self, old: Config, new: Config, facts: KernelFacts) -> None:
         """Before a reload's reconcile: the uplinks it removes whose connections end
@@ -81,11 +81,6 @@ class EndingWatch:
 
     def desired(self, state: DesiredState) -> DesiredState:
         """The state with the removed uplinks' marks in its reset sets (this reconcile)."""
-        for table in state.nft:
-            self._pins_wanted = {
-                Family.INET: frozenset(table.pins4),
-                Family.INET6: frozenset(table.pins6),
-            }
         values: dict[Family, list[int]] = {}
         for _, ending in self.retiring:
             for family in ending.families:
@@ -99,6 +94,7 @@ class EndingWatch:
         drained: Collection[str],
         facts: KernelFacts,
         resetting: Mapping[Family, Collection[int]],
+        pins: Mapping[Family, Collection[PinReset]],
     ) -> list[tuple[str, Ending]]:
         """After a reconcile: (uplink, Ending) of each uplink whose connections end now.
 
@@ -106,6 +102,8 @@ class EndingWatch:
         family out by health but not in them yet (its verdict came after the reconcile
         computed its state: each family is probed on its own) ends with the reconcile
         that puts it there. Probed before, its clients' answers would pass unreset.
+        `pins`: the pins' resets the kernel's table holds now, per family (none without
+        the table); those new since the last call end, limited to the pin's connections.
         """
         values = mark_values(config, mark_slots(config, facts.mark_slots))
         now = {
@@ -118,15 +116,21 @@ class EndingWatch:
                 fresh.setdefault(name, []).append(family)
         self.applied = {family: frozenset(names) for family, names in now.items()}
         out, self.retiring = endings_for(config, facts, fresh) + self.retiring, []
-        return out + self._pin_endings(config, values)
+        return out + self._pin_endings(config, values, pins)
 
-    def _pin_endings(self, config: Config, values: Mapping[str, int]) -> list[tuple[str, Ending]]:
+    def _pin_endings(
+        self,
+        config: Config,
+        values: Mapping[str, int],
+        pins: Mapping[Family, Collection[PinReset]],
+    ) -> list[tuple[str, Ending]]:
         """The pins' connections the table began to reset with this reconcile, per uplink."""
+        now = {family: frozenset(held) for family, held in pins.items()}
         fresh: dict[int, dict[Family, list[PinReset]]] = {}
-        for family, pins in self._pins_wanted.items():
-            for pin in pins - self.pins.get(family, frozenset()):
+        for family, held in now.items():
+            for pin in held - self.pins.get(family, frozenset()):
                 fresh.setdefault(pin.mark, {}).setdefault(family, []).append(pin)
-        self.pins = dict(self._pins_wanted)
+        self.pins = now
         names = {value: name for name, value in values.items()}
         space = mark_space(config)
         out = []

@@ -8,9 +8,10 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 
 from ecmpd.config import parse_config
-from ecmpd.connections import removed, renamed
+from ecmpd.connections import removed, renamed, resetting_pins
 from ecmpd.ending import EndingWatch, ending_now
 from ecmpd.facts import InterfaceFacts, KernelFacts
+from ecmpd.kernel.resets import Ending
 from ecmpd.model import ALL_PORTS, DesiredState, Family, NftTable, PinReset
 
 CONFIG_TEXT = textwrap.dedent("""
@@ -34,6 +35,7 @@ FACTS = KernelFacts(
 V4, V6 = Family.INET, Family.INET6
 # The kernel's table resets every uplink's value (the usual case: what health says).
 ALL = {V4: range(1 << 32), V6: range(1 << 32)}
+NO_PINS: dict[Family, frozenset[PinReset]] = {}  # the kernel's table resets no pin
 
 
 def test_ending_now_leaves_drained_and_waiting_uplinks_alone() -> None:
@@ -50,9 +52,9 @@ def in_service(down4: set[str], down6: Collection[str] = ()) -> dict[Family, dic
 
 def test_endings_carry_the_recorded_mark_and_the_families_that_entered_the_reset_set() -> None:
     watch = EndingWatch()
-    assert watch.after(CONFIG, in_service(set()), (), FACTS, ALL) == []
+    assert watch.after(CONFIG, in_service(set()), (), FACTS, ALL, NO_PINS) == []
     # b is drained, c waits: only a ends (both families); a rejoin ends nothing.
-    got = dict(watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL))
+    got = dict(watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL, NO_PINS))
     assert set(got) == {"a"}
     a = got["a"]
     assert (a.mark, a.mask, a.probe_mark) == (0x07000000, 0xFF000000, 0xFF000000)
@@ -64,13 +66,16 @@ def test_endings_carry_the_recorded_mark_and_the_families_that_entered_the_reset
         for n in ("10.1.0.0/24", "10.1.0.1/32", "2001:db8:1::/64", "2001:db8:1::1/128")
     )
     # Still down: nothing new. b undrained while down: its connections end now.
-    assert watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL) == []
+    assert watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), {"b"}, FACTS, ALL, NO_PINS) == []
     assert [
-        n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), (), FACTS, ALL)
+        n
+        for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}, {"a"}), (), FACTS, ALL, NO_PINS)
     ] == ["b"]
     # a back and down again: it ends again.
-    assert watch.after(CONFIG, in_service({"b", "c"}), (), FACTS, ALL) == []
-    assert [n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}), (), FACTS, ALL)] == ["a"]
+    assert watch.after(CONFIG, in_service({"b", "c"}), (), FACTS, ALL, NO_PINS) == []
+    assert [
+        n for n, _ in watch.after(CONFIG, in_service({"a", "b", "c"}), (), FACTS, ALL, NO_PINS)
+    ] == ["a"]
 
 
 def test_a_family_ends_only_once_the_kernels_table_resets_it() -> None:
@@ -80,13 +85,13 @@ def test_a_family_ends_only_once_the_kernels_table_resets_it() -> None:
     watch = EndingWatch()
     down = in_service({"a"}, {"a"})
     only4 = {V4: {0x07000000}, V6: set()}
-    ((name, first),) = watch.after(CONFIG, down, (), FACTS, only4)
+    ((name, first),) = watch.after(CONFIG, down, (), FACTS, only4, NO_PINS)
     assert (name, first.families) == ("a", (V4,))
-    assert watch.after(CONFIG, down, (), FACTS, only4) == []
+    assert watch.after(CONFIG, down, (), FACTS, only4, NO_PINS) == []
     both = {V4: {0x07000000}, V6: {0x07000000}}
-    ((name, second),) = watch.after(CONFIG, down, (), FACTS, both)
+    ((name, second),) = watch.after(CONFIG, down, (), FACTS, both, NO_PINS)
     assert (name, second.families) == ("a", (V6,))
-    assert watch.after(CONFIG, down, (), FACTS, both) == []
+    assert watch.after(CONFIG, down, (), FACTS, both, NO_PINS) == []
 
 
 RENAMED = parse_config(
@@ -123,24 +128,36 @@ def test_a_removed_uplink_resetting_its_connections_joins_the_reset_sets_once() 
     table = NftTable(mask=0xFF000000, reset4=(0x07000000,))
     state = watch.desired(DesiredState(nft=frozenset({table})))
     assert state.nft == {replace(table, reset4=(0x03000000, 0x07000000))}
-    assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts, ALL)] == ["c"]
+    assert [n for n, _ in watch.after(RENAMED, in_service(set()), (), facts, ALL, NO_PINS)] == ["c"]
     assert watch.desired(DesiredState(nft=frozenset({table}))).nft == {table}  # once
+
+
+ANY4 = ip_network("0.0.0.0/0")
+ON_B = PinReset(ip_network("10.200.1.5/32"), ANY4, ALL_PORTS, ALL_PORTS, 0x02000000)
+PINNED = NftTable(mask=0xFF000000, pins4=(ON_B,))
+
+
+def pin_endings(watch: EndingWatch, *tables: NftTable) -> list[tuple[str, Ending]]:
+    """watch.after with the kernel holding these tables (none: no table), nobody down."""
+    facts = replace(FACTS, mark_slots=(("a", 1), ("b", 2), ("c", 3)))
+    pins = resetting_pins(DesiredState(nft=frozenset(tables)))
+    return watch.after(CONFIG, in_service(set()), (), facts, ALL, pins)
 
 
 def test_a_pins_resets_end_its_connections_once_when_they_enter_the_table() -> None:
     watch = EndingWatch()
-    any4 = ip_network("0.0.0.0/0")
-    on_b = PinReset(ip_network("10.200.1.5/32"), any4, ALL_PORTS, ALL_PORTS, 0x02000000)
-    facts = replace(FACTS, mark_slots=(("a", 1), ("b", 2), ("c", 3)))
-    table = NftTable(mask=0xFF000000)
-    pinned = replace(table, pins4=(on_b,))
-    watch.desired(DesiredState(nft=frozenset({pinned})))
-    ((name, ending),) = watch.after(CONFIG, in_service(set()), (), facts, ALL)
-    assert (name, ending.mark, ending.families, ending.only) == ("b", 0x02000000, (V4,), (on_b,))
+    ((name, ending),) = pin_endings(watch, PINNED)
+    assert (name, ending.mark, ending.families, ending.only) == ("b", 0x02000000, (V4,), (ON_B,))
     assert ending.sources == ()  # the router's own sockets are not the pin's
-    watch.desired(DesiredState(nft=frozenset({pinned})))
-    assert watch.after(CONFIG, in_service(set()), (), facts, ALL) == []  # already resetting
-    watch.desired(DesiredState(nft=frozenset({table})))
-    assert watch.after(CONFIG, in_service(set()), (), facts, ALL) == []
-    watch.desired(DesiredState(nft=frozenset({pinned})))  # the pin's choice back again
-    assert [n for n, _ in watch.after(CONFIG, in_service(set()), (), facts, ALL)] == ["b"]
+    assert pin_endings(watch, PINNED) == []  # already resetting
+    assert pin_endings(watch, replace(PINNED, pins4=())) == []
+    assert [n for n, _ in pin_endings(watch, PINNED)] == ["b"]  # the pin's choice back again
+
+
+def test_pins_end_again_when_they_return_after_a_state_without_the_table() -> None:
+    """The pins come from the table the kernel holds: none without it (before, the last
+    table's pins stayed recorded, so the same pins returning ended nothing)."""
+    watch = EndingWatch()
+    assert [n for n, _ in pin_endings(watch, PINNED)] == ["b"]
+    assert pin_endings(watch) == []  # no table: no pin resets
+    assert [n for n, _ in pin_endings(watch, PINNED)] == ["b"]
