@@ -38,9 +38,16 @@ from ecmpd.lab.chatpool import CHAT_PORT
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.idleconns import IdleConns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import LAN_HOST6, Lab, round_robin
+from ecmpd.lab.layout import Lab, round_robin
 from ecmpd.model import ALL_PORTS, Family, PinReset
-from tests.integration.fixtures.connections import CLIENTS, router_lab, uplink_of
+from tests.integration.fixtures.connections import (
+    CLIENTS,
+    add_lan_clients6,
+    idle_conns,
+    ipv6_pairs,
+    router_lab,
+    uplink_of,
+)
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
 
@@ -113,17 +120,6 @@ class Router:
         return [f for f in flows if f.proto == proto]
 
 
-def ipv6_pairs(lab: Lab, clients: int, n: int) -> list[tuple[IPv6Address, IPv6Address]]:
-    """n (LAN client, server) IPv6 pairs from `clients` addresses added to the LAN host."""
-    assert lab.lan is not None
-    v6_clients = [LAN_HOST6.ip + 0x100 + k for k in range(clients)]
-    with netns.iproute(lab.lan) as ipr:
-        index = ipr.link_lookup(ifname="eth0")[0]
-        for address in v6_clients:
-            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
-    return round_robin(v6_clients, lab.servers6, n)
-
-
 def applied_router_lab(lab_factory: LabFactory, tmp_path: Path, ipv6_on: str | None = None) -> Lab:
     """fixtures.connections.router_lab with ecmpd applied (`ecmpd apply`)."""
     lab = router_lab(lab_factory, ipv6_on=ipv6_on)
@@ -142,7 +138,7 @@ def test_idle_connections_survive_another_uplinks_failure_and_recovery(
     names = uplink_of(lab)
     assert lab.lan is not None
     buckets = router.config.balancer.buckets
-    with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
+    with idle_conns(lab) as conns:
         conns.open(lab.pairs(3 * buckets))
         before = Counter(names[c.public] for c in conns.conns)
         assert set(before) == {"isp-a", "isp-b", "isp-c"}, before
@@ -179,11 +175,7 @@ def test_dead_uplink_connections_are_reset_at_once(lab_factory: LabFactory, tmp_
     names = uplink_of(lab)
     assert lab.lan is not None
     v6_pairs = ipv6_pairs(lab, CLIENTS, 800)
-    with (
-        ChatServer(lab.internet),
-        ChatServer(lab.internet, family=socket.AF_INET6),
-        IdleConns(lab.lan) as conns,
-    ):
+    with idle_conns(lab, ipv6=True) as conns:
         conns.open(lab.pairs(1500))
         conns.open(v6_pairs)
         on_a = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
@@ -247,7 +239,7 @@ def test_a_dead_uplinks_udp_entries_go_at_once_tcp_ones_after_the_grace(
                 sock.bind((str(client), 30000 + k))
                 sock.sendto(b"x", (str(server), 9999))
 
-    with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
+    with idle_conns(lab) as conns:
         conns.open(lab.pairs(60))
         netns.call_in(lan, send_udp)
         assert router.marked("isp-a", socket.IPPROTO_UDP), "no UDP flow took isp-a"
@@ -278,11 +270,7 @@ def test_a_dead_uplinks_client_answering_after_the_grace_is_still_reset(
     names = uplink_of(lab)
     assert lab.lan is not None
     v6_pairs = ipv6_pairs(lab, 8, 40)
-    with (
-        ChatServer(lab.internet),
-        ChatServer(lab.internet, family=socket.AF_INET6),
-        IdleConns(lab.lan) as conns,
-    ):
+    with idle_conns(lab, ipv6=True) as conns:
         conns.open(lab.pairs(120))
         conns.open(v6_pairs)
         on_a = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
@@ -401,7 +389,7 @@ def test_explain_names_the_uplink_an_established_connection_is_bound_to(
     router = Router(lab, tmp_path / "run")
     names = uplink_of(lab)
     assert lab.lan is not None
-    with ChatServer(lab.internet), IdleConns(lab.lan) as conns:
+    with idle_conns(lab) as conns:
         conns.open(lab.pairs(12))
         conn = next(c for c in conns.conns if names[c.public] == "isp-b")
         router.apply(down={"isp-b"})  # out of the group, connections kept (as `wait`)
@@ -447,21 +435,13 @@ def test_pin_resets_reach_only_the_pinned_clients_connections_in_both_families(
     names = uplink_of(lab)
     assert lab.lan is not None
     pinned4, other4 = lab.lan_clients[0], lab.lan_clients[1]
-    pinned6, other6 = (LAN_HOST6.ip + 0x100 + k for k in range(2))
-    with netns.iproute(lab.lan) as ipr:
-        index = ipr.link_lookup(ifname="eth0")[0]
-        for address in (pinned6, other6):
-            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
+    pinned6, other6 = add_lan_clients6(lab, 2)
     value = mark_values(router.config, dict(Record(tmp_path / "run").marks))["isp-a"]
     space = mark_space(router.config)
     any4, any6 = ip_network("0.0.0.0/0"), ip_network("::/0")
     pins4 = (PinReset(ip_network(pinned4), any4, ALL_PORTS, ALL_PORTS, value),)
     pins6 = (PinReset(ip_network(pinned6), any6, ALL_PORTS, ALL_PORTS, value),)
-    with (
-        ChatServer(lab.internet),
-        ChatServer(lab.internet, family=socket.AF_INET6),
-        IdleConns(lab.lan) as conns,
-    ):
+    with idle_conns(lab, ipv6=True) as conns:
         for client in (pinned4, other4):
             conns.open(round_robin([client], lab.servers, 40))
         for client6 in (pinned6, other6):

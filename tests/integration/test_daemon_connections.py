@@ -33,16 +33,17 @@ from ecmpd.lab.faults import first_syn_lost, gray_failure, heal_gray_failure, sy
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.idleconns import Idle, IdleConns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import LAN_HOST6, LAN_IF, round_robin
+from ecmpd.lab.layout import round_robin
 from ecmpd.lab.sources import moved_flows
 from ecmpd.lab.wait import wait_until
-from ecmpd.model import Family
 from tests.integration.fixtures.connections import (
     CLIENTS,
     TUNED_CHECK,
     Opening,
     greeting_public,
+    ipv6_pairs,
     router_lab,
+    served,
     set_config,
     settle,
     start_connects,
@@ -69,22 +70,12 @@ def test_daemon_resets_the_dead_and_moves_nothing_else(
     lab = router_lab(lab_factory, ipv6_on="isp-a", tuned=True)
     names = uplink_of(lab)
     assert lab.lan is not None
-    v6_clients = [LAN_HOST6.ip + 0x100 + k for k in range(CLIENTS)]
-    with netns.iproute(lab.lan) as ipr:
-        index = ipr.link_lookup(ifname=LAN_IF)[0]
-        for address in v6_clients:
-            ipr.addr("add", index=index, address=str(address), prefixlen=64, flags=0x02)
-    v6 = round_robin(v6_clients, lab.servers6, 300)
+    v6 = ipv6_pairs(lab, CLIENTS, 300)
     everyone = frozenset(isp.name for isp in lab.isps)
     with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        GroupWatch(lab, (Family.INET, Family.INET6)) as watch,
-        ChatServer(lab.internet),
-        ChatServer(lab.internet, family=socket.AF_INET6),
-        IdleConns(lab.lan) as conns,
+        served(lab, tmp_path / "d", ipv6=True) as (daemon, watch, conns),
         ThreadPoolExecutor(2) as pool,
     ):
-        wait_until(daemon.every_family_in_service, 20, "every uplink in service")
         conns.open(lab.pairs(3 * BUCKETS))
         conns.open(v6)
         dead = [c for c in conns.conns if c.client.version == 6 or names[c.public] == "isp-a"]
@@ -186,12 +177,7 @@ def test_connections_still_opening_on_a_dead_uplink_complete_by_another(
     it leaves with the LAN's own address."""
     lab = router_lab(lab_factory, tuned=True)
     names = uplink_of(lab)
-    with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        GroupWatch(lab) as watch,
-        ChatServer(lab.internet),
-    ):
-        wait_until(daemon.all_in_service, 20, "every uplink in service")
+    with served(lab, tmp_path / "d") as (daemon, watch, _):
         gray_failure(lab.isp("isp-a").ns)
         openings = start_connects(lab, lab.pairs(120))
         left = watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
@@ -224,13 +210,9 @@ def test_a_reset_clients_reconnect_whose_first_syn_is_lost_is_kicked_not_left_fo
     names = uplink_of(lab)
     assert lab.lan is not None
     with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        ChatServer(lab.internet),
-        IdleConns(lab.lan) as conns,
+        served(lab, tmp_path / "d") as (daemon, watch, conns),
         ThreadPoolExecutor(1) as pool,
-        GroupWatch(lab) as watch,
     ):
-        wait_until(daemon.all_in_service, 20, "every uplink in service")
         conns.open(lab.pairs(120))
         on_a = [c for c in conns.conns if names[c.public] == "isp-a"]
         assert len(on_a) >= 15, len(on_a)  # weight 2 of 7: ~34 expected
@@ -276,12 +258,7 @@ def test_a_reload_resets_a_removed_uplinks_connections_and_keeps_renamed_ones(
     they could not go on), every one of isp-a's and isp-b's still answers."""
     lab = router_lab(lab_factory, tuned=True)
     names = uplink_of(lab)
-    with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        ChatServer(lab.internet),
-        IdleConns(lab.lan or "") as conns,
-    ):
-        wait_until(daemon.all_in_service, 20, "every uplink in service")
+    with served(lab, tmp_path / "d") as (daemon, _, conns):
         conns.open(lab.pairs(400))
         on = Counter(names[c.public] for c in conns.conns)
         assert min(on.values()) >= 20, on
@@ -316,13 +293,7 @@ def test_an_uplink_undrained_while_down_ends_its_connections_and_comes_back(
     lab = router_lab(lab_factory, tuned=True)
     names = uplink_of(lab)
     everyone = frozenset(isp.name for isp in lab.isps)
-    with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        GroupWatch(lab) as watch,
-        ChatServer(lab.internet),
-        IdleConns(lab.lan or "") as conns,
-    ):
-        wait_until(daemon.all_in_service, 20, "every uplink in service")
+    with served(lab, tmp_path / "d") as (daemon, watch, conns):
         conns.open(lab.pairs(300))
         on_a = [c for c in conns.conns if names[c.public] == "isp-a"]
         assert len(on_a) >= 20, len(on_a)
@@ -360,13 +331,7 @@ def test_a_pins_connections_follow_failback_reset_when_its_first_choice_returns(
     lab.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     set_config(lab.config_path, **{"isp-b": {"failback": "reset"}})
     servers = lab.servers
-    with (
-        running_daemon(lab.router, lab.config_path, tmp_path / "d") as daemon,
-        GroupWatch(lab) as watch,
-        ChatServer(lab.internet),
-        IdleConns(lab.lan or "") as conns,
-    ):
-        wait_until(daemon.all_in_service, 20, "every uplink in service")
+    with served(lab, tmp_path / "d") as (_, watch, conns):
         gray_failure(lab.isp("isp-a").ns)
         watch.wait(lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
         conns.open(round_robin([pinned], servers, 30))
