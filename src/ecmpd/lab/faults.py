@@ -96,18 +96,24 @@ def heal(ns: str) -> float:
 
 def first_syn_lost(ns: str) -> float:
     """The ISP drops the first SYN of every TCP connection its customer opens (table
-    `firstsyn`): what a full upload queue does to some, made certain. Retransmissions pass."""
+    `firstsyn`): what a full upload queue does to some, made certain. Retransmissions
+    pass. Connections are told apart by their whole 4-tuple (NAT keeps those of open
+    connections unique), not by source port alone, which two can share."""
     return load_nft(
         ns,
         f"""
         table inet firstsyn {{
-            set seen {{ type ipv4_addr . inet_service; flags dynamic; size 65536; }}
+            set seen {{
+                type ipv4_addr . inet_service . ipv4_addr . inet_service
+                flags dynamic; size 65536
+            }}
             chain forward {{
                 type filter hook forward priority -20; policy accept;
                 iifname != "{ISP_CUSTOMER_IF}" accept
                 tcp flags & (syn | ack) != syn accept
-                ip saddr . tcp sport @seen accept
-                meta nfproto ipv4 add @seen {{ ip saddr . tcp sport }} counter name lost drop
+                ip saddr . tcp sport . ip daddr . tcp dport @seen accept
+                meta nfproto ipv4 add @seen {{ ip saddr . tcp sport . ip daddr . tcp dport }} \\
+                    counter name lost drop
             }}
             counter lost {{ }}
         }}
