@@ -13,12 +13,12 @@ uplink's address gets an error at once.
 from __future__ import annotations
 
 import errno
+import math
 import signal
 import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import yaml
@@ -33,9 +33,10 @@ from ecmpd.lab.faults import first_syn_lost, gray_failure, heal_gray_failure, sy
 from ecmpd.lab.groups import GroupWatch
 from ecmpd.lab.idleconns import Idle, IdleConns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import round_robin
+from ecmpd.lab.layout import Lab, round_robin
 from ecmpd.lab.sources import moved_flows
 from ecmpd.lab.wait import wait_until
+from ecmpd.model import Family
 from tests.integration.fixtures.connections import (
     CLIENTS,
     TUNED_CHECK,
@@ -220,16 +221,8 @@ def test_a_reset_clients_reconnect_whose_first_syn_is_lost_is_kicked_not_left_fo
             first_syn_lost(lab.ns(isp))
         out = pool.submit(watch.wait, lambda m: "isp-a" not in m, GROUP_TIMEOUT, "isp-a out")
         gray_failure(lab.isp("isp-a").ns)
-        reconnects: list[Opening] = []
         pending = list(on_a)
-        until = time.monotonic() + GROUP_TIMEOUT
-        while pending and time.monotonic() < until:  # each reset client reconnects at once
-            conns.watch(0.005, period=0.005)
-            for conn in [c for c in pending if c.ended is not None]:
-                pending.remove(conn)
-                reconnects += start_connects(
-                    lab, [(IPv4Address(conn.client), IPv4Address(conn.server))]
-                )
+        reconnects = reconnect_when_reset(lab, conns, pending, time.monotonic() + GROUP_TIMEOUT)
         left = out.result()
         settle(reconnects, 3.0)
         try:
@@ -248,6 +241,60 @@ def test_a_reset_clients_reconnect_whose_first_syn_is_lost_is_kicked_not_left_fo
         kicked = daemon.events("connections.reconnects")[0]["kicked"]
         assert isinstance(kicked, int) and kicked >= len(reconnects), (kicked, len(reconnects))
     assert all(not moved for moved in moved_flows(lab).values()), moved_flows(lab)
+
+
+def test_ipv6_reconnects_whose_first_syn_is_lost_are_kicked_too(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    """The same for the LAN's routed IPv6 connections (no NAT): isp-b fails (the lab
+    routes the LAN's prefix back through isp-a, so that one stays), its clients reconnect
+    by isp-a or isp-c, which drop every first SYN: each connect() completes well before
+    TCP's own retransmission, without an error."""
+    lab = router_lab(lab_factory, tuned=True, dual_stack=True)
+    with (
+        served(lab, tmp_path / "d", ipv6=True) as (daemon, watch, conns),
+        ThreadPoolExecutor(1) as pool,
+    ):
+        conns.open(ipv6_pairs(lab, CLIENTS, 120))
+        for isp in ("isp-a", "isp-c"):
+            first_syn_lost(lab.ns(isp))
+        v6 = Family.INET6
+        out = pool.submit(watch.wait, lambda m: "isp-b" not in m, GROUP_TIMEOUT, "isp-b out", v6)
+        gray_failure(lab.isp("isp-b").ns)
+        pending = list(conns.conns)  # isp-b's (4 of 7 by weight) are reset, no other one
+        reconnects = reconnect_when_reset(lab, conns, pending, time.monotonic() + 2.0)
+        left = out.result()
+        settle(reconnects, 3.0)
+        try:
+            assert len(reconnects) >= 30, len(reconnects)  # ~69 expected (binomial sd 5)
+            slow = [(o.error, round((o.done or 9) - left, 3)) for o in reconnects
+                    if o.error or o.done is None or o.done - left > KICKED_WITHIN]  # fmt: skip
+            assert slow == [], slow
+        finally:
+            for o in reconnects:
+                o.sock.close()
+        lost = sum(syns_lost(lab.ns(isp)) for isp in ("isp-a", "isp-c"))
+        assert lost >= len(reconnects), (lost, len(reconnects))  # each one's first SYN
+        wait_until(lambda: daemon.count_events("connections.reconnects") >= 1, 5, "follow-up")
+        kicked = [e["kicked"] for e in daemon.events("connections.reconnects")]
+        assert sum(k for k in kicked if isinstance(k, int)) >= len(reconnects), kicked
+
+
+def reconnect_when_reset(
+    lab: Lab, conns: IdleConns, pending: list[Idle], until: float, quiet: float = 0.2
+) -> list[Opening]:
+    """Each pending connection that ends (reset) is taken off `pending` and reconnected
+    at once, as an application does; until none is pending, `until`, or `quiet` s after
+    the last reset (an uplink's resets come together)."""
+    reconnects: list[Opening] = []
+    last = math.inf
+    while pending and time.monotonic() < min(until, last + quiet):
+        conns.watch(0.005, period=0.005)
+        for conn in [c for c in pending if c.ended is not None]:
+            pending.remove(conn)
+            reconnects += start_connects(lab, [(conn.client, conn.server)])
+            last = time.monotonic()
+    return reconnects
 
 
 def test_a_reload_resets_a_removed_uplinks_connections_and_keeps_renamed_ones(

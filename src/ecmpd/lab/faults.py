@@ -95,27 +95,35 @@ def heal(ns: str) -> float:
 
 
 def first_syn_lost(ns: str) -> float:
-    """The ISP drops the first SYN of every TCP connection its customer opens (table
-    `firstsyn`): what a full upload queue does to some, made certain. Retransmissions
-    pass. Connections are told apart by their whole 4-tuple (NAT keeps those of open
-    connections unique), not by source port alone, which two can share."""
+    """The ISP drops the first SYN of every TCP connection its customer opens, IPv4 and
+    IPv6 (table `firstsyn`): what a full upload queue does to some, made certain.
+    Retransmissions pass. Connections are told apart by their whole 4-tuple (NAT keeps
+    those of open connections unique), not by source port alone, which two can share."""
     return load_nft(
         ns,
         f"""
         table inet firstsyn {{
-            set seen {{
+            set seen4 {{
                 type ipv4_addr . inet_service . ipv4_addr . inet_service
                 flags dynamic; size 65536
             }}
+            set seen6 {{
+                type ipv6_addr . inet_service . ipv6_addr . inet_service
+                flags dynamic; size 65536
+            }}
+            counter lost {{ }}
             chain forward {{
                 type filter hook forward priority -20; policy accept;
                 iifname != "{ISP_CUSTOMER_IF}" accept
                 tcp flags & (syn | ack) != syn accept
-                ip saddr . tcp sport . ip daddr . tcp dport @seen accept
-                meta nfproto ipv4 add @seen {{ ip saddr . tcp sport . ip daddr . tcp dport }} \\
+                ip saddr . tcp sport . ip daddr . tcp dport @seen4 accept
+                ip6 saddr . tcp sport . ip6 daddr . tcp dport @seen6 accept
+                meta nfproto ipv4 add @seen4 {{ ip saddr . tcp sport . ip daddr . tcp dport }} \\
+                    counter name lost drop
+                meta nfproto ipv6 \\
+                    add @seen6 {{ ip6 saddr . tcp sport . ip6 daddr . tcp dport }} \\
                     counter name lost drop
             }}
-            counter lost {{ }}
         }}
         """,
     )
