@@ -220,6 +220,7 @@ async def follow_reconnects(
     begun: list[tuple[Ending, Begun]],
     since: float,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """For FOLLOW_S, kicks the reset clients' connections whose SYN waits too long for an
     answer (ecmpd.reconnects); logs and returns how many were kicked. `since`: (clock)
@@ -253,7 +254,7 @@ async def follow_reconnects(
         except OSError as exc:
             log.warning("connections.follow_failed", extra={"error": str(exc)})
             return kicked
-        await asyncio.sleep(POLL_S)
+        await sleep(POLL_S)
     log.info(
         "connections.reconnects",
         extra={"clients": len(clients), "looks": looks, "kicked": kicked, "unsent": kicked - sent},
