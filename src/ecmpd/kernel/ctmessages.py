@@ -137,30 +137,33 @@ def dump_message(seq: int, family: int, attrs: list[bytes]) -> bytes:
 
 def delete_message(flow: Flow, seq: int) -> bytes:
     """A delete request for exactly this entry: its original tuple, zone and id."""
-    family = socket.AF_INET if flow.orig_src.version == 4 else socket.AF_INET6
-    if not flow.orig_tuple:  # a delete without a tuple flushes the whole table
-        raise ValueError("refusing a conntrack delete without a tuple")
-    attrs = [attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
-    if flow.zone is not None:
-        attrs.append(attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    attrs = _exactly(flow, "delete")  # a delete without a tuple flushes the whole table
     attrs.append(attr(CTA_ID, struct.pack("!I", flow.ct_id)))
+    family = family_of(flow.orig_src)
     return message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
 
 
 def close_message(flow: Flow, seq: int, timeout: int) -> bytes:
     """An update of exactly this entry (by tuple and zone): CLOSE, the timeout, close seen."""
-    family = socket.AF_INET if flow.orig_src.version == 4 else socket.AF_INET6
-    if not flow.orig_tuple:
-        raise ValueError("refusing a conntrack update without a tuple")
-    attrs = [attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
-    if flow.zone is not None:
-        attrs.append(attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    attrs = _exactly(flow, "update")
     attrs.append(attr(CTA_TIMEOUT, struct.pack("!I", timeout)))
     closing = bytes([IP_CT_TCP_FLAG_CLOSE_INIT] * 2)  # struct nf_ct_tcp_flags: flags, mask
     tcp = attr(CTA_PROTOINFO_TCP_STATE, bytes([TCP_CONNTRACK_CLOSE]))
     tcp += attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, closing)
     attrs.append(attr_nested(CTA_PROTOINFO, attr_nested(CTA_PROTOINFO_TCP, tcp)))
+    family = family_of(flow.orig_src)
     return message(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST | NLM_F_ACK, seq, family, attrs)
+
+
+def _exactly(flow: Flow, what: str) -> list[bytes]:
+    """The attributes naming exactly this entry: its original tuple (as the kernel sent
+    it) and zone. Without a tuple the request would reach every entry: refused."""
+    if not flow.orig_tuple:
+        raise ValueError(f"refusing a conntrack {what} without a tuple")
+    attrs = [attr(CTA_TUPLE_ORIG | NLA_F_NESTED, flow.orig_tuple)]
+    if flow.zone is not None:
+        attrs.append(attr(CTA_ZONE, struct.pack("!H", flow.zone)))
+    return attrs
 
 
 def message(command: int, flags: int, seq: int, family: int, attrs: Iterable[bytes]) -> bytes:
