@@ -20,7 +20,8 @@ Only the LAN hosts whose connections the ending reset are followed: they are the
 ecmpd made reconnect. The router's own sockets are not kicked (their RST would leave by
 an uplink; the table drops only forwarded ones).
 
-Pure: SynWatch decides from what each look saw; ending.follow looks and kicks.
+Pure: SynWatch decides from what each look saw; ending.follow_reconnects looks and
+kicks.
 """
 
 from __future__ import annotations

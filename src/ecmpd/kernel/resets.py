@@ -130,8 +130,9 @@ def kicks(flows: Iterable[Flow], draw: Callable[[int], int]) -> list[tuple[Endpo
 
 
 def unanswered(families: Iterable[Family]) -> list[Flow]:
-    """The LAN clients' TCP connections still opening (SYN out, no answer), any uplink."""
-    return [f for family in families for f in conntrack.unanswered_flows(int(family)) if opening(f)]
+    """The entries of these families no answer has been seen for (which of them are LAN
+    clients' connections still opening is ecmpd.reconnects' choice)."""
+    return [f for family in families for f in conntrack.unanswered_flows(int(family))]
 
 
 def kick(
