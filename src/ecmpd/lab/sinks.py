@@ -161,12 +161,9 @@ def drain(
                     continue
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
-                try:
-                    n = sock.recv_into(buf)
-                except BlockingIOError:
+                n = recv_some(sock, buf)
+                if n is None:
                     continue
-                except OSError:
-                    n = 0
                 if n == 0:
                     sel.unregister(sock)
                     sock.close()
@@ -181,6 +178,17 @@ def drain(
             sock.close()
         sel.close()
         listener.close()
+
+
+def recv_some(sock: socket.socket, buf: bytearray) -> int | None:
+    """Reads what a non-blocking socket holds into buf: how many bytes, 0 when the stream
+    ended (EOF, or an error such as a reset), None when nothing is there yet."""
+    try:
+        return sock.recv_into(buf)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return 0
 
 
 def _accept(

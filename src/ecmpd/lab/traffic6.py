@@ -34,6 +34,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import LAN_HOST6, Lab
 from ecmpd.lab.running import Running
+from ecmpd.lab.sinks import recv_some
 
 SINK_PORT = 5206
 FLOWS = 16
@@ -222,12 +223,9 @@ class Traffic6(Running):
     ) -> None:
         sock = key.fileobj
         assert isinstance(sock, socket.socket)
-        try:
-            n = sock.recv_into(buf)
-        except BlockingIOError:
+        n = recv_some(sock, buf)
+        if n is None:
             return
-        except OSError:
-            n = 0
         if n == 0:
             sel.unregister(sock)
             return
