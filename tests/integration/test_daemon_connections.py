@@ -228,9 +228,7 @@ def test_a_reset_clients_reconnect_whose_first_syn_is_lost_is_kicked_not_left_fo
         settle(reconnects, 3.0)
         try:
             assert pending == [], len(pending)
-            slow = [(o.error, round(o.started - left, 3), round((o.done or 9) - o.started, 3))
-                    for o in reconnects
-                    if o.error or o.done is None or o.done - o.started > KICKED_WITHIN]  # fmt: skip
+            slow = slow_reconnects(reconnects, left)
             assert slow == [], slow
             publics = Counter(names.get(greeting_public(o.sock), "?") for o in reconnects)
             assert set(publics) <= {"isp-b", "isp-c"}, publics
@@ -269,9 +267,7 @@ def test_ipv6_reconnects_whose_first_syn_is_lost_are_kicked_too(
         settle(reconnects, 3.0)
         try:
             assert len(reconnects) >= 30, len(reconnects)  # ~69 expected (binomial sd 5)
-            slow = [(o.error, round(o.started - left, 3), round((o.done or 9) - o.started, 3))
-                    for o in reconnects
-                    if o.error or o.done is None or o.done - o.started > KICKED_WITHIN]  # fmt: skip
+            slow = slow_reconnects(reconnects, left)
             assert slow == [], slow
         finally:
             for o in reconnects:
@@ -281,6 +277,14 @@ def test_ipv6_reconnects_whose_first_syn_is_lost_are_kicked_too(
         wait_until(lambda: daemon.count_events("connections.reconnects") >= 1, 5, "follow-up")
         kicked = [e["kicked"] for e in daemon.events("connections.reconnects")]
         assert sum(k for k in kicked if isinstance(k, int)) >= len(reconnects), kicked
+
+
+def slow_reconnects(reconnects: list[Opening], left: float) -> list[tuple[str, float, float]]:
+    """(error, started after `left`, took) of each reconnect that failed or took longer
+    than KICKED_WITHIN from its SYN."""
+    return [(o.error, round(o.started - left, 3), round((o.done or 9) - o.started, 3))
+            for o in reconnects
+            if o.error or o.done is None or o.done - o.started > KICKED_WITHIN]  # fmt: skip
 
 
 def reconnect_when_reset(
