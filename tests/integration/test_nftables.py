@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import subprocess
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address, ip_network
 from typing import Any
 
 import pytest
 
 from ecmpd.kernel import nftables as nft
-from ecmpd.kernel.nftdoc import render_table
+from ecmpd.kernel.nftdoc import render_table, update_document
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import Lab
@@ -21,6 +23,7 @@ from ecmpd.lab.measure import ECHO_PORT, echo_server
 from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import ALL_PORTS, NftTable, PinReset, PortRange
 from tests.integration.fixtures.labs import LabFactory, nat_lab
+from tests.unit.test_nftables_update import TABLES
 
 FOREIGN = """\
 table inet foreign {
@@ -128,6 +131,61 @@ def test_a_failed_replace_changes_nothing(lab_factory: LabFactory) -> None:
     with pytest.raises(nft.NftError):
         in_router(lab, lambda: nft._run_document(doc))
     assert in_router(lab, nft.current_table) == old
+
+
+def test_an_update_from_each_table_to_each_other_reads_back_as_written(
+    lab_factory: LabFactory,
+) -> None:
+    # The kernel's verdict on update_document: the pairs the unit tests run on a model.
+    lab = lab_factory(isps=3, shaping=False)
+    foreign = add_foreign_table(lab.router)
+    for held, wanted in itertools.permutations(TABLES.values(), 2):
+        in_router(lab, partial(nft.apply_table, held))  # replaced whole
+        in_router(lab, partial(nft._run_document, update_document(held, wanted)))
+        assert in_router(lab, nft.current_table) == wanted, (held, wanted)
+    assert nft_text(lab.router, "-j", "list", "table", "inet", "foreign") == foreign
+
+
+def chain_handles(lab: Lab) -> dict[str, int]:
+    """Table inet ecmpd's chains' handles by name, and the table's own (as "")."""
+    listed = json.loads(nft_text(lab.router, "-j", "list", "table", "inet", "ecmpd"))
+    handles = {}
+    for item in listed["nftables"]:
+        if "chain" in item:
+            handles[item["chain"]["name"]] = item["chain"]["handle"]
+        elif "table" in item:
+            handles[""] = item["table"]["handle"]
+    return handles
+
+
+def test_a_failover_update_keeps_every_chain_it_does_not_change(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    two, failed = TABLES["two uplinks"], TABLES["a fails (v4)"]
+    in_router(lab, lambda: nft.apply_table(two))
+    before = chain_handles(lab)
+    in_router(lab, lambda: nft.apply_table(failed, held=two))
+    after = chain_handles(lab)
+    assert set(after) - set(before) == {"conn_reset", "reset_ipv4"}
+    assert {name: after[name] for name in before} == before  # the same chains, hooks kept
+    in_router(lab, lambda: nft.apply_table(two, held=failed))
+    assert chain_handles(lab) == before
+    in_router(lab, lambda: nft.apply_table(failed))  # no held table: replaced whole
+    assert chain_handles(lab)[""] != before[""]
+
+
+def test_an_update_from_a_table_the_kernel_does_not_hold_replaces_it(
+    lab_factory: LabFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    two, failed = TABLES["two uplinks"], TABLES["a fails (v4)"]
+    in_router(lab, lambda: nft.apply_table(two))
+    # The caller believes a failure's reset chains are there (someone deleted them).
+    in_router(lab, lambda: nft.apply_table(TABLES["pins grow"], held=failed))
+    assert in_router(lab, nft.current_table) == TABLES["pins grow"]
+    assert "nftables.update_refused" in caplog.messages
+    in_router(lab, nft.delete_table)
+    in_router(lab, lambda: nft.apply_table(two, held=failed))  # no table at all
+    assert in_router(lab, nft.current_table) == two
 
 
 def test_current_table_is_none_when_someone_changed_our_table(lab_factory: LabFactory) -> None:

@@ -122,6 +122,9 @@ class KernelWriter:
         self._finalizer = weakref.finalize(self, self._sockets.close)
         self._batch = False
         self._unsaved = False
+        # The nftables table the kernel holds as this writer last read or wrote it (None:
+        # not known): a change from it is an update of what differs (kernel/nftables).
+        self._nft_held: NftTable | None = None
 
     @classmethod
     def for_config(cls, ipr: Any, record: Record, config: Config) -> KernelWriter:
@@ -160,6 +163,7 @@ class KernelWriter:
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
         if scope.nft or self.record.nat:
             observed = replace(observed, nft=observe_nft())
+            self._nft_held = next((t for t in observed.nft if t != MODIFIED_TABLE), None)
         if scope.mptcp or self.record.mptcp:
             endpoints, limits, foreign = observe_mptcp(self.nl, self.record, facts)
             observed = replace(observed, endpoints=endpoints, mptcp_limits=limits)
@@ -262,6 +266,7 @@ class KernelWriter:
 
     def _nft(self, kind: OpKind, table: NftTable) -> None:
         """Replace (atomically) or delete ecmpd's nftables table."""
+        held, self._nft_held = self._nft_held, None  # not known until nft has answered
         if kind is OpKind.DELETE:
             nftables.delete_table()
             self.record.nat = False
@@ -271,7 +276,8 @@ class KernelWriter:
         if not self.record.nat:
             self.record.nat = True
             self.record.save()
-        nftables.apply_table(table)
+        nftables.apply_table(table, held)
+        self._nft_held = table
 
     def _sysctl(self, kind: OpKind, s: Sysctl) -> None:
         if kind is OpKind.DELETE:
@@ -295,15 +301,17 @@ class KernelWriter:
         write_sysctl(s.name, s.value)
 
 
+# A table someone added to reads as this marker, which never equals a desired table.
+MODIFIED_TABLE = NftTable(masquerade=("<modified outside ecmpd>",))
+
+
 def observe_nft() -> frozenset[NftTable]:
     """ecmpd's nftables table (a table changed by hand reads as changed)."""
     doc = nftables.read_table()
     if doc is None:
         return frozenset()
     table = parse_table(doc)
-    if table is None:  # someone added to it: a marker that never equals the desired table
-        return frozenset({NftTable(masquerade=("<modified outside ecmpd>",))})
-    return frozenset({table})
+    return frozenset({MODIFIED_TABLE if table is None else table})
 
 
 def reconcile(

@@ -227,6 +227,45 @@ def render_table(table: NftTable) -> Doc:
     return {"nftables": commands}
 
 
+def update_document(held: NftTable, table: NftTable) -> Doc:
+    """The one-transaction document that turns `held` (what the kernel holds) into `table`.
+
+    Only what differs changes: new sets and chains are added, a changed chain is flushed
+    and refilled, a changed set flushed and refilled, and what is gone is flushed, then
+    deleted (a chain only once nothing jumps to it: every chain that did is flushed in
+    the same transaction). An unchanged base chain keeps its hook: replacing the table
+    re-registers every hook and waits for the kernel to release the old ones (see
+    kernel/nftables.py for the cost). The kernel refuses the whole document if `held`
+    was wrong (a chain to flush that is not there).
+    """
+    check_table(table)
+    old, new = _chains(held), _chains(table)
+    old_sets, new_sets = _sets(held), _sets(table)
+    order = sorted(new, key=lambda name: name in BASE_CHAINS)
+    added = [name for name in order if name not in old]
+    changed = [name for name in order if name in old and old[name] != new[name]]
+    gone = sorted(set(old) - set(new), key=lambda name: name not in BASE_CHAINS)
+    commands: list[Doc] = []
+    for name, body in new_sets.items():
+        if name not in old_sets:
+            commands.append({"add": {"set": body}})
+        elif body != old_sets[name]:
+            commands.append({"flush": {"set": _ref(name)}})
+            if body["elem"]:
+                commands.append({"add": {"element": {**_ref(name), "elem": body["elem"]}}})
+    commands += [{"add": {"chain": _chain_object(name)}} for name in added]
+    commands += [{"flush": {"chain": _ref(name)}} for name in changed + gone]
+    commands += [
+        _rule(name, expr)
+        for name in order
+        if name not in old or name in changed
+        for expr in new[name]
+    ]
+    commands += [{"delete": {"chain": _ref(name)}} for name in gone]
+    commands += [{"delete": {"set": _ref(name)}} for name in old_sets if name not in new_sets]
+    return {"nftables": commands}
+
+
 def _sets(table: NftTable) -> dict[str, Doc]:
     """The table's named sets (the pin resets of each family that has some), by name."""
     return {
