@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import resource
 import socket
 import subprocess
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ecmpd.kernel import libnft
 from ecmpd.kernel import nftables as nft
 from ecmpd.kernel.nftdoc import render_table, update_document
 from ecmpd.lab import netns
@@ -74,6 +76,32 @@ def test_nft_runs_in_the_namespace_of_the_calling_thread(lab_factory: LabFactory
     in_router(lab, lambda: nft.apply_table(NftTable(masquerade=("wan-a",))))
     assert netns.call_in(lab.internet, nft.read_table) is None
     assert in_router(lab, nft.read_table) is not None
+
+
+def test_a_process_short_of_low_descriptors_runs_the_nft_program(
+    lab_factory: LabFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libnftables in such a process would abort it (select() beyond FD_SETSIZE).
+    lab = lab_factory(isps=2, shaping=False)
+    table = TABLES["a fails (v4)"]
+    assert libnft.fits()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * libnft.FD_SETSIZE), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(libnft.FD_SETSIZE)]
+    try:
+        assert not libnft.fits()
+        in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))
+        in_router(lab, partial(nft.apply_table, table, TABLES["two uplinks"]))
+        assert in_router(lab, nft.current_table) == table
+        # The wrong table held: nft's refusal reaches apply_table, which replaces.
+        in_router(lab, partial(nft.apply_table, TABLES["pins grow"], TABLES["both fail"]))
+        assert "nftables.update_refused" in caplog.messages
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert libnft.fits()
+    assert in_router(lab, nft.current_table) == TABLES["pins grow"]
 
 
 def test_apply_creates_the_nat_chain_and_reads_back(lab_factory: LabFactory) -> None:
