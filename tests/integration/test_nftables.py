@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import resource
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, ip_network
 from typing import Any
@@ -78,30 +79,66 @@ def test_nft_runs_in_the_namespace_of_the_calling_thread(lab_factory: LabFactory
     assert in_router(lab, nft.read_table) is not None
 
 
-def test_a_process_short_of_low_descriptors_runs_the_nft_program(
-    lab_factory: LabFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    # libnftables in such a process would abort it (select() beyond FD_SETSIZE).
-    lab = lab_factory(isps=2, shaping=False)
-    table = TABLES["a fails (v4)"]
-    assert libnft.fits()
+@contextlib.contextmanager
+def low_descriptors_taken() -> Iterator[None]:
+    """Every descriptor below FD_SETSIZE in use (libnftables' select() would abort)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * libnft.FD_SETSIZE), hard))
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(libnft.FD_SETSIZE)]
     try:
         assert not libnft.fits()
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_short_of_low_descriptors_a_new_namespace_gets_the_nft_program(
+    lab_factory: LabFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    runs: list[str] = []
+    program = nft._nft_process
+
+    def counted(document: str) -> str:
+        runs.append(document)
+        return program(document)
+
+    monkeypatch.setattr(nft, "_nft_process", counted)
+    table = TABLES["a fails (v4)"]
+    libnft.release()
+    with low_descriptors_taken():
         in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))
         in_router(lab, partial(nft.apply_table, table, TABLES["two uplinks"]))
         assert in_router(lab, nft.current_table) == table
         # The wrong table held: nft's refusal reaches apply_table, which replaces.
         in_router(lab, partial(nft.apply_table, TABLES["pins grow"], TABLES["both fail"]))
         assert "nftables.update_refused" in caplog.messages
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert libnft.fits()
-    assert in_router(lab, nft.current_table) == TABLES["pins grow"]
+    assert len(runs) == 5  # replace, update, list, the refused update, replace
+    assert in_router(lab, nft.current_table) == TABLES["pins grow"]  # in-process again
+    assert len(runs) == 5
+
+
+def test_a_kept_context_goes_on_when_low_descriptors_run_short(
+    lab_factory: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))  # opens the context
+    monkeypatch.setattr(nft, "_nft_process", lambda doc: pytest.fail("nft program run"))
+    with low_descriptors_taken():
+        in_router(lab, partial(nft.apply_table, TABLES["both fail"], TABLES["two uplinks"]))
+        assert in_router(lab, nft.current_table) == TABLES["both fail"]
+
+
+def test_removing_a_namespace_closes_its_kept_context(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))
+    assert in_router(lab, nft.current_table) == TABLES["two uplinks"]
+    netns.remove_netns(lab.internet)  # not the context's
+    assert libnft._context is not None
+    netns.remove_netns(lab.router)
+    assert libnft._context is None
 
 
 def test_apply_creates_the_nat_chain_and_reads_back(lab_factory: LabFactory) -> None:

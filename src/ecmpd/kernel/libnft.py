@@ -1,21 +1,28 @@
 """libnftables (the library `nft` is a front end of) in-process, through ctypes.
 
-One call is one `nft -j` run: a fresh context, JSON output, one JSON document (one
-transaction) and the text it printed. The context's netlink socket is opened in the
-network namespace of the *calling thread*, as a `nft` child of that thread would be, so
-callers that setns() in a thread (ecmpd.lab.netns.call_in) get their namespace's tables.
+One call is one `nft -j -f -` run: a JSON document (one transaction) and the text it
+printed. The library's context, with its netlink socket, is kept between calls for the
+network namespace of the *calling thread* (opened there, as a `nft` child of that
+thread would run there), so callers that setns() in a thread (ecmpd.lab.netns.call_in)
+reach their namespace's tables, and the daemon's kernel thread keeps one context.
 
-Why: the `nft` process costs more than the kernel's work on a failover's path: ≈3.5 ms
-for the reset chains' update on a quiet machine, ≈8 ms with both cores busy, where
-in-process it takes 0.9 and 0.7 ms (measured, kernel/nftables.py's update).
-Why not Debian's python3-nftables: the same C calls, untyped, outside the project's
-virtual environment.
+Why: the `nft` process costs more than the kernel's work on a failover's path (≈3.5 ms
+for the reset chains' update on a quiet machine, ≈8 ms with both cores busy, against
+0.9 and 0.7 ms in-process, measured). And why the context is kept: closing its socket
+waits until the kernel has released what the transactions removed (an RCU grace
+period: the netlink release flushes nf_tables' pending destroy work). A failover's
+update refills the reset chains when they are there already (a metered standby stays in
+them, `failback: reset`), and in the demo the close then cost 10-30 ms of the time to
+the resets; a kept context does not close (the failover's apply: 0.7 ms).
+Why not Debian's
+python3-nftables: the same C calls, untyped, outside the project's virtual environment.
 
-The limit (kernel/nftables.py keeps to it): libnftables 1.0.6 waits for the kernel with
-select(), whose fd_set holds descriptors below FD_SETSIZE (1024) only; if its socket
-gets a higher one, glibc aborts the whole process ("bit out of range 0 - FD_SETSIZE on
-fd_set"). A new descriptor is the lowest free one: `fits()` says whether enough below
-the limit are free that another thread opening some meanwhile cannot push it over.
+The limit (run() keeps to it): libnftables 1.0.6 waits for the kernel with select(),
+whose fd_set holds descriptors below FD_SETSIZE (1024) only; if a context's socket gets
+a higher one, glibc aborts the whole process ("bit out of range 0 - FD_SETSIZE on
+fd_set"). A new descriptor is the lowest free one: a context is opened only while
+enough below the limit are free that another thread opening some meanwhile cannot push
+it over (`fits()`), and once open its descriptor stays what it was.
 """
 
 from __future__ import annotations
@@ -74,34 +81,74 @@ class _Lib:
         return cls(lib)
 
 
+NetnsId = tuple[int, int]  # the namespace file's (device, inode)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """A libnftables context whose socket was opened in namespace `netns`."""
+
+    netns: NetnsId
+    pointer: int
+
+
 _lib: _Lib | None = None
-# One run at a time in this process: contexts are independent, but the library's
-# documentation promises nothing about threads, and a run takes a millisecond.
+_context: _Context | None = None  # one: the daemon's namespace (tests move between many)
+# One run at a time in this process: the library's documentation promises nothing
+# about threads, and a run takes a millisecond.
 _lock = threading.Lock()
 
 
-def run(document: str) -> str:
-    """Runs a JSON document as `nft -j -f -` would, in the calling thread's network
-    namespace; returns what it printed (JSON for a listing, "" for a change).
+def _thread_netns() -> NetnsId:
+    st = os.stat("/proc/thread-self/ns/net")
+    return st.st_dev, st.st_ino
 
-    Call only when fits() (kernel/nftables.py does)."""
-    global _lib
+
+def _open(lib: ctypes.CDLL, netns: NetnsId) -> _Context:
+    pointer = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+    if not pointer:
+        raise NftError("libnftables could not make a context")
+    lib.nft_ctx_output_set_flags(pointer, NFT_CTX_OUTPUT_JSON)
+    lib.nft_ctx_buffer_output(pointer)
+    lib.nft_ctx_buffer_error(pointer)
+    return _Context(netns, pointer)
+
+
+def _release_locked() -> None:
+    global _context
+    if _context is not None and _lib is not None:
+        _lib.cdll.nft_ctx_free(_context.pointer)
+    _context = None
+
+
+def release(netns: NetnsId | None = None) -> None:
+    """Closes the kept context (of any namespace, or only of `netns`): its socket keeps
+    its namespace alive, so a lab closes it before deleting the namespace."""
+    with _lock:
+        if _context is not None and netns in (None, _context.netns):
+            _release_locked()
+
+
+def run(document: str) -> str | None:
+    """Runs a JSON document as `nft -j -f -` would, in the calling thread's network
+    namespace; returns what it printed (JSON for a listing, "" for a change), or None
+    when it cannot run here (no context for this namespace yet, and too few descriptors
+    free below FD_SETSIZE to open one): run the `nft` program then."""
+    global _lib, _context
+    netns = _thread_netns()
     with _lock:
         if _lib is None:
             _lib = _Lib.load()
         lib = _lib.cdll
-        ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
-        if not ctx:
-            raise NftError("libnftables could not make a context")
-        try:
-            lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
-            lib.nft_ctx_buffer_output(ctx)
-            lib.nft_ctx_buffer_error(ctx)
-            status = lib.nft_run_cmd_from_buffer(ctx, document.encode())
-            out: bytes = lib.nft_ctx_get_output_buffer(ctx) or b""
-            err: bytes = lib.nft_ctx_get_error_buffer(ctx) or b""
-        finally:
-            lib.nft_ctx_free(ctx)
+        if _context is None or _context.netns != netns:
+            if not fits():
+                return None
+            _release_locked()
+            _context = _open(lib, netns)
+        status = lib.nft_run_cmd_from_buffer(_context.pointer, document.encode())
+        # Each read hands the buffer over and starts it afresh for the next run.
+        out: bytes = lib.nft_ctx_get_output_buffer(_context.pointer) or b""
+        err: bytes = lib.nft_ctx_get_error_buffer(_context.pointer) or b""
     if status != 0:
         raise NftError(err.decode(errors="replace").strip() or f"nft failed ({status})")
     return out.decode()

@@ -233,10 +233,9 @@ def update_document(held: NftTable, table: NftTable) -> Doc:
     Only what differs changes: new sets and chains are added, a changed chain is flushed
     and refilled, a changed set flushed and refilled, and what is gone is flushed, then
     deleted (a chain only once nothing jumps to it: every chain that did is flushed in
-    the same transaction). An unchanged base chain keeps its hook: replacing the table
-    re-registers every hook and waits for the kernel to release the old ones (see
-    kernel/nftables.py for the cost). The kernel refuses the whole document if `held`
-    was wrong (a chain to flush that is not there).
+    the same transaction). An unchanged base chain keeps its hook, and nothing that
+    stays is removed (see kernel/nftables.py for what that saves). The kernel refuses
+    the whole document if `held` was wrong (a chain to flush that is not there).
     """
     check_table(table)
     old, new = _chains(held), _chains(table)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
-from ecmpd.kernel import threadns
+from ecmpd.kernel import libnft, threadns
 
 NETNS_DIR = Path("/var/run/netns")
 # Namespace names become file names and show up in `ip netns list`; keeping them
@@ -112,9 +112,13 @@ def _unshare_and_attach(name: str) -> None:
 
 def remove_netns(name: str) -> None:
     """Removes a named namespace, ending the processes inside it; absent is fine."""
-    if not netns_path(name).exists():
+    path = netns_path(name)
+    if not path.exists():
         return
     kill_processes_in(name)
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        libnft.release((st.st_dev, st.st_ino))  # its socket would keep the namespace
     with contextlib.suppress(FileNotFoundError):
         pr_netns.remove(name)
 
