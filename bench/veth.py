@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import tempfile
 import time
@@ -15,7 +16,9 @@ from typing import Any
 import yaml
 
 from ecmpd.config.resolve import FIRST_UPLINK_TABLE
+from ecmpd.kernel.nftdoc import render_table
 from ecmpd.lab import netns
+from ecmpd.model import NftTable
 
 OPERSTATE_TIMEOUT = 10.0
 # Explicit ifindexes for the uplink ends: a fresh namespace numbers its links from 2,
@@ -182,6 +185,20 @@ def ip_batch(commands: Sequence[str]) -> float:
         elapsed = (time.perf_counter_ns() - start) / 1e6
     if done.returncode != 0:
         raise RuntimeError(f"ip -batch failed: {done.stderr.strip()}")
+    return elapsed
+
+
+def nft_file(table: NftTable) -> float:
+    """Runs `nft -j -f` on the table's document in the calling thread's namespace, as a
+    by-hand `nft -f` would (its process start included); returns wall ms."""
+    with tempfile.NamedTemporaryFile("w", prefix="ecmpd-bench-", suffix=".json") as f:
+        json.dump(render_table(table), f)
+        f.flush()
+        start = time.perf_counter_ns()
+        done = subprocess.run(["nft", "-j", "-f", f.name], capture_output=True, text=True)
+        elapsed = (time.perf_counter_ns() - start) / 1e6
+    if done.returncode != 0:
+        raise RuntimeError(f"nft -j -f failed: {done.stderr.strip()}")
     return elapsed
 
 

@@ -33,8 +33,8 @@ NOTES = [
     "(no interpreter start-up or config parsing).",
     "anchor_ip_batch_ms: `ip -batch` of state_commands() (leading `ip ` stripped) minus an "
     "empty `ip -batch` run just before it (process start-up), plus writing the sysctls "
-    "directly, plus `nft -j -f -` of the connection-mark table (start-up included: ecmpd "
-    "runs nft as a process too); raw figures are under anchor_ip_batch.",
+    "directly, plus `nft -j -f` of the connection-mark table (start-up included, as by "
+    "hand; ecmpd runs libnftables in-process); raw figures are under anchor_ip_batch.",
     "anchor_multipath_replace_ms: one `ip route replace default nexthop via .. nexthop via ..` "
     "(hash-threshold multipath, uplink 0 removed) minus an empty `ip -batch`; "
     "netlink_ms is the same replace sent in-process with pyroute2.",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from bench.veth import (
     VethUplink,
     build_uplinks,
     ip_batch,
+    nft_file,
     plan_uplinks,
     run_dir,
     uplinks_config,
@@ -28,7 +28,6 @@ from bench.veth import (
 from ecmpd.config import Config, parse_config
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import state_commands
-from ecmpd.kernel import nftables
 from ecmpd.kernel.apply import KernelWriter, reconcile
 from ecmpd.kernel.netlink import open_iproute
 from ecmpd.kernel.record import Record
@@ -137,8 +136,8 @@ def write_sysctls(sysctls: Sequence[Sysctl]) -> None:
 
 def anchor_round(host: Host, desired: DesiredState, samples: Samples) -> None:
     """The same state by hand: `ip -batch` (after an empty one), sysctls written directly,
-    and the connection-mark table by `nft -j -f -` (nftables.apply_table: the same one
-    process a by-hand `nft -f` is, so its start-up is not subtracted)."""
+    and the connection-mark table by `nft -j -f` (a process, as by hand: its start-up
+    is not subtracted)."""
     commands = [c.removeprefix("ip ") for c in state_commands(desired) if c.startswith("ip ")]
     sysctls = sorted(desired.sysctls, key=lambda s: s.name)
     without_sysctls = DesiredState(
@@ -153,7 +152,7 @@ def anchor_round(host: Host, desired: DesiredState, samples: Samples) -> None:
         empty = ip_batch([])
         raw = ip_batch(commands)
         ms, _ = timed(lambda: write_sysctls(sysctls))
-        tables = [timed(partial(nftables.apply_table, t))[0] for t in desired.nft]
+        tables = [nft_file(t) for t in desired.nft]
         samples.nft_file.append(sum(tables))
         samples.batch_empty.append(empty)
         samples.batch_raw.append(raw)
