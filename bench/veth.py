@@ -195,7 +195,9 @@ def nft_file(table: NftTable) -> float:
         json.dump(render_table(table), f)
         f.flush()
         start = time.perf_counter_ns()
-        done = subprocess.run(["nft", "-j", "-f", f.name], capture_output=True, text=True)
+        done = subprocess.run(
+            ["nft", "-j", "-f", f.name], capture_output=True, text=True, timeout=60
+        )
         elapsed = (time.perf_counter_ns() - start) / 1e6
     if done.returncode != 0:
         raise RuntimeError(f"nft -j -f failed: {done.stderr.strip()}")

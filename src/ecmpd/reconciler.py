@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,15 @@ class Counters:
     resyncs: int = 0
 
 
+def _no_signals() -> None:
+    """The kernel thread takes none of the signals the daemon handles (Python runs the
+    handlers on the main thread anyway): one delivered here would cut a netlink wait
+    short (EINTR) in the middle of a transaction, libnftables' select() among them."""
+    signal.pthread_sigmask(
+        signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+    )
+
+
 class Reconciler:
     """The kernel as the daemon keeps it: observe, reconcile under the policy, retry.
 
@@ -68,7 +78,9 @@ class Reconciler:
         self._owners = Owners({}, {}, {})
         self._ipr: Any = None
         self._writer: KernelWriter | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecmpd-kernel")
+        self._thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ecmpd-kernel", initializer=_no_signals
+        )
         self._retry: asyncio.TimerHandle | None = None
 
     async def open(self, config: Config) -> None:

@@ -12,21 +12,26 @@ import subprocess
 from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, ip_network
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ecmpd.kernel import libnft
 from ecmpd.kernel import nftables as nft
+from ecmpd.kernel.apply import MODIFIED_TABLE, KernelWriter
 from ecmpd.kernel.nftdoc import render_table, update_document
+from ecmpd.kernel.record import Record
+from ecmpd.kernel.transport import NetlinkSocket
 from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import Lab
 from ecmpd.lab.measure import ECHO_PORT, echo_server
 from ecmpd.lab.topology import add_lan_clients
 from ecmpd.model import ALL_PORTS, NftTable, PinReset, PortRange
+from ecmpd.plan import Op, OpKind
 from tests.integration.fixtures.labs import LabFactory, nat_lab
-from tests.unit.test_nftables_update import TABLES
+from tests.unit.test_nftables_update import TABLES, TWO
 
 FOREIGN = """\
 table inet foreign {
@@ -83,7 +88,12 @@ def test_nft_runs_in_the_namespace_of_the_calling_thread(lab_factory: LabFactory
 def low_descriptors_taken() -> Iterator[None]:
     """Every descriptor below FD_SETSIZE in use (libnftables' select() would abort)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * libnft.FD_SETSIZE), hard))
+    room = 2 * libnft.FD_SETSIZE
+    if hard != resource.RLIM_INFINITY:  # the tests run as root, who may raise it
+        room = max(room, soft)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (room, max(hard, room)))
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, room), hard))
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(libnft.FD_SETSIZE)]
     try:
         assert not libnft.fits()
@@ -98,14 +108,7 @@ def test_short_of_low_descriptors_a_new_namespace_gets_the_nft_program(
     lab_factory: LabFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lab = lab_factory(isps=2, shaping=False)
-    runs: list[str] = []
-    program = nft._nft_process
-
-    def counted(document: str) -> str:
-        runs.append(document)
-        return program(document)
-
-    monkeypatch.setattr(nft, "_nft_process", counted)
+    runs = counted_program(monkeypatch)
     table = TABLES["a fails (v4)"]
     libnft.release()
     with low_descriptors_taken():
@@ -129,6 +132,51 @@ def test_a_kept_context_goes_on_when_low_descriptors_run_short(
     with low_descriptors_taken():
         in_router(lab, partial(nft.apply_table, TABLES["both fail"], TABLES["two uplinks"]))
         assert in_router(lab, nft.current_table) == TABLES["both fail"]
+
+
+def counted_program(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The documents the `nft` program runs from now on (it still runs them)."""
+    runs: list[str] = []
+    program = nft._nft_process
+
+    def counted(document: str) -> str:
+        runs.append(document)
+        return program(document)
+
+    monkeypatch.setattr(nft, "_nft_process", counted)
+    return runs
+
+
+def test_without_libnftables_or_a_netfilter_socket_the_nft_program_runs(
+    lab_factory: LabFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    runs = counted_program(monkeypatch)
+    libnft.release()
+    # Where no netfilter netlink socket opens (a sandbox), nft_ctx_new() would exit().
+    monkeypatch.setattr(libnft, "_netlink_opens", lambda: False)
+    in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))
+    assert len(runs) == 1 and libnft._context is None
+    monkeypatch.undo()
+    runs = counted_program(monkeypatch)
+    monkeypatch.setattr(libnft, "LIBRARY", "libnftables-absent.so.1")
+    monkeypatch.setattr(libnft, "_loaded", False)
+    monkeypatch.setattr(libnft, "_lib", None)
+    in_router(lab, partial(nft.apply_table, TABLES["both fail"], TABLES["two uplinks"]))
+    assert in_router(lab, nft.current_table) == TABLES["both fail"]
+    assert len(runs) == 2 and libnft._lib is None
+
+
+def test_a_failed_run_closes_its_context(lab_factory: LabFactory) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    in_router(lab, partial(nft.apply_table, TABLES["two uplinks"]))
+    kept = libnft._context
+    assert kept is not None
+    with pytest.raises(nft.NftError):
+        in_router(lab, partial(nft._run_document, update_document(TABLES["a fails (v4)"], TWO)))
+    assert libnft._context is None  # its socket may hold answers nobody reads
+    assert in_router(lab, nft.current_table) == TABLES["two uplinks"]  # a new one
+    assert libnft._context is not None
 
 
 def test_removing_a_namespace_closes_its_kept_context(lab_factory: LabFactory) -> None:
@@ -238,6 +286,30 @@ def test_a_failover_update_keeps_every_chain_it_does_not_change(lab_factory: Lab
     assert chain_handles(lab)[""] != before[""]
 
 
+def test_the_writer_updates_what_it_saw_and_replaces_a_hand_edit_it_reads(
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
+    lab = lab_factory(isps=2, shaping=False)
+    two, failed = TABLES["two uplinks"], TABLES["a fails (v4)"]
+    sock = in_router(lab, NetlinkSocket.open)
+    writer = KernelWriter(sock, Record(tmp_path))
+    try:
+        in_router(lab, writer.observe)
+        in_router(lab, partial(writer.execute, Op(OpKind.ADD, two)))
+        first = chain_handles(lab)
+        in_router(lab, partial(writer.execute, Op(OpKind.REPLACE, failed)))
+        assert chain_handles(lab)[""] == first[""]  # updated in place
+        in_router(lab, partial(writer.execute, Op(OpKind.REPLACE, two)))
+        netns.run_in(lab.router, ["nft", "add", "rule", "inet", "ecmpd", "nat", "counter"])
+        observed, _ = in_router(lab, writer.observe)
+        assert observed.nft == {MODIFIED_TABLE}
+        in_router(lab, partial(writer.execute, Op(OpKind.REPLACE, failed)))
+        assert chain_handles(lab)[""] != first[""]  # replaced whole: the edit is gone
+        assert in_router(lab, nft.current_table) == failed
+    finally:
+        sock.close()
+
+
 def test_an_update_from_a_table_the_kernel_does_not_hold_replaces_it(
     lab_factory: LabFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -248,9 +320,11 @@ def test_an_update_from_a_table_the_kernel_does_not_hold_replaces_it(
     in_router(lab, lambda: nft.apply_table(TABLES["pins grow"], held=failed))
     assert in_router(lab, nft.current_table) == TABLES["pins grow"]
     assert "nftables.update_refused" in caplog.messages
+    caplog.clear()
     in_router(lab, nft.delete_table)
     in_router(lab, lambda: nft.apply_table(two, held=failed))  # no table at all
     assert in_router(lab, nft.current_table) == two
+    assert "nftables.update_refused" in caplog.messages
 
 
 def test_current_table_is_none_when_someone_changed_our_table(lab_factory: LabFactory) -> None:

@@ -235,7 +235,8 @@ def update_document(held: NftTable, table: NftTable) -> Doc:
     deleted (a chain only once nothing jumps to it: every chain that did is flushed in
     the same transaction). An unchanged base chain keeps its hook, and nothing that
     stays is removed (see kernel/nftables.py for what that saves). The kernel refuses
-    the whole document if `held` was wrong (a chain to flush that is not there).
+    the whole document if `held` was wrong where the document acts (a chain or set to
+    flush or delete that is not there); a difference elsewhere survives it.
     """
     check_table(table)
     old, new = _chains(held), _chains(table)
