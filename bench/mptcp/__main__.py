@@ -36,7 +36,8 @@ NOTES = [
     "to service) to a subflow on it having received 64 KiB; carrying_after_heal_s adds "
     "the daemon's recovery time. kernel_alone: the same endpoints, never removed (no "
     "daemon), None when the uplink did not carry again within 10 s. Times are polled every "
-    "poll_s (0.0: within one poll).",
+    "poll_s (0.0: within one poll, or carrying already before the return: the first "
+    "subflow, which has no endpoint of its own, may outlive the outage).",
 ]
 
 

@@ -73,15 +73,20 @@ def _way_back(
     healed = time.monotonic()
     heal(isp.ns)
     back = None if managed else 0.0
+    carrying = None
+    # Both are waited for: the first subflow (id 0, no endpoint of its own) may outlive a
+    # short outage and carry again before the endpoint is back.
     while (now := time.monotonic() - healed) < RETURN_WAIT_S:
         if back is None and any(
             e.address == isp.address.ip for e in mptcp.dump_endpoints(watch.ipr)
         ):
             back = now
-        if _new_bytes(watch.now().get(isp.name), old) > CARRYING_BYTES:
-            return back, now
+        if carrying is None and _new_bytes(watch.now().get(isp.name), old) > CARRYING_BYTES:
+            carrying = now
+        if back is not None and carrying is not None:
+            break
         time.sleep(POLL_S)
-    return back, None
+    return back, carrying
 
 
 def one_run(lab: Lab, config: Path, workdir: Path, managed: bool) -> dict[str, Any]:
@@ -110,8 +115,11 @@ def one_run(lab: Lab, config: Path, workdir: Path, managed: bool) -> dict[str, A
         "mbit_during_outage": round(during, 1),
         "endpoint_back_after_heal_s": None if not managed or back is None else round(back, 3),
         "carrying_after_heal_s": None if carrying is None else round(carrying, 3),
+        # 0.0 when it carried again before its return (the first subflow outlived the cut).
         "carrying_after_return_s": (
-            None if not managed or back is None or carrying is None else round(carrying - back, 3)
+            None
+            if not managed or back is None or carrying is None
+            else round(max(0.0, carrying - back), 3)
         ),
     }
     progress(f"{'ecmpd' if managed else 'kernel alone'}: {run}")
