@@ -93,7 +93,14 @@ def test_metrics_of_a_running_daemon(lab_module: Lab, tmp_path: Path) -> None:
             # Out of the kernel's group, not only judged down: the health verdict comes
             # first and the reconcile that acts on it a moment later.
             wait_for(lambda: "isp-b" not in group_members(lab), 5, "isp-b out of the group")
-            netns.call_in(lab.router, lambda: m.refresh(daemon.status))
+
+            def out_in_status() -> bool:
+                # The status follows the kernel thread's view, a moment after the kernel
+                # took the group replace (the op returns, then the view moves on).
+                netns.call_in(lab.router, lambda: m.refresh(daemon.status))
+                return sample(scrape(lab.router), "ecmpd_uplink_in_balancer", **b4) == 0
+
+            wait_for(out_in_status, 1, "isp-b out of the balancer in the metrics")
             samples = scrape(lab.router)
         finally:
             heal(lab.ns("isp-b"))
