@@ -177,30 +177,26 @@ def ip_batch(commands: Sequence[str]) -> float:
     Call it through netns.call_in: the child inherits the thread's namespace, so no
     `ip netns exec` (its mount-namespace set-up) lands in the measurement.
     """
-    with tempfile.NamedTemporaryFile("w", prefix="ecmpd-bench-", suffix=".ip") as f:
-        f.write("".join(f"{c}\n" for c in commands))
-        f.flush()
-        start = time.perf_counter_ns()
-        done = subprocess.run(["ip", "-batch", f.name], capture_output=True, text=True)
-        elapsed = (time.perf_counter_ns() - start) / 1e6
-    if done.returncode != 0:
-        raise RuntimeError(f"ip -batch failed: {done.stderr.strip()}")
-    return elapsed
+    return _timed_file_run(["ip", "-batch"], "".join(f"{c}\n" for c in commands), ".ip")
 
 
 def nft_file(table: NftTable) -> float:
     """Runs `nft -j -f` on the table's document in the calling thread's namespace, as a
     by-hand `nft -f` would (its process start included); returns wall ms."""
-    with tempfile.NamedTemporaryFile("w", prefix="ecmpd-bench-", suffix=".json") as f:
-        json.dump(render_table(table), f)
+    return _timed_file_run(["nft", "-j", "-f"], json.dumps(render_table(table)), ".json")
+
+
+def _timed_file_run(argv: list[str], content: str, suffix: str) -> float:
+    """Writes content to a temporary file, runs argv with its name appended (in the
+    calling thread's namespace) and returns the run's wall ms; raises if it failed."""
+    with tempfile.NamedTemporaryFile("w", prefix="ecmpd-bench-", suffix=suffix) as f:
+        f.write(content)
         f.flush()
         start = time.perf_counter_ns()
-        done = subprocess.run(
-            ["nft", "-j", "-f", f.name], capture_output=True, text=True, timeout=60
-        )
+        done = subprocess.run([*argv, f.name], capture_output=True, text=True, timeout=60)
         elapsed = (time.perf_counter_ns() - start) / 1e6
     if done.returncode != 0:
-        raise RuntimeError(f"nft -j -f failed: {done.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
     return elapsed
 
 

@@ -13,9 +13,9 @@ waits until the kernel has released what the transactions removed (an RCU grace
 period: the netlink release flushes nf_tables' pending destroy work). A failover's
 update refills the reset chains when they are there already (a metered standby stays in
 them, `failback: reset`), and in the demo the close then cost 10-30 ms of the time to
-the resets; a kept context does not close (the failover's apply: 0.7 ms).
-Why not Debian's
-python3-nftables: the same C calls, untyped, outside the project's virtual environment.
+the resets; a kept context does not close (the failover's apply: 0.7 ms). Why not
+Debian's python3-nftables: the same C calls, untyped, outside the project's virtual
+environment.
 
 The limits (run() keeps to them; when it cannot, it returns None and the caller runs
 the `nft` program):
