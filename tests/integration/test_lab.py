@@ -18,7 +18,7 @@ import yaml
 
 from ecmpd.lab import netns
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import ISP_CUSTOMER_IF, LAN_IF, Lab
+from ecmpd.lab.layout import ISP_CORE_IF, ISP_CUSTOMER_IF, LAN_IF, Lab
 from ecmpd.lab.shaping import tbf_for
 from ecmpd.lab.topology import (
     add_lan_clients,
@@ -148,7 +148,10 @@ def test_ping_a_server_through_each_isp_in_turn(lab: Lab) -> None:
 def test_tbf_shapes_both_directions_at_the_isp_rate(lab: Lab) -> None:
     for isp in lab.isps:
         want = tbf_for(isp.rate_mbit)
-        for ns, ifname in ((lab.router, isp.uplink_if), (isp.ns, ISP_CUSTOMER_IF)):
+        # On the ISP's side, as a modem's queue: the router's interface is left alone.
+        router_side = _json(lab.router, ["tc", "-j", "qdisc", "show", "dev", isp.uplink_if])
+        assert all(q["kind"] != "tbf" for q in router_side)
+        for ns, ifname in ((isp.ns, ISP_CORE_IF), (isp.ns, ISP_CUSTOMER_IF)):
             qdiscs = _json(ns, ["tc", "-j", "qdisc", "show", "dev", ifname])
             root = [q for q in qdiscs if q.get("root")]
             assert [q["kind"] for q in root] == ["tbf"], (ns, ifname, qdiscs)
@@ -159,8 +162,10 @@ def test_tbf_shapes_both_directions_at_the_isp_rate(lab: Lab) -> None:
 
 @pytest.mark.parametrize("lab", [{"isps": 2, "shaping": False}], indirect=True)
 def test_shaping_can_be_turned_off(lab: Lab) -> None:
-    qdiscs = _json(lab.router, ["tc", "-j", "qdisc", "show", "dev", "wan-a"])
-    assert all(q["kind"] != "tbf" for q in qdiscs)
+    isp = lab.isps[0]
+    for ifname in (ISP_CORE_IF, ISP_CUSTOMER_IF):
+        qdiscs = _json(isp.ns, ["tc", "-j", "qdisc", "show", "dev", ifname])
+        assert all(q["kind"] != "tbf" for q in qdiscs)
     assert len(lab.isps) == 2
 
 

@@ -277,9 +277,9 @@ def _wire_isp(
         customer += [IPv6Interface(f"{isp.gateway6}/64"), LINK_LOCAL_GATEWAY6]
         core.append(isp_side6)
         peer.append(inet_side6)
-    wan_index = _address_up(router, isp.uplink_if, *wan)
+    _address_up(router, isp.uplink_if, *wan)
     customer_index = _address_up(ispr, ISP_CUSTOMER_IF, *customer)
-    _address_up(ispr, ISP_CORE_IF, *core)
+    core_index = _address_up(ispr, ISP_CORE_IF, *core)
     _address_up(inet, isp.name, *peer)
     ispr.route("add", dst="0.0.0.0/0", gateway=str(inet_side.ip))
     inet.route("add", dst=str(customer_prefix(i)), gateway=str(isp_side.ip))
@@ -287,7 +287,11 @@ def _wire_isp(
         _route6(ispr, IPv6Network("::/0"), inet_side6.ip)
         _route6(inet, customer_prefix6(i), isp_side6.ip)
     if shaped:
-        shape(router, wan_index, isp.rate_mbit)  # upload
+        # The line's capacity is the ISP's side of it, as a modem's is: uploads queue on
+        # the way from the ISP to the internet, downloads on the way to the router. The
+        # router's own interface keeps the kernel's default qdisc, free for an uplink's
+        # `queue` (ecmpd.queues), which moves the upload queue into the router.
+        shape(ispr, core_index, isp.rate_mbit)  # upload
         shape(ispr, customer_index, isp.rate_mbit)  # download
 
 
