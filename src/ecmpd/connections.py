@@ -23,6 +23,7 @@ from ecmpd.config import Config, Mode, OnFailure
 from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.marks import MarkSpace, assign_slots
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, NftTable, PinReset, Rule, RuleAction
+from ecmpd.queues import first_packets
 
 
 def mark_space(config: Config) -> MarkSpace:
@@ -104,7 +105,8 @@ def connection_table(
     pins: Mapping[Family, Sequence[PinReset]] | None = None,
 ) -> NftTable:
     """Table inet ecmpd: the uplinks' marks, the reset sets (whole uplinks, and a pin's
-    connections on an uplink: ecmpd.pinresets), masquerade in router mode."""
+    connections on an uplink: ecmpd.pinresets), masquerade in router mode, the first
+    packets of connections on uplinks with a `queue` (ecmpd.queues)."""
     pins = pins or {}
     masquerade: tuple[str, ...] = ()
     if config.mode is Mode.ROUTER:
@@ -127,6 +129,7 @@ def connection_table(
         reset4=reset(Family.INET),
         reset6=reset(Family.INET6),
         masquerade=masquerade,
+        queues=first_packets(config),
         pins4=tuple(sorted(pins.get(Family.INET, ()))),
         pins6=tuple(sorted(pins.get(Family.INET6, ()))),
     )
@@ -188,8 +191,9 @@ def resetting_pins(state: DesiredState) -> dict[Family, frozenset[PinReset]]:
 
 
 def without_connections(state: DesiredState) -> DesiredState:
-    """The state without the connection marks' table and rules (what exports render:
-    other systems have no such table, and the rules alone would do nothing)."""
+    """The state without the connection marks' table and rules, and without the uplinks'
+    queues (what exports render: other systems have no such table, the rules alone would
+    do nothing, and a queue without the table's priorities would only shape)."""
     masks = {t.mask for t in state.nft if t.mask}
     rules = frozenset(r for r in state.rules if r.fwmask is None or r.fwmask not in masks)
-    return replace(state, rules=rules, nft=frozenset())
+    return replace(state, rules=rules, nft=frozenset(), queues=frozenset())

@@ -34,6 +34,7 @@ from ecmpd.model import (
 from ecmpd.mptcp import Degraded, mptcp_state
 from ecmpd.order import OrderState, balanced, kept, pin_choice
 from ecmpd.pinresets import pin_resets
+from ecmpd.queues import desired_queues
 from ecmpd.ruleset import USER_RULE_OFFSET, USER_RULE_STEP, policy_rules
 from ecmpd.uplinkplan import (
     FAMILIES,
@@ -145,6 +146,7 @@ def desired_state(
         nft=frozenset({connection_table(config, values, ending or {}, pins)}),
         endpoints=frozenset(endpoints),
         mptcp_limits=frozenset(limits),
+        queues=desired_queues(config, facts),
         rule_names=tuple(sorted(names.items())),
         mark_slots=tuple(sorted(slots.items())),
         announce_tables=announce_tables(config),

@@ -219,6 +219,42 @@ class Sysctl:
         return self.name
 
 
+# ecmpd's egress queue on an uplink (`queue`): the interface's root qdisc, an HTB of
+# handle ec: (a root qdisc of handle 0: is the kernel's default, any other is someone
+# else's and never touched). One class at the shaped rate, under it a class for every
+# connection's first packets (its packets' priority set to that class by table inet
+# ecmpd) and the default class for the rest; each has its own FIFO.
+QUEUE_HANDLE = 0x00EC0000  # ec:
+QUEUE_TOP = QUEUE_HANDLE | 0x1  # ec:1, at the shaped rate
+QUEUE_FIRST = QUEUE_HANDLE | 0x10  # ec:10, first packets: served first
+QUEUE_BULK = QUEUE_HANDLE | 0x20  # ec:20, the default class
+# The leaves' handles (fixed, so a second build changes them in place).
+QUEUE_FIRST_LEAF = 0x00ED0000  # ed:, the first-packets class's pfifo
+QUEUE_BULK_LEAF = 0x00EE0000  # ee:, the bulk class's bfifo
+# The first-packets class's FIFO, in packets: room for a failover's burst of
+# reconnects (every interrupted connection's first flight at once).
+QUEUE_FIRST_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Queue:
+    """ecmpd's egress queue on one interface (rates in bytes/s, as the kernel keeps them).
+
+    `intact` is False when the tree under ec: was read back other than ecmpd builds it
+    (a class or FIFO changed or gone): unequal to any desired queue, so it is rebuilt.
+    """
+
+    ifname: str
+    rate: int  # bytes/s, the whole queue's
+    first: int  # bytes/s assured to the first-packets class (it may borrow up to rate)
+    limit: int  # bytes: the bulk FIFO's depth
+    intact: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.ifname
+
+
 ALL_PORTS = PortRange(0, 65535)
 
 
@@ -258,6 +294,9 @@ class NftTable:
     reset4: tuple[int, ...] = ()  # mark values whose LAN TCP connections get resets (IPv4)
     reset6: tuple[int, ...] = ()  # the same for IPv6
     masquerade: tuple[str, ...] = ()  # outgoing interface names (IPv4 only)
+    # (interface, N): the first N packets each way of a connection leaving by the
+    # interface go to ecmpd's first-packets queue class there (model.QUEUE_FIRST).
+    queues: tuple[tuple[str, int], ...] = ()
     pins4: tuple[PinReset, ...] = ()  # a pin's connections reset on one uplink (IPv4)
     pins6: tuple[PinReset, ...] = ()  # the same for IPv6
 
@@ -321,6 +360,7 @@ class DesiredState:
     nft: frozenset[NftTable] = frozenset()  # at most one: the `ecmpd` nftables table
     endpoints: frozenset[MptcpEndpoint] = frozenset()
     mptcp_limits: frozenset[MptcpLimits] = frozenset()  # at most one
+    queues: frozenset[Queue] = frozenset()
     # Human names for rule priorities, so `explain` and `plan` can say which rule.
     rule_names: tuple[tuple[int, str], ...] = field(default=(), compare=False)
     # Each uplink's connection-mark slot (name, slot), for the run-dir record.

@@ -29,13 +29,14 @@ from ecmpd.model import (
     Nexthop,
     NexthopGroup,
     NftTable,
+    Queue,
     Route,
     Rule,
     Sysctl,
 )
 
 KernelObject = (
-    Rule | Route | Nexthop | NexthopGroup | Sysctl | NftTable | MptcpEndpoint | MptcpLimits
+    Rule | Route | Nexthop | NexthopGroup | Sysctl | NftTable | MptcpEndpoint | MptcpLimits | Queue
 )
 
 # A group whose type or bucket count must change cannot be changed in place: the
@@ -62,7 +63,9 @@ class Op:
         return f"{self.kind.value} {type(self.obj).__name__} {self.obj}"
 
 
-_T = TypeVar("_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NftTable, MptcpEndpoint, MptcpLimits)
+_T = TypeVar(
+    "_T", Rule, Route, Nexthop, NexthopGroup, Sysctl, NftTable, MptcpEndpoint, MptcpLimits, Queue
+)
 
 
 def _by_key(objs: Iterable[_T]) -> dict[object, _T]:
@@ -92,6 +95,9 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops: list[Op] = [Op(OpKind.DELETE, r) for r in a_del]
     add, rep, dele = _changes(desired.sysctls, observed.sysctls)
     ops += [Op(OpKind.REPLACE, s) for s in add + rep]
+    # The uplinks' queues before the table that sends packets to their classes.
+    q_add, q_rep, q_del = _changes(desired.queues, observed.queues)
+    ops += [Op(OpKind.REPLACE, q) for q in q_add + q_rep]
     # The nftables table (NAT, connection marks) before any route can send traffic out
     # of an uplink; replaced atomically. Its reset sets (the uplinks whose connections
     # are ending) lose members before the routes change and gain them after: a rejoining
@@ -142,6 +148,7 @@ def diff(desired: DesiredState, observed: DesiredState) -> list[Op]:
     ops += [Op(OpKind.DELETE, g) for g in g_del]
     ops += [Op(OpKind.DELETE, n) for n in nh_del]
     ops += [Op(OpKind.DELETE, n) for n in n_del]
+    ops += [Op(OpKind.DELETE, q) for q in q_del]
     ops += [Op(OpKind.DELETE, m) for m in m_del]
     ops += [Op(OpKind.DELETE, s) for s in dele]
     for route in a_rep:
@@ -160,6 +167,7 @@ _FIELDS: Mapping[type, str] = {
     NftTable: "nft",
     MptcpEndpoint: "endpoints",
     MptcpLimits: "mptcp_limits",
+    Queue: "queues",
 }
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ecmpd.config import Config
-from ecmpd.model import Family, Nexthop, NexthopGroup, Route, Rule, Sysctl, nexthop_id
+from ecmpd.model import Family, Nexthop, NexthopGroup, Queue, Route, Rule, Sysctl, nexthop_id
 from ecmpd.plan import SWAP_ID_OFFSET, KernelObject, Op, OpKind
 
 RETRY_FIRST_S = 1.0
@@ -74,13 +74,15 @@ def refusal_kind(exc: OSError, op: Op) -> RefusalKind:
     """A conflict when an add finds its id or key taken, else a plain refusal."""
     if exc.errno == errno.EEXIST and op.kind is OpKind.ADD:
         return RefusalKind.CONFLICT
+    if exc.errno == errno.EBUSY and isinstance(op.obj, Queue):
+        return RefusalKind.CONFLICT  # someone else's root qdisc (kernel/qdisc.ForeignQdisc)
     return RefusalKind.REFUSED
 
 
 def describe(exc: OSError, op: Op) -> str:
     """The kernel's answer in words, conflicts spelt out."""
     text = exc.strerror or str(exc)
-    if refusal_kind(exc, op) is RefusalKind.CONFLICT:
+    if refusal_kind(exc, op) is RefusalKind.CONFLICT and not isinstance(op.obj, Queue):
         return f"{text}: a foreign object holds this {type(op.obj).__name__.lower()}'s id or key"
     return text
 
@@ -238,4 +240,6 @@ class Owners:
         if isinstance(obj, Sysctl):
             parts = obj.name.split(".")  # net.ipv4.conf.<interface>.rp_filter
             return self.interfaces.get(".".join(parts[3:-1])) if len(parts) > 4 else None
+        if isinstance(obj, Queue):
+            return self.interfaces.get(obj.ifname)
         return None  # groups, the NAT table

@@ -16,6 +16,7 @@ from ecmpd.model import (
     Nexthop,
     NexthopGroup,
     NftTable,
+    Queue,
     Route,
     RouteType,
     Rule,
@@ -41,6 +42,7 @@ class FakeKernel:
     nft: set[NftTable] = field(default_factory=set)
     endpoints: dict[object, MptcpEndpoint] = field(default_factory=dict)
     limits: set[MptcpLimits] = field(default_factory=set)
+    queues: dict[str, Queue] = field(default_factory=dict)
 
     @classmethod
     def holding(cls, state: DesiredState) -> FakeKernel:
@@ -60,6 +62,7 @@ class FakeKernel:
             nft=frozenset(self.nft),
             endpoints=frozenset(self.endpoints.values()),
             mptcp_limits=frozenset(self.limits),
+            queues=frozenset(self.queues.values()),
         )
 
     def apply(self, op: Op) -> None:
@@ -83,6 +86,12 @@ class FakeKernel:
             self.limits = set() if op.kind is OpKind.DELETE else {obj}
         elif isinstance(obj, MptcpEndpoint):
             self._endpoint(op.kind, obj)
+        elif isinstance(obj, Queue):
+            # Built or changed whole under one root; a delete gives the default back.
+            if op.kind is OpKind.DELETE:
+                self.queues.pop(obj.ifname, None)
+            else:
+                self.queues[obj.ifname] = obj
         else:
             self._rule(op.kind, obj)
 

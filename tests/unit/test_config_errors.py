@@ -535,7 +535,7 @@ def test_schema_error(text: str, expected: str) -> None:
             [
                 "ecmpd.yaml:5: uplinks[0].colour: unknown key (valid keys: name, interface, "
                 "gateway, source, gateway6, source6, weight, bandwidth, table, nat, tier, metered,"
-                " data_cap, data_cap_reset_day, failback, mptcp, on_failure, check)"
+                " data_cap, data_cap_reset_day, failback, mptcp, on_failure, queue, check)"
             ],
             id="no-close-match",
         ),

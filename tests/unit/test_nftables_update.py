@@ -45,6 +45,8 @@ TABLES = {
         reset6=(C,),
         masquerade=("wan-a", "wan-b", "wan-c"),
     ),
+    "queues": replace(TWO, queues=(("wan-a", 20), ("wan-b", 20))),
+    "a fails, one queue": replace(TWO, reset4=(A,), queues=(("wan-b", 5),)),
     "other mark range": NftTable(
         mask=0xFF00, marks=(("wan-a", 0x100), ("wan-b", 0x200)), masquerade=("wan-b",)
     ),

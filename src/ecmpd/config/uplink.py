@@ -59,6 +59,19 @@ class CheckConfig(Section):
         return int(self.method[4:]) if self.method.startswith("tcp:") else None
 
 
+# The first packets of a connection, each way, that `queue` sends ahead of bulk data.
+FIRST_PACKETS = 20
+
+
+class QueueConfig(Section):
+    """ecmpd's egress queue on the uplink: shaped a little below the line's upload rate, so
+    the queue forms here rather than in the modem, with every connection's first packets
+    sent ahead of bulk data (a reconnect after a failover, a handshake, a DNS answer)."""
+
+    rate: Bandwidth  # bits/s; set it a few percent below the line's upload rate
+    first_packets: Annotated[int, BeforeValidator(integer_in(1, 1000))] = FIRST_PACKETS
+
+
 class UplinkConfig(Section):
     """One way out: an interface, its gateway(s), its weight and its routing table."""
 
@@ -87,6 +100,7 @@ class UplinkConfig(Section):
     failback: Failback | None = None  # resolved at load: None means "reset when metered"
     mptcp: bool | None = None  # None: as the global `mptcp`; false opts this uplink out
     on_failure: OnFailure = OnFailure.RESET
+    queue: QueueConfig | None = None  # None: the interface's queue is left as it is
     check: Annotated[CheckConfig, BeforeValidator(none_as_empty)] = Field(
         default_factory=CheckConfig
     )

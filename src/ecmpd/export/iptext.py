@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 from ecmpd.kernel.nftdoc import render_table
 from ecmpd.model import (
+    QUEUE_BULK,
+    QUEUE_HANDLE,
     RTPROT_ECMPD,
     TABLE_NAMES,
     DesiredState,
@@ -21,6 +23,7 @@ from ecmpd.model import (
     Nexthop,
     NexthopGroup,
     NftTable,
+    Queue,
     Route,
     RouteType,
     Rule,
@@ -28,6 +31,7 @@ from ecmpd.model import (
     Sysctl,
 )
 from ecmpd.plan import KernelObject, Op, OpKind, diff
+from ecmpd.queues import queue_classes, queue_leaves, show_handle
 
 PROTO = f"proto {RTPROT_ECMPD}"
 
@@ -146,7 +150,31 @@ def command(verb: str, obj: KernelObject) -> str:
         return f"ip mptcp endpoint add {obj.address} dev {obj.ifname} {flags}"
     if isinstance(obj, MptcpLimits):
         return f"ip mptcp limits set subflows {obj.subflows}"
+    if isinstance(obj, Queue):
+        if verb == "del":
+            return f"tc qdisc del dev {obj.ifname} root handle {show_handle(QUEUE_HANDLE)}"
+        return " && ".join(queue_commands(obj))
     return f"{_ip(obj.family)} route {verb} {route_args(obj)}"
+
+
+def queue_commands(queue: Queue) -> list[str]:
+    """The `tc` commands that build (or change) ecmpd's queue on an interface."""
+    dev = f"tc {{}} replace dev {queue.ifname}"
+    h = show_handle
+    lines = [
+        f"{dev.format('qdisc')} root handle {h(QUEUE_HANDLE)} htb default {QUEUE_BULK & 0xFFFF:x}"
+    ]
+    for c in queue_classes(queue):
+        lines.append(
+            f"{dev.format('class')} parent {h(c.parent)} classid {h(c.classid)} htb"
+            f" rate {c.rate}bps ceil {c.ceil}bps prio {c.prio}"
+        )
+    for leaf in queue_leaves(queue):
+        lines.append(
+            f"{dev.format('qdisc')} parent {h(leaf.parent)} handle {h(leaf.handle)}"
+            f" {leaf.kind} limit {leaf.limit}"
+        )
+    return lines
 
 
 def op_command(op: Op, restored: Mapping[str, str] | None = None) -> str:

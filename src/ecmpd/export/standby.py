@@ -127,6 +127,10 @@ def daemon_notes(config: Config) -> list[str]:
     metered = [u.name for u in config.uplinks if u.metered or u.data_cap is not None]
     if metered:
         lines.append(f"# {', '.join(metered)}: metering, data caps and failback are the daemon's.")
+    queued = [u.name for u in config.uplinks if u.queue is not None]
+    if queued:
+        lines.append(f"# {', '.join(queued)}: the egress queue (`queue`) needs ecmpd's nftables")
+        lines.append("# table to send first packets first: not here (`ecmpd plan` prints its tc).")
     if config.announce is not None:
         table = config.announce.table
         lines.append(f"# announce (table {table}): only `ecmpd run` withdraws its default route")

@@ -28,6 +28,7 @@ from ecmpd.kernel.mptcpstate import MptcpWriter, observe_mptcp
 from ecmpd.kernel.nftdoc import parse_table
 from ecmpd.kernel.nftuses import mark_uses
 from ecmpd.kernel.observe import observe, observe_links, read_main_defaults
+from ecmpd.kernel.qdisc import delete_queue, observe_queues, write_queue
 from ecmpd.kernel.record import Record
 from ecmpd.kernel.routemsg import route_message
 from ecmpd.kernel.rules import RTM_DELRULE, RTM_NEWRULE, rule_message
@@ -47,6 +48,7 @@ from ecmpd.model import (
     Nexthop,
     NexthopGroup,
     NftTable,
+    Queue,
     Route,
     Rule,
     Sysctl,
@@ -161,6 +163,9 @@ class KernelWriter:
             self.nl, self.record.sysctls, tables, defaults=scope.defaults, bgp=scope.bgp
         )
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
+        # Always read: a reload that drops every `queue` must still find ecmpd's to delete.
+        names = {index: name for name, index in self.ifindex.items()}
+        observed = replace(observed, queues=observe_queues(self.nl, names))
         if scope.nft or self.record.nat:
             observed = replace(observed, nft=observe_nft())
             self._nft_held = next((t for t in observed.nft if t != MODIFIED_TABLE), None)
@@ -223,6 +228,11 @@ class KernelWriter:
                 self._sysctl(op.kind, op.obj)
             elif isinstance(op.obj, NftTable):
                 self._nft(op.kind, op.obj)
+            elif isinstance(op.obj, Queue):
+                if op.kind is OpKind.DELETE:
+                    delete_queue(self.nl, self._index(op.obj.ifname))
+                else:
+                    write_queue(self.nl, self._index(op.obj.ifname), op.obj)
             elif isinstance(op.obj, MptcpEndpoint | MptcpLimits):
                 MptcpWriter(self.nl, self.record, self._index).execute(op.kind, op.obj)
             else:

@@ -18,7 +18,11 @@ What the table does, hook by hook (M = the connection-mark bits, V = an uplink's
 - probe (output, raw): ecmpd's probe packets (mark M) are never tracked, and never
   leave by an uplink;
 - nat (postrouting, srcnat): masquerade, IPv4 only (`meta nfproto ipv4`), so an inet
-  masquerade never turns into NAT66.
+  masquerade never turns into NAT66;
+- first_packets (postrouting, mangle): on an uplink with ecmpd's queue (ecmpd.queues),
+  a connection's first N packets each way get the priority of the queue's first-packets
+  class (model.QUEUE_FIRST), which the HTB there serves first. (Its conntrack counters
+  are what `ct packets` reads: the kernel turns on accounting for the namespace.)
 Only ecmpd's bits of a mark are ever written (`mark & ~M | V`), never anyone else's.
 """
 
@@ -28,7 +32,7 @@ import json
 from typing import Any
 
 from ecmpd.kernel.nftpins import SETS, lookup, parse_set, pins_of, set_object
-from ecmpd.model import NftTable
+from ecmpd.model import QUEUE_FIRST, NftTable
 
 FAMILY = "inet"
 TABLE = "ecmpd"
@@ -54,17 +58,26 @@ BASE_CHAINS = {
     "conn_out": ("filter", "postrouting", PRIO_MANGLE),
     "conn_reset": ("filter", "forward", PRIO_FILTER),
     "nat": ("nat", "postrouting", PRIO_SRCNAT),
+    # Not `queue`: that is a keyword of nft's language, and the listing must read back.
+    "first_packets": ("filter", "postrouting", PRIO_MANGLE),
 }
+# model.QUEUE_FIRST as nft writes a priority (major:minor, hex).
+FIRST_PRIORITY = f"{QUEUE_FIRST >> 16:x}:{QUEUE_FIRST & 0xFFFF:x}"
+DIRECTIONS = ("original", "reply")
 
 
 def check_table(table: NftTable) -> None:
     """Raises ValueError for a table render_table would write wrongly."""
-    names = [*(i for i, _ in table.marks), *table.masquerade]
+    names = [*(i for i, _ in table.marks), *table.masquerade, *(i for i, _ in table.queues)]
     for name in names:
         if not 0 < len(name.encode()) < IFNAMSIZ or _BAD_IFNAME_CHARS.intersection(name):
             raise ValueError(f"invalid interface name for an nftables rule: {name!r}")
     if len(set(table.masquerade)) != len(table.masquerade):
         raise ValueError(f"an interface appears twice in the NAT rules: {table.masquerade}")
+    if len({i for i, _ in table.queues}) != len(table.queues):
+        raise ValueError(f"an interface appears twice in the queue rules: {table.queues}")
+    if any(n < 1 for _, n in table.queues):
+        raise ValueError(f"a queue's first packets must be at least 1: {table.queues}")
     values = [v for _, v in table.marks]
     if len(set(values)) != len(values) or len({i for i, _ in table.marks}) != len(values):
         raise ValueError(f"interfaces and mark values must be one to one: {table.marks}")
@@ -190,6 +203,17 @@ def _chains(table: NftTable) -> dict[str, list[Expr]]:
                 {"masquerade": None},
             ]
             for oif in sorted(table.masquerade)
+        ]
+    if table.queues:
+        chains["first_packets"] = [
+            [
+                _match(_meta("oifname"), oif),
+                _match(_ct("direction"), way),
+                {"match": {"op": "<=", "left": {"ct": {"key": "packets", "dir": way}}, "right": n}},
+                {"mangle": {"key": _meta("priority"), "value": FIRST_PRIORITY}},
+            ]
+            for oif, n in sorted(table.queues)
+            for way in DIRECTIONS
         ]
     return chains
 
@@ -340,6 +364,7 @@ def _guess(
     marks: list[tuple[str, int]] = []
     resets: dict[str, list[int]] = {"ipv4": [], "ipv6": []}
     masquerade: list[str] = []
+    queues: list[tuple[str, int]] = []
     try:
         for expr in canonical(rules.get("conn_out", [])):
             mask = int(expr[0]["match"]["left"]["&"][1])
@@ -354,6 +379,8 @@ def _guess(
                 resets[proto] += [int(v) for v in listed]
         for expr in rules.get("nat", []):
             masquerade.append(str(expr[1]["match"]["right"]))
+        for expr in rules.get("first_packets", [])[::2]:
+            queues.append((str(expr[0]["match"]["right"]), int(expr[2]["match"]["right"])))
         pins = {
             proto: parse_set(sets[name]) if name in sets else () for proto, name in SETS.items()
         }
@@ -365,6 +392,7 @@ def _guess(
         reset4=tuple(sorted(resets["ipv4"])),
         reset6=tuple(sorted(resets["ipv6"])),
         masquerade=tuple(sorted(masquerade)),
+        queues=tuple(sorted(queues)),
         pins4=pins["ipv4"],
         pins6=pins["ipv6"],
     )
