@@ -14,6 +14,7 @@ from typing import Any
 from bench.apply import rows as apply_rows
 from bench.cells import Row
 from bench.connections import rows as connections_rows
+from bench.demo import rows as demo_rows
 from bench.edges import rows as edges_rows
 from bench.failover import rows as failover_rows
 from bench.flows import rows as flows_rows
@@ -40,6 +41,7 @@ BENCHES = (
     Benchmark("failover", failover_rows.rows),
     Benchmark("flows", flows_rows.rows),
     Benchmark("connections", connections_rows.rows),
+    Benchmark("demo", demo_rows.rows),
     Benchmark("table", table_rows.rows),
     Benchmark("mptcp", mptcp_rows.rows),
     Benchmark("tiers", tiers_rows.rows),

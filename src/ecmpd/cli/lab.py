@@ -90,6 +90,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     demo.add_argument("--prefix", help="namespace name prefix (default: a fresh ecmpd-xxxx-)")
     demo.add_argument("--seed", type=int, default=1, help="flow lifetimes")
+    demo.add_argument(
+        "--no-queue",
+        action="store_true",
+        help="no `queue` on the uplinks: uploads wait in the lab's drop-tail modems",
+    )
     demo.set_defaults(func=lab_demo)
 
 
@@ -258,6 +263,7 @@ def _router_demo(args: argparse.Namespace) -> DemoRun:
         flows=args.flows or FLOWS,
         prefix=args.prefix,
         seed=args.seed,
+        queues=not args.no_queue,
     )
     return lambda workdir, progress, live: run_demo(workdir, options, progress=progress, live=live)
 

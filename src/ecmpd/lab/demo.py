@@ -58,7 +58,22 @@ LIFETIME_S = (3.0, 8.0)
 RATES_MBIT = (100, 200, 50, 20)
 WEIGHTS = (2, 4, 1, 1)
 BACKUP = "isp-d"
-BACKUP_KEYS = {BACKUP: {"tier": 2, "metered": True}}
+# Every uplink's upload queue in the router (`queue`, ecmpd.queues), a little below the
+# line's rate, as an SD-WAN edge runs: without it the lab's modems queue the uploads in
+# a drop-tail FIFO, where a failover's reconnects lose their first packets.
+QUEUE_SHARE = 0.95
+BACKUP_KEYS = {"tier": 2, "metered": True}
+
+
+def uplink_keys(queues: bool) -> dict[str, dict[str, Any]]:
+    """The demo's per-uplink keys: the backup's, and each uplink's queue if asked."""
+    keys: dict[str, dict[str, Any]] = {BACKUP: dict(BACKUP_KEYS)}
+    if queues:
+        for name, rate in zip(("isp-a", "isp-b", "isp-c", BACKUP), RATES_MBIT, strict=True):
+            keys.setdefault(name, {})["queue"] = {"rate": f"{int(rate * QUEUE_SHARE)}Mbit"}
+    return keys
+
+
 DEMO_CONFIG: dict[str, Any] = {
     "hash": ["src-ip", "dst-ip", "ip-proto", "src-port", "dst-port"],
     "balancer": {"idle_timer": 2},
@@ -74,6 +89,7 @@ class DemoOptions:
     flows: int = FLOWS
     prefix: str | None = None
     seed: int = 1
+    queues: bool = True  # False: no `queue` on the uplinks (uploads wait in the modems)
 
 
 def preflight() -> None:
@@ -99,9 +115,10 @@ def run_demo(
     """
     preflight()
     started = time.monotonic()
+    queued = "ecmpd queues uploads at 95% of each line" if options.queues else "no `queue`"
     progress(
         "building the lab: router, LAN, 3 ISPs (100/200/50 Mbit/s TBF) and an LTE backup"
-        " (20 Mbit/s, tier 2, metered), internet; IPv4 and IPv6 ..."
+        f" (20 Mbit/s, tier 2, metered), internet; IPv4 and IPv6; {queued} ..."
     )
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(
@@ -117,8 +134,9 @@ def run_demo(
         fail = _pick(lab, options.fail)
         built = time.monotonic()
         progress(f"lab up in {built - started:.1f} s: {' '.join(lab.namespaces())}")
+        keys = uplink_keys(options.queues)
         config = write_lab_config(
-            lab, workdir / "demo.yaml", extra=DEMO_CONFIG, ipv6=True, per_uplink=BACKUP_KEYS
+            lab, workdir / "demo.yaml", extra=DEMO_CONFIG, ipv6=True, per_uplink=keys
         )
         progress("starting `ecmpd run` in the router namespace ...")
         daemon = stack.enter_context(
@@ -159,6 +177,7 @@ def run_demo(
         result["build_s"] = round(built - started, 2)
         result["daemon_ready_s"] = round(ready - built, 2)
         result["config"]["detection_time_s"] = detection
+        result["config"]["queues"] = options.queues
         progress("removing the lab ...")
     return result
 
