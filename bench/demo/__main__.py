@@ -38,6 +38,8 @@ def one_run(prefix: str, workdir: Path, queues: bool, duration: float) -> dict[s
         "reconnected_median_s": fo["reconnected_after_removal_ms"] / 1000,
         "median_s": fo["restore_median_after_removal_ms"] / 1000,
         "last_s": fo["restore_after_removal_ms"] / 1000,
+        "reconnected_last_s": (fo["reconnected_last_after_removal_ms"] or 0) / 1000,
+        "last_flow_established": fo["last_flow_established_at_fault"],
     }
 
 

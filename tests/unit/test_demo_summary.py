@@ -88,6 +88,7 @@ def record(**changes: Any) -> DemoRun:
         "resumed": [0.5, 2.0],
         "reset": [0.52, 0.55],  # fault -> reset; removal is 0.5 s after it
         "reconnected": [0.6, 0.65],
+        "last_established": True,
         "reasons": {"down": "3/3 probes lost", "up": "probes answered", "down6": "", "up6": ""},
         "ipv6_flows": IPV6_FLOWS,
         "events": [{"t": 10.0, "kind": "fault", "text": "gray failure"}],
@@ -128,6 +129,7 @@ def test_failover_and_recovery_are_timed_from_the_marks() -> None:
         "reset_after_removal_ms": 50.0,
         "reconnected_after_removal_ms": 125.0,
         "reconnected_last_after_removal_ms": 150.0,
+        "last_flow_established_at_fault": True,
         "reason": "3/3 probes lost",
     }
     assert result["recovery"] == {

@@ -50,6 +50,7 @@ def test_restore_times_resets_and_reconnects_of_established_interrupted_slots() 
     assert found.resumed == pytest.approx((0.8, 1.0, 1.2))  # sorted, after the fault
     assert found.reset == pytest.approx((0.6,))
     assert found.reconnected == pytest.approx((0.9,))  # the first after the removal
+    assert found.last_established is True  # slot 0, the last back, was established
 
 
 def test_restore_without_interrupted_flows_is_the_removal() -> None:

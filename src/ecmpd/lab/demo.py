@@ -213,6 +213,7 @@ def record(demo: Demo, options: DemoOptions) -> DemoRun:
         resumed=demo.resumed,
         reset=demo.reset,
         reconnected=demo.reconnected,
+        last_established=demo.last_established,
         reasons=demo.reasons,
         ipv6_flows=demo.ipv6_flows,
         events=demo.events,

@@ -29,6 +29,9 @@ class Restore:
     # ended (reset), and the slot's next connection was established.
     reset: tuple[float, ...]
     reconnected: tuple[float, ...]
+    # Whether the slot that delivered last had its connection established at the fault
+    # (False: still opening, so it came back on its SYN's retransmission); None: no slot.
+    last_established: bool | None = None
 
 
 def first_change(
@@ -72,11 +75,13 @@ def restore(
     for conn in conns:
         if conn.slot in ended and conn.connected is not None and conn.connected > removed:
             first[conn.slot] = min(first.get(conn.slot, math.inf), conn.connected)
+    last = max(stalled, key=lambda slot: resumed[slot] or 0.0, default=None)
     return Restore(
         at=fault + back[-1] if back else removed,
         resumed=tuple(back),
         reset=tuple(sorted(t - fault for t in ended.values())),
         reconnected=tuple(sorted(t - fault for t in first.values())),
+        last_established=None if last is None else last in ended,
     )
 
 

@@ -66,6 +66,7 @@ class Demo:
     # its next connection established (by a healthy uplink).
     reset: tuple[float, ...] = ()
     reconnected: tuple[float, ...] = ()
+    last_established: bool | None = None  # milestones.Restore.last_established
     reasons: dict[str, str] = field(default_factory=dict)
     ipv6_flows: dict[str, Any] = field(default_factory=dict)  # Traffic6.finish()
     backup: str | None = None  # the tier-2 ISP, whose phase follows the recovery
@@ -294,6 +295,7 @@ class Demo:
         if found is None:
             return None
         self.resumed, self.reset, self.reconnected = found.resumed, found.reset, found.reconnected
+        self.last_established = found.last_established
         self.interrupted = len(found.resumed)
         return found.at
 

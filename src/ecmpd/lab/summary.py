@@ -67,6 +67,7 @@ class DemoRun:
     # connection established (each sorted)
     reset: Sequence[float]
     reconnected: Sequence[float]
+    last_established: bool | None  # the last flow back: established at the fault, or opening
     reasons: Mapping[str, str]  # the daemon's: down, down6, up, up6
     ipv6_flows: Mapping[str, Any]  # the steady phase's light IPv6 flows (Traffic6.finish)
     events: Sequence[Mapping[str, Any]]
@@ -178,6 +179,9 @@ def summarize(demo: DemoRun) -> dict[str, Any]:
             "reconnected_last_after_removal_ms": (
                 _ms(m.fault + demo.reconnected[-1] - m.removed) if demo.reconnected else None
             ),
+            # Whether the last flow back had its connection established at the fault (it
+            # was reset) or still opening (it came back on its SYN's retransmission).
+            "last_flow_established_at_fault": demo.last_established,
             "reason": demo.reasons.get("down", ""),
         },
         "recovery": {
