@@ -27,6 +27,7 @@ from ecmpd.config import (
     ConfigError,
     check_against_kernel,
     load_config,
+    queue_conflicts,
     warnings_against_kernel,
 )
 from ecmpd.connections import renamed, resetting, resetting_pins
@@ -152,10 +153,12 @@ class Daemon:
 
     def _check(self, config: Config) -> None:
         """Refuse a config that conflicts with the kernel; log what is only not there yet."""
-        issues = check_against_kernel(config, self.kernel.facts)
+        issues = check_against_kernel(config, self.kernel.facts, queues=False)
         if issues:
             raise ConfigError(issues)
-        for warning in warnings_against_kernel(config, self.kernel.facts):
+        later = warnings_against_kernel(config, self.kernel.facts)
+        # Someone else's qdisc where a `queue` goes: served anyway, a conflict in `status`.
+        for warning in [*later, *queue_conflicts(config, self.kernel.facts)]:
             log.warning("config.warning", extra={"warning": str(warning)})
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -84,6 +84,8 @@ class KernelFacts:
     foreign_nexthop_ids: frozenset[int] = frozenset()
     # Addresses of MPTCP endpoints that ecmpd did not create, with their ids.
     foreign_mptcp_endpoints: Mapping[IPAddress, int] = field(default_factory=dict)
+    # Interfaces whose root qdisc is someone else's: name -> its kind and handle ("tbf 1:").
+    foreign_qdiscs: Mapping[str, str] = field(default_factory=dict)
     # Foreign ip rules and nftables rules that test or set mark bits (read for checks).
     foreign_mark_uses: tuple[MarkUse, ...] = ()
     # Each uplink's connection-mark slot as the run dir records it (name, slot).

@@ -240,22 +240,26 @@ def test_dropping_the_queue_and_down_give_the_interface_back(
     assert [root(lab, i)["handle"] for i in ("wan-a", "wan-b")] == ["0:", "0:"]
 
 
-def test_someone_elses_root_qdisc_is_refused_and_left_alone(
+def test_someone_elses_root_qdisc_is_refused_before_any_change(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
     lab = queue_lab(lab_factory)
     foreign_tbf(lab, "wan-b")
     before = root(lab, "wan-b")
-    r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "apply", "--json")
-    assert r.returncode == 2
-    assert "wan-b has a root qdisc ecmpd does not own (tbf 1:)" in r.stdout + r.stderr
+    checked = ecmpd(lab.router, lab.config_path, tmp_path / "run", "validate")
+    r = ecmpd(lab.router, lab.config_path, tmp_path / "run", "apply")
+    for done in (checked, r):
+        assert done.returncode == 1
+        line = next(x for x in done.stderr.splitlines() if "uplinks[1].queue" in x)
+        assert line.startswith(f"{lab.config_path}:")
+        assert "wan-b has a root qdisc ecmpd does not own (tbf 1:)" in line
     after = root(lab, "wan-b")
     assert (after["kind"], after["handle"], after["options"]) == (
         before["kind"],
         before["handle"],
         before["options"],
     )
-    assert root(lab, "wan-a")["handle"] == "0:"  # rolled back: nothing of the apply stays
+    assert root(lab, "wan-a")["handle"] == "0:"  # nothing of the config was applied
 
 
 def test_the_daemon_builds_queues_as_interfaces_come_and_around_a_foreign_qdisc(
@@ -264,7 +268,8 @@ def test_the_daemon_builds_queues_as_interfaces_come_and_around_a_foreign_qdisc(
     """`ecmpd run`: an uplink whose interface comes late gets its queue when it comes, and
     again after it vanished and came back; an uplink whose interface has someone else's
     root qdisc is a conflict in the status (naming it), every other uplink is served, and
-    the queue is built once that qdisc is gone. The daemon never stops."""
+    the queue is built once that qdisc is gone. The daemon starts (an uplink's queue must
+    not stop failover: `validate` and `apply` refuse such a config) and never stops."""
     lab = queue_lab(lab_factory)
     data = yaml.safe_load(lab.config_path.read_text())
     data["uplinks"].append(

@@ -7,7 +7,13 @@ from textwrap import dedent
 
 import pytest
 
-from ecmpd.config import Config, ConfigError, parse_config
+from ecmpd.config import (
+    Config,
+    ConfigError,
+    check_against_kernel,
+    parse_config,
+    queue_conflicts,
+)
 from ecmpd.config.uplink import FIRST_PACKETS
 from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
@@ -164,3 +170,16 @@ def test_exports_say_the_queues_are_left_out() -> None:
         "    queue: {rate: 19Mbit, first_packets: 8}\n", ""
     )
     assert "queue" not in "\n".join(daemon_notes(config(plain)))
+
+
+def test_someone_elses_root_qdisc_is_a_conflict_at_the_queues_line() -> None:
+    c = config()
+    facts = replace(wan_facts(3), foreign_qdiscs={"wan2": "cake 8001:", "wan3": "tbf 1:"})
+    issues = [str(i) for i in check_against_kernel(c, facts)]
+    # wan3 has no `queue`: its qdisc is none of ecmpd's business.
+    assert issues == [
+        "ecmpd.yaml:10: uplinks[1].queue: wan2 has a root qdisc ecmpd does not own"
+        " (cake 8001:): remove it (tc qdisc del dev wan2 root) or drop `queue` here"
+    ]
+    assert [str(i) for i in queue_conflicts(c, facts)] == issues
+    assert check_against_kernel(c, facts, queues=False) == []

@@ -3,7 +3,11 @@
 from ecmpd.config.enums import Mode, OnFailure, RuleActionName, WhenAllDown
 from ecmpd.config.hashspec import HashSpec
 from ecmpd.config.issues import ConfigError, ConfigIssue
-from ecmpd.config.kernel_checks import check_against_kernel, warnings_against_kernel
+from ecmpd.config.kernel_checks import (
+    check_against_kernel,
+    queue_conflicts,
+    warnings_against_kernel,
+)
 from ecmpd.config.loader import load_config, parse_config
 from ecmpd.config.rule import RuleConfig
 from ecmpd.config.schema import BalancerConfig, Config, ConnectionsConfig, MetricsConfig
@@ -27,5 +31,6 @@ __all__ = [
     "check_against_kernel",
     "load_config",
     "parse_config",
+    "queue_conflicts",
     "warnings_against_kernel",
 ]

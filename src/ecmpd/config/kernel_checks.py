@@ -234,10 +234,34 @@ def warnings_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIs
     )
 
 
-def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
+def _queues(config: Config, facts: KernelFacts) -> Iterator[Finding]:
+    """No `queue` on an interface whose root qdisc is someone else's."""
+    for i, uplink in enumerate(config.uplinks):
+        held = facts.foreign_qdiscs.get(uplink.interface)
+        if uplink.queue is not None and held is not None:
+            yield (
+                f"uplinks[{i}].queue",
+                f"{uplink.interface} has a root qdisc ecmpd does not own ({held}): remove it"
+                f" (tc qdisc del dev {uplink.interface} root) or drop `queue` here",
+            )
+
+
+def queue_conflicts(config: Config, facts: KernelFacts) -> list[ConfigIssue]:
+    """The uplinks whose `queue` someone else's root qdisc stands in the way of (the
+    daemon starts anyway and reports them as conflicts: see check_against_kernel)."""
+    return sort_issues(
+        ConfigIssue(config.filename, config.line_of(path), path, message)
+        for path, message in _queues(config, facts)
+    )
+
+
+def check_against_kernel(
+    config: Config, facts: KernelFacts, *, queues: bool = True
+) -> list[ConfigIssue]:
     """Every way the config conflicts with this kernel, at the line of the field concerned.
 
-    What is only not there yet is left to `warnings_against_kernel`.
+    What is only not there yet is left to `warnings_against_kernel`. `queues`: False
+    leaves out queue_conflicts (the daemon: an uplink's queue must not stop failover).
     """
     uplinks = [
         (path, message)
@@ -252,6 +276,7 @@ def check_against_kernel(config: Config, facts: KernelFacts) -> list[ConfigIssue
         *_rule_interfaces(config, facts),
         *_mptcp_endpoints(config, facts),
         *_marks(config, facts),
+        *(_queues(config, facts) if queues else ()),
     ]
     return sort_issues(
         ConfigIssue(config.filename, config.line_of(path), path, message)

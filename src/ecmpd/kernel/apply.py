@@ -165,7 +165,9 @@ class KernelWriter:
         self.ifindex = {name: f.index for name, f in facts.interfaces.items()}
         # Always read: a reload that drops every `queue` must still find ecmpd's to delete.
         names = {index: name for name, index in self.ifindex.items()}
-        observed = replace(observed, queues=observe_queues(self.nl, names))
+        queues, foreign_qdiscs = observe_queues(self.nl, names)
+        observed = replace(observed, queues=queues)
+        facts = replace(facts, foreign_qdiscs=foreign_qdiscs)
         if scope.nft or self.record.nat:
             observed = replace(observed, nft=observe_nft())
             self._nft_held = next((t for t in observed.nft if t != MODIFIED_TABLE), None)

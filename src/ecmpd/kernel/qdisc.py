@@ -146,14 +146,22 @@ def roots(qdiscs: list[Qdisc]) -> dict[int, Qdisc]:
     return {q.ifindex: q for q in qdiscs if q.parent == TC_H_ROOT}
 
 
-def observe_queues(nl: NetlinkSocket, names: Mapping[int, str]) -> frozenset[Queue]:
-    """ecmpd's queues: every root of handle ec:, as built or marked not intact."""
+def observe_queues(
+    nl: NetlinkSocket, names: Mapping[int, str]
+) -> tuple[frozenset[Queue], dict[str, str]]:
+    """ecmpd's queues (every root of handle ec:, as built or marked not intact), and the
+    interfaces whose root is someone else's (name -> "kind handle", for the checks)."""
     qdiscs = read_qdiscs(nl)
     found = set()
+    foreign = {}
     for ifindex, root in roots(qdiscs).items():
-        if root.handle == QUEUE_HANDLE and ifindex in names:
+        if ifindex not in names:
+            continue
+        if root.handle == QUEUE_HANDLE:
             found.add(_held(nl, ifindex, root, qdiscs, names[ifindex]))
-    return frozenset(found)
+        elif root.handle != 0:
+            foreign[names[ifindex]] = f"{root.kind} {show_handle(root.handle)}"
+    return frozenset(found), foreign
 
 
 def _queue(
