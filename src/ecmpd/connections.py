@@ -23,7 +23,7 @@ from ecmpd.config import Config, Mode, OnFailure
 from ecmpd.config.semantic import carries_ipv4, carries_ipv6
 from ecmpd.marks import MarkSpace, assign_slots
 from ecmpd.model import MAIN_TABLE, DesiredState, Family, NftTable, PinReset, Rule, RuleAction
-from ecmpd.queues import first_packets
+from ecmpd.queues import first_bytes
 
 
 def mark_space(config: Config) -> MarkSpace:
@@ -129,7 +129,7 @@ def connection_table(
         reset4=reset(Family.INET),
         reset6=reset(Family.INET6),
         masquerade=masquerade,
-        queues=first_packets(config),
+        queues=first_bytes(config),
         pins4=tuple(sorted(pins.get(Family.INET, ()))),
         pins6=tuple(sorted(pins.get(Family.INET6, ()))),
     )

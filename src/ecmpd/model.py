@@ -294,7 +294,7 @@ class NftTable:
     reset4: tuple[int, ...] = ()  # mark values whose LAN TCP connections get resets (IPv4)
     reset6: tuple[int, ...] = ()  # the same for IPv6
     masquerade: tuple[str, ...] = ()  # outgoing interface names (IPv4 only)
-    # (interface, N): the first N packets each way of a connection leaving by the
+    # (interface, N): the packets of a connection's first N bytes each way leaving by the
     # interface go to ecmpd's first-packets queue class there (model.QUEUE_FIRST).
     queues: tuple[tuple[str, int], ...] = ()
     pins4: tuple[PinReset, ...] = ()  # a pin's connections reset on one uplink (IPv4)

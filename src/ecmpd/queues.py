@@ -9,8 +9,8 @@ reconnecting client's first flight at once (its loss costs TCP's retransmission 
 
 An uplink's `queue: {rate: ...}` moves that queue into the router: ecmpd shapes the
 interface a little below the line's rate (so the modem's queue stays empty) with an HTB
-of two classes. The first `first_packets` packets each way of every connection (table
-inet ecmpd sets their priority to model.QUEUE_FIRST) are served first, with a quarter
+of two classes. The first `first_bytes` bytes each way of every connection (table inet
+ecmpd sets their packets' priority to model.QUEUE_FIRST) are served first, with a quarter
 of the rate assured to the rest, so bulk data is never starved; the rest waits in a
 FIFO of QUEUE_DEPTH_S at the rate, as the lab's modem does. Not fair queuing (this
 kernel has no fq_codel or cake): the one promise is that a connection's start does not
@@ -64,10 +64,10 @@ def desired_queues(config: Config, facts: KernelFacts) -> frozenset[Queue]:
     )
 
 
-def first_packets(config: Config) -> tuple[tuple[str, int], ...]:
-    """(interface, N) for table inet ecmpd: whose connections' first N packets go first."""
+def first_bytes(config: Config) -> tuple[tuple[str, int], ...]:
+    """(interface, N) for table inet ecmpd: whose connections' first N bytes go first."""
     return tuple(
-        sorted((u.interface, u.queue.first_packets) for u in config.uplinks if u.queue is not None)
+        sorted((u.interface, u.queue.first_bytes) for u in config.uplinks if u.queue is not None)
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ecmpd.config.uplink import FIRST_PACKETS
+from ecmpd.config.uplink import FIRST_BYTES
 from ecmpd.lab import netns
 from ecmpd.lab.groups import group_members
 from ecmpd.lab.labconfig import write_lab_config
@@ -76,6 +76,7 @@ def classes(lab: Lab, ifname: str) -> dict[str, dict[str, int]]:
                 "ceil": parms["ceil"],
                 "prio": parms["prio"],
                 "packets": basic["packets"],
+                "bytes": basic["bytes"],
                 "drops": queue["drops"],
             }
         return out
@@ -85,11 +86,6 @@ def root(lab: Lab, ifname: str) -> dict[str, Any]:
     roots = [q for q in tc(lab.router, "qdisc", "show", "dev", ifname) if q.get("root")]
     assert len(roots) == 1, roots
     return dict(roots[0])
-
-
-def class_packets(lab: Lab, handle: str) -> int:
-    """Packets sent by a class, summed over the uplinks."""
-    return sum(int(classes(lab, isp.uplink_if)[handle]["packets"]) for isp in lab.isps)
 
 
 def test_apply_builds_the_queue_and_a_second_apply_changes_nothing(
@@ -112,24 +108,24 @@ def test_apply_builds_the_queue_and_a_second_apply_changes_nothing(
         assert got["ec:10"]["ceil"] == got["ec:20"]["ceil"] == rate
     listing = netns.run_in(
         lab.router,
-        ["nft", "list", "chain", "inet", "ecmpd", "first_packets"],
+        ["nft", "list", "chain", "inet", "ecmpd", "first_bytes"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert f"ct original packets <= {FIRST_PACKETS} meta priority set ec:10" in listing
+    assert f"ct original bytes <= {FIRST_BYTES} meta priority set ec:10" in listing
     assert apply(lab, tmp_path / "run")["changes"] == 0
 
 
-def test_a_connections_first_packets_go_first_and_the_rest_by_the_bulk_class(
+def test_a_connections_first_bytes_go_first_and_the_rest_by_the_bulk_class(
     lab_factory: LabFactory, tmp_path: Path
 ) -> None:
-    lab = queue_lab(lab_factory, first_packets=7)
+    lab = queue_lab(lab_factory, first_bytes=1000)
     apply(lab, tmp_path / "run")
     with ping_pong_server(lab) as server:
-        before_first, before_bulk = class_packets(lab, "ec:10"), class_packets(lab, "ec:20")
+        before = class_counts(lab)
         # One packet each way per round (no Nagle, each answer awaited): the client's
-        # SYN, its ACK of the handshake and its 30 requests, with their ACKs riding on them.
+        # SYN (60 bytes), its ACK (52) and its 30 requests (54), ACKs riding on them.
         client = netns.socket_in(lan(lab), socket.AF_INET, socket.SOCK_STREAM)
         with client:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,10 +135,28 @@ def test_a_connections_first_packets_go_first_and_the_rest_by_the_bulk_class(
             for i in range(30):
                 client.sendall(b"%02d" % i)
                 assert client.recv(2) == b"%02d" % i
-        first = class_packets(lab, "ec:10") - before_first
-        bulk = class_packets(lab, "ec:20") - before_bulk
-    assert first == 7  # exactly the first 7 the client sent
-    assert bulk >= 30 - 7
+        after = class_counts(lab)
+    first = [a - b for a, b in zip(after["ec:10"], before["ec:10"], strict=True)]
+    bulk = [a - b for a, b in zip(after["ec:20"], before["ec:20"], strict=True)]
+    # (packets, bytes as sent: IP packets plus 14 bytes of Ethernet header each)
+    first_ip_bytes = first[1] - ETHERNET * first[0]
+    # Exactly the packets that fit in the first 1000 bytes: the next would not have.
+    assert 1000 - MAX_PACKET < first_ip_bytes <= 1000, first
+    assert bulk[0] >= 30 + 2 - first[0]
+
+
+ETHERNET = 14
+MAX_PACKET = 60  # the largest packet the client sends here (its SYN)
+
+
+def class_counts(lab: Lab) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) each class sent, summed over the uplinks."""
+    out: dict[str, tuple[int, int]] = {}
+    for isp in lab.isps:
+        for handle, c in classes(lab, isp.uplink_if).items():
+            p, b = out.get(handle, (0, 0))
+            out[handle] = (p + c["packets"], b + c["bytes"])
+    return out
 
 
 def test_new_connections_are_not_dropped_behind_a_full_bulk_queue(
@@ -280,6 +294,10 @@ def test_the_daemon_builds_queues_as_interfaces_come_and_around_a_foreign_qdisc(
     with running_daemon(lab, lab.config_path, tmp_path / "daemon") as daemon:
         wait_for(lambda: group_members(lab) == {"isp-a", "isp-b"}, 10, "both ISPs balanced")
         wait_for(lambda: root(lab, "wan-a")["handle"] == "ec:", 5, "wan-a's queue")
+        # The health probes pass the queue (its HTB's direct queue), never wait in it.
+        wait_for(lambda: direct_packets(lab, "wan-a") > 5, 5, "probes sent direct")
+        # (They are tracked, as any ICMP: without the exception they would go by ec:10.)
+        assert classes(lab, "wan-a")["ec:10"]["packets"] == 0
 
         def conflict() -> str:
             refused = daemon.status().refused or ()
@@ -306,6 +324,11 @@ def test_the_daemon_builds_queues_as_interfaces_come_and_around_a_foreign_qdisc(
         assert group_members(lab) == {"isp-a", "isp-b"}
         daemon.alive()
         assert "Traceback" not in daemon.log()
+
+
+def direct_packets(lab: Lab, ifname: str) -> int:
+    """Packets ecmpd's HTB sent from its direct queue (past the classes)."""
+    return int(root(lab, ifname)["options"]["direct_packets_stat"])
 
 
 def interface_root(lab: Lab, ifname: str) -> str | None:

@@ -14,7 +14,7 @@ from ecmpd.config import (
     parse_config,
     queue_conflicts,
 )
-from ecmpd.config.uplink import FIRST_PACKETS
+from ecmpd.config.uplink import FIRST_BYTES
 from ecmpd.connections import without_connections
 from ecmpd.desired import desired_state
 from ecmpd.export.iptext import op_command
@@ -24,7 +24,7 @@ from ecmpd.plan import Op, OpKind, after, diff
 from ecmpd.queues import (
     MIN_LIMIT,
     desired_queues,
-    first_packets,
+    first_bytes,
     queue_classes,
     queue_for,
     queue_leaves,
@@ -42,7 +42,7 @@ uplinks:
   - name: isp-b
     interface: wan2
     gateway: 10.2.0.1
-    queue: {rate: 19Mbit, first_packets: 8}
+    queue: {rate: 19Mbit, first_bytes: 8kB}
   - name: isp-c
     interface: wan3
     gateway: 10.3.0.1
@@ -59,13 +59,13 @@ def errors(text: str) -> list[str]:
     return [str(issue) for issue in caught.value.issues]
 
 
-def test_the_config_reads_rate_and_first_packets_with_a_default() -> None:
+def test_the_config_reads_rate_and_first_bytes_with_a_default() -> None:
     a, b, c = config().uplinks
-    assert a.queue is not None and (a.queue.rate, a.queue.first_packets) == (
+    assert a.queue is not None and (a.queue.rate, a.queue.first_bytes) == (
         95_000_000,
-        FIRST_PACKETS,
+        32 * 1024,
     )
-    assert b.queue is not None and (b.queue.rate, b.queue.first_packets) == (19_000_000, 8)
+    assert b.queue is not None and (b.queue.rate, b.queue.first_bytes) == (19_000_000, 8000)
     assert c.queue is None
 
 
@@ -75,8 +75,12 @@ def test_the_config_reads_rate_and_first_packets_with_a_default() -> None:
         ("{}", "ecmpd.yaml:5: uplinks[0].queue.rate: required"),
         ("{rate: fast}", "ecmpd.yaml:5: uplinks[0].queue.rate: expected a bandwidth"),
         (
-            "{rate: 10Mbit, first_packets: 0}",
-            "ecmpd.yaml:5: uplinks[0].queue.first_packets: must be",
+            "{rate: 10Mbit, first_bytes: 0}",
+            "ecmpd.yaml:5: uplinks[0].queue.first_bytes: must be at least 1 byte",
+        ),
+        (
+            "{rate: 10Mbit, first_bytes: 20 packets}",
+            "ecmpd.yaml:5: uplinks[0].queue.first_bytes: expected a size like '32KiB'",
         ),
         ("{rate: 10Mbit, first: 3}", "ecmpd.yaml:5: uplinks[0].queue.first: unknown key"),
     ],
@@ -113,7 +117,7 @@ def test_the_tree_shares_the_rate_and_queues_50_ms() -> None:
     ]
 
 
-def test_queues_are_wanted_on_existing_interfaces_and_the_table_sends_first_packets() -> None:
+def test_queues_are_wanted_on_existing_interfaces_and_the_table_sends_first_bytes() -> None:
     c = config()
     assert desired_queues(c, wan_facts(3)) == {
         queue_for("wan1", 95_000_000),
@@ -121,10 +125,10 @@ def test_queues_are_wanted_on_existing_interfaces_and_the_table_sends_first_pack
     }
     # wan2 not there (yet, or any more): no queue for it, the table's rule stays (by name).
     assert desired_queues(c, wan_facts(1)) == {queue_for("wan1", 95_000_000)}
-    assert first_packets(c) == (("wan1", FIRST_PACKETS), ("wan2", 8))
+    assert first_bytes(c) == (("wan1", FIRST_BYTES), ("wan2", 8000))
     state = desired_state(c, {}, wan_facts(3))
     (table,) = state.nft
-    assert table.queues == (("wan1", FIRST_PACKETS), ("wan2", 8))
+    assert table.queues == (("wan1", FIRST_BYTES), ("wan2", 8000))
     assert without_connections(state).queues == frozenset()
 
 
@@ -167,7 +171,7 @@ def test_exports_say_the_queues_are_left_out() -> None:
     notes = "\n".join(daemon_notes(config()))
     assert "isp-a, isp-b: the egress queue (`queue`)" in notes
     plain = CONFIG.replace("    queue:\n      rate: 95Mbit\n", "").replace(
-        "    queue: {rate: 19Mbit, first_packets: 8}\n", ""
+        "    queue: {rate: 19Mbit, first_bytes: 8kB}\n", ""
     )
     assert "queue" not in "\n".join(daemon_notes(config(plain)))
 

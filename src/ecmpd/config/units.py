@@ -91,6 +91,24 @@ def parse_bandwidth(value: object) -> int:
     return round(bits)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?B\s*$", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `32KiB`, `64kB`, `1MB` or a bare number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = float(value)
+    else:
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected a size like '32KiB' or '64kB', got {show(value)}")
+        unit = (match.group(2) or "").lower()
+        size = float(match.group(1)) * {**_VOLUME_UNITS, **_BINARY_UNITS}[unit]
+    if round(size) < 1:
+        raise ValueError(f"must be at least 1 byte, got {show(value)}")
+    return round(size)
+
+
 def parse_data_cap(value: object) -> DataCap:
     """A DataCap from `20GB/month`, `500MB/day` or `1TiB/week`."""
     if isinstance(value, DataCap):

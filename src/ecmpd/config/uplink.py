@@ -17,6 +17,7 @@ from ecmpd.config.fields import (
     Method,
     Percent,
     ProbeBudget,
+    Size,
     Table,
     UplinkName,
     integer_in,
@@ -59,17 +60,20 @@ class CheckConfig(Section):
         return int(self.method[4:]) if self.method.startswith("tcp:") else None
 
 
-# The first packets of a connection, each way, that `queue` sends ahead of bulk data.
-FIRST_PACKETS = 20
+# The bytes a connection sends first, each way, that `queue` sends ahead of bulk data:
+# a handshake, a request, a first flight of data (10 segments are 15 KB). Counted in
+# bytes, not packets: a router's GRO merges a bulk sender's segments into packets of up
+# to 64 KiB, and 20 of those would be 1.3 MB ahead of everyone.
+FIRST_BYTES = 32 * 1024
 
 
 class QueueConfig(Section):
     """ecmpd's egress queue on the uplink: shaped a little below the line's upload rate, so
-    the queue forms here rather than in the modem, with every connection's first packets
+    the queue forms here rather than in the modem, with every connection's first bytes
     sent ahead of bulk data (a reconnect after a failover, a handshake, a DNS answer)."""
 
     rate: Bandwidth  # bits/s; set it a few percent below the line's upload rate
-    first_packets: Annotated[int, BeforeValidator(integer_in(1, 1000))] = FIRST_PACKETS
+    first_bytes: Size = FIRST_BYTES
 
 
 class UplinkConfig(Section):

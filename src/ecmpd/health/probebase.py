@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Final
 
-from ecmpd.model import Family, IPAddress
+from ecmpd.model import QUEUE_HANDLE, Family, IPAddress
 
 # Not in every Python's socket module (linux/in.h): bind() records the address but
 # leaves the port to connect(), which picks one unique for the whole 4-tuple, so
@@ -70,6 +70,10 @@ def bound_socket(
         # route by ifname at all, the kernel takes the target for on-link and asks ARP
         # for it (lost): the source below is what still finds the gateway then.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        # Past ecmpd's own upload queue (`queue`, ecmpd.queues): a priority equal to its
+        # HTB's handle goes to the HTB's direct queue, sent first and unshaped. A probe
+        # measures the uplink, not the router's own backlog. (Elsewhere the same as 0.)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, QUEUE_HANDLE)
         if source is not None:
             if defer_port:
                 sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)

@@ -19,10 +19,11 @@ What the table does, hook by hook (M = the connection-mark bits, V = an uplink's
   leave by an uplink;
 - nat (postrouting, srcnat): masquerade, IPv4 only (`meta nfproto ipv4`), so an inet
   masquerade never turns into NAT66;
-- first_packets (postrouting, mangle): on an uplink with ecmpd's queue (ecmpd.queues),
-  a connection's first N packets each way get the priority of the queue's first-packets
-  class (model.QUEUE_FIRST), which the HTB there serves first. (Its conntrack counters
-  are what `ct packets` reads: the kernel turns on accounting for the namespace.)
+- first_bytes (postrouting, mangle): on an uplink with ecmpd's queue (ecmpd.queues), the
+  packets of a connection's first N bytes each way get the priority of the queue's
+  first-packets class (model.QUEUE_FIRST), which the HTB there serves first. (Its
+  conntrack counters are what `ct bytes` reads: the kernel turns on accounting for the
+  namespace; a packet counts itself.)
 Only ecmpd's bits of a mark are ever written (`mark & ~M | V`), never anyone else's.
 """
 
@@ -32,7 +33,7 @@ import json
 from typing import Any
 
 from ecmpd.kernel.nftpins import SETS, lookup, parse_set, pins_of, set_object
-from ecmpd.model import QUEUE_FIRST, NftTable
+from ecmpd.model import QUEUE_FIRST, QUEUE_HANDLE, NftTable
 
 FAMILY = "inet"
 TABLE = "ecmpd"
@@ -59,10 +60,12 @@ BASE_CHAINS = {
     "conn_reset": ("filter", "forward", PRIO_FILTER),
     "nat": ("nat", "postrouting", PRIO_SRCNAT),
     # Not `queue`: that is a keyword of nft's language, and the listing must read back.
-    "first_packets": ("filter", "postrouting", PRIO_MANGLE),
+    "first_bytes": ("filter", "postrouting", PRIO_MANGLE),
 }
 # model.QUEUE_FIRST as nft writes a priority (major:minor, hex).
 FIRST_PRIORITY = f"{QUEUE_FIRST >> 16:x}:{QUEUE_FIRST & 0xFFFF:x}"
+# A priority equal to the HTB's handle goes to its direct queue (health/probebase.py).
+DIRECT_PRIORITY = f"{QUEUE_HANDLE >> 16:x}:0"
 DIRECTIONS = ("original", "reply")
 
 
@@ -205,11 +208,13 @@ def _chains(table: NftTable) -> dict[str, list[Expr]]:
             for oif in sorted(table.masquerade)
         ]
     if table.queues:
-        chains["first_packets"] = [
+        chains["first_bytes"] = [
             [
                 _match(_meta("oifname"), oif),
+                # Not a packet sent past the queue on purpose (the health probes).
+                {"match": {"op": "!=", "left": _meta("priority"), "right": DIRECT_PRIORITY}},
                 _match(_ct("direction"), way),
-                {"match": {"op": "<=", "left": {"ct": {"key": "packets", "dir": way}}, "right": n}},
+                {"match": {"op": "<=", "left": {"ct": {"key": "bytes", "dir": way}}, "right": n}},
                 {"mangle": {"key": _meta("priority"), "value": FIRST_PRIORITY}},
             ]
             for oif, n in sorted(table.queues)
@@ -379,8 +384,8 @@ def _guess(
                 resets[proto] += [int(v) for v in listed]
         for expr in rules.get("nat", []):
             masquerade.append(str(expr[1]["match"]["right"]))
-        for expr in rules.get("first_packets", [])[::2]:
-            queues.append((str(expr[0]["match"]["right"]), int(expr[2]["match"]["right"])))
+        for expr in rules.get("first_bytes", [])[::2]:
+            queues.append((str(expr[0]["match"]["right"]), int(expr[3]["match"]["right"])))
         pins = {
             proto: parse_set(sets[name]) if name in sets else () for proto, name in SETS.items()
         }
