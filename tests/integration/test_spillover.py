@@ -1,7 +1,10 @@
 """Spillover with the real `ecmpd run`, TBF-shaped uplinks and bulk TCP from a LAN.
 
-isp-a (tier 1) and isp-b (tier 2) are each shaped to RATE Mbit/s and configured with
-that bandwidth. Below the threshold tier 2 carries nothing; bulk traffic that loads
+isp-a (tier 1) and isp-b (tier 2) are each shaped to RATE Mbit/s (at the ISP, as a
+modem) and configured with that bandwidth, with ecmpd's upload queue a little below it
+(as a user who shapes sets it; without it the router sends at its port's speed until
+TCP meets the ISP's drops, and the load over `for` can pass the threshold in the first
+second of a burst). Below the threshold tier 2 carries nothing; bulk traffic that loads
 tier 1 past `above` for `for` makes new connections also take isp-b; no established
 connection moves (each ISP drops foreign sources: a moved NATed connection would
 fail); when the load is gone (below `below`), tier 1 carries alone again.
@@ -25,6 +28,7 @@ from tests.integration.fixtures.labs import LabFactory
 from tests.integration.fixtures.tiers import TALLY, data_bytes, tiered_lab, write_config
 
 RATE = 20  # Mbit/s per ISP
+QUEUE = 19  # ecmpd's upload queue: 95% of the line, 95% load when full
 SPILL = {"above": "80%", "below": "40%", "for": "2s"}
 FOR_S = 2.0
 # The load is an average over `for`, read every METER_PERIOD; then one reconcile.
@@ -40,7 +44,10 @@ def test_spillover_takes_new_connections_above_the_threshold_only(
         lab,
         {"isp-b": 2},
         [],
-        {name: {"bandwidth": f"{RATE}Mbit"} for name in ("isp-a", "isp-b")},
+        {
+            name: {"bandwidth": f"{RATE}Mbit", "queue": {"rate": f"{QUEUE}Mbit"}}
+            for name in ("isp-a", "isp-b")
+        },
         extra={"balancer": {"spillover": SPILL}},
     )
     load_nft(lab.ns("isp-b"), TALLY)
