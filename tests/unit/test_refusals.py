@@ -20,6 +20,7 @@ from ecmpd.model import (
     GroupType,
     Nexthop,
     NexthopGroup,
+    Queue,
     Route,
     Rule,
     RuleAction,
@@ -32,15 +33,18 @@ from ecmpd.refusals import (
     Owners,
     RefusalBook,
     RefusalKind,
+    describe,
     foreign_use,
     held_by,
     missing_group,
     prune_group,
+    refusal_kind,
 )
 
 NH_A, NH_B = nexthop_id(101), nexthop_id(102)
 GROUP = nexthop_id(200)
 DEFAULT = ip_network("0.0.0.0/0")
+QUEUE = Queue("wan-b", rate=2_500_000, first=625_000, limit=125_000)
 
 
 def nexthop(nhid: int, dev: str) -> Nexthop:
@@ -204,9 +208,12 @@ def test_a_plain_exception_is_a_refusal_too(tmp_path: Path) -> None:
         (Sysctl("net.ipv4.conf.wan-b.rp_filter", "2"), "isp-b"),
         (Sysctl("net.ipv4.fib_multipath_hash_policy", "1"), None),
         (group(NH_A), None),
+        (QUEUE, "isp-b"),
     ],
 )
-def test_owners(obj: Nexthop | Route | Rule | Sysctl | NexthopGroup, owner: str | None) -> None:
+def test_owners(
+    obj: Nexthop | Route | Rule | Sysctl | NexthopGroup | Queue, owner: str | None
+) -> None:
     config = parse_config(
         textwrap.dedent(
             """
@@ -253,3 +260,12 @@ def test_a_route_waits_for_its_group_and_one_gone_with_its_group_is_gone(tmp_pat
     gone = Op(OpKind.DELETE, route)
     result = execute_partial(writer, [gone], RefusalBook(), {NH_A}, now=0.0)
     assert result.done == (gone,) and writer.sent == [] and result.complete
+
+
+def test_someone_elses_qdisc_where_a_queue_goes_is_a_conflict_named_as_the_kernel_said() -> None:
+    op = Op(OpKind.REPLACE, QUEUE)
+    busy = OSError(errno.EBUSY, "wan-b has a root qdisc ecmpd does not own (tbf 1:)")
+    assert refusal_kind(busy, op) is RefusalKind.CONFLICT
+    assert describe(busy, op) == "wan-b has a root qdisc ecmpd does not own (tbf 1:)"
+    # Any other refusal of a queue is a plain one.
+    assert refusal_kind(OSError(errno.EINVAL, "Invalid argument"), op) is RefusalKind.REFUSED
