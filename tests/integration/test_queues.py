@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,13 @@ def queue_lab(lab_factory: LabFactory, **queue: Any) -> Lab:
     per_uplink = {isp.name: {"queue": {"rate": f"{RATE_MBIT}Mbit", **queue}} for isp in lab.isps}
     write_lab_config(lab, lab.config_path, per_uplink=per_uplink)
     return lab
+
+
+def edit_first_uplink(lab: Lab, change: Callable[[dict[str, Any]], object]) -> None:
+    """Changes the first uplink of the lab's config file, as a user edits it."""
+    data = yaml.safe_load(lab.config_path.read_text())
+    change(data["uplinks"][0])
+    lab.config_path.write_text(yaml.safe_dump(data))
 
 
 def lan(lab: Lab) -> str:
@@ -200,31 +207,13 @@ def test_a_changed_rate_is_changed_in_place_and_a_damaged_queue_rebuilt(
     lab = queue_lab(lab_factory)
     run = tmp_path / "run"
     apply(lab, run)
-    data = yaml.safe_load(lab.config_path.read_text())
-    data["uplinks"][0]["queue"]["rate"] = "30Mbit"
-    lab.config_path.write_text(yaml.safe_dump(data))
+    edit_first_uplink(lab, lambda uplink: uplink["queue"].update(rate="30Mbit"))
     changed = apply(lab, run)
     assert changed["changes"] == 1, changed["ops"]
     assert classes(lab, "wan-a")["ec:1"]["rate"] == 30_000_000 // 8
-    # By hand: the bulk FIFO made shallower. Read back as not intact, built again.
-    netns.run_in(
-        lab.router,
-        [
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            "wan-b",
-            "parent",
-            "ec:20",
-            "handle",
-            "ee:",
-            "bfifo",
-            "limit",
-            "3000",
-        ],
-        check=True,
-    )
+    # By hand: the bulk FIFO made shallower. Read back as it is, changed back in place.
+    shallower = "tc qdisc replace dev wan-b parent ec:20 handle ee: bfifo limit 3000"
+    netns.run_in(lab.router, shallower.split(), check=True)
     rebuilt = apply(lab, run)
     assert rebuilt["changes"] == 1, rebuilt["ops"]
     leaves = {q["handle"]: q for q in tc(lab.router, "qdisc", "show", "dev", "wan-b")}
@@ -243,9 +232,7 @@ def test_dropping_the_queue_and_down_give_the_interface_back(
     lab = queue_lab(lab_factory)
     run = tmp_path / "run"
     apply(lab, run)
-    data = yaml.safe_load(lab.config_path.read_text())
-    del data["uplinks"][0]["queue"]
-    lab.config_path.write_text(yaml.safe_dump(data))
+    edit_first_uplink(lab, lambda uplink: uplink.pop("queue"))
     apply(lab, run)
     assert root(lab, "wan-a")["handle"] == "0:"  # the kernel's default again
     assert root(lab, "wan-b")["handle"] == "ec:"
