@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecmpd.config import Config
+from ecmpd.config.schema import Config
 from ecmpd.facts import KernelFacts
 from ecmpd.model import (
     QUEUE_BULK,
@@ -106,6 +106,18 @@ def queue_leaves(queue: Queue) -> tuple[QueueLeaf, QueueLeaf]:
     return (
         QueueLeaf(QUEUE_FIRST_LEAF, QUEUE_FIRST, "pfifo", QUEUE_FIRST_LIMIT),
         QueueLeaf(QUEUE_BULK_LEAF, QUEUE_BULK, "bfifo", queue.limit),
+    )
+
+
+# HTB's `default`: the minor number of the class that takes unclassified packets.
+DEFAULT_CLASS = QUEUE_BULK & 0xFFFF
+
+
+def foreign_root(ifname: str, held: str) -> str:
+    """What stands in the way of a queue: someone else's root qdisc ("kind handle")."""
+    return (
+        f"{ifname} has a root qdisc ecmpd does not own ({held}):"
+        f" remove it (tc qdisc del dev {ifname} root)"
     )
 
 

@@ -12,6 +12,7 @@ from ecmpd.config.uplink import UplinkConfig
 from ecmpd.facts import InterfaceFacts, KernelFacts, MainDefault
 from ecmpd.marks import clashing
 from ecmpd.model import ANNOUNCE_MAIN_METRIC, MAIN_TABLE, RTPROT_FRR_STATIC, Family, nexthop_id
+from ecmpd.queues import foreign_root
 
 Finding = tuple[str, str]
 # A finding that only says "not there yet" (the interface, a lease, an address): at boot
@@ -241,8 +242,7 @@ def _queues(config: Config, facts: KernelFacts) -> Iterator[Finding]:
         if uplink.queue is not None and held is not None:
             yield (
                 f"uplinks[{i}].queue",
-                f"{uplink.interface} has a root qdisc ecmpd does not own ({held}): remove it"
-                f" (tc qdisc del dev {uplink.interface} root) or drop `queue` here",
+                f"{foreign_root(uplink.interface, held)} or drop `queue` here",
             )
 
 

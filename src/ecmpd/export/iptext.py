@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 from ecmpd.kernel.nftdoc import render_table
 from ecmpd.model import (
-    QUEUE_BULK,
     QUEUE_HANDLE,
     RTPROT_ECMPD,
     TABLE_NAMES,
@@ -31,7 +30,7 @@ from ecmpd.model import (
     Sysctl,
 )
 from ecmpd.plan import KernelObject, Op, OpKind, diff
-from ecmpd.queues import queue_classes, queue_leaves, show_handle
+from ecmpd.queues import DEFAULT_CLASS, queue_classes, queue_leaves, show_handle
 
 PROTO = f"proto {RTPROT_ECMPD}"
 
@@ -161,9 +160,7 @@ def queue_commands(queue: Queue) -> list[str]:
     """The `tc` commands that build (or change) ecmpd's queue on an interface."""
     dev = f"tc {{}} replace dev {queue.ifname}"
     h = show_handle
-    lines = [
-        f"{dev.format('qdisc')} root handle {h(QUEUE_HANDLE)} htb default {QUEUE_BULK & 0xFFFF:x}"
-    ]
+    lines = [f"{dev.format('qdisc')} root handle {h(QUEUE_HANDLE)} htb default {DEFAULT_CLASS:x}"]
     for c in queue_classes(queue):
         lines.append(
             f"{dev.format('class')} parent {h(c.parent)} classid {h(c.classid)} htb"

@@ -34,6 +34,7 @@ from typing import Any
 
 from ecmpd.kernel.nftpins import SETS, lookup, parse_set, pins_of, set_object
 from ecmpd.model import QUEUE_FIRST, QUEUE_HANDLE, NftTable
+from ecmpd.queues import show_handle
 
 FAMILY = "inet"
 TABLE = "ecmpd"
@@ -63,9 +64,10 @@ BASE_CHAINS = {
     "first_bytes": ("filter", "postrouting", PRIO_MANGLE),
 }
 # model.QUEUE_FIRST as nft writes a priority (major:minor, hex).
-FIRST_PRIORITY = f"{QUEUE_FIRST >> 16:x}:{QUEUE_FIRST & 0xFFFF:x}"
+FIRST_PRIORITY = show_handle(QUEUE_FIRST)
 # A priority equal to the HTB's handle goes to its direct queue (health/probebase.py).
-DIRECT_PRIORITY = f"{QUEUE_HANDLE >> 16:x}:0"
+# (nft wants its minor written: "ec:0", where tc writes the handle "ec:".)
+DIRECT_PRIORITY = f"{show_handle(QUEUE_HANDLE)}0"
 DIRECTIONS = ("original", "reply")
 
 

@@ -30,7 +30,15 @@ from ecmpd.kernel.transport import (
     parse_attrs,
 )
 from ecmpd.model import QUEUE_BULK, QUEUE_FIRST, QUEUE_HANDLE, QUEUE_TOP, Queue
-from ecmpd.queues import QueueClass, QueueLeaf, queue_classes, queue_leaves, show_handle
+from ecmpd.queues import (
+    DEFAULT_CLASS,
+    QueueClass,
+    QueueLeaf,
+    foreign_root,
+    queue_classes,
+    queue_leaves,
+    show_handle,
+)
 
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTCLASS, RTM_GETTCLASS = 40, 42
@@ -70,17 +78,10 @@ class Qdisc:
     limit: int | None = None
     default_class: int | None = None  # HTB
 
-
-@dataclass(frozen=True)
-class HtbClass:
-    """One HTB class as dumped."""
-
-    ifindex: int
-    classid: int
-    parent: int
-    rate: int
-    ceil: int
-    prio: int
+    @property
+    def shown(self) -> str:
+        """Its kind and handle, as tc shows them ("tbf 1:")."""
+        return f"{self.kind} {show_handle(self.handle)}"
 
 
 class ForeignQdisc(OSError):
@@ -88,9 +89,7 @@ class ForeignQdisc(OSError):
 
     def __init__(self, ifname: str, root: Qdisc) -> None:
         super().__init__(
-            errno.EBUSY,
-            f"{ifname} has a root qdisc ecmpd does not own ({root.kind} {show_handle(root.handle)})"
-            ": remove it or drop the uplink's `queue`",
+            errno.EBUSY, f"{foreign_root(ifname, root.shown)} or drop the uplink's `queue`"
         )
 
 
@@ -115,7 +114,7 @@ def read_qdiscs(nl: NetlinkSocket) -> list[Qdisc]:
     return out
 
 
-def read_classes(nl: NetlinkSocket, ifindex: int) -> list[HtbClass]:
+def read_classes(nl: NetlinkSocket, ifindex: int) -> list[QueueClass]:
     """The HTB classes of one interface."""
     out = []
     for _kind, payload in nl.dump(RTM_GETTCLASS, _tcmsg(ifindex, 0, 0)):
@@ -133,7 +132,7 @@ def read_classes(nl: NetlinkSocket, ifindex: int) -> list[HtbClass]:
         ceil = _rate(RATESPEC.unpack(ceil_spec)[5], options.get(TCA_HTB_CEIL64))
         # A class right under the qdisc is listed with parent "root": the qdisc it is.
         parent = handle & 0xFFFF0000 if parent == TC_H_ROOT else parent
-        out.append(HtbClass(index, handle, parent, rate, ceil, prio))
+        out.append(QueueClass(handle, parent, rate, ceil, prio))
     return out
 
 
@@ -160,12 +159,12 @@ def observe_queues(
         if root.handle == QUEUE_HANDLE:
             found.add(_held(nl, ifindex, root, qdiscs, names[ifindex]))
         elif root.handle != 0:
-            foreign[names[ifindex]] = f"{root.kind} {show_handle(root.handle)}"
+            foreign[names[ifindex]] = root.shown
     return frozenset(found), foreign
 
 
 def _queue(
-    ifname: str, root: Qdisc, classes: Mapping[int, HtbClass], leaves: Mapping[int, Qdisc]
+    ifname: str, root: Qdisc, classes: Mapping[int, QueueClass], leaves: Mapping[int, Qdisc]
 ) -> Queue:
     """The queue a tree under ec: holds; not intact unless exactly as `write_queue` builds it."""
     top, first, bulk = (classes.get(c) for c in (QUEUE_TOP, QUEUE_FIRST, QUEUE_BULK))
@@ -173,17 +172,14 @@ def _queue(
     if top is None or first is None or bulk is None or bulk_leaf is None or first_leaf is None:
         return Queue(ifname, top.rate if top else 0, 0, 0, intact=False)
     queue = Queue(ifname, top.rate, first.rate, bulk_leaf.limit or 0)
-    have = tuple(
-        QueueClass(c.classid, c.parent, c.rate, c.ceil, c.prio) for c in (top, first, bulk)
-    )
     leaves_have = tuple(
         QueueLeaf(q.handle, q.parent, q.kind, q.limit or 0) for q in (first_leaf, bulk_leaf)
     )
     intact = (
         root.kind == "htb"
-        and root.default_class == QUEUE_BULK & 0xFFFF
+        and root.default_class == DEFAULT_CLASS
         and len(classes) == 3
-        and have == queue_classes(queue)
+        and (top, first, bulk) == queue_classes(queue)
         and leaves_have == queue_leaves(queue)
     )
     return queue if intact else Queue(ifname, queue.rate, queue.first, queue.limit, intact=False)
@@ -197,20 +193,19 @@ def write_queue(nl: NetlinkSocket, ifindex: int, queue: Queue) -> None:
     """
     qdiscs = read_qdiscs(nl)
     root = roots(qdiscs).get(ifindex)
-    if root is not None and root.handle not in (0, QUEUE_HANDLE):
-        raise ForeignQdisc(queue.ifname, root)
     ours = root is not None and root.handle == QUEUE_HANDLE
-    if ours and root is not None and not _held(nl, ifindex, root, qdiscs, queue.ifname).intact:
-        delete_queue(nl, ifindex)
-        root = None
+    if root is not None and not ours and root.handle != 0:
+        raise ForeignQdisc(queue.ifname, root)
+    if root is not None and ours and not _held(nl, ifindex, root, qdiscs, queue.ifname).intact:
+        _delete_root(nl, ifindex)
+        ours = False
     flags = NLM_F_CREATE | NLM_F_REPLACE
-    if root is None or root.handle != QUEUE_HANDLE:
-        glob = HTB_GLOB.pack(TC_HTB_PROTOVER, 10, QUEUE_BULK & 0xFFFF, 0, 0)
+    if not ours:
+        glob = HTB_GLOB.pack(TC_HTB_PROTOVER, 10, DEFAULT_CLASS, 0, 0)
         body = _tcmsg(ifindex, QUEUE_HANDLE, TC_H_ROOT) + attr_str(TCA_KIND, "htb")
         nl.request(RTM_NEWQDISC, flags, body + attr(TCA_OPTIONS, attr(TCA_HTB_INIT, glob)))
     for c in queue_classes(queue):
-        body = _class_message(ifindex, c.classid, c.parent, c.rate, c.ceil, c.prio)
-        nl.request(RTM_NEWTCLASS, NLM_F_CREATE, body)
+        nl.request(RTM_NEWTCLASS, NLM_F_CREATE, _class_message(ifindex, c))
     for leaf in queue_leaves(queue):
         body = _tcmsg(ifindex, leaf.handle, leaf.parent) + attr_str(TCA_KIND, leaf.kind)
         nl.request(RTM_NEWQDISC, flags, body + attr(TCA_OPTIONS, FIFO.pack(leaf.limit)))
@@ -223,10 +218,9 @@ def _held(nl: NetlinkSocket, ifindex: int, root: Qdisc, qdiscs: list[Qdisc], ifn
     return _queue(ifname, root, classes, leaves)
 
 
-def _class_message(
-    ifindex: int, classid: int, parent: int, rate: int, ceil: int, prio: int
-) -> bytes:
+def _class_message(ifindex: int, c: QueueClass) -> bytes:
     """RTM_NEWTCLASS's body for one HTB class (rates in bytes/s)."""
+    rate, ceil = c.rate, c.ceil
 
     def spec(r: int) -> bytes:
         return RATESPEC.pack(0, TC_LINKLAYER_ETHERNET, 0, 0, 0, min(r, U32_MAX))
@@ -236,13 +230,13 @@ def _class_message(
         return min(U32_MAX, int(burst / r * 1e9 / TICK_NS))
 
     quantum = min(MAX_QUANTUM, max(MTU, rate // 10))
-    opt = HTB_OPT.pack(spec(rate), spec(ceil), ticks(rate), ticks(ceil), quantum, 0, prio)
+    opt = HTB_OPT.pack(spec(rate), spec(ceil), ticks(rate), ticks(ceil), quantum, 0, c.prio)
     options = attr(TCA_HTB_PARMS, opt)
     if rate > U32_MAX:
         options += attr(TCA_HTB_RATE64, U64.pack(rate))
     if ceil > U32_MAX:
         options += attr(TCA_HTB_CEIL64, U64.pack(ceil))
-    body = _tcmsg(ifindex, classid, parent) + attr_str(TCA_KIND, "htb")
+    body = _tcmsg(ifindex, c.classid, c.parent) + attr_str(TCA_KIND, "htb")
     return body + attr(TCA_OPTIONS, options)
 
 
@@ -250,6 +244,9 @@ def delete_queue(nl: NetlinkSocket, ifindex: int) -> None:
     """Delete ecmpd's root qdisc (and all under it): the kernel's default comes back.
     Nothing happens when the root is not ec: (someone else's is never deleted)."""
     root = roots(read_qdiscs(nl)).get(ifindex)
-    if root is None or root.handle != QUEUE_HANDLE:
-        return
+    if root is not None and root.handle == QUEUE_HANDLE:
+        _delete_root(nl, ifindex)
+
+
+def _delete_root(nl: NetlinkSocket, ifindex: int) -> None:
     nl.request(RTM_DELQDISC, 0, _tcmsg(ifindex, QUEUE_HANDLE, TC_H_ROOT))
