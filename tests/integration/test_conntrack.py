@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ecmpd.lab.layout import Lab
 from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_until
 from ecmpd.model import Family, NftTable
+from tests.integration.fixtures.connections import tcp_server
 from tests.integration.fixtures.labs import LabFactory, nat_lab
 
 HOLD_PORT = 7100
@@ -42,40 +42,15 @@ def two_uplink_nat_lab(lab_factory: LabFactory) -> tuple[Lab, IPv4Address, IPv4A
     return lab, client_a, client_b
 
 
-@contextlib.contextmanager
-def hold_server(lab: Lab, address: IPv4Address) -> Iterator[None]:
+def hold_server(lab: Lab, address: IPv4Address) -> contextlib.AbstractContextManager[None]:
     """A TCP server in the internet namespace that echoes lines and keeps connections open."""
-    listener = netns.socket_in(lab.internet, socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((str(address), HOLD_PORT))
-    listener.listen(64)
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
     def echo(conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             while data := conn.recv(4096):
                 conn.sendall(data)
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, name="hold-server", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        listener.close()
+    return tcp_server(lab.internet, address, HOLD_PORT, echo)
 
 
 def connect(ns: str, source: IPv4Address, server: IPv4Address) -> socket.socket:

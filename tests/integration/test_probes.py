@@ -11,7 +11,6 @@ import contextlib
 import errno
 import json
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
@@ -27,6 +26,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.faults import load_nft
 from ecmpd.lab.layout import ISP_CORE_IF, LINK_LOCAL_GATEWAY6, IspInfo, Lab, core_link
 from ecmpd.model import NH_ID_BASE, Family, IPAddress
+from tests.integration.fixtures.connections import tcp_server
 from tests.integration.fixtures.kernelstate import ecmpd, ip_json
 
 T = TypeVar("T")
@@ -421,30 +421,9 @@ def test_probers_refuse_what_does_not_exist(lab: Lab) -> None:
 # --- TCP -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tcp_listener(ns: str, family: Family, address: IPAddress, port: int) -> Iterator[None]:
-    """A listening socket in a namespace, accepting (and dropping) connections in a thread."""
-    listener = netns.socket_in(ns, family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((str(address), port))
-    listener.listen(64)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn, _ = listener.accept()
-                conn.close()
-
-    thread = threading.Thread(target=serve, name="probe-listener", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        listener.close()
+def tcp_listener(ns: str, address: IPAddress, port: int) -> contextlib.AbstractContextManager[None]:
+    """A listening socket in a namespace, accepting (and dropping) connections."""
+    return tcp_server(ns, address, port, lambda conn: conn.close())
 
 
 def test_tcp_probes_count_syn_ack_and_rst_as_reachable_and_silence_as_lost(
@@ -472,7 +451,7 @@ def test_tcp_probes_count_syn_ack_and_rst_as_reachable_and_silence_as_lost(
                     took.append(time.monotonic() - started)
             return rtts, [p.counters for p in (*listening.values(), *closed.values())], took
 
-    with tcp_listener(lab.internet, V4, server, TCP_PORT):
+    with tcp_listener(lab.internet, server, TCP_PORT):
         rtts, counters, took = in_router(lab, main)
     for name, (open_rtt, refused_rtt, *lost) in rtts.items():
         assert plausible(open_rtt) and plausible(refused_rtt), name
@@ -508,7 +487,7 @@ def test_icmpv6_and_tcp_over_ipv6_to_global_and_link_local_gateways(
             connected = [await tcp.probe(gateway, TIMEOUT), await tcp.probe(link_local, TIMEOUT)]
             return pinged, connected, icmp.counters
 
-    with tcp_listener(isp.ns, V6, IPv6Address("::"), TCP_PORT):
+    with tcp_listener(isp.ns, IPv6Address("::"), TCP_PORT):
         pinged, connected, counters = in_router(lab, main)
     assert all(plausible(rtt) for rtt in pinged.values()), pinged
     assert all(plausible(rtt) for rtt in connected), connected

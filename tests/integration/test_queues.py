@@ -24,6 +24,7 @@ from ecmpd.lab.sources import nat_only
 from ecmpd.lab.topology import add_lan_clients
 from ecmpd.lab.wait import wait_for
 from ecmpd.queues import show_handle
+from tests.integration.fixtures.connections import tcp_server
 from tests.integration.fixtures.daemon import running_daemon
 from tests.integration.fixtures.kernelstate import ecmpd
 from tests.integration.fixtures.labs import LabFactory
@@ -340,15 +341,6 @@ def ping_pong_server(lab: Lab) -> Iterator[IPv4Address]:
     """A server in the internet namespace that echoes each 2-byte request, and sinks
     everything sent to BULK_PORT."""
     address = lab.servers[0]
-    listeners = []
-    for port in (PORT, BULK_PORT):
-        listener = netns.socket_in(lab.internet, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((str(address), port))
-        listener.listen(512)
-        listener.settimeout(0.2)
-        listeners.append(listener)
-    stop = threading.Event()
 
     def echo(conn: socket.socket) -> None:
         with conn:
@@ -361,30 +353,11 @@ def ping_pong_server(lab: Lab) -> Iterator[IPv4Address]:
             while conn.recv(65536):
                 pass
 
-    def serve(listener: socket.socket, handler: Any) -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
-
-    threads = [
-        threading.Thread(target=serve, args=(lst, h), daemon=True)
-        for lst, h in zip(listeners, (echo, sink), strict=True)
-    ]
-    for t in threads:
-        t.start()
-    try:
+    with (
+        tcp_server(lab.internet, address, PORT, echo),
+        tcp_server(lab.internet, address, BULK_PORT, sink),
+    ):
         yield address
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=2)
-        for lst in listeners:
-            lst.close()
 
 
 @contextlib.contextmanager
