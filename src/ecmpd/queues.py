@@ -10,8 +10,9 @@ reconnecting client's first flight at once (its loss costs TCP's retransmission 
 An uplink's `queue: {rate: ...}` moves that queue into the router: ecmpd shapes the
 interface a little below the line's rate (so the modem's queue stays empty) with an HTB
 of two classes. The first `first_bytes` bytes each way of every connection (table inet
-ecmpd sets their packets' priority to model.QUEUE_FIRST) are served first, with a quarter
-of the rate assured to the rest, so bulk data is never starved; the rest waits in a
+ecmpd sets their packets' priority to model.QUEUE_FIRST, a quarter of the rate assured)
+are served first, with the other three quarters assured to the rest, so bulk data is
+never starved; the rest waits in a
 FIFO of QUEUE_DEPTH_S at the rate, as the lab's modem does. Not fair queuing (this
 kernel has no fq_codel or cake): the one promise is that a connection's start does not
 queue behind bulk data.

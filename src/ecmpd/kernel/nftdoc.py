@@ -82,7 +82,7 @@ def check_table(table: NftTable) -> None:
     if len({i for i, _ in table.queues}) != len(table.queues):
         raise ValueError(f"an interface appears twice in the queue rules: {table.queues}")
     if any(n < 1 for _, n in table.queues):
-        raise ValueError(f"a queue's first packets must be at least 1: {table.queues}")
+        raise ValueError(f"a queue's first bytes must be at least 1: {table.queues}")
     values = [v for _, v in table.marks]
     if len(set(values)) != len(values) or len({i for i, _ in table.marks}) != len(values):
         raise ValueError(f"interfaces and mark values must be one to one: {table.marks}")

@@ -30,7 +30,7 @@ from ecmpd.lab import netns
 from ecmpd.lab.demoparts import DemoDaemon, DemoError, StatusPoller
 from ecmpd.lab.groups import GroupHistory
 from ecmpd.lab.labconfig import write_lab_config
-from ecmpd.lab.layout import IspInfo, Lab
+from ecmpd.lab.layout import IspInfo, Lab, isp_name
 from ecmpd.lab.scenario import Demo, Progress
 from ecmpd.lab.summary import DemoRun, summarize
 from ecmpd.lab.topology import lab_session
@@ -69,8 +69,9 @@ def uplink_keys(queues: bool) -> dict[str, dict[str, Any]]:
     """The demo's per-uplink keys: the backup's, and each uplink's queue if asked."""
     keys: dict[str, dict[str, Any]] = {BACKUP: dict(BACKUP_KEYS)}
     if queues:
-        for name, rate in zip(("isp-a", "isp-b", "isp-c", BACKUP), RATES_MBIT, strict=True):
-            keys.setdefault(name, {})["queue"] = {"rate": f"{int(rate * QUEUE_SHARE)}Mbit"}
+        for i, rate in enumerate(RATES_MBIT):
+            queue = {"rate": f"{int(rate * QUEUE_SHARE)}Mbit"}
+            keys.setdefault(isp_name(i), {})["queue"] = queue
     return keys
 
 
